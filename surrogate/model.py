@@ -1,0 +1,235 @@
+"""Parameters and vector field of the attention surrogate (DESIGN.md section 3).
+
+    dtheta_i/dt = omega_i + g_i u_{sigma(i)}(t)
+                  + sum_j K[sigma(i), sigma(j)] alpha_ij sin(theta_j - theta_i)
+    alpha_ij    = a_ij exp(B[sigma(i), sigma(j)] cos(theta_j - theta_i)) / Z_i
+
+with Z_i = sum_j a_ij exp(B cos(theta_j - theta_i)) ("softmax": alpha is an attention row),
+Z_i = deg(i) ("mean") or Z_i = 1 ("none"). Phases are in radians, time in surrogate units.
+
+Three evaluations of the same function are provided:
+
+* ``"reference"``: the formula as written (cos, sin and exp per pair); used by ``vector_field``, the
+  diffrax path and as the check of the others;
+* ``"dense"``: masked dense (N, N) with the identities cos(tj - ti) = cj ci + sj si and
+  sin(tj - ti) = sj ci - cj si, so one exp per pair is the only transcendental;
+* ``"sparse"``: the same on gathered neighbour lists (N, D), D the largest degree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+import diffrax
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from surrogate.network import Network, build_network
+
+__all__ = [
+    "Params",
+    "Surrogate",
+    "NORMALISATIONS",
+    "block_matrix",
+    "make_drive",
+    "paper_preset",
+    "initial_phases",
+    "vector_field",
+    "rhs",
+    "attention_weights",
+    "replace",
+]
+
+NORMALISATIONS = ("softmax", "mean", "none")
+Kind = Literal["reference", "dense", "sparse"]
+
+
+@struct.dataclass
+class Params:
+    """Differentiable parameters of the surrogate.
+
+    Attributes:
+        omega: (N,) natural frequencies, rad per unit time.
+        gain: (N,) input gains g_i of the external drive.
+        B: (M, M) attention sharpness between modalities (row: query, column: key).
+        K: (M, M) coupling strength between modalities.
+    """
+
+    omega: jax.Array
+    gain: jax.Array
+    B: jax.Array
+    K: jax.Array
+
+
+@struct.dataclass
+class Surrogate:
+    """A surrogate system: graph, parameters, optional drive u(t) of shape (M,), normalisation.
+
+    This PyTree is the ``args`` of ``vector_field(t, theta, args)``.
+    """
+
+    network: Network
+    params: Params
+    drive: diffrax.AbstractPath | None = None
+    normalisation: str = struct.field(pytree_node=False, default="softmax")
+
+    def __post_init__(self):
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
+        if not (isinstance(self.network, Network) and isinstance(self.params, Params)):
+            return  # a pytree skeleton built by a JAX transformation
+        n, m = self.network.n, self.network.n_populations
+        p = self.params
+        for name, shape in (("omega", (n,)), ("gain", (n,)), ("B", (m, m)), ("K", (m, m))):
+            got = getattr(getattr(p, name), "shape", shape)  # non-arrays: pytree placeholders
+            if got != shape:
+                raise ValueError(f"params.{name} must have shape {shape}, got {got}")
+
+    @property
+    def dtype(self):
+        return self.params.omega.dtype
+
+    def drive_at(self, t) -> jax.Array:
+        """u(t), shape (M,); zeros without a drive."""
+        if self.drive is None:
+            return jnp.zeros((self.network.n_populations,), self.dtype)
+        u = jnp.asarray(self.drive.evaluate(t), self.dtype)
+        return jnp.broadcast_to(u, (self.network.n_populations,))
+
+
+def block_matrix(diagonal, off_diagonal, m: int = 2, dtype=jnp.float32) -> jax.Array:
+    """(m, m) matrix with ``diagonal`` on the diagonal and ``off_diagonal`` elsewhere."""
+    eye = jnp.eye(m, dtype=dtype)
+    return jnp.asarray(diagonal, dtype) * eye + jnp.asarray(off_diagonal, dtype) * (1 - eye)
+
+
+def make_drive(ts, values) -> diffrax.LinearInterpolation:
+    """Piecewise-linear drive u(t) from samples: ``ts`` (T,), ``values`` (T, M) or (T,).
+
+    Outside [ts[0], ts[-1]] the end segments are extrapolated linearly.
+    """
+    ts = jnp.asarray(ts)
+    values = jnp.asarray(values)
+    if ts.ndim != 1 or values.shape[0] != ts.shape[0]:
+        raise ValueError(
+            f"drive samples must be ts (T,) and values (T, M); got {ts.shape} and {values.shape}"
+        )
+    return diffrax.LinearInterpolation(ts=ts, ys=values)
+
+
+def initial_phases(key: jax.Array, n: int, dtype=jnp.float32) -> jax.Array:
+    """(n,) phases uniform in [0, 2 pi)."""
+    return jax.random.uniform(key, (n,), dtype=dtype, maxval=2 * jnp.pi)
+
+
+def paper_preset(
+    key: jax.Array,
+    beta_self: float = 0.1,
+    beta_cross: float = 0.1,
+    *,
+    sizes: Sequence[int] = (50, 50),
+    k: int = 10,
+    p: float = 0.01,
+    cross_density: float = 0.1,
+    omega_spread: float = 1.0,
+    gain: float = 1.0,
+    normalisation: str = "softmax",
+    drive: diffrax.AbstractPath | None = None,
+    dtype=jnp.float32,
+) -> Surrogate:
+    """The source paper's setting: K = B blockwise, 50 + 50 oscillators, k = 10, p = 0.01.
+
+    The paper sweeps beta_self and beta_cross over 1e-4..1 and reads low beta as weak attention;
+    setting the coupling strength equal to the sharpness (kappa = beta) is our interpretation of
+    that. Natural frequencies are drawn N(0, omega_spread^2); all input gains equal ``gain``.
+    """
+    k_net, k_omega = jax.random.split(key)
+    net = build_network(k_net, sizes, k, p, cross_density)
+    m = len(net.sizes)
+    B = block_matrix(beta_self, beta_cross, m, dtype)
+    params = Params(
+        omega=omega_spread * jax.random.normal(k_omega, (net.n,), dtype),
+        gain=jnp.full((net.n,), gain, dtype),
+        B=B,
+        K=B,
+    )
+    return Surrogate(network=net, params=params, drive=drive, normalisation=normalisation)
+
+
+def _columns(x: jax.Array, sur: Surrogate, kind: Kind) -> jax.Array:
+    """Values of a per-oscillator array x (N,) at the columns j of each row: (N, D) or (1, N)."""
+    if kind == "sparse":
+        return x[sur.network.neighbours]
+    return x[None, :]
+
+
+def _pair_blocks(sur: Surrogate, kind: Kind):
+    """Per-pair block sharpness, coupling and edge mask, rows over i, columns over j."""
+    pop = sur.network.population
+    pj = _columns(pop, sur, kind)
+    if kind == "sparse":
+        mask = sur.network.neighbour_mask.astype(sur.dtype)
+    else:
+        mask = sur.network.adjacency.astype(sur.dtype)
+    return sur.params.B[pop[:, None], pj], sur.params.K[pop[:, None], pj], mask
+
+
+def _attention(cos_d, beta, mask, shift, normalisation: str):
+    """alpha over the last axis from cos(theta_j - theta_i), block sharpness and edge mask."""
+    if normalisation == "softmax":
+        e = mask * jnp.exp(beta * cos_d - shift[:, None])
+        z = e.sum(-1, keepdims=True)
+        return e / jnp.where(z > 0, z, 1)
+    e = mask * jnp.exp(beta * cos_d)
+    if normalisation == "mean":
+        deg = mask.sum(-1, keepdims=True)
+        return e / jnp.where(deg > 0, deg, 1)
+    return e
+
+
+def _shift(sur: Surrogate) -> jax.Array:
+    """(N,) per-row constant max_b |B[sigma(i), b]|; cancels in the softmax, keeps exp <= 1."""
+    return jnp.max(jnp.abs(sur.params.B), axis=1)[sur.network.population]
+
+
+def attention_weights(theta: jax.Array, sur: Surrogate) -> jax.Array:
+    """Attention matrix alpha_ij at phases theta (N,): (N, N), zero off the graph."""
+    beta, _, mask = _pair_blocks(sur, "dense")
+    cos_d = jnp.cos(theta[None, :] - theta[:, None])
+    return _attention(cos_d, beta, mask, _shift(sur), sur.normalisation)
+
+
+def rhs(theta: jax.Array, u: jax.Array, sur: Surrogate, kind: Kind = "reference") -> jax.Array:
+    """dtheta/dt at phases theta (N,) under drive value u (M,), by the chosen evaluation."""
+    theta = jnp.asarray(theta, sur.dtype)
+    if kind not in ("reference", "dense", "sparse"):
+        raise ValueError(f"kind must be 'reference', 'dense' or 'sparse', got {kind!r}")
+    beta, kappa, mask = _pair_blocks(sur, kind)
+    shift = _shift(sur)
+    if kind == "reference":
+        d = theta[None, :] - theta[:, None]
+        w = kappa * _attention(jnp.cos(d), beta, mask, shift, sur.normalisation)
+        coupling = jnp.sum(w * jnp.sin(d), axis=-1)
+    else:
+        c, s = jnp.cos(theta), jnp.sin(theta)
+        cj, sj = _columns(c, sur, kind), _columns(s, sur, kind)
+        cos_d = c[:, None] * cj + s[:, None] * sj
+        w = kappa * _attention(cos_d, beta, mask, shift, sur.normalisation)
+        coupling = c * jnp.sum(w * sj, -1) - s * jnp.sum(w * cj, -1)
+    drive = sur.params.gain * u[sur.network.population]
+    return sur.params.omega + drive + coupling
+
+
+def vector_field(t, theta: jax.Array, args: Surrogate) -> jax.Array:
+    """The surrogate's vector field f(t, theta, args) -> dtheta/dt, (N,) -> (N,) (diffrax style)."""
+    return rhs(theta, args.drive_at(t), args, "reference")
+
+
+def replace(sur: Surrogate, **params) -> Surrogate:
+    """A copy of ``sur`` with some parameters replaced, e.g. ``replace(sur, B=B, K=K)``."""
+    return dataclasses.replace(sur, params=sur.params.replace(**params))

@@ -1,0 +1,9 @@
+"""Test configuration: float64 is enabled for the whole session.
+
+Functions in this project follow the dtype of their inputs, so float32 tests pass float32 arrays
+explicitly; references (finite differences, published values) are checked in float64.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
