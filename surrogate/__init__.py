@@ -15,10 +15,12 @@ from surrogate.metrics import (
 )
 from surrogate.model import (
     NORMALISATIONS,
+    CouplingTables,
     Params,
     Surrogate,
     attention_weights,
     block_matrix,
+    coupling_tables,
     initial_phases,
     make_drive,
     paper_preset,
@@ -30,6 +32,7 @@ from surrogate.network import Network, build_network, cross_links, from_adjacenc
 
 __all__ = [
     "NORMALISATIONS",
+    "CouplingTables",
     "RK4",
     "SPARSE_BELOW",
     "Network",
@@ -39,6 +42,7 @@ __all__ = [
     "attention_weights",
     "block_matrix",
     "build_network",
+    "coupling_tables",
     "cross_links",
     "cross_modal_share",
     "dominance",

@@ -1,10 +1,13 @@
 """Integration of the surrogate: one ``simulate`` API with two paths.
 
-* ``path="diffrax"``: ``diffrax.diffeqsolve`` on ``vector_field`` with any solver, step-size
-  controller, ``SaveAt`` and adjoint (default: Tsit5 with a constant step ``dt``).
-* ``path="fast"``: classic fixed-step RK4 in ``lax.scan`` on the one-exp-per-pair evaluation
-  (``kind="dense"`` or ``"sparse"``, or ``"auto"``: sparse when the graph density is below
-  ``SPARSE_BELOW``). The drive is evaluated once, before the loop, at every stage time.
+* ``path="diffrax"``: ``diffrax.diffeqsolve`` with any solver, step-size controller, ``SaveAt``
+  and adjoint (default: Tsit5 with a constant step ``dt``).
+* ``path="fast"``: classic fixed-step RK4 in ``lax.scan``; the drive is evaluated once, before the
+  loop, at every stage time.
+
+Both evaluate the vector field by ``kind``: the one-exp-per-pair ``"dense"`` or ``"sparse"`` forms,
+``"auto"`` (sparse when the graph density is below ``SPARSE_BELOW``), or the literal formula
+``"reference"`` (what ``vector_field`` computes).
 
 Both return a ``Trajectory`` of unwrapped phases (radians) and are jit-, vmap- and grad-able.
 ``RK4`` is the same method as a diffrax solver, so the two paths can run the identical scheme.
@@ -21,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from surrogate.model import Surrogate, rhs, vector_field
+from surrogate.model import Surrogate, coupling_tables, rhs
 
 __all__ = ["RK4", "Trajectory", "simulate", "resolve_kind", "SPARSE_BELOW"]
 
@@ -76,24 +79,35 @@ def _check_steps(dt, n_steps: int, save_every: int) -> None:
         raise ValueError(f"dt must be positive, got dt={dt!r}")
 
 
+#: Classic RK4 tableau: stage j evaluates at t + C[j] dt, y + dt sum_l A[j, l] k_l.
+_A = np.array([[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0]])
+_B = np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6])
+_C = np.array([0.0, 0.5, 0.5, 1.0])
+
+
 def _fast(sur, theta0, t0, dt, n_steps, save_every, kind):
     dtype = sur.dtype
     n_save = n_steps // save_every
     dt = jnp.asarray(dt, dtype)
-    times = t0 + dt * jnp.arange(n_steps, dtype=dtype)
+    a, b = jnp.asarray(_A, dtype), jnp.asarray(_B, dtype)
     if sur.drive is None:
-        u = jnp.zeros((n_save, save_every, 3, sur.network.n_populations), dtype)
+        u = jnp.zeros((n_save, save_every, 4, sur.network.n_populations), dtype)
     else:
-        stage_t = times[:, None] + dt * jnp.asarray([0.0, 0.5, 1.0], dtype)
-        u = jax.vmap(jax.vmap(sur.drive_at))(stage_t)
-        u = u.reshape(n_save, save_every, 3, -1)
+        times = t0 + dt * jnp.arange(n_steps, dtype=dtype)
+        stage_t = times[:, None] + dt * jnp.asarray(_C, dtype)
+        u = jax.vmap(jax.vmap(sur.drive_at))(stage_t).reshape(n_save, save_every, 4, -1)
+    tables = coupling_tables(sur, kind)  # phase-independent: built once, outside the loop
 
-    def step(theta, u3):
-        k1 = rhs(theta, u3[0], sur, kind)
-        k2 = rhs(theta + 0.5 * dt * k1, u3[1], sur, kind)
-        k3 = rhs(theta + 0.5 * dt * k2, u3[1], sur, kind)
-        k4 = rhs(theta + dt * k3, u3[2], sur, kind)
-        return theta + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+    def step(theta, u4):
+        # The stages run in a loop (one vector-field evaluation in the loop body): on XLA:CPU
+        # this measured 1.5-2.5x faster than the four stages unrolled. Weighted sums are
+        # elementwise, so no matmul precision (TF32 on GPU) enters the update.
+        def stage(j, ks):
+            y = theta + dt * jnp.sum(a[j][:, None] * ks, 0)
+            return ks.at[j].set(rhs(y, u4[j], sur, kind, tables))
+
+        ks = jax.lax.fori_loop(0, 4, stage, jnp.zeros((4,) + theta.shape, dtype))
+        return theta + dt * jnp.sum(b[:, None] * ks, 0), None
 
     def block(theta, u_block):
         theta, _ = jax.lax.scan(step, theta, u_block)
@@ -130,7 +144,7 @@ def simulate(
         n_steps: number of steps of size dt; the horizon is n_steps * dt.
         save_every: states are saved at t0 + dt * save_every * (0, 1, ..., n_steps / save_every).
         path: "fast" (fixed-step RK4, scan) or "diffrax".
-        kind: evaluation of the fast path: "auto", "dense", "sparse" or "reference".
+        kind: evaluation of the vector field: "auto", "dense", "sparse" or "reference".
         solver, stepsize_controller, saveat, adjoint, max_steps: diffrax path only; defaults
             Tsit5, ConstantStepSize, the save grid above, RecursiveCheckpointAdjoint and
             ``n_steps`` (times 16 with an adaptive controller).
@@ -156,8 +170,9 @@ def simulate(
         n_save = n_steps // save_every
         ts = t0 + dt * save_every * jnp.arange(n_save + 1, dtype=sur.dtype)
         saveat = diffrax.SaveAt(ts=ts)
+    kind = resolve_kind(sur, kind)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
+        diffrax.ODETerm(lambda t, y, args: rhs(y, args.drive_at(t), args, kind, tables=None)),
         solver or diffrax.Tsit5(),
         t0=t0,
         t1=t0 + n_steps * dt,

@@ -40,6 +40,8 @@ __all__ = [
     "vector_field",
     "rhs",
     "attention_weights",
+    "CouplingTables",
+    "coupling_tables",
     "replace",
 ]
 
@@ -168,58 +170,78 @@ def _columns(x: jax.Array, sur: Surrogate, kind: Kind) -> jax.Array:
     return x[None, :]
 
 
-def _pair_blocks(sur: Surrogate, kind: Kind):
-    """Per-pair block sharpness, coupling and edge mask, rows over i, columns over j."""
+@struct.dataclass
+class CouplingTables:
+    """Per-pair constants of one evaluation kind, rows over i and columns over j ((N, D) sparse,
+    (N, N) otherwise): block sharpness ``beta``, coupling ``kappa``, edge ``mask``, and the
+    per-row softmax shift (N,) = max_b |B[sigma(i), b]| (cancels in the softmax, keeps exp <= 1).
+
+    They depend on the parameters but not on the phases: integrators build them once per solve.
+    """
+
+    beta: jax.Array
+    kappa: jax.Array
+    mask: jax.Array
+    shift: jax.Array
+
+
+def coupling_tables(sur: Surrogate, kind: Kind) -> CouplingTables:
+    """Build the ``CouplingTables`` of ``sur`` for the evaluation ``kind``."""
+    if kind not in ("reference", "dense", "sparse"):
+        raise ValueError(f"kind must be 'reference', 'dense' or 'sparse', got {kind!r}")
     pop = sur.network.population
     pj = _columns(pop, sur, kind)
     if kind == "sparse":
         mask = sur.network.neighbour_mask.astype(sur.dtype)
     else:
         mask = sur.network.adjacency.astype(sur.dtype)
-    return sur.params.B[pop[:, None], pj], sur.params.K[pop[:, None], pj], mask
+    B, K = sur.params.B, sur.params.K
+    shift = jnp.max(jnp.abs(B), axis=1)[pop]
+    return CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj], mask=mask,
+                          shift=shift)
 
 
-def _attention(cos_d, beta, mask, shift, normalisation: str):
-    """alpha over the last axis from cos(theta_j - theta_i), block sharpness and edge mask."""
+def _attention(cos_d, tab: CouplingTables, normalisation: str):
+    """alpha over the last axis from cos(theta_j - theta_i)."""
     if normalisation == "softmax":
-        e = mask * jnp.exp(beta * cos_d - shift[:, None])
+        e = tab.mask * jnp.exp(tab.beta * cos_d - tab.shift[:, None])
         z = e.sum(-1, keepdims=True)
         return e / jnp.where(z > 0, z, 1)
-    e = mask * jnp.exp(beta * cos_d)
+    e = tab.mask * jnp.exp(tab.beta * cos_d)
     if normalisation == "mean":
-        deg = mask.sum(-1, keepdims=True)
+        deg = tab.mask.sum(-1, keepdims=True)
         return e / jnp.where(deg > 0, deg, 1)
     return e
 
 
-def _shift(sur: Surrogate) -> jax.Array:
-    """(N,) per-row constant max_b |B[sigma(i), b]|; cancels in the softmax, keeps exp <= 1."""
-    return jnp.max(jnp.abs(sur.params.B), axis=1)[sur.network.population]
-
-
 def attention_weights(theta: jax.Array, sur: Surrogate) -> jax.Array:
     """Attention matrix alpha_ij at phases theta (N,): (N, N), zero off the graph."""
-    beta, _, mask = _pair_blocks(sur, "dense")
     cos_d = jnp.cos(theta[None, :] - theta[:, None])
-    return _attention(cos_d, beta, mask, _shift(sur), sur.normalisation)
+    return _attention(cos_d, coupling_tables(sur, "dense"), sur.normalisation)
 
 
-def rhs(theta: jax.Array, u: jax.Array, sur: Surrogate, kind: Kind = "reference") -> jax.Array:
-    """dtheta/dt at phases theta (N,) under drive value u (M,), by the chosen evaluation."""
+def rhs(
+    theta: jax.Array,
+    u: jax.Array,
+    sur: Surrogate,
+    kind: Kind = "reference",
+    tables: CouplingTables | None = None,
+) -> jax.Array:
+    """dtheta/dt at phases theta (N,) under drive value u (M,), by the chosen evaluation.
+
+    ``tables`` (from ``coupling_tables(sur, kind)``) may be passed to hoist them out of a loop.
+    """
     theta = jnp.asarray(theta, sur.dtype)
-    if kind not in ("reference", "dense", "sparse"):
-        raise ValueError(f"kind must be 'reference', 'dense' or 'sparse', got {kind!r}")
-    beta, kappa, mask = _pair_blocks(sur, kind)
-    shift = _shift(sur)
+    tab = coupling_tables(sur, kind) if tables is None else tables
     if kind == "reference":
         d = theta[None, :] - theta[:, None]
-        w = kappa * _attention(jnp.cos(d), beta, mask, shift, sur.normalisation)
+        w = tab.kappa * _attention(jnp.cos(d), tab, sur.normalisation)
         coupling = jnp.sum(w * jnp.sin(d), axis=-1)
     else:
         c, s = jnp.cos(theta), jnp.sin(theta)
         cj, sj = _columns(c, sur, kind), _columns(s, sur, kind)
         cos_d = c[:, None] * cj + s[:, None] * sj
-        w = kappa * _attention(cos_d, beta, mask, shift, sur.normalisation)
+        w = tab.kappa * _attention(cos_d, tab, sur.normalisation)
         coupling = c * jnp.sum(w * sj, -1) - s * jnp.sum(w * cj, -1)
     drive = sur.params.gain * u[sur.network.population]
     return sur.params.omega + drive + coupling
