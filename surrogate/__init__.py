@@ -3,7 +3,7 @@
 Public API; implementation in modules named for concepts (network, model, integrate, metrics).
 """
 
-from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, resolve_kind, simulate
+from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
 from surrogate.metrics import (
     cross_modal_share,
     dominance,
@@ -47,6 +47,7 @@ __all__ = [
     "cross_modal_share",
     "dominance",
     "dominance_index",
+    "fold",
     "from_adjacency",
     "initial_phases",
     "kuramoto_order",

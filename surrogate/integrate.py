@@ -26,7 +26,7 @@ from flax import struct
 
 from surrogate.model import Surrogate, coupling_tables, rhs
 
-__all__ = ["RK4", "Trajectory", "simulate", "resolve_kind", "SPARSE_BELOW"]
+__all__ = ["RK4", "Trajectory", "simulate", "fold", "resolve_kind", "SPARSE_BELOW"]
 
 #: ``kind="auto"`` gathers neighbours when fewer than this fraction of pairs are edges. Measured
 #: (shared/notes/performance.md): sparse gather 2.2x the naive dense on CPU at density 0.15.
@@ -85,20 +85,25 @@ _B = np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6])
 _C = np.array([0.0, 0.5, 0.5, 1.0])
 
 
-def _fast(sur, theta0, t0, dt, n_steps, save_every, kind):
-    dtype = sur.dtype
-    n_save = n_steps // save_every
-    dt = jnp.asarray(dt, dtype)
-    a, b = jnp.asarray(_A, dtype), jnp.asarray(_B, dtype)
+def _stage_drive(sur, t0, dt, n_steps):
+    """Drive at the four RK4 stage times of every step: (n_steps, 4, M); None without a drive."""
     if sur.drive is None:
-        u = jnp.zeros((n_save, save_every, 4, sur.network.n_populations), dtype)
-    else:
-        times = t0 + dt * jnp.arange(n_steps, dtype=dtype)
-        stage_t = times[:, None] + dt * jnp.asarray(_C, dtype)
-        u = jax.vmap(jax.vmap(sur.drive_at))(stage_t).reshape(n_save, save_every, 4, -1)
+        return None
+    times = t0 + dt * jnp.arange(n_steps, dtype=sur.dtype)
+    stage_t = times[:, None] + dt * jnp.asarray(_C, sur.dtype)
+    return jax.vmap(jax.vmap(sur.drive_at))(stage_t)
+
+
+def _rk4_step(sur, dt, kind):
+    """step(theta, u4) -> theta after one RK4 step; u4 (4, M) drive values or None."""
+    dtype = sur.dtype
+    a, b = jnp.asarray(_A, dtype), jnp.asarray(_B, dtype)
+    zero_u = jnp.zeros((4, sur.network.n_populations), dtype)
     tables = coupling_tables(sur, kind)  # phase-independent: built once, outside the loop
 
     def step(theta, u4):
+        u4 = zero_u if u4 is None else u4
+
         # The stages run in a loop (one vector-field evaluation in the loop body): on XLA:CPU
         # this measured 1.5-2.5x faster than the four stages unrolled. Weighted sums are
         # elementwise, so no matmul precision (TF32 on GPU) enters the update.
@@ -107,16 +112,66 @@ def _fast(sur, theta0, t0, dt, n_steps, save_every, kind):
             return ks.at[j].set(rhs(y, u4[j], sur, kind, tables))
 
         ks = jax.lax.fori_loop(0, 4, stage, jnp.zeros((4,) + theta.shape, dtype))
-        return theta + dt * jnp.sum(b[:, None] * ks, 0), None
+        return theta + dt * jnp.sum(b[:, None] * ks, 0)
+
+    return step
+
+
+def _fast(sur, theta0, t0, dt, n_steps, save_every, kind):
+    dtype = sur.dtype
+    n_save = n_steps // save_every
+    dt = jnp.asarray(dt, dtype)
+    step = _rk4_step(sur, dt, kind)
+    u = _stage_drive(sur, t0, dt, n_steps)
+    if u is not None:
+        u = u.reshape(n_save, save_every, 4, -1)
 
     def block(theta, u_block):
-        theta, _ = jax.lax.scan(step, theta, u_block)
+        theta, _ = jax.lax.scan(lambda th, u4: (step(th, u4), None), theta, u_block,
+                                length=save_every)
         return theta, theta
 
     theta0 = jnp.asarray(theta0, dtype)
-    _, ys = jax.lax.scan(block, theta0, u)
+    _, ys = jax.lax.scan(block, theta0, u, length=n_save)
     ts = t0 + dt * save_every * jnp.arange(n_save + 1, dtype=dtype)
     return Trajectory(ts=ts, ys=jnp.concatenate([theta0[None], ys]))
+
+
+def fold(
+    sur: Surrogate,
+    theta0: jax.Array,
+    init,
+    update: Callable,
+    *,
+    dt: float,
+    n_steps: int,
+    t0: float = 0.0,
+    kind: str = "auto",
+):
+    """Fold ``acc = update(acc, n, theta_n)`` over the states after each fixed RK4 step.
+
+    The streaming counterpart of ``simulate(path="fast")``: nothing of the trajectory is stored,
+    so statistics (for example the normal equations of a readout) of long runs over large batches
+    fit in memory. ``n`` runs 1..n_steps (int32), ``theta_n`` is the state at t0 + n dt.
+
+    Returns:
+        (theta at t0 + n_steps dt, final accumulator).
+    """
+    _check_steps(dt, n_steps, 1)
+    theta0 = jnp.asarray(theta0, sur.dtype)
+    dt = jnp.asarray(dt, sur.dtype)
+    step = _rk4_step(sur, dt, resolve_kind(sur, kind))
+    u = _stage_drive(sur, t0, dt, n_steps)
+
+    def body(carry, xs):
+        theta, acc = carry
+        n, u4 = xs
+        theta = step(theta, u4)
+        return (theta, update(acc, n, theta)), None
+
+    ns = jnp.arange(1, n_steps + 1, dtype=jnp.int32)
+    (theta, acc), _ = jax.lax.scan(body, (theta0, init), (ns, u))
+    return theta, acc
 
 
 def simulate(

@@ -162,3 +162,19 @@ def test_bad_arguments(system):
         sg.replace(sur, B=jnp.zeros((3, 3)))
     with pytest.raises(ValueError, match="drive samples"):
         sg.make_drive(jnp.arange(5.0), jnp.zeros((4, 2)))
+
+
+def test_fold_streams_the_same_states_as_simulate(system):
+    sur, theta0 = system
+    sur = sg.Surrogate(sur.network, sur.params, drive=lorenz_like_drive())
+    traj = sg.simulate(sur, theta0, dt=0.01, n_steps=120, save_every=1)
+
+    def update(acc, n, theta):  # sum of sin(theta) over steps 41..120, and a step counter
+        keep = (n > 40).astype(theta.dtype)
+        return acc[0] + keep * jnp.sin(theta), acc[1] + keep
+
+    final, (total, count) = sg.fold(sur, theta0, (jnp.zeros(100, F64), 0.0), update, dt=0.01,
+                                    n_steps=120)
+    np.testing.assert_allclose(final, traj.ys[-1], rtol=0, atol=1e-13)
+    assert float(count) == 80
+    np.testing.assert_allclose(total, jnp.sin(traj.ys[41:]).sum(0), rtol=0, atol=1e-11)
