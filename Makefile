@@ -25,7 +25,7 @@ $(VENV)/.test: pyproject.toml $(VENV)/.core
 	touch $@
 
 demo: $(VENV)/.core
-	$(VENV)/bin/xmodal simulate --out $(OUT)
+	$(VENV)/bin/xmodal lorenz --out $(OUT)
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q

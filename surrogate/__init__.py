@@ -3,7 +3,30 @@
 Public API; implementation in modules named for concepts (network, model, integrate, metrics).
 """
 
+from surrogate.attractor import (
+    CorrelationDimension,
+    PhaseClusters,
+    RecurrenceQuantification,
+    Synchrony,
+    correlation_dimension,
+    correlation_sum,
+    cross_population_locking,
+    locking_clusters,
+    locking_matrix,
+    phase_clusters,
+    recurrence_matrix,
+    recurrence_quantification,
+    synchrony,
+)
 from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
+from surrogate.lyapunov import (
+    LyapunovSpectrum,
+    conditional_lyapunov_exponents,
+    kaplan_yorke_dimension,
+    lyapunov_spectrum,
+    lyapunov_spectrum_map,
+    rk4_step,
+)
 from surrogate.metrics import (
     cross_modal_share,
     dominance,
@@ -29,6 +52,7 @@ from surrogate.model import (
     vector_field,
 )
 from surrogate.network import Network, build_network, cross_links, from_adjacency, watts_strogatz
+from surrogate.sweep import Points, SweepStoreError, as_points, grid, sweep
 
 __all__ = [
     "NORMALISATIONS",
@@ -62,4 +86,28 @@ __all__ = [
     "simulate",
     "vector_field",
     "watts_strogatz",
+    "Points",
+    "SweepStoreError",
+    "as_points",
+    "grid",
+    "sweep",
+    "LyapunovSpectrum",
+    "lyapunov_spectrum",
+    "lyapunov_spectrum_map",
+    "conditional_lyapunov_exponents",
+    "kaplan_yorke_dimension",
+    "rk4_step",
+    "CorrelationDimension",
+    "correlation_sum",
+    "correlation_dimension",
+    "RecurrenceQuantification",
+    "recurrence_matrix",
+    "recurrence_quantification",
+    "PhaseClusters",
+    "phase_clusters",
+    "locking_matrix",
+    "locking_clusters",
+    "cross_population_locking",
+    "Synchrony",
+    "synchrony",
 ]

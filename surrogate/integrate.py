@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from surrogate.model import Surrogate, coupling_tables, rhs
+from surrogate.model import Surrogate, prepare_rhs, rhs
 
 __all__ = ["RK4", "Trajectory", "simulate", "fold", "resolve_kind", "SPARSE_BELOW"]
 
@@ -94,24 +94,36 @@ def _stage_drive(sur, t0, dt, n_steps):
     return jax.vmap(jax.vmap(sur.drive_at))(stage_t)
 
 
+#: Loop structure of the fixed-step path, read when a function is traced. ``_STAGE_LOOP``: the
+#: four RK4 stages run in a ``fori_loop`` (one vector-field evaluation in the compiled body)
+#: rather than unrolled; ``_STEP_UNROLL``: time steps per iteration of the scans over steps.
+#: benchmarks/sweep.py times the alternatives side by side (on GPU every loop iteration costs a
+#: host round trip for its predicate, so fewer iterations may pay there).
+_STAGE_LOOP = True
+_STEP_UNROLL = 1
+
+
 def _rk4_step(sur, dt, kind):
     """step(theta, u4) -> theta after one RK4 step; u4 (4, M) drive values or None."""
     dtype = sur.dtype
     a, b = jnp.asarray(_A, dtype), jnp.asarray(_B, dtype)
     zero_u = jnp.zeros((4, sur.network.n_populations), dtype)
-    tables = coupling_tables(sur, kind)  # phase-independent: built once, outside the loop
+    f = prepare_rhs(sur, kind)  # phase-independent tables: built once, outside the loop
 
     def step(theta, u4):
         u4 = zero_u if u4 is None else u4
 
-        # The stages run in a loop (one vector-field evaluation in the loop body): on XLA:CPU
-        # this measured 1.5-2.5x faster than the four stages unrolled. Weighted sums are
-        # elementwise, so no matmul precision (TF32 on GPU) enters the update.
+        # Weighted sums are elementwise, so no matmul precision (TF32 on GPU) enters the update.
         def stage(j, ks):
             y = theta + dt * jnp.sum(a[j][:, None] * ks, 0)
-            return ks.at[j].set(rhs(y, u4[j], sur, kind, tables))
+            return ks.at[j].set(f(y, u4[j]))
 
-        ks = jax.lax.fori_loop(0, 4, stage, jnp.zeros((4,) + theta.shape, dtype))
+        ks = jnp.zeros((4,) + theta.shape, dtype)
+        if _STAGE_LOOP:
+            ks = jax.lax.fori_loop(0, 4, stage, ks)
+        else:
+            for j in range(4):
+                ks = stage(j, ks)
         return theta + dt * jnp.sum(b[:, None] * ks, 0)
 
     return step
@@ -128,7 +140,7 @@ def _fast(sur, theta0, t0, dt, n_steps, save_every, kind):
 
     def block(theta, u_block):
         theta, _ = jax.lax.scan(lambda th, u4: (step(th, u4), None), theta, u_block,
-                                length=save_every)
+                                length=save_every, unroll=min(_STEP_UNROLL, save_every))
         return theta, theta
 
     theta0 = jnp.asarray(theta0, dtype)
@@ -170,7 +182,8 @@ def fold(
         return (theta, update(acc, n, theta)), None
 
     ns = jnp.arange(1, n_steps + 1, dtype=jnp.int32)
-    (theta, acc), _ = jax.lax.scan(body, (theta0, init), (ns, u))
+    (theta, acc), _ = jax.lax.scan(body, (theta0, init), (ns, u),
+                                   unroll=min(_STEP_UNROLL, n_steps))
     return theta, acc
 
 

@@ -1,0 +1,335 @@
+"""Benchmark: the paper's (beta_self, beta_cross) sweep with every integration path, one process.
+
+    python benchmarks/sweep.py                                   # the issue's CPU problem
+    python benchmarks/sweep.py --grid 64 --steps 5000            # the issue's GPU problem
+    python benchmarks/sweep.py --cpu-devices 8 --only engine     # engine on 8 simulated devices
+
+Problem (shared/notes/performance.md): 2 x 50 oscillators, Watts-Strogatz k = 10 inside each
+modality plus 10 % random cross links, Lorenz drive (x(t) -> modality 0, y(t) -> modality 1,
+standardised), RK4 dt = 0.01, ``--steps`` steps from one initial phase vector, a ``--grid`` x
+``--grid`` log grid of (beta_self, beta_cross) in 1e-4..1 with K = B, float32. Every variant
+returns the final phases of every point, so no trajectory is stored.
+
+Main table, measured side by side: the naive dense baseline written here (exp, cos and sin per
+pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulate(path=
+"diffrax")`` with the same RK4 scheme, and with Tsit5 at a constant step), the fast path
+(``simulate(path="fast")``, dense and sparse evaluations) and the sweep engine
+(``surrogate.sweep`` over the same fast sparse function: chunking and sharding over all devices
+included). Each is compiled ahead of time (compile time reported apart; the engine's is its
+first call minus its second), run once to warm up, then timed (best of ``--repeats``).
+"pair-evals/s" counts 4 N^2 pair evaluations per RK4 step per point (6 N^2 per Tsit5 step),
+dense-equivalent, so the sparse figures compare directly. Then: the engine on one device vs all
+devices, and the engine's scaling with grid size and with oscillator count (``--scale-steps``
+steps, since only rates are compared there). ``--check`` compares the final phases of all
+variants on a short horizon, where float32 paths must agree closely (chaos amplifies rounding
+on long ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--grid", type=int, default=16, help="points per axis of the main table")
+    p.add_argument("--steps", type=int, default=5000, help="RK4 steps of the main table")
+    p.add_argument("--dt", type=float, default=0.01)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--float64", action="store_true")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="substrings of variant names to run (naive, diffrax, dense, sparse, "
+                        "engine); default all")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="simulate this many CPU devices (sets XLA_FLAGS before JAX starts)")
+    p.add_argument("--scale-grid", default="16,32,64,128",
+                   help="grid sides for scaling ('' = skip)")
+    p.add_argument("--scale-n", default="100,200,500,1000",
+                   help="oscillator counts for scaling, two equal modalities ('' = skip)")
+    p.add_argument("--scale-steps", type=int, default=500, help="steps of the scaling runs")
+    p.add_argument("--scale-n-grid", type=int, default=16, help="grid side of the N scaling")
+    p.add_argument("--check", type=int, default=0, metavar="STEPS",
+                   help="also compare the variants' final phases after STEPS steps")
+    p.add_argument("--check-tol", type=float, default=None,
+                   help="fail (exit 1) if a variant differs from the reference by more")
+    p.add_argument("--knobs", action="store_true",
+                   help="also time the fast path with unrolled stages / several steps per loop")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+if ARGS.cpu_devices:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={ARGS.cpu_devices}")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import diffrax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import surrogate as sg  # noqa: E402
+from lorenz.systems import lorenz63, rk4_trajectory  # noqa: E402
+
+if ARGS.float64:
+    jax.config.update("jax_enable_x64", True)
+DTYPE = jnp.float64 if ARGS.float64 else jnp.float32
+
+
+def lorenz_drive(n_steps: int, dt: float):
+    """Standardised Lorenz x(t), y(t) sampled at the step times, as a linear interpolation."""
+    _, ys = rk4_trajectory(lorenz63, jnp.ones(3, DTYPE), dt=dt, n_steps=n_steps + 1,
+                           transient=2000)
+    xy = (ys[:, :2] - ys[:, :2].mean(0)) / ys[:, :2].std(0)
+    return sg.make_drive(dt * jnp.arange(n_steps + 2, dtype=DTYPE), xy)
+
+
+def problem(sizes=(50, 50), steps=None):
+    steps = steps or ARGS.steps
+    sur = sg.paper_preset(jax.random.key(0), sizes=sizes, dtype=DTYPE,
+                          drive=lorenz_drive(steps, ARGS.dt))
+    theta0 = sg.initial_phases(jax.random.key(1), sur.network.n, DTYPE)
+    return sur, theta0
+
+
+def plane(side: int) -> sg.Points:
+    axis = np.logspace(-4, 0, side)
+    return sg.grid(beta_self=axis, beta_cross=axis)
+
+
+def naive_final(sur, theta0, steps, dt):
+    """The baseline: dense coupling with exp, cos and sin per pair; RK4 stages unrolled."""
+    a = sur.network.adjacency.astype(DTYPE)
+    pop = sur.network.population
+    stage_t = dt * jnp.arange(steps, dtype=DTYPE)[:, None] + dt * jnp.asarray(
+        [0.0, 0.5, 1.0], DTYPE)
+    u = jax.vmap(jax.vmap(sur.drive_at))(stage_t)  # (steps, 3, M): drive at t, t + dt/2, t + dt
+
+    def final(b_self, b_cross):
+        B = sg.block_matrix(b_self, b_cross, 2, DTYPE)
+        beta = B[pop[:, None], pop[None, :]]  # K = B
+
+        def f(theta, u_t):
+            d = theta[None, :] - theta[:, None]
+            e = a * jnp.exp(beta * jnp.cos(d))
+            alpha = e / e.sum(-1, keepdims=True)
+            return (sur.params.omega + sur.params.gain * u_t[pop]
+                    + jnp.sum(beta * alpha * jnp.sin(d), -1))
+
+        def step(theta, u3):
+            k1 = f(theta, u3[0])
+            k2 = f(theta + 0.5 * dt * k1, u3[1])
+            k3 = f(theta + 0.5 * dt * k2, u3[1])
+            k4 = f(theta + dt * k3, u3[2])
+            return theta + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+
+        return jax.lax.scan(step, theta0, u)[0]
+
+    return final
+
+
+def surrogate_final(sur, theta0, steps, dt, **opts):
+    def final(b_self, b_cross):
+        B = sg.block_matrix(b_self, b_cross, 2, DTYPE)
+        return sg.simulate(sg.replace(sur, B=B, K=B), theta0, dt=dt, n_steps=steps,
+                           save_every=steps, **opts).ys[-1]
+
+    return final
+
+
+def variants(sur, theta0, steps, dt):
+    """name -> (fn(beta_self, beta_cross) -> final phases, RK stages per step, loop knobs)."""
+    rk4 = dict(path="diffrax", solver=sg.RK4())
+    tsit5 = dict(path="diffrax", solver=diffrax.Tsit5())
+    sparse = surrogate_final(sur, theta0, steps, dt, kind="sparse")
+    out = {
+        "naive dense (baseline)": (naive_final(sur, theta0, steps, dt), 4, {}),
+        "diffrax RK4, sparse field": (surrogate_final(sur, theta0, steps, dt, **rk4,
+                                                      kind="sparse"), 4, {}),
+        "diffrax Tsit5, sparse field": (surrogate_final(sur, theta0, steps, dt, **tsit5,
+                                                        kind="sparse"), 6, {}),
+        "fast RK4, dense": (surrogate_final(sur, theta0, steps, dt, kind="dense"), 4, {}),
+        "fast RK4, sparse": (sparse, 4, {}),
+    }
+    if ARGS.knobs:  # loop structure of the fast path (surrogate/integrate.py)
+        out["fast RK4, sparse, stages unrolled"] = (sparse, 4, dict(_STAGE_LOOP=False))
+        out["fast RK4, sparse, 4 steps per iteration"] = (sparse, 4, dict(_STEP_UNROLL=4))
+        out["fast RK4, sparse, stages unrolled, 4 steps per iteration"] = (
+            sparse, 4, dict(_STAGE_LOOP=False, _STEP_UNROLL=4))
+    return out
+
+
+@contextlib.contextmanager
+def knobs(**values):
+    """Set loop-structure knobs of surrogate.integrate while a function is traced."""
+    module = sys.modules["surrogate.integrate"]
+    old = {k: getattr(module, k) for k in values}
+    try:
+        for k, v in values.items():
+            setattr(module, k, v)
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+def selected(name: str) -> bool:
+    return ARGS.only is None or any(s in name for s in ARGS.only)
+
+
+def time_direct(fn, pts, knob_values=None):
+    bs, bc = (jnp.asarray(pts.columns[k], DTYPE) for k in ("beta_self", "beta_cross"))
+    t0 = time.perf_counter()
+    with knobs(**(knob_values or {})):
+        compiled = jax.jit(jax.vmap(fn)).lower(bs, bc).compile()
+    compile_s = time.perf_counter() - t0
+    out = compiled(bs, bc).block_until_ready()  # warm-up
+    best = np.inf
+    for _ in range(ARGS.repeats):
+        t0 = time.perf_counter()
+        out = compiled(bs, bc).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return compile_s, best, np.asarray(out)
+
+
+def time_engine(fn, pts, devices=None):
+    def point_fn(p):
+        return fn(p["beta_self"].astype(DTYPE), p["beta_cross"].astype(DTYPE))
+
+    t0 = time.perf_counter()
+    out = sg.sweep(point_fn, pts, progress=False, devices=devices)  # compiles (and runs)
+    first = time.perf_counter() - t0
+    best = np.inf
+    for _ in range(ARGS.repeats):
+        t0 = time.perf_counter()
+        out = sg.sweep(point_fn, pts, progress=False, devices=devices)  # cached program
+        best = min(best, time.perf_counter() - t0)
+    return max(first - best, 0.0), best, np.asarray(out)
+
+
+def rate(stages, n, steps, points, seconds):
+    return stages * n * n * steps * points / seconds
+
+
+def main_table():
+    sur, theta0 = problem()
+    pts = plane(ARGS.grid)
+    n, steps = sur.network.n, ARGS.steps
+    print(f"\n## {ARGS.grid} x {ARGS.grid} grid, {steps} steps, N = {n}, density "
+          f"{sur.network.density:.3f}, {sur.network.neighbours.shape[1]} neighbour slots")
+    rows, finals = [], {}
+    todo = dict(variants(sur, theta0, steps, ARGS.dt))
+    todo["sweep engine, fast sparse, all devices"] = (todo["fast RK4, sparse"][0], 4, {})
+    for name, (fn, stages, knob_values) in todo.items():
+        if not selected(name):
+            continue
+        if name.startswith("sweep engine"):
+            c, t, out = time_engine(fn, pts)
+        else:
+            c, t, out = time_direct(fn, pts, knob_values)
+        finals[name] = out
+        rows.append((name, c, t, rate(stages, n, steps, len(pts), t)))
+        print(f"  done: {name}: {t:.3f} s", flush=True)
+    base = next((r[2] for r in rows if "baseline" in r[0]), None)
+    print("\n| variant | compile s | run s | pair-evals/s | vs naive dense |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, c, t, r in rows:
+        print(f"| {name} | {c:.1f} | {t:.3f} | {r:.2e} | "
+              f"{f'{base / t:.2f}x' if base else '-'} |")
+    if any(name.startswith("sweep engine") for name, *_ in rows):
+        print("(sweep engine: run time of a whole call, which traces fn and hashes its program "
+              "each time; compile = first call minus second)")
+    return finals
+
+
+def devices_table():
+    devices = jax.devices()
+    if len(devices) < 2 or not selected("engine"):
+        return
+    sur, theta0 = problem()
+    fn = surrogate_final(sur, theta0, ARGS.steps, ARGS.dt, kind="sparse")
+    pts = plane(ARGS.grid)
+    print(f"\n## sweep engine: devices ({ARGS.grid} x {ARGS.grid}, {ARGS.steps} steps)")
+    print("| devices | run s | speed-up |")
+    print("| --- | --- | --- |")
+    base = None
+    for k in sorted({1, len(devices)}):
+        _, t, _ = time_engine(fn, pts, devices=devices[:k])
+        base = base or t
+        print(f"| {k} x {devices[0].device_kind} | {t:.3f} | {base / t:.2f}x |", flush=True)
+
+
+def scaling_tables():
+    steps = ARGS.scale_steps
+    if ARGS.scale_grid and selected("engine"):
+        sur, theta0 = problem(steps=steps)
+        fn = surrogate_final(sur, theta0, steps, ARGS.dt, kind="sparse")
+        print(f"\n## sweep engine, fast sparse: grid size ({steps} steps, N = {sur.network.n})")
+        print("| grid | points | compile s | run s | points/s | pair-evals/s |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for side in (int(s) for s in ARGS.scale_grid.split(",")):
+            pts = plane(side)
+            c, t, _ = time_engine(fn, pts)
+            print(f"| {side}^2 | {len(pts)} | {c:.1f} | {t:.3f} | {len(pts) / t:.4g} | "
+                  f"{rate(4, sur.network.n, steps, len(pts), t):.2e} |", flush=True)
+    if ARGS.scale_n and selected("engine"):
+        pts = plane(ARGS.scale_n_grid)
+        print(f"\n## sweep engine, fast sparse: oscillators ({ARGS.scale_n_grid}^2 grid, "
+              f"{steps} steps; k = 10, cross density 0.1, so the degree grows with N)")
+        print("| N | slots | density | compile s | run s | pair-evals/s | edge-evals/s |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for n in (int(s) for s in ARGS.scale_n.split(",")):
+            sur, theta0 = problem(sizes=(n // 2, n - n // 2), steps=steps)
+            fn = surrogate_final(sur, theta0, steps, ARGS.dt, kind="sparse")
+            c, t, _ = time_engine(fn, pts)
+            edges = float(sur.network.adjacency.sum())
+            print(f"| {n} | {sur.network.neighbours.shape[1]} | {sur.network.density:.3f} | "
+                  f"{c:.1f} | {t:.3f} | {rate(4, n, steps, len(pts), t):.2e} | "
+                  f"{4 * edges * steps * len(pts) / t:.2e} |", flush=True)
+
+
+def check():
+    """Final phases of all variants after ``--check`` steps against the float64-free reference:
+    the naive baseline (and the engine against the direct fast sparse path, which must match)."""
+    steps = ARGS.check
+    sur, theta0 = problem(steps=steps)
+    pts = plane(min(ARGS.grid, 8))
+    outs = {}
+    for name, (fn, _, knob_values) in variants(sur, theta0, steps, ARGS.dt).items():
+        if selected(name):
+            outs[name] = time_direct(fn, pts, knob_values)[2]
+    if selected("engine"):
+        outs["sweep engine"] = time_engine(
+            surrogate_final(sur, theta0, steps, ARGS.dt, kind="sparse"), pts)[2]
+    ref_name = "naive dense (baseline)" if "naive dense (baseline)" in outs else next(iter(outs))
+    ref = outs[ref_name]
+    print(f"\n## agreement after {steps} steps ({len(pts)} points): max |sin(theta) - "
+          f"sin(theta_ref)|, reference: {ref_name}")
+    worst = 0.0
+    for name, out in outs.items():
+        d = float(np.max(np.abs(np.sin(out) - np.sin(ref))))
+        worst = max(worst, d)
+        print(f"  {name}: {d:.2e}")
+    if ARGS.check_tol is not None and worst > ARGS.check_tol:
+        print(f"FAILED: paths differ by {worst:.2e} > {ARGS.check_tol:g}")
+        sys.exit(1)
+
+
+def main():
+    d = jax.devices()
+    print(f"# {d[0].device_kind} x{len(d)} ({d[0].platform}), jax {jax.__version__}, "
+          f"{jnp.dtype(DTYPE).name}")
+    if ARGS.check:
+        check()
+    if ARGS.steps:
+        main_table()
+        devices_table()
+    scaling_tables()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Figures of the Lorenz experiment (matplotlib, Agg); each written atomically as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["arrow_angle", "write_figures"]
+
+
+def arrow_angle(phi_x, phi_y):
+    """Arrow angle (radians) encoding phi_Y - phi_X: 0 (right) when X alone explains the
+    readout, pi/2 (up) when Y does, pi/4 when the attributions balance. It is
+    pi/4 (1 + d) with d = (phi_Y - phi_X) / (|phi_X| + |phi_Y|) in [-1, 1]."""
+    phi_x, phi_y = np.asarray(phi_x), np.asarray(phi_y)
+    d = (phi_y - phi_x) / np.maximum(np.abs(phi_x) + np.abs(phi_y), 1e-12)
+    return np.pi / 4 * (1 + d)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    from xmodal.report import atomic_savefig
+
+    atomic_savefig(fig, path)
+    _plt().close(fig)
+
+
+def _log_extent(betas):
+    lb = np.log10(betas)
+    step = lb[1] - lb[0]
+    return (lb[0] - step / 2, lb[-1] + step / 2, lb[0] - step / 2, lb[-1] + step / 2)
+
+
+def phase_map(path, betas, nmse, phi):
+    """NMSE heat map over (log beta_cross, log beta_self) with Shapley arrows."""
+    plt = _plt()
+    lb = np.log10(betas)
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
+    im = ax.imshow(np.log10(nmse), origin="lower", cmap="viridis_r", extent=_log_extent(betas),
+                   aspect="auto")
+    fig.colorbar(im, ax=ax, label="log10 NMSE (test)")
+    angle = arrow_angle(phi[..., 0], phi[..., 1])
+    xx, yy = np.meshgrid(lb, lb)  # rows: beta_self, columns: beta_cross
+    ax.quiver(xx, yy, np.cos(angle), np.sin(angle), angles="uv", pivot="middle", color="w",
+              scale=1.6 * len(betas), width=0.004)
+    ax.set(xlabel="log10 beta_cross", ylabel="log10 beta_self",
+           title="observer NMSE; arrows: right = X dominates, up = Y, 45 deg = balanced")
+    ax.title.set_fontsize(9)
+    _save(fig, path)
+
+
+def shapley_map(path, betas, phi):
+    plt = _plt()
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    diff = phi[..., 1] - phi[..., 0]
+    for a, data, title in ((ax[0], phi[..., 0], "phi_X"), (ax[1], phi[..., 1], "phi_Y"),
+                           (ax[2], diff, "phi_Y - phi_X")):
+        lim = max(np.nanmax(np.abs(data)), 1e-12)
+        im = a.imshow(data, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                      extent=_log_extent(betas), aspect="auto")
+        fig.colorbar(im, ax=a)
+        a.set(xlabel="log10 beta_cross", ylabel="log10 beta_self", title=title)
+    _save(fig, path)
+
+
+def prediction(path, ts, z, preds, test):
+    plt = _plt()
+    fig, ax = plt.subplots(len(preds), 1, figsize=(10, 2.6 * len(preds)), sharex=True,
+                           constrained_layout=True, squeeze=False)
+    for a, (name, p) in zip(ax[:, 0], preds.items()):
+        a.plot(ts[test], z[test], "k", lw=1.2, label="true z")
+        a.plot(ts[test], p["z_hat"][test], "C1", lw=1, label="surrogate readout")
+        a.set(ylabel="z", title=f"{name}: beta_self={p['beta_self']:.2g}, "
+              f"beta_cross={p['beta_cross']:.2g}, test NMSE={p['nmse_test']:.3g}")
+        a.legend(loc="upper right", fontsize=8)
+    ax[-1, 0].set_xlabel("t (Lorenz time units)")
+    _save(fig, path)
+
+
+def attractor(path, raw, z_hat, test):
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True, sharey=True,
+                           constrained_layout=True)
+    ax[0].plot(raw[test, 0], raw[test, 2], "k", lw=0.6)
+    ax[0].set(title="true (x, z)", xlabel="x", ylabel="z")
+    ax[1].plot(raw[test, 0], z_hat[test], "C1", lw=0.6)
+    ax[1].set(title="reconstructed (x, z_hat), best point", xlabel="x")
+    _save(fig, path)
+
+
+def write_figures(out: Path, arrays: dict) -> list[str]:
+    """phase_map.png, shapley.png, prediction.png, attractor.png in ``out``."""
+    out = Path(out)
+    betas, nmse, phi = arrays["betas"], arrays["nmse"], arrays["phi"]
+    raw, test, preds = arrays["series_raw"], arrays["test"], arrays["preds"]
+    ts = arrays["ts"]
+    phase_map(out / "phase_map.png", betas, nmse, phi)
+    shapley_map(out / "shapley.png", betas, phi)
+    prediction(out / "prediction.png", ts, raw[:, 2], preds, test)
+    attractor(out / "attractor.png", raw, preds["best"]["z_hat"], test)
+    return ["phase_map.png", "shapley.png", "prediction.png", "attractor.png"]

@@ -1,0 +1,62 @@
+"""``xmodal lorenz`` end to end on a small grid: every file, the schema, internal consistency."""
+
+import json
+import subprocess
+import sys
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pytest
+
+from xmodal.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lorenz")
+    assert main(["lorenz", "--grid", "2", "--out", str(out), "--seed", "1", "--quiet"]) == 0
+    return out
+
+
+def test_writes_every_file(run_dir):
+    for name in ("results.json", "report.md", "arrays.npz"):
+        assert (run_dir / name).stat().st_size > 0
+    for name in ("phase_map.png", "prediction.png", "attractor.png", "shapley.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_results_validate_against_schema(run_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    schema = json.loads(resources.files("lorenz").joinpath("results.schema.json").read_text())
+    jsonschema.validate(results, schema)
+    broken = dict(results, nmse=[[0.5]])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_numbers_are_consistent(run_dir):
+    r = json.loads((run_dir / "results.json").read_text())
+    nmse, phi_x, phi_y = (np.asarray(r[k]) for k in ("nmse", "phi_x", "phi_y"))
+    assert nmse.shape == (2, 2) and r["config"]["seed"] == 1
+    assert r["best"]["nmse"] == nmse.min() and r["worst"]["nmse"] == nmse.max()
+    # Efficiency of the Shapley values at every point: phi_X + phi_Y = v(XY) - v() = 1 - NMSE.
+    np.testing.assert_allclose(phi_x + phi_y, 1 - nmse, atol=1e-9)
+    assert r["corners"]["high_low"]["beta_self"] == pytest.approx(1.0)
+    assert r["corners"]["high_low"]["beta_cross"] == pytest.approx(1e-4)
+    assert r["corners"]["low_high"]["nmse"] == nmse[0, 1]
+    arrays = np.load(run_dir / "arrays.npz")
+    np.testing.assert_array_equal(arrays["nmse"], nmse)
+    report = (run_dir / "report.md").read_text()
+    assert "Verdict: the claim" in report and f"{r['best']['nmse']:.4g}" in report
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--grid", "1"], "--grid must be >= 2"), (["--grid", "x"], "argument --grid"),
+     (["--device", "abacus"], "argument --device: invalid choice")],
+)
+def test_bad_arguments(argv, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "xmodal.cli", "lorenz", "--out",
+                           str(tmp_path / "o"), *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr

@@ -1,0 +1,142 @@
+"""Ridge readout from streamed statistics, Shapley values, data splits, VPT, baselines."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import surrogate as sg
+from lorenz.baselines import delay_features, make_esn, observer_baselines, quadratic_features
+from lorenz.data import Splits, lorenz_series
+from lorenz.forecast import valid_prediction_time
+from lorenz.observer import features, modality_masks, observer_statistics, surrogate_features
+from lorenz.readout import (
+    NormalEquations,
+    accumulate,
+    fit_ridge,
+    nmse,
+    normal_equations,
+    predict,
+    shapley_values,
+)
+
+F64 = jnp.float64
+SPLITS = Splits(washout=200, train=1000, val=250, test=500)
+
+
+def test_readout_recovers_a_known_linear_map():
+    key = jax.random.key(0)
+    f = jax.random.normal(key, (600, 7), F64)
+    w = jax.random.normal(jax.random.key(1), (7, 2), F64)
+    b = jnp.asarray([0.3, -1.2], F64)
+    z = f @ w + b
+    ids = jnp.repeat(jnp.asarray([-1, 0, 1, 2]), jnp.asarray([50, 350, 100, 100]))
+    fit = fit_ridge(normal_equations(f, z, ids), lambdas=(1e-12, 1e-6, 1e-2))
+    np.testing.assert_allclose(fit.w, w, atol=1e-8)
+    np.testing.assert_allclose(fit.b, b, atol=1e-8)
+    assert float(fit.nmse.max()) < 1e-14
+    np.testing.assert_allclose(predict(fit, f), z, atol=1e-8)
+
+
+def test_nmse_from_statistics_equals_direct_computation_and_lambda_is_chosen_on_validation():
+    rng = np.random.default_rng(0)
+    f = jnp.asarray(rng.normal(size=(800, 5)))
+    z = jnp.asarray(np.sin(np.asarray(f) @ rng.normal(size=(5, 1))) + 0.3 * rng.normal(size=(800, 1)))
+    ids = jnp.repeat(jnp.asarray([0, 1, 2]), jnp.asarray([500, 150, 150]))
+    stats = normal_equations(f, z, ids)
+    lams = (1e-6, 1e-2, 1.0, 100.0)
+    fit = fit_ridge(stats, lambdas=lams)
+    zh = np.asarray(predict(fit, f))
+    for split in range(3):
+        sel = np.asarray(ids) == split
+        direct = np.mean((zh[sel] - np.asarray(z)[sel]) ** 2) / np.var(np.asarray(z)[sel])
+        assert float(fit.nmse[split, 0]) == pytest.approx(direct, rel=1e-10)
+    val = [float(fit_ridge(stats, lambdas=(lam,)).nmse[1, 0]) for lam in lams]
+    assert float(fit.lam[0]) == lams[int(np.argmin(val))]
+
+
+def test_feature_mask_equals_fitting_on_the_subset():
+    rng = np.random.default_rng(1)
+    f = jnp.asarray(rng.normal(size=(400, 6)))
+    z = jnp.asarray(rng.normal(size=(400, 1))) + f[:, :1] * 2
+    ids = jnp.repeat(jnp.asarray([0, 1, 2]), jnp.asarray([250, 75, 75]))
+    mask = jnp.asarray([1, 0, 1, 1, 0, 0.0])
+    masked = fit_ridge(normal_equations(f, z, ids), mask)
+    sub = fit_ridge(normal_equations(f[:, np.asarray(mask) > 0], z, ids))
+    np.testing.assert_allclose(masked.w[np.asarray(mask) > 0], sub.w, atol=1e-10)
+    assert np.all(np.asarray(masked.w)[np.asarray(mask) == 0] == 0)
+    np.testing.assert_allclose(masked.nmse, sub.nmse, rtol=1e-8)
+
+
+def test_shapley_efficiency_and_two_player_formula():
+    v = {(): -1.0, (0,): -0.7, (1,): -0.4, (0, 1): -0.1}
+    value = lambda m: v[tuple(int(i) for i in np.flatnonzero(np.asarray(m)))]  # noqa: E731
+    phi = np.asarray(shapley_values(value, 2))
+    assert phi[0] == pytest.approx(0.5 * ((v[(0,)] - v[()]) + (v[(0, 1)] - v[(1,)])))
+    assert phi.sum() == pytest.approx(v[(0, 1)] - v[()])
+    rng = np.random.default_rng(2)
+    table = {tuple(np.flatnonzero(m)): rng.normal() for m in np.ndindex(2, 2, 2)}
+    value3 = lambda m: table[tuple(np.flatnonzero(np.asarray(m)))]  # noqa: E731
+    phi3 = np.asarray(shapley_values(value3, 3))
+    assert phi3.sum() == pytest.approx(table[(0, 1, 2)] - table[()], abs=1e-12)
+
+
+def test_lorenz_series_is_standardised_on_train():
+    series = lorenz_series(SPLITS, sample_every=2, dtype=F64)
+    train = np.asarray(series.u[SPLITS.slices()["train"]])
+    np.testing.assert_allclose(train.mean(0), 0, atol=1e-10)
+    np.testing.assert_allclose(train.std(0), 1, atol=1e-10)
+    assert series.u.shape == (SPLITS.total, 3) and series.delta == pytest.approx(0.02)
+    raw = np.asarray(series.raw)
+    assert raw[:, 2].min() > 0 and 20 < raw[:, 2].mean() < 27  # z lives above 0, mean ~ 23.5
+
+
+def test_streamed_statistics_equal_stored_features():
+    series = lorenz_series(SPLITS, sample_every=2, dtype=F64)
+    sur = sg.paper_preset(jax.random.key(0), 0.5, 0.2, dtype=F64)
+    theta0 = sg.initial_phases(jax.random.key(1), 100, F64)
+    stats = observer_statistics(sur, theta0, series, SPLITS, block=64)  # pads past the end
+    f = surrogate_features(sur, theta0, series)
+    ref = normal_equations(f, series.u[:, 2:3], jnp.asarray(SPLITS.ids()))
+    for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-8)
+    assert np.asarray(stats.n).tolist() == [1000, 250, 500]
+    masks = modality_masks(sur.network)
+    assert masks.shape == (2, 200) and (masks.sum(0) == 1).all()
+
+
+def test_baselines_on_the_observer_task():
+    """Documented range (measured, float64, seed-independent by symmetry): ridge on [x, y] has
+    test NMSE 0.999-1.003 on three series; NG-RC 2.7e-3, ESN 6.3e-4 on this one."""
+    series = lorenz_series(SPLITS, sample_every=2, dtype=F64)
+    fits = observer_baselines(make_esn(jax.random.key(0), 100), series, SPLITS)
+    assert 0.97 < float(fits["raw"].nmse[2, 0]) < 1.05
+    assert float(fits["ngrc"].nmse[2, 0]) < 0.02
+    assert float(fits["esn"].nmse[2, 0]) < 0.05
+
+
+def test_feature_builders():
+    u = jnp.arange(12.0).reshape(6, 2)
+    d = np.asarray(delay_features(u, 2, 2))
+    np.testing.assert_array_equal(d[4], [8, 9, 4, 5])
+    np.testing.assert_array_equal(d[0], [0, 1, 0, 1])
+    q = np.asarray(quadratic_features(jnp.asarray([[2.0, 3.0]])))
+    np.testing.assert_array_equal(q, [[4, 6, 9]])
+    assert features(jnp.zeros(3)).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_valid_prediction_time():
+    u = jnp.ones((100, 3))
+    err = jnp.zeros((100, 3)).at[40:, 0].set(1.0)  # normalised error 1/sqrt(3) > 0.4 from 40 on
+    vpt = float(valid_prediction_time(u, u + err, delta=0.1))
+    assert vpt == pytest.approx(40 * 0.1 * 0.9056)
+    assert float(valid_prediction_time(u, u, delta=0.1)) == pytest.approx(100 * 0.1 * 0.9056)
+
+
+def test_bad_splits():
+    with pytest.raises(ValueError, match="Splits.train"):
+        Splits(train=1)
+    with pytest.raises(ValueError, match="samples, splits need"):
+        series = lorenz_series(SPLITS, dtype=F64)
+        observer_statistics(sg.paper_preset(jax.random.key(0), dtype=F64), jnp.zeros(100), series,
+                            Splits(washout=10, train=10, val=10, test=10))

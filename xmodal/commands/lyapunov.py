@@ -1,0 +1,295 @@
+"""``xmodal lyapunov``: Lyapunov spectrum of a test system or of a surrogate parameter point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from xmodal.commands.simulate import finite_float, positive_float, positive_int, sizes_list
+
+#: Published values at the default parameters (Sprott, "Chaos and Time-Series Analysis", 2003).
+REFERENCE = {
+    "lorenz": {"exponents": [0.9056, 0.0, -14.5723], "kaplan_yorke": 2.062},
+    "rossler": {"exponents": [0.0714, 0.0, -5.3943], "kaplan_yorke": 2.0132},
+    "henon": {"exponents": [0.4192, -1.6232], "kaplan_yorke": 1.2583},
+}
+#: Default lengths: long enough for the published accuracy (lambda_1 within ~0.005 in float64).
+DEFAULTS = {  # system: (dt, measured steps, transient steps, renorm_every)
+    "lorenz": (0.01, 1_000_000, 1000, 1),
+    "rossler": (0.01, 1_000_000, 5000, 1),
+    "henon": (1.0, 1_000_000, 1000, 1),
+    "surrogate": (0.01, 10_000, 2000, 1),
+}
+TITLES = {
+    "lorenz": "Lorenz-63",
+    "rossler": "Roessler",
+    "henon": "Henon map",
+    "surrogate": "surrogate",
+}
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return values
+
+
+def param_setting(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), finite_float(value)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lyapunov",
+        help="Lyapunov spectrum (Benettin/QR) of a test system or a surrogate point",
+        description="Lyapunov spectrum by Benettin's QR method on the tangent dynamics (RK4). "
+        "Test systems (lorenz, rossler, henon) default to float64 and a length long enough "
+        "for the published values; 'surrogate' gives the conditional exponents of the paper "
+        "preset at (beta_self, beta_cross), driven by the Lorenz x(t), y(t) (--drive), "
+        "transverse to the neutral global phase shift.",
+    )
+    p.add_argument("--system", choices=["lorenz", "rossler", "henon", "surrogate"],
+                   default="lorenz", help="the system (default lorenz)")
+    p.add_argument("--dt", type=positive_float, help="RK4 step (flows; default 0.01)")
+    p.add_argument("--steps", type=positive_int, help="measured steps (default per system)")
+    p.add_argument("--transient", type=nonnegative_int, help="discarded steps (default per system)")
+    p.add_argument("--k", type=positive_int, help="number of exponents (default all; surrogate 4)")
+    p.add_argument("--renorm-every", type=positive_int, help="steps between QR (default 1)")
+    p.add_argument("--y0", type=float_list, help="initial state, comma-separated (test systems)")
+    p.add_argument("--param", type=param_setting, action="append", default=[],
+                   metavar="NAME=VALUE", help="system parameter, e.g. rho=28 (repeatable)")
+    p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    g = p.add_argument_group("surrogate")
+    g.add_argument("--beta-self", type=finite_float, default=1.0, help="beta_self (= kappa_self)")
+    g.add_argument("--beta-cross", type=finite_float, default=0.1,
+                   help="beta_cross (= kappa_cross)")
+    g.add_argument("--sizes", type=sizes_list, default=(50, 50), help="oscillators per modality")
+    g.add_argument("--degree", type=positive_int, default=10,
+                   help="Watts-Strogatz degree inside each modality (even, < size)")
+    g.add_argument("--omega-spread", type=finite_float, default=1.0, help="std of omega (rad/time)")
+    g.add_argument("--drive", choices=["lorenz", "none"], default="lorenz",
+                   help="drive u(t): standardised Lorenz x -> modality 0, y -> modality 1")
+    g.add_argument("--with-phase-shift", action="store_true",
+                   help="keep the neutral global phase-shift exponent (0) in the spectrum")
+    g.add_argument("--kind", choices=["reference", "dense", "sparse", "auto"],
+                   default="reference", help="evaluation of the surrogate's vector field")
+    g.add_argument("--seed", type=int, default=0, help="PRNG seed (graph, frequencies, phases)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="write a convergence plot (PNG)")
+    p.set_defaults(run=run)
+
+
+def _system(args, jnp, dtype):
+    """(title, kind, function, params, y0, exact sum or None, reference or None)."""
+    from lorenz.systems import SYSTEMS
+
+    kind, fn, params, y0, _ = SYSTEMS[args.system]
+    names = list(params.__dataclass_fields__)
+    for name, value in args.param:
+        if name not in names:
+            raise ValueError(f"--param {name}: {args.system} has parameters {', '.join(names)}")
+        params = params.replace(**{name: value})
+    y0 = args.y0 if args.y0 is not None else y0
+    if len(y0) != len(SYSTEMS[args.system][3]):
+        raise ValueError(f"--y0: {args.system} needs {len(SYSTEMS[args.system][3])} values, "
+                         f"got {len(y0)}")
+    p = params
+    exact_sum = {
+        "lorenz": lambda: -(p.sigma + 1 + p.beta),
+        "rossler": lambda: None,  # divergence a + x - c is not constant
+        "henon": lambda: math.log(abs(p.b)),
+    }[args.system]()
+    reference = REFERENCE[args.system] if not args.param else None
+    return kind, fn, params, jnp.asarray(y0, dtype), exact_sum, reference
+
+
+def _lorenz_drive(jnp, dtype, dt, n_steps):
+    """Standardised Lorenz x(t), y(t) on [0, n_steps dt] (after 20 time units of transient)."""
+    import surrogate as sg
+    from lorenz.systems import lorenz63, rk4_trajectory
+
+    ts, ys = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
+                            n_steps=n_steps + 1, transient=round(20 / dt))
+    xy = ys[:, :2]
+    xy = (xy - xy.mean(0)) / xy.std(0)
+    return sg.make_drive(ts - ts[0], xy)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.plot is not None and args.plot.parent and not args.plot.parent.is_dir():
+        raise ValueError(f"--plot {args.plot}: folder {args.plot.parent} does not exist")
+    dt0, steps0, transient0, renorm0 = DEFAULTS[args.system]
+    dt = dt0 if args.dt is None else args.dt
+    if args.system == "henon" and args.dt is not None:
+        raise ValueError("--dt: the Henon map has no time step")
+    n_steps = steps0 if args.steps is None else args.steps
+    transient = transient0 if args.transient is None else args.transient
+    renorm = renorm0 if args.renorm_every is None else args.renorm_every
+    if n_steps % renorm:
+        raise ValueError(f"--steps {n_steps} must be a multiple of --renorm-every {renorm}")
+
+    import jax
+
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+
+    from surrogate.lyapunov import (
+        conditional_lyapunov_exponents,
+        kaplan_yorke_dimension,
+        lyapunov_spectrum,
+        lyapunov_spectrum_map,
+    )
+
+    dtype = jnp.float32 if args.float32 else jnp.float64
+    settings = {
+        "n_steps": n_steps, "transient": transient, "renorm_every": renorm, "n_records": 200
+    }
+    info: dict = {}
+    t_start = time.perf_counter()
+    if args.system == "surrogate":
+        if args.param or args.y0 is not None:
+            raise ValueError("--param/--y0 apply to the test systems; use --beta-self etc.")
+        import surrogate as sg
+
+        k_model, k_theta = jax.random.split(jax.random.key(args.seed))
+        drive = None
+        if args.drive == "lorenz":
+            drive = _lorenz_drive(jnp, dtype, dt, transient + n_steps)
+        sur = sg.paper_preset(k_model, args.beta_self, args.beta_cross, sizes=args.sizes,
+                              k=args.degree, omega_spread=args.omega_spread, drive=drive,
+                              dtype=dtype)
+        n = sur.network.n
+        modulo = not args.with_phase_shift
+        k = args.k if args.k is not None else min(4, n - 1 if modulo else n)
+        if k > (n - 1 if modulo else n):
+            raise ValueError(f"--k {k}: at most {n - 1 if modulo else n} exponents for N={n}")
+        theta0 = sg.initial_phases(k_theta, n, dtype)
+        res = conditional_lyapunov_exponents(sur, theta0, dt=dt, k=k, kind=args.kind,
+                                             modulo_phase_shift=modulo, **settings)
+        exact_sum, reference = None, None
+        title = (f"surrogate {'x'.join(map(str, args.sizes))}, beta_self={args.beta_self:g}, "
+                 f"beta_cross={args.beta_cross:g}, drive={args.drive}, "
+                 f"{'transverse to the phase shift' if modulo else 'with the phase shift'}")
+        info = {"beta_self": args.beta_self, "beta_cross": args.beta_cross,
+                "sizes": list(args.sizes), "drive": args.drive, "modulo_phase_shift": modulo,
+                "kind": args.kind}
+    else:
+        kind, fn, params, y0, exact_sum, reference = _system(args, jnp, dtype)
+        n = y0.shape[0]
+        k = n if args.k is None else args.k
+        if k > n:
+            raise ValueError(f"--k {k}: {args.system} has dimension {n}")
+        if kind == "map":
+            res = lyapunov_spectrum_map(fn, y0, params, k=k, **settings)
+        else:
+            res = lyapunov_spectrum(fn, y0, params, dt=dt, k=k, **settings)
+        title = TITLES[args.system] + " (" + ", ".join(
+            f"{f}={getattr(params, f):g}" for f in params.__dataclass_fields__) + ")"
+        info = {"parameters": {f: float(getattr(params, f)) for f in params.__dataclass_fields__},
+                "y0": np.asarray(y0).tolist()}
+        if k < n:
+            exact_sum = None
+        if reference is not None and k < n:
+            reference = {"exponents": reference["exponents"][:k]}
+    lam = np.asarray(jax.block_until_ready(res.exponents), dtype=np.float64)
+    seconds = time.perf_counter() - t_start
+    d_ky = float(kaplan_yorke_dimension(jnp.asarray(lam)))
+    is_map = args.system == "henon"
+    result = {
+        "system": args.system,
+        "exponents": lam.tolist(),
+        "kaplan_yorke": d_ky,
+        "sum": float(lam.sum()),
+        "exact_sum": exact_sum,
+        "reference": reference,
+        "units": "per iteration" if is_map else "per unit time",
+        "dt": None if is_map else dt,
+        "n_steps": n_steps,
+        "transient": transient,
+        "renorm_every": renorm,
+        "horizon": float(res.times[-1]),
+        "dtype": "float32" if args.float32 else "float64",
+        "seconds": seconds,
+        **info,
+    }
+    if args.plot is not None:
+        _plot(args.plot, np.asarray(res.times), np.asarray(res.running), result, title)
+        result["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _table(result, title)
+    return 0
+
+
+def _table(result, title) -> None:
+    ref = (result["reference"] or {}).get("exponents")
+    steps = (f"{result['n_steps']} iterations" if result["dt"] is None else
+             f"RK4 dt={result['dt']:g}, {result['n_steps']} steps (T={result['horizon']:g})")
+    print(f"{title}")
+    print(f"{steps}, transient {result['transient']}, QR every {result['renorm_every']}, "
+          f"{result['dtype']}, {result['seconds']:.2f} s")
+    print(f"{'i':>3} {'lambda_i':>12} {'published':>10} {'diff':>9}")
+    for i, v in enumerate(result["exponents"]):
+        if ref is not None:
+            print(f"{i + 1:>3} {v:12.5f} {ref[i]:10.4f} {v - ref[i]:+9.5f}")
+        else:
+            print(f"{i + 1:>3} {v:12.5f}")
+    exact = result["exact_sum"]
+    tail = f"   (exact {exact:.5f}, diff {result['sum'] - exact:+.2e})" if exact is not None else ""
+    print(f"sum {result['sum']:.5f}{tail}")
+    ky = (result["reference"] or {}).get("kaplan_yorke")
+    print(f"Kaplan-Yorke dimension {result['kaplan_yorke']:.4f}"
+          + (f"   (published {ky})" if ky is not None else ""))
+    print(f"units: {result['units']}")
+    if "plot" in result:
+        print(f"wrote {result['plot']}")
+
+
+def _plot(path, times, running, result, title) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xmodal.report import atomic_savefig
+
+    ref = (result["reference"] or {}).get("exponents")
+    k = running.shape[1]
+    fig, axes = plt.subplots(k, 1, figsize=(7, 1.7 * k + 0.8), sharex=True, squeeze=False,
+                             constrained_layout=True)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.plot(times, running[:, i], lw=1.2, label="running estimate")
+        if ref is not None:
+            ax.axhline(ref[i], color="k", ls="--", lw=0.8, label="published")
+        ax.set_ylabel(f"lambda_{i + 1}")
+        ax.set_xscale("log")
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("iterations" if result["dt"] is None else "time")
+    fig.suptitle(f"Lyapunov exponents: {title}", fontsize=9)
+    atomic_savefig(fig, path)
+    plt.close(fig)

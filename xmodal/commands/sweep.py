@@ -1,0 +1,385 @@
+"""``xmodal sweep``: the surrogate's metrics over a grid of coupling parameters, from a spec file.
+
+A spec (JSON or TOML) names the grid axes and, optionally, the model and the run::
+
+    [axes]     # any of beta_self, beta_cross, kappa_self, kappa_cross, gain, omega_spread
+    beta_self  = { log = [1e-4, 1.0, 16] }      # start, stop, count (log-spaced, start > 0)
+    beta_cross = { linear = [0.0, 1.0, 5] }     # or { values = [0.1, 0.5, 1.0] }
+
+    [model]                              # paper preset (DESIGN.md section 3); K = B unless
+    sizes = [50, 50]                     # kappa_self / kappa_cross are set here or swept
+    beta_self = 0.1                      # values of parameters that are not swept
+    beta_cross = 0.1
+    k = 10
+    p = 0.01
+    cross_density = 0.1
+    omega_spread = 1.0
+    gain = 1.0
+    normalisation = "softmax"
+
+    [run]
+    dt = 0.01
+    steps = 5000          # measured steps, after `transient` steps that are discarded
+    transient = 1000
+    sample_every = 10     # metrics are averaged over states sampled every n measured steps
+    kind = "auto"         # vector-field evaluation of the fast path
+    float64 = false
+    seed = 0              # graph, natural frequencies and initial phases (shared by all points)
+    drive = "none"        # or "lorenz": x(t) drives modality 0, y(t) modality 1 (standardised)
+    metrics = ["order_parameter", "modality_attention", "lyapunov"]   # default: first two
+    chunk_size = 256      # optional: points per chunk (checkpoint granularity)
+
+Metrics, per point, over the ``steps`` measured steps (states sampled every ``sample_every``):
+``order_parameter`` gives ``order_parameter`` (mean Kuramoto R per modality) and
+``order_parameter_final``; ``modality_attention`` gives the mean modality attention matrix P,
+``cross_share`` (row sums of P off the diagonal) and ``dominance`` (D_01 = log P10 / P01);
+``lyapunov`` the largest conditional Lyapunov exponent transverse to the common phase shift
+(Benettin on the reference vector field, renormalised every ``lyapunov_renorm_every`` steps;
+costly: it differentiates the dense field).
+
+Writes ``--out DIR``: ``sweep.npz`` (axes and metrics in grid layout, axis order as in the spec),
+``sweep.json`` (spec, shapes, summary, versions) and ``chunks/`` (the resumable store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from xmodal.report import atomic_write_json, atomic_write_npz, check_out_dir, versions
+
+#: Parameters a spec may sweep (per-point values; the graph is shared by all points).
+SWEEPABLE = ("beta_self", "beta_cross", "kappa_self", "kappa_cross", "gain", "omega_spread")
+METRICS = ("order_parameter", "modality_attention", "lyapunov")
+MODEL_DEFAULTS = dict(beta_self=0.1, beta_cross=0.1, sizes=[50, 50], k=10, p=0.01,
+                      cross_density=0.1, omega_spread=1.0, gain=1.0, normalisation="softmax",
+                      kappa_self=None, kappa_cross=None)
+RUN_DEFAULTS = dict(dt=0.01, steps=5000, transient=1000, sample_every=10, kind="auto",
+                    float64=False, seed=0, drive="none", metrics=["order_parameter",
+                    "modality_attention"], chunk_size=None, lyapunov_renorm_every=10)
+
+
+# ------------------------------------------------------------------------------------ spec
+
+
+class _Spec:
+    """Checks fields of one spec file; errors name the file and the field."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, field: str, msg: str) -> ValueError:
+        return ValueError(f"{self.path}: field {field!r}: {msg}")
+
+    def number(self, field, value, *, positive=False, minimum=None) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise self.error(field, f"must be a finite number, got {value!r}")
+        if positive and value <= 0:
+            raise self.error(field, f"must be positive, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(field, f"must be >= {minimum}, got {value!r}")
+        return float(value)
+
+    def integer(self, field, value, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(field, f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def table(self, field, value) -> dict:
+        if not isinstance(value, dict):
+            raise self.error(field, f"must be a table/object, got {type(value).__name__}")
+        return value
+
+    def known(self, field, table: dict, allowed) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.error(f"{field}.{key}" if field else key,
+                                 f"unknown field; expected one of {sorted(allowed)}")
+
+
+def _read(path: Path) -> dict:
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise ValueError(f"{path}: spec file must end in .json or .toml")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read spec file ({err.strerror})") from None
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(raw.decode())
+        else:
+            data = json.loads(raw)
+    except ValueError as err:  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not valid {suffix[1:].upper()} ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the spec must be a table/object at the top level")
+    return data
+
+
+def _axis(spec: _Spec, name: str, value):
+    import numpy as np
+
+    field = f"axes.{name}"
+    if name not in SWEEPABLE:
+        raise spec.error(field, f"cannot be swept; sweepable: {', '.join(SWEEPABLE)} (the graph "
+                         f"is shared by all points: set sizes/k/p/cross_density in [model])")
+    spec.table(field, value)
+    if len(value) != 1 or next(iter(value)) not in ("log", "linear", "values"):
+        raise spec.error(field, "must be exactly one of {log = [start, stop, count]}, "
+                         "{linear = [start, stop, count]}, {values = [...]}")
+    kind, args = next(iter(value.items()))
+    sub = f"{field}.{kind}"
+    if not isinstance(args, list) or not args:
+        raise spec.error(sub, f"must be a non-empty list, got {args!r}")
+    if kind == "values":
+        return np.asarray([spec.number(f"{sub}[{i}]", v) for i, v in enumerate(args)])
+    if len(args) != 3:
+        raise spec.error(sub, f"must be [start, stop, count], got {args!r}")
+    start = spec.number(f"{sub}[0]", args[0], positive=kind == "log")
+    stop = spec.number(f"{sub}[1]", args[1], positive=kind == "log")
+    count = spec.integer(f"{sub}[2]", args[2], 1)
+    if kind == "log":
+        return np.geomspace(start, stop, count)
+    return np.linspace(start, stop, count)
+
+
+def load_spec(path) -> dict:
+    """Read and check a sweep spec; returns {"axes": {name: values}, "model": {...},
+    "run": {...}} with defaults filled in. ValueError naming the file and field otherwise."""
+    path = Path(path)
+    data = _read(path)
+    spec = _Spec(path)
+    spec.known("", data, ("axes", "model", "run"))
+    if "axes" not in data:
+        raise spec.error("axes", "missing; name at least one axis, e.g. "
+                         "beta_self = { log = [1e-4, 1.0, 16] }")
+    axes_in = spec.table("axes", data["axes"])
+    if not axes_in:
+        raise spec.error("axes", "must name at least one axis")
+    axes = {name: _axis(spec, name, v) for name, v in axes_in.items()}
+
+    model = dict(MODEL_DEFAULTS)
+    given = spec.table("model", data.get("model", {}))
+    spec.known("model", given, MODEL_DEFAULTS)
+    model.update(given)
+    sizes = model["sizes"]
+    if not isinstance(sizes, list) or len(sizes) != 2 or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in sizes):
+        raise spec.error("model.sizes", f"must be two integers >= 2, got {sizes!r}")
+    k = spec.integer("model.k", model["k"], 0)
+    if k % 2 or k >= min(sizes):
+        raise spec.error("model.k", f"must be even and smaller than every size, got {k}")
+    for name in ("p", "cross_density"):
+        v = spec.number(f"model.{name}", model[name], minimum=0.0)
+        if v > 1:
+            raise spec.error(f"model.{name}", f"must be in [0, 1], got {v!r}")
+    for name in ("beta_self", "beta_cross", "omega_spread", "gain"):
+        spec.number(f"model.{name}", model[name])
+    for name in ("kappa_self", "kappa_cross"):
+        if model[name] is not None:
+            spec.number(f"model.{name}", model[name])
+    if model["normalisation"] not in ("softmax", "mean", "none"):
+        raise spec.error("model.normalisation", "must be 'softmax', 'mean' or 'none', got "
+                         f"{model['normalisation']!r}")
+
+    run = dict(RUN_DEFAULTS)
+    given = spec.table("run", data.get("run", {}))
+    spec.known("run", given, RUN_DEFAULTS)
+    run.update(given)
+    spec.number("run.dt", run["dt"], positive=True)
+    spec.integer("run.steps", run["steps"], 1)
+    spec.integer("run.transient", run["transient"], 0)
+    spec.integer("run.sample_every", run["sample_every"], 1)
+    spec.integer("run.lyapunov_renorm_every", run["lyapunov_renorm_every"], 1)
+    if run["steps"] % run["sample_every"]:
+        raise spec.error("run.steps", f"must be a multiple of run.sample_every="
+                         f"{run['sample_every']}, got {run['steps']}")
+    if run["steps"] % run["lyapunov_renorm_every"]:
+        raise spec.error("run.steps", f"must be a multiple of run.lyapunov_renorm_every="
+                         f"{run['lyapunov_renorm_every']}, got {run['steps']}")
+    if run["kind"] not in ("auto", "dense", "sparse"):
+        raise spec.error("run.kind", f"must be 'auto', 'dense' or 'sparse', got {run['kind']!r}")
+    if not isinstance(run["float64"], bool):
+        raise spec.error("run.float64", f"must be true or false, got {run['float64']!r}")
+    spec.integer("run.seed", run["seed"], 0)
+    if run["drive"] not in ("none", "lorenz"):
+        raise spec.error("run.drive", f"must be 'none' or 'lorenz', got {run['drive']!r}")
+    metrics = run["metrics"]
+    if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
+        raise spec.error("run.metrics", f"must be a non-empty list drawn from {list(METRICS)}, "
+                         f"got {metrics!r}")
+    if run["chunk_size"] is not None:
+        spec.integer("run.chunk_size", run["chunk_size"], 1)
+    return {"axes": axes, "model": model, "run": run}
+
+
+# ------------------------------------------------------------------------------ per point
+
+
+def _lorenz_drive(n_samples: int, dt: float, dtype):
+    """Standardised Lorenz-63 x(t), y(t) at t = 0, dt, ..., as a (T, 2) piecewise-linear drive."""
+    import jax.numpy as jnp
+
+    from lorenz.systems import lorenz63, rk4_trajectory
+    from surrogate import make_drive
+
+    _, ys = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
+                           n_steps=n_samples - 1, transient=round(20.0 / dt))
+    xy = ys[:, :2]
+    xy = (xy - xy.mean(0)) / xy.std(0)
+    return make_drive(dt * jnp.arange(n_samples, dtype=dtype), xy)
+
+
+def point_function(spec: dict):
+    """``fn(point) -> {metric: array}`` for ``surrogate.sweep``, built from a checked spec."""
+    import jax
+    import jax.numpy as jnp
+
+    import surrogate as sg
+
+    model, run = spec["model"], spec["run"]
+    dtype = jnp.float64 if run["float64"] else jnp.float32
+    k_model, k_theta = jax.random.split(jax.random.key(run["seed"]))
+    dt, steps, transient = run["dt"], run["steps"], run["transient"]
+    drive = None
+    if run["drive"] == "lorenz":
+        drive = _lorenz_drive(transient + steps + 2, dt, dtype)
+    base = sg.paper_preset(
+        k_model, sizes=tuple(model["sizes"]), k=model["k"], p=model["p"],
+        cross_density=model["cross_density"], omega_spread=1.0, gain=1.0,
+        normalisation=model["normalisation"], drive=drive, dtype=dtype,
+    )
+    unit_omega = base.params.omega  # N(0, 1) draws, scaled per point by omega_spread
+    theta0 = sg.initial_phases(k_theta, base.network.n, dtype)
+    metrics, every = run["metrics"], run["sample_every"]
+    m = base.network.n_populations
+
+    def fn(point):
+        def get(name, default=None):
+            value = point[name] if name in point else model[name]
+            return default if value is None else jnp.asarray(value, dtype)
+
+        b_self, b_cross = get("beta_self"), get("beta_cross")
+        B = sg.block_matrix(b_self, b_cross, m, dtype)
+        # K = B (paper preset) unless kappa_self / kappa_cross are given
+        K = sg.block_matrix(get("kappa_self", b_self), get("kappa_cross", b_cross), m, dtype)
+        n = base.network.n
+        sur = sg.replace(base, B=B, K=K, omega=get("omega_spread") * unit_omega,
+                         gain=jnp.full((n,), get("gain"), dtype))
+        theta = theta0
+        if transient:
+            theta, _ = sg.fold(sur, theta0, (), lambda acc, i, th: acc, dt=dt,
+                               n_steps=transient, kind=run["kind"])
+        theta_start = theta
+
+        def sample(acc, th):
+            r_sum, p_sum = acc
+            r = sg.order_parameter(th, sur) if "order_parameter" in metrics else r_sum
+            p = sg.modality_attention(th, sur) if "modality_attention" in metrics else p_sum
+            return r_sum + r, p_sum + p
+
+        def update(acc, i, th):
+            return jax.lax.cond(i % every == 0, sample, lambda a, _: a, acc, th)
+
+        zeros = (jnp.zeros((m,), dtype), jnp.zeros((m, m), dtype))
+        theta, (r_sum, p_sum) = sg.fold(sur, theta, zeros, update, dt=dt, n_steps=steps,
+                                        t0=transient * dt, kind=run["kind"])
+        n_samples = steps // every
+        out = {}
+        if "order_parameter" in metrics:
+            out["order_parameter"] = r_sum / n_samples
+            out["order_parameter_final"] = sg.order_parameter(theta, sur)
+        if "modality_attention" in metrics:
+            p = p_sum / n_samples
+            out["modality_attention"] = p
+            out["cross_share"] = p.sum(-1) - jnp.diagonal(p)
+            out["dominance"] = sg.dominance_index(p, 0, 1)
+        if "lyapunov" in metrics:
+            from surrogate.lyapunov import conditional_lyapunov_exponents
+
+            res = conditional_lyapunov_exponents(
+                sur, theta_start, dt=dt, n_steps=steps, k=1,
+                renorm_every=run["lyapunov_renorm_every"], n_records=1, t0=transient * dt)
+            out["lyapunov"] = res.exponents[0]
+        return out
+
+    return fn
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="metrics of the surrogate over a parameter grid (resumable); write sweep.npz/json",
+        description="Sweep the surrogate over a grid of coupling parameters given in a JSON or "
+        "TOML spec file: per point, time-averaged "
+        "order parameters, modality attention, cross-modal share, dominance and optionally the "
+        "largest conditional Lyapunov exponent. Sharded over all devices; finished chunks are "
+        "kept in OUT/chunks so that --resume continues a killed sweep.",
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("spec", type=Path, help="spec file, .json or .toml")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    out = check_out_dir(args.out)
+    results_exist = (out / "sweep.npz").exists() or (out / "chunks").exists()
+    if results_exist and not args.resume:
+        raise ValueError(f"--out {out}: holds a sweep already; pass --resume to continue it, "
+                         f"or choose another directory")
+
+    import jax
+
+    if spec["run"]["float64"]:
+        jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    import surrogate as sg
+
+    points = sg.grid(**spec["axes"])
+    fn = point_function(spec)
+    config = {"model": spec["model"], "run": spec["run"]}
+    t0 = time.perf_counter()
+    res = sg.sweep(fn, points, chunk_size=spec["run"]["chunk_size"], store=out / "chunks",
+                   config=config, resume=args.resume, progress=not args.quiet)
+    elapsed = time.perf_counter() - t0
+    gridded = points.unflatten(res)
+    arrays = {f"axis_{name}": values for name, values in points.axes.items()}
+    arrays.update(gridded)
+    atomic_write_npz(out / "sweep.npz", **arrays)
+    summary = {name: {"shape": list(np.shape(v)), "min": float(np.nanmin(v)),
+                      "max": float(np.nanmax(v)), "mean": float(np.nanmean(v))}
+               for name, v in gridded.items()}
+    manifest = json.loads((out / "chunks" / "manifest.json").read_text())
+    atomic_write_json(out / "sweep.json", {
+        "command": "sweep",
+        "spec_file": str(args.spec),
+        "axes": {name: values.tolist() for name, values in points.axes.items()},
+        "axis_order": list(points.axes),
+        "grid_shape": list(points.shape),
+        "model": spec["model"],
+        "run": spec["run"],
+        "metrics": summary,
+        "seconds": elapsed,
+        "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+        "fingerprint": manifest["fingerprint"],
+        "versions": versions(),
+    })
+    print(f"swept {len(points)} points ({' x '.join(map(str, points.shape))}) in "
+          f"{elapsed:.1f} s; wrote {out}/sweep.npz, sweep.json")
+    return 0
