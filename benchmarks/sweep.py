@@ -16,7 +16,8 @@ pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulat
 (``simulate(path="fast")``, dense and sparse evaluations) and the sweep engine
 (``surrogate.sweep`` over the same fast sparse function: chunking and sharding over all devices
 included). Each is compiled ahead of time (compile time reported apart; the engine's is its
-first call minus its second), run once to warm up, then timed (best of ``--repeats``).
+first call minus its second), run once to warm up (not with ``--no-warmup``), then timed (best
+of ``--repeats``).
 "pair-evals/s" counts 4 N^2 pair evaluations per RK4 step per point (6 N^2 per Tsit5 step),
 dense-equivalent, so the sparse figures compare directly. Then: the engine on one device vs all
 devices, and the engine's scaling with grid size and with oscillator count (``--scale-steps``
@@ -40,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=5000, help="RK4 steps of the main table")
     p.add_argument("--dt", type=float, default=0.01)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--no-warmup", action="store_true",
+                   help="time the first run of each compiled variant (long CPU runs)")
     p.add_argument("--float64", action="store_true")
     p.add_argument("--only", nargs="*", default=None,
                    help="substrings of variant names to run (naive, diffrax, dense, sparse, "
@@ -187,7 +190,8 @@ def time_direct(fn, pts, knob_values=None):
     with knobs(**(knob_values or {})):
         compiled = jax.jit(jax.vmap(fn)).lower(bs, bc).compile()
     compile_s = time.perf_counter() - t0
-    out = compiled(bs, bc).block_until_ready()  # warm-up
+    if not ARGS.no_warmup:
+        compiled(bs, bc).block_until_ready()
     best = np.inf
     for _ in range(ARGS.repeats):
         t0 = time.perf_counter()

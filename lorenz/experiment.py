@@ -49,7 +49,7 @@ class LorenzConfig:
     forecast_starts: int = 5
     forecast_horizon: int = 500  # samples
     forecast_test: int = 1500  # test samples of the separate forecasting series
-    chunk_size: int | None = None
+    chunk_size: int | None = 16  # one 256-point chunk hung XLA:CPU here (2026-11-26)
 
     def __post_init__(self):
         if not (isinstance(self.grid, int) and self.grid >= 2):

@@ -232,114 +232,27 @@ def rhs(
 
     ``tables`` (from ``coupling_tables(sur, kind)``) may be passed to hoist them out of a loop.
     """
-    return prepare_rhs(sur, kind, tables)(jnp.asarray(theta, sur.dtype), u)
+    theta = jnp.asarray(theta, sur.dtype)
+    tab = coupling_tables(sur, kind) if tables is None else tables
+    if kind == "reference":
+        d = theta[None, :] - theta[:, None]
+        w = tab.kappa * _attention(jnp.cos(d), tab, sur.normalisation)
+        coupling = jnp.sum(w * jnp.sin(d), axis=-1)
+    else:
+        c, s = jnp.cos(theta), jnp.sin(theta)
+        cj, sj = _columns(c, sur, kind), _columns(s, sur, kind)
+        cos_d = c[:, None] * cj + s[:, None] * sj
+        w = tab.kappa * _attention(cos_d, tab, sur.normalisation)
+        coupling = c * jnp.sum(w * sj, -1) - s * jnp.sum(w * cj, -1)
+    drive = sur.params.gain * u[sur.network.population]
+    return sur.params.omega + drive + coupling
 
 
 def prepare_rhs(sur: Surrogate, kind: Kind = "reference", tables: CouplingTables | None = None):
-    """``f(theta, u) -> dtheta/dt`` equal to ``rhs(theta, u, sur, kind, tables)``, with everything
-    that does not depend on the phases (coupling tables, their slot-major copies) built once,
-    here: integrators call this outside their time loop and ``f`` inside it.
-    """
+    """``f(theta, u) -> dtheta/dt`` equal to ``rhs(theta, u, sur, kind)``, with the phase-independent
+    coupling tables built once, here: integrators call this outside their time loop."""
     tab = coupling_tables(sur, kind) if tables is None else tables
-    drive_index = sur.network.population
-    omega, gain = sur.params.omega, sur.params.gain
-    if kind == "reference":
-
-        def coupling(theta):
-            d = theta[None, :] - theta[:, None]
-            w = tab.kappa * _attention(jnp.cos(d), tab, sur.normalisation)
-            return jnp.sum(w * jnp.sin(d), axis=-1)
-
-    else:
-        slots = _slot_major(tab, sur.network.neighbours if kind == "sparse" else None,
-                            sur.normalisation)
-
-        def coupling(theta):
-            return _slot_coupling(theta, slots, sur.normalisation)
-
-    def f(theta, u):
-        return omega + gain * u[drive_index] + coupling(theta)
-
-    return f
-
-
-#: Slots (neighbour-list columns, or all N columns for "dense") up to this count are unrolled;
-#: beyond, a ``fori_loop`` over slots runs ``_SLOT_UNROLL`` of them per iteration. Measured on
-#: XLA:CPU, batch 256: unrolled was 2x faster than the loop for 83 slots (N = 1000 sparse) and
-#: for 100 (N = 100 dense), at 5-6 s compile instead of 2 s.
-_SLOTS_UNROLLED = 128
-_SLOT_UNROLL = 4
-
-
-@struct.dataclass
-class _Slots:
-    """Slot-major coupling tables: ``beta``, ``kappa``, ``mask`` (S, N) hold column d of the
-    (N, S) ``CouplingTables`` in row d; ``columns`` (S, N) int the neighbour j of row i in slot d
-    (None for dense: slot d is oscillator d); ``shift`` (N,) softmax shift; ``denom`` (N,) the
-    fixed normaliser of "mean" (degree), unused otherwise.
-    """
-
-    beta: jax.Array
-    kappa: jax.Array
-    mask: jax.Array
-    columns: jax.Array | None
-    shift: jax.Array
-    denom: jax.Array
-
-
-def _slot_major(tab: CouplingTables, neighbours, normalisation: str) -> _Slots:
-    deg = tab.mask.sum(-1)
-    return _Slots(
-        beta=tab.beta.T, kappa=tab.kappa.T, mask=tab.mask.T,
-        columns=None if neighbours is None else neighbours.T,
-        shift=tab.shift, denom=jnp.where(deg > 0, deg, 1),
-    )
-
-
-def _slot_coupling(theta, slots: _Slots, normalisation: str) -> jax.Array:
-    """Coupling term (N,) of the one-exp-per-pair forms, accumulated one slot at a time.
-
-    A slot is one column of the coupling tables: for ``"sparse"`` the d-th neighbour of every
-    row (gathered), for ``"dense"`` oscillator d (broadcast). Per slot the work is on (N,) vectors
-    with three (N,) accumulators (softmax denominator, sum of w_ij sin theta_j, sum of
-    w_ij cos theta_j), so no (N, D) or (N, N) intermediate is formed; then
-    sin(tj - ti) = sj ci - cj si gives the sum of w_ij sin(tj - ti).
-
-    Under ``vmap`` this measured 13x faster on XLA:CPU than forming the whole (N, D) block at once
-    (batch 256, N = 100, D = 19: 8.4 vs 109 us per point-evaluation): there the (batch, N, D)
-    gather and the elementwise work over it did not fuse into one pass. Slot-major tables keep
-    each slot's coefficients contiguous.
-    """
-    c, s = jnp.cos(theta), jnp.sin(theta)
-    softmax = normalisation == "softmax"
-
-    def slot(d, acc):
-        # Tables are indexed here rather than scanned over as xs: under vmap, scanning batched
-        # xs would move their batch axis (a copy of every table) at each evaluation.
-        z, num_s, num_c = acc
-        col = d if slots.columns is None else slots.columns[d]
-        cj, sj = c[col], s[col]
-        arg = slots.beta[d] * (c * cj + s * sj)
-        e = slots.mask[d] * jnp.exp(arg - slots.shift if softmax else arg)
-        w = slots.kappa[d] * e
-        return z + e, num_s + w * sj, num_c + w * cj
-
-    zero = jnp.zeros_like(c)
-    acc = (zero, zero, zero)
-    n_slots = slots.mask.shape[0]
-    if n_slots <= _SLOTS_UNROLLED:
-        for d in range(n_slots):
-            acc = slot(d, acc)
-    else:
-        acc = jax.lax.fori_loop(0, n_slots, slot, acc, unroll=_SLOT_UNROLL)
-    z, num_s, num_c = acc
-    if softmax:
-        denom = jnp.where(z > 0, z, 1)
-    elif normalisation == "mean":
-        denom = slots.denom
-    else:
-        denom = 1
-    return (c * num_s - s * num_c) / denom
+    return lambda theta, u: rhs(theta, u, sur, kind, tab)
 
 
 def vector_field(t, theta: jax.Array, args: Surrogate) -> jax.Array:

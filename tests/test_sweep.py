@@ -483,32 +483,6 @@ def test_cli_rejects_unreadable_spec_files(tmp_path):
 # ------------------------------------------- the fast path's evaluation and loop structure
 
 
-@pytest.mark.parametrize("normalisation", sg.NORMALISATIONS)
-def test_slot_loop_and_unrolled_slots_match_reference(normalisation, monkeypatch):
-    # Slots (neighbour-list columns; all N columns for dense) beyond _SLOTS_UNROLLED run in a
-    # fori_loop of _SLOT_UNROLL slots per iteration (here with a remainder), the others unrolled.
-    net = sg.build_network(jax.random.key(2), (20, 20), k=16, p=0.05, cross_density=0.7)
-    model = sys.modules["surrogate.model"]
-    n_slots = net.neighbours.shape[1]  # 35: looped with a remainder
-    assert n_slots > 8 and n_slots % model._SLOT_UNROLL
-    rng = np.random.default_rng(1)
-    params = sg.Params(omega=jnp.asarray(rng.normal(size=40)), gain=jnp.ones(40),
-                       B=jnp.asarray([[0.9, 0.2], [0.4, 1.3]]), K=jnp.asarray([[1.0, 0.5],
-                                                                                [0.3, 0.8]]))
-    sur = sg.Surrogate(net, params, normalisation=normalisation)
-    theta = jnp.asarray(rng.uniform(0, 2 * np.pi, 40))
-    u = jnp.asarray([0.3, -0.2])
-    ref = sg.rhs(theta, u, sur, "reference")
-    monkeypatch.setattr(model, "_SLOTS_UNROLLED", 8)
-    looped = {kind: sg.rhs(theta, u, sur, kind) for kind in ("sparse", "dense")}
-    monkeypatch.setattr(model, "_SLOTS_UNROLLED", 1000)
-    for kind, got in looped.items():
-        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(sg.rhs(theta, u, sur, kind), got, rtol=0, atol=1e-13)
-    np.testing.assert_allclose(model.prepare_rhs(sur, "sparse")(theta, u), ref, rtol=0,
-                               atol=1e-12)
-
-
 def test_loop_structure_variants_integrate_the_same(monkeypatch):
     """Unrolled stages and several steps per scan iteration (benchmark variants) change nothing
     but rounding: same trajectory in float64, same fold accumulation."""
