@@ -33,6 +33,7 @@ import contextlib
 import os
 import sys
 import time
+import traceback
 
 
 def parse_args(argv=None):
@@ -61,6 +62,14 @@ def parse_args(argv=None):
                    help="fail (exit 1) if a variant differs from the reference by more")
     p.add_argument("--knobs", action="store_true",
                    help="also time the fast path with unrolled stages / several steps per loop")
+    p.add_argument("--pallas", default=None, metavar="SPECS",
+                   help="fused Pallas kernel variants (surrogate.kernels), comma-separated "
+                        "VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:stage][:expf], e.g. "
+                        "dense:1:4,gather:2:4:stage (stage: tables loaded every stage, not "
+                        "hoisted; expf: libdevice exp, not ex2.approx); default: a standard set "
+                        "on GPU, none elsewhere; '' = none")
+    p.add_argument("--pallas-interpret", action="store_true",
+                   help="run the Pallas variants in the interpreter (CPU smoke test, tiny sizes)")
     return p.parse_args(argv)
 
 
@@ -163,7 +172,42 @@ def variants(sur, theta0, steps, dt):
         out["fast RK4, sparse, 4 steps per iteration"] = (sparse, 4, dict(_STEP_UNROLL=4))
         out["fast RK4, sparse, stages unrolled, 4 steps per iteration"] = (
             sparse, 4, dict(_STAGE_LOOP=False, _STEP_UNROLL=4))
+    for spec in pallas_specs():
+        out[f"pallas {spec}"] = (pallas_final(sur, theta0, steps, dt, spec), 4, {})
     return out
+
+
+#: Pallas variants timed by default on a GPU: VARIANT:POINTS_PER_PROGRAM:NUM_WARPS.
+PALLAS_DEFAULT = "dense:1:4,dense:1:8,dense:2:8,gather:1:4,gather:2:4,gather:4:8"
+
+
+def pallas_specs():
+    if ARGS.pallas is not None:
+        spec = ARGS.pallas
+    elif ARGS.pallas_interpret or jax.default_backend() == "gpu":
+        spec = PALLAS_DEFAULT if jax.default_backend() == "gpu" else "dense:1:4,gather:1:4"
+    else:
+        spec = ""
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def pallas_final(sur, theta0, steps, dt, spec):
+    """Batched fn(beta_self (G,), beta_cross (G,)) -> final phases (G, N) by the fused kernel."""
+    from surrogate.kernels import fused_simulate
+
+    def final(b_self, b_cross):
+        variant, pp, warps, *flags = spec.split(":")
+        if set(flags) - {"stage", "expf"}:
+            raise ValueError(f"unknown flags in the Pallas spec {spec!r}")
+        B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, DTYPE))(b_self, b_cross)
+        return fused_simulate(sur, theta0, params=sur.params.replace(B=B, K=B), dt=dt,
+                              n_steps=steps, variant=variant, points_per_program=int(pp),
+                              num_warps=int(warps), hoist="stage" not in flags,
+                              approx_exp="expf" not in flags,
+                              interpret=ARGS.pallas_interpret).theta
+
+    final.batched = True
+    return final
 
 
 @contextlib.contextmanager
@@ -187,8 +231,9 @@ def selected(name: str) -> bool:
 def time_direct(fn, pts, knob_values=None):
     bs, bc = (jnp.asarray(pts.columns[k], DTYPE) for k in ("beta_self", "beta_cross"))
     t0 = time.perf_counter()
+    batched = fn if getattr(fn, "batched", False) else jax.vmap(fn)
     with knobs(**(knob_values or {})):
-        compiled = jax.jit(jax.vmap(fn)).lower(bs, bc).compile()
+        compiled = jax.jit(batched).lower(bs, bc).compile()
     compile_s = time.perf_counter() - t0
     if not ARGS.no_warmup:
         compiled(bs, bc).block_until_ready()
@@ -231,10 +276,14 @@ def main_table():
     for name, (fn, stages, knob_values) in todo.items():
         if not selected(name):
             continue
-        if name.startswith("sweep engine"):
-            c, t, out = time_engine(fn, pts)
-        else:
-            c, t, out = time_direct(fn, pts, knob_values)
+        try:
+            if name.startswith("sweep engine"):
+                c, t, out = time_engine(fn, pts)
+            else:
+                c, t, out = time_direct(fn, pts, knob_values)
+        except Exception:  # noqa: BLE001  (one failing variant must not stop the table)
+            print(f"  FAILED: {name}:\n{traceback.format_exc()}", flush=True)
+            continue
         finals[name] = out
         rows.append((name, c, t, rate(stages, n, steps, len(pts), t)))
         print(f"  done: {name}: {t:.3f} s", flush=True)
@@ -303,9 +352,14 @@ def check():
     sur, theta0 = problem(steps=steps)
     pts = plane(min(ARGS.grid, 8))
     outs = {}
+    failed = []
     for name, (fn, _, knob_values) in variants(sur, theta0, steps, ARGS.dt).items():
         if selected(name):
-            outs[name] = time_direct(fn, pts, knob_values)[2]
+            try:
+                outs[name] = time_direct(fn, pts, knob_values)[2]
+            except Exception:  # noqa: BLE001
+                print(f"  FAILED: {name}:\n{traceback.format_exc()}", flush=True)
+                failed.append(name)
     if selected("engine"):
         outs["sweep engine"] = time_engine(
             surrogate_final(sur, theta0, steps, ARGS.dt, kind="sparse"), pts)[2]
@@ -318,8 +372,16 @@ def check():
         d = float(np.max(np.abs(np.sin(out) - np.sin(ref))))
         worst = max(worst, d)
         print(f"  {name}: {d:.2e}")
+    fast = outs.get("fast RK4, sparse")
+    if fast is not None and any(name.startswith("pallas") for name in outs):
+        print("  pallas against the fast path (fast RK4, sparse): "
+              + ", ".join(f"{name[7:]}: {np.max(np.abs(np.sin(out) - np.sin(fast))):.2e}"
+                          for name, out in outs.items() if name.startswith("pallas")))
     if ARGS.check_tol is not None and worst > ARGS.check_tol:
         print(f"FAILED: paths differ by {worst:.2e} > {ARGS.check_tol:g}")
+        sys.exit(1)
+    if failed:
+        print(f"FAILED to run: {', '.join(failed)}")
         sys.exit(1)
 
 
