@@ -1,0 +1,37 @@
+"""The emotion experiment of the source paper: zero-shot emotion classification of CREMA-D clips
+under Face+Voice, Face-only and Voice-only inputs, with prompts that forbid 1-4 of the 6 labels,
+and the error-attractor analysis of the predictions.
+
+Modules: ``prompts`` (labels, template, the 57 variants, answer parsing), ``datasets`` (CREMA-D
+layout, generic manifest), ``conditions`` (decoded media -> the three conditions), ``scoring``
+(media prefix encoded once, its cache reused for all variants), ``table`` (resumable predictions
+CSV), ``attractors`` (numpy statistics: confusion, error graph, hierarchy, JS distances),
+``figures`` (matplotlib), ``experiment`` (the run loop), ``tiny`` (tiny models for tests).
+Imports are lazy: ``attractors``, ``prompts``, ``table`` and ``datasets`` need no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "prompts": ("LABELS", "Variant", "answer_text", "parse_answer", "prompt_text", "variants"),
+    "datasets": ("Clip", "Dataset", "KNOWN_BAD", "Skipped", "read_cremad", "read_manifest"),
+    "conditions": ("CONDITIONS", "Media", "apply_condition", "load_media"),
+    "scoring": ("build_prefix", "encode_prefix", "generate", "label_scores",
+                "label_scores_recomputed"),
+    "table": ("PredictionTable", "read_table"),
+    "attractors": ("Predictions", "analyze", "from_rows", "js_distance"),
+    "experiment": ("RunConfig", "run"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mllm_probe.emotion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mllm_probe.emotion.{module}"), name)
+    globals()[name] = value
+    return value

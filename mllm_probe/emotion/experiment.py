@@ -1,0 +1,169 @@
+"""The emotion run: for every clip x condition, encode the media prefix once, score the 57 prompt
+variants (label log-probabilities, batched on the cached prefix) and optionally generate their
+JSON answers; append the rows to the resumable predictions table; save attention bundles of the
+unperturbed prompt for the first ``bundles`` clips of each condition.
+
+Clips whose media fail to decode are skipped with the reason (logged, returned) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+from mllm_probe.adapters import Adapter
+from mllm_probe.emotion import scoring
+from mllm_probe.emotion.conditions import PERCEPTION_OF, apply_condition, load_media
+from mllm_probe.emotion.datasets import Clip, Dataset, Skipped
+from mllm_probe.emotion.prompts import LABELS, TEMPLATE, parse_answer, prompt_text, variants
+from mllm_probe.emotion.table import PredictionTable
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Options of a run that change its predictions (stored beside the table, checked on resume)."""
+
+    conditions: tuple[str, ...]
+    num_frames: int | None = 8
+    generate: bool = True
+    max_new_tokens: int = 16
+    batch_size: int = 64
+    bundles: int = 0
+    processor_kwargs: dict | None = None
+
+    def fingerprint(self, adapter: Adapter, dataset: Dataset) -> dict:
+        """What must match for a table to be resumed."""
+        return {"model": adapter.model_id, "config_hash": adapter.describe()["config_hash"],
+                "data": os.path.abspath(dataset.source), "conditions": list(self.conditions),
+                "num_frames": self.num_frames, "generate": self.generate,
+                "max_new_tokens": self.max_new_tokens, "template": TEMPLATE,
+                "labels": list(LABELS), "processor_kwargs": self.processor_kwargs or {},
+                "dtype": str(adapter.model.dtype)}
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def unit_rows(clip: Clip, condition: str, scores: np.ndarray, generated: list[str] | None) -> list[dict]:
+    """Table rows of one clip x condition from (V, 6) scores and the generated answers."""
+    rows = []
+    perceived = clip.perceived.get(PERCEPTION_OF[condition], frozenset())
+    for v in variants():
+        s = scores[v.index]
+        best = LABELS[int(np.nanargmax(s))]
+        row = {"clip": clip.id, "condition": condition, "variant": v.index,
+               "forbidden": ":".join(v.forbidden), "intended": clip.intended,
+               "perceived": ":".join(sorted(perceived, key=LABELS.index)), "predicted": best,
+               **{f"score_{label}": float(x) for label, x in zip(LABELS, s)}}
+        if generated is not None:
+            label, status = parse_answer(generated[v.index], v.allowed)
+            row.update(generated=generated[v.index], generated_label=label or "",
+                       parse_status=status)
+        else:
+            row.update(generated="", generated_label="", parse_status="not_generated")
+        rows.append(row)
+    return rows
+
+
+def score_unit(adapter: Adapter, audio, frames, config: RunConfig):
+    """(scores (57, 6), generated answers or None) of one clip x condition."""
+    prefix = scoring.build_prefix(adapter, audio=audio, video=frames,
+                                  processor_kwargs=config.processor_kwargs)
+    encoded = scoring.encode_prefix(adapter, prefix)
+    vs = list(variants())
+    scores = scoring.label_scores(adapter, prefix, vs, encoded=encoded,
+                                  batch_size=config.batch_size)
+    generated = (scoring.generate(adapter, prefix, vs, encoded=encoded,
+                                  max_new_tokens=config.max_new_tokens,
+                                  batch_size=config.batch_size) if config.generate else None)
+    return scores, generated
+
+
+def save_unit_bundle(adapter: Adapter, clip: Clip, condition: str, audio, frames, path: str,
+                     config: RunConfig) -> None:
+    """Attention bundle (last prompt row) of the unperturbed prompt of one clip x condition."""
+    from mllm_probe.bundle import save_bundle
+    from mllm_probe.probe import probe
+
+    prompt = adapter.build_inputs(prompt_text(variants()[0]), audio=audio, video=frames,
+                                  processor_kwargs=config.processor_kwargs)
+    described = [{"kind": "video", "path": clip.video}]
+    if clip.audio:
+        described.append({"kind": "audio", "path": clip.audio})
+    bundle = probe(adapter, prompt, query="last", inputs=described,
+                   extra={"clip": clip.id, "condition": condition, "intended": clip.intended})
+    save_bundle(path, bundle)
+
+
+def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resume: bool = False,
+        limit: int | None = None, log=sys.stderr) -> dict:
+    """Run the experiment into ``out_dir`` (predictions.csv, bundles/); returns
+    {"done": units written now, "resumed": units found done, "skipped": [Skipped, ...]}."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    clips = list(dataset.clips[:limit] if limit else dataset.clips)
+    table = PredictionTable(os.path.join(out_dir, "predictions.csv"),
+                            config.fingerprint(adapter, dataset), len(variants()), resume=resume)
+    if table.dropped_rows:
+        print(f"resume: dropped {table.dropped_rows} rows of incomplete units", file=log,
+              flush=True)
+    bundle_dir = os.path.join(out_dir, "bundles")
+    if config.bundles:
+        os.makedirs(bundle_dir, exist_ok=True)
+    skipped = list(dataset.skipped)
+    for s in dataset.skipped:
+        print(f"skip {s.id}: {s.reason}" + (f" ({s.path})" if s.path else ""), file=log, flush=True)
+    units = [(c, cond) for c in clips for cond in config.conditions]
+    todo = [u for u in units if (u[0].id, u[1]) not in table.done]
+    resumed = len(units) - len(todo)
+    print(f"{len(clips)} clips x {len(config.conditions)} conditions = {len(units)} units of "
+          f"{len(variants())} prompt variants; {resumed} done before, {len(todo)} to run",
+          file=log, flush=True)
+    bundles_made = {cond: sum(n.endswith(f".{cond}.bundle") for n in os.listdir(bundle_dir))
+                    if config.bundles else 0 for cond in config.conditions}
+    start, done, failed = time.perf_counter(), 0, set()
+    media_cache: dict[str, object] = {}
+    for k, (clip, cond) in enumerate(todo, start=1):
+        if clip.id in failed:
+            continue
+        if clip.id not in media_cache:
+            media_cache.clear()
+            try:
+                media_cache[clip.id] = load_media(clip, adapter.sampling_rate, config.num_frames)
+            except Exception as err:  # any decoder failure: report the clip and go on
+                failed.add(clip.id)
+                skipped.append(Skipped(clip.id, f"media could not be decoded: {err}", clip.video))
+                print(f"skip {clip.id}: media could not be decoded ({type(err).__name__}: {err})",
+                      file=log, flush=True)
+                continue
+        media = apply_condition(media_cache[clip.id], cond)
+        try:
+            scores, generated = score_unit(adapter, media.audio, media.frames, config)
+        except ValueError as err:  # the processor refused these media (e.g. too short)
+            failed.add(clip.id)
+            skipped.append(Skipped(clip.id, f"model inputs could not be built: {err}", clip.video))
+            print(f"skip {clip.id}: model inputs could not be built ({err})", file=log, flush=True)
+            continue
+        table.append(unit_rows(clip, cond, scores, generated))
+        done += 1
+        if bundles_made[cond] < config.bundles:
+            path = os.path.join(bundle_dir, f"{clip.id}.{cond}.bundle")
+            if not os.path.exists(path):
+                save_unit_bundle(adapter, clip, cond, media.audio, media.frames, path, config)
+            bundles_made[cond] += 1
+        elapsed = time.perf_counter() - start
+        eta = elapsed / k * (len(todo) - k)
+        print(f"[{resumed + k}/{len(units)}] {clip.id} {cond}: "
+              f"{elapsed / k:.1f} s/unit, elapsed {_fmt_seconds(elapsed)}, ETA {_fmt_seconds(eta)}",
+              file=log, flush=True)
+    return {"done": done, "resumed": resumed, "skipped": skipped,
+            "units": len(units), "failed_clips": sorted(failed)}
+
+
+__all__ = ["RunConfig", "run", "save_unit_bundle", "score_unit", "unit_rows"]

@@ -1,0 +1,301 @@
+"""Scoring the prompt variants of one clip x condition with the media prefix encoded once.
+
+The input of every variant is ``prefix + suffix``: the prefix holds the chat-template head and the
+media placeholders (identical for all variants), the suffix the variant's text, the template tail
+and the answer. `encode_prefix` runs the prefix once (``use_cache=True``); `score_labels` and
+`generate` copy its key/value cache to batches of suffix rows, so the media are encoded once per
+clip x condition instead of once per variant.
+
+Primary score: the log-probability (nats) of each allowed label's full answer
+``[{"emotion": "<label>"}]`` as the continuation of the prompt, summed over the answer tokens from
+the first token where the six labels' answers differ (their shared start is context). Rows are
+right-padded, so no real token attends to padding: the scores equal a full recomputation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+
+import numpy as np
+import torch
+
+from mllm_probe.adapters import Adapter
+from mllm_probe.emotion.prompts import LABELS, Variant, answer_text, prompt_text
+
+#: Marker rendered where the variant text goes, to split the template into head and tail.
+SPLIT_MARKER = "XMODALSPLITMARKER"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PrefixInputs:
+    """Model inputs of the shared prefix (batch 1, P positions) and the token ids of the tail."""
+
+    model_inputs: dict        # tensors for the model, input_ids (1, P)
+    input_ids: np.ndarray     # (P,) int64
+    tail_ids: np.ndarray      # (R,) ids of the template after the user text (e.g. end of turn)
+
+
+@dataclasses.dataclass(eq=False)
+class EncodedPrefix:
+    """The prefix after one forward pass: its cache and the position offset of what follows."""
+
+    cache: object             # transformers Cache, batch 1, P positions
+    length: int               # P
+    rope_delta: int           # position of sequence index i >= P is i + rope_delta
+
+
+def build_prefix(adapter: Adapter, *, audio=None, video=None, processor_kwargs=None) -> PrefixInputs:
+    """Render the conversation with the media and a marker text and split it at the marker."""
+    prompt = adapter.build_inputs(SPLIT_MARKER, audio=audio, video=video,
+                                  processor_kwargs=processor_kwargs)
+    marker = np.asarray(adapter.tokenizer(SPLIT_MARKER, add_special_tokens=False)["input_ids"])
+    ids = prompt.input_ids
+    hits = [i for i in range(len(ids) - len(marker), -1, -1)
+            if np.array_equal(ids[i:i + len(marker)], marker)]
+    if not hits:
+        raise ValueError(f"{adapter.model_id}: cannot find the prompt text in the rendered "
+                         f"conversation (tokenizer merges it with the template)")
+    start = hits[0]
+    S = len(ids)
+    inputs = {}
+    for key, value in prompt.model_inputs.items():
+        if isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape == (1, S):
+            value = value[:, :start]
+        inputs[key] = value
+    return PrefixInputs(inputs, ids[:start].copy(), ids[start + len(marker):].copy())
+
+
+def _cache_kwarg(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _rope_delta(adapter: Adapter, prefix: PrefixInputs) -> int:
+    """Qwen2.5-Omni's multimodal rope: text after the media continues at max position + 1."""
+    model = adapter.model
+    if not hasattr(model, "get_rope_index"):
+        return 0
+    mi = prefix.model_inputs
+    fam = mi.get("feature_attention_mask")
+    positions, _ = model.get_rope_index(
+        mi["input_ids"], mi.get("image_grid_thw"), mi.get("video_grid_thw"),
+        torch.ones_like(mi["input_ids"]), False,
+        fam.sum(-1) if fam is not None else None, mi.get("video_second_per_grid"))
+    return int(positions.max()) + 1 - int(mi["input_ids"].shape[1])
+
+
+def encode_prefix(adapter: Adapter, prefix: PrefixInputs) -> EncodedPrefix:
+    """One forward pass over the prefix (media encoders included), keeping the cache."""
+    model = adapter.model
+    with torch.no_grad():
+        out = model(**prefix.model_inputs, use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None:
+        raise ValueError(f"{adapter.model_id}: the model returned no key/value cache")
+    return EncodedPrefix(cache, len(prefix.input_ids), _rope_delta(adapter, prefix))
+
+
+def _positions(adapter: Adapter, encoded: EncodedPrefix, steps: torch.Tensor) -> torch.Tensor:
+    """Position ids of suffix tokens at sequence offsets ``steps`` (B, T) after the prefix."""
+    pos = steps + encoded.length + encoded.rope_delta
+    if hasattr(adapter.model, "get_rope_index"):   # multimodal rope: (3, B, T)
+        return pos.unsqueeze(0).expand(3, -1, -1)
+    return pos
+
+
+def _batch_cache(encoded: EncodedPrefix, batch: int):
+    cache = copy.deepcopy(encoded.cache)
+    cache.batch_repeat_interleave(batch)
+    return cache
+
+
+def _run_suffix(adapter, encoded, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                cache):
+    """Forward ``ids`` (B, T) after the cached prefix; ``mask`` (B, P + T) marks real keys."""
+    model = adapter.model
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                     use_cache=True, **{_cache_kwarg(model): cache})
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRows:
+    """Token rows of the label scoring: one row per (variant, allowed label)."""
+
+    variant: np.ndarray       # (N,) index into the variants given
+    label: np.ndarray         # (N,) index into LABELS
+    tokens: list              # N arrays of suffix + answer ids
+    scored: np.ndarray        # (N,) number of trailing tokens whose log-probs are summed
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def answer_split(tokenizer) -> tuple[list[int], list[list[int]]]:
+    """Shared start of the six answers' token ids and each label's remaining ids.
+
+    Raises ValueError if two labels tokenize to the same answer (a tokenizer that cannot tell
+    them apart, e.g. a word-level vocabulary without the labels).
+    """
+    answers = [_encode(tokenizer, answer_text(label)) for label in LABELS]
+    common = 0
+    while all(len(a) > common and a[common] == answers[0][common] for a in answers):
+        common += 1
+    rests = [a[common:] for a in answers]
+    for i in range(len(LABELS)):
+        for j in range(i):
+            if rests[i] == rests[j]:
+                raise ValueError(f"the tokenizer gives the same answer tokens for {LABELS[j]!r} "
+                                 f"and {LABELS[i]!r} ({answers[i]}); labels cannot be scored")
+    return answers[0][:common], rests
+
+
+def score_rows(tokenizer, prefix: PrefixInputs, variants: list[Variant]) -> ScoreRows:
+    """Rows ``prompt_text(v) + tail + answer(label)`` for every allowed label of every variant."""
+    common, rests = answer_split(tokenizer)
+    tail = [int(t) for t in prefix.tail_ids]
+    vi, li, toks, scored = [], [], [], []
+    for k, v in enumerate(variants):
+        base = _encode(tokenizer, prompt_text(v)) + tail + common
+        for label in v.allowed:
+            j = LABELS.index(label)
+            vi.append(k)
+            li.append(j)
+            toks.append(np.asarray(base + rests[j], dtype=np.int64))
+            scored.append(len(rests[j]))
+    return ScoreRows(np.asarray(vi), np.asarray(li), toks, np.asarray(scored))
+
+
+def _right_padded(rows: list[np.ndarray], pad: int):
+    T = max(len(r) for r in rows)
+    ids = np.full((len(rows), T), pad, dtype=np.int64)
+    valid = np.zeros((len(rows), T), dtype=bool)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+        valid[i, :len(r)] = True
+    return ids, valid
+
+
+def _pad_id(adapter) -> int:
+    tok = adapter.tokenizer
+    return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id or 0)
+
+
+def row_logprobs(adapter: Adapter, encoded: EncodedPrefix, rows: ScoreRows,
+                 batch_size: int = 64) -> np.ndarray:
+    """(N,) summed log-probabilities (nats, float64) of each row's scored tokens."""
+    device = adapter.model.device
+    out = np.empty(len(rows.tokens), dtype=np.float64)
+    for lo in range(0, len(rows.tokens), batch_size):
+        chunk = rows.tokens[lo:lo + batch_size]
+        ids, valid = _right_padded(chunk, _pad_id(adapter))
+        B, T = ids.shape
+        mask = torch.cat([torch.ones(B, encoded.length, dtype=torch.long),
+                          torch.as_tensor(valid, dtype=torch.long)], dim=1)
+        steps = torch.arange(T).expand(B, T)
+        result = _run_suffix(adapter, encoded, torch.as_tensor(ids, device=device),
+                             mask.to(device), _positions(adapter, encoded, steps).to(device),
+                             _batch_cache(encoded, B))
+        logp = torch.log_softmax(result.logits.float(), dim=-1)
+        for b, r in enumerate(chunk):
+            n = int(rows.scored[lo + b])
+            L = len(r)
+            # token at position t is predicted by the logits at t - 1
+            pred = logp[b, L - n - 1:L - 1]
+            target = torch.as_tensor(r[L - n:], device=pred.device)
+            out[lo + b] = float(pred.gather(-1, target[:, None]).sum().double())
+    return out
+
+
+def label_scores(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
+                 encoded: EncodedPrefix | None = None, batch_size: int = 64) -> np.ndarray:
+    """(V, 6) log-probability (nats) of each label's answer per variant; NaN where forbidden."""
+    encoded = encoded or encode_prefix(adapter, prefix)
+    rows = score_rows(adapter.tokenizer, prefix, variants)
+    scores = np.full((len(variants), len(LABELS)), np.nan)
+    scores[rows.variant, rows.label] = row_logprobs(adapter, encoded, rows, batch_size)
+    return scores
+
+
+def label_scores_recomputed(adapter: Adapter, prefix: PrefixInputs,
+                            variants: list[Variant]) -> np.ndarray:
+    """Reference for `label_scores`: every (variant, label) row as its own full forward pass
+    (media encoders included, no cache). Slow; for tests and the benchmark baseline."""
+    rows = score_rows(adapter.tokenizer, prefix, variants)
+    scores = np.full((len(variants), len(LABELS)), np.nan)
+    device = adapter.model.device
+    for k, r in enumerate(rows.tokens):
+        inputs = dict(prefix.model_inputs)
+        ids = torch.cat([inputs["input_ids"], torch.as_tensor(r, device=device)[None]], dim=1)
+        inputs["input_ids"] = ids
+        inputs["attention_mask"] = torch.ones_like(ids)
+        for key in ("token_type_ids", "mm_token_type_ids"):
+            if key in inputs:
+                inputs[key] = torch.cat([inputs[key], torch.zeros_like(ids[:, :len(r)])], dim=1)
+        with torch.no_grad():
+            logits = adapter.model(**inputs, use_cache=False).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        S, n = ids.shape[1], int(rows.scored[k])
+        target = ids[0, S - n:]
+        scores[rows.variant[k], rows.label[k]] = float(
+            logp[S - n - 1:S - 1].gather(-1, target[:, None]).sum().double())
+    return scores
+
+
+def generate(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
+             encoded: EncodedPrefix | None = None, max_new_tokens: int = 16,
+             batch_size: int = 64) -> list[str]:
+    """Greedy answers (decoded text) of all variants, batched after the shared prefix.
+
+    Suffixes are left-padded against the prefix (padding masked out, positions counted without
+    it), so every row's next token sits at the same cache index.
+    """
+    encoded = encoded or encode_prefix(adapter, prefix)
+    tok = adapter.tokenizer
+    device = adapter.model.device
+    tail = [int(t) for t in prefix.tail_ids]
+    stop = {int(t) for t in np.atleast_1d(adapter.model.generation_config.eos_token_id or [])}
+    if tok.eos_token_id is not None:
+        stop.add(int(tok.eos_token_id))
+    texts: list[str] = []
+    for lo in range(0, len(variants), batch_size):
+        chunk = [np.asarray(_encode(tok, prompt_text(v)) + tail, dtype=np.int64)
+                 for v in variants[lo:lo + batch_size]]
+        B, T = len(chunk), max(len(c) for c in chunk)
+        ids = np.full((B, T), _pad_id(adapter), dtype=np.int64)
+        valid = np.zeros((B, T), dtype=bool)
+        for i, c in enumerate(chunk):
+            ids[i, T - len(c):] = c
+            valid[i, T - len(c):] = True
+        steps = torch.as_tensor(np.maximum(np.cumsum(valid, 1) - 1, 0))
+        mask = torch.cat([torch.ones(B, encoded.length, dtype=torch.long),
+                          torch.as_tensor(valid, dtype=torch.long)], 1).to(device)
+        cache = _batch_cache(encoded, B)
+        out = _run_suffix(adapter, encoded, torch.as_tensor(ids, device=device), mask,
+                          _positions(adapter, encoded, steps).to(device), cache)
+        lengths = torch.as_tensor(valid.sum(1))
+        answers = np.zeros((B, 0), dtype=np.int64)
+        done = np.zeros(B, dtype=bool)
+        for step in range(max_new_tokens):
+            nxt = out.logits[:, -1].argmax(-1).cpu().numpy()
+            nxt = np.where(done, _pad_id(adapter), nxt)
+            answers = np.concatenate([answers, nxt[:, None]], 1)
+            done |= np.isin(nxt, list(stop))
+            if done.all() or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], 1)
+            pos = _positions(adapter, encoded, (lengths + step)[:, None]).to(device)
+            out = _run_suffix(adapter, encoded, torch.as_tensor(nxt[:, None], device=device), mask,
+                              pos, out.cache if hasattr(out, "cache") else out.past_key_values)
+        for row in answers:
+            cut = next((i for i, t in enumerate(row) if t in stop), len(row))
+            texts.append(tok.decode([int(t) for t in row[:cut]], skip_special_tokens=True))
+    return texts
+
+
+__all__ = ["EncodedPrefix", "PrefixInputs", "SPLIT_MARKER", "ScoreRows", "answer_split",
+           "build_prefix", "encode_prefix", "generate", "label_scores", "label_scores_recomputed",
+           "row_logprobs", "score_rows"]
