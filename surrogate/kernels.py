@@ -38,7 +38,7 @@ from surrogate.model import NORMALISATIONS, Params, Surrogate
 
 __all__ = ["FusedRun", "fused_simulate", "VARIANTS"]
 
-VARIANTS = ("dense", "gather")
+VARIANTS = ("dense", "gather", "lanes")
 
 #: RK4 stage nodes and weights, as in surrogate.integrate (stages 2 and 3 share t + dt/2).
 _C = (0.0, 0.5, 0.5, 1.0)
@@ -266,6 +266,138 @@ def _gather_kernel(th_ref, om_ref, gp_ref, brow_ref, krow_ref, shift_ref, idx_re
         out_refs[2][...] = (acc_s + jnp.sin(th) - jnp.sin(theta)) / n_steps
 
 
+def _lanes_layout(adj: np.ndarray, pop: np.ndarray, m: int, rc: int):
+    """Population-padded rows (as ``_dense_layout``) in chunks of ``rc`` rows of one population;
+    D slots per row and column population b holding padded column positions."""
+    members = [np.flatnonzero(pop == a) for a in range(m)]
+    p = _pow2(max(len(x) for x in members), max(16, rc))
+    r = m * p
+    pos = np.empty(len(pop), np.int64)
+    for a, mem in enumerate(members):
+        pos[mem] = a * p + np.arange(len(mem))
+    chunks = np.array([a * p + q * rc for a in range(m) for q in range(p // rc)
+                       if q * rc < len(members[a])], np.int32)
+    nbrs = [[pos[np.flatnonzero(adj[i] & (pop == b))] for i in range(len(pop))] for b in range(m)]
+    d = _pow2(max(len(x) for row in nbrs for x in row), 2)
+    idx = np.zeros((m, r, d), np.int32)
+    bias = np.full((m, r, d), -np.inf, np.float32)
+    for b in range(m):
+        for i, js in enumerate(nbrs[b]):
+            idx[b, pos[i], : len(js)] = js
+            bias[b, pos[i], : len(js)] = 0
+    deg = np.ones((r, 1), np.float32)
+    dd = adj.sum(1)
+    deg[pos, 0] = np.where(dd > 0, dd, 1)
+    blocks = tuple(b for b in range(m) if np.isfinite(bias[b]).any())
+    return p, r, d, pos, chunks, idx.reshape(m * r, d), bias.reshape(m * r, d), deg, blocks
+
+
+def _lanes_kernel(th0_ref, om_ref, g_ref, coef_ref, idx_ref, bias_ref, deg_ref, chunk_ref, u_ref,
+                  *out_refs, m, p, r, rc, blocks, norm, n_steps, dt, means, approx, barrier):
+    """Program: GB grid points on the lanes (last axis). th0/om/g (R, GB) in population-padded
+    row order; coef (C, GB) rows [log2(e) B (M M), K (M M), log2(e) shift (M)]; idx/bias
+    (M R, D) slots; deg (R, 1); chunk (NC,) first rows of the row chunks; u (4 n_steps + 4, M).
+    Outputs: theta (R, GB) (the state itself), means (R, GB) (their accumulators), and the
+    scratch (5 R GB,): cos and sin of the stage input in two buffers, and the RK4 sum.
+    Each stage is a loop over row chunks, (RC, D, GB) tiles, then one barrier."""
+    th_ref, scratch = out_refs[0], out_refs[-1]
+    gb = th0_ref.shape[1]
+    n_chunks = chunk_ref.shape[0]
+    lanes = jnp.arange(gb, dtype=jnp.int32)[None, :]  # (1, GB)
+    offs = jnp.arange(rc, dtype=jnp.int32)[:, None] * gb + lanes  # (RC, GB)
+    total_slab = 4
+
+    def slab(k, row0):  # flat scratch addresses (RC, GB) of rows row0.. of slab k
+        return offs + (k * r + row0) * gb
+
+    def sync():
+        if barrier:
+            plgpu.debug_barrier()
+
+    def init(ci, carry):
+        row0 = chunk_ref[ci]
+        th = th0_ref[pl.ds(row0, rc), :]
+        th_ref[pl.ds(row0, rc), :] = th
+        c, s = jnp.cos(th), jnp.sin(th)
+        scratch[slab(0, row0)] = c
+        scratch[slab(1, row0)] = s
+        if means:  # accumulators of cos, sin over steps 0..n-1, less step 0, plus step n at the end
+            out_refs[1][pl.ds(row0, rc), :] = -c
+            out_refs[2][pl.ds(row0, rc), :] = -s
+        return carry
+
+    def stage(j, uvals):
+        rb, wb = 2 * (j % 2), 2 * ((j + 1) % 2)  # slabs read (stage input) and written (next)
+
+        def body(ci, carry):
+            row0 = chunk_ref[ci]
+            a = row0 // p
+            rows = pl.ds(row0, rc)
+            c = scratch[slab(rb, row0)]
+            s = scratch[slab(rb + 1, row0)]
+            zero = jnp.zeros_like(c)
+            z, sw, cw = zero, zero, zero
+            for b in blocks:
+                t = pl.ds(b * r + row0, rc)
+                addr = (idx_ref[t, :][:, :, None] + rb * r) * gb + lanes[None]  # (RC, D, GB)
+                cj = scratch[addr]
+                sj = scratch[addr + r * gb]
+                beta = coef_ref[pl.ds(a * m + b, 1), :][None]
+                arg = beta * (c[:, None, :] * cj + s[:, None, :] * sj) + bias_ref[t, :][:, :, None]
+                if norm == "softmax":
+                    arg = arg - coef_ref[pl.ds(2 * m * m + a, 1), :][None]
+                e = _exp2(arg, approx)
+                if norm == "softmax":
+                    z = z + jnp.sum(e, axis=1)
+                kappa = coef_ref[pl.ds(m * m + a * m + b, 1), :]
+                sw = sw + kappa * jnp.sum(e * sj, axis=1)
+                cw = cw + kappa * jnp.sum(e * cj, axis=1)
+            u = uvals[0]
+            for k in range(1, m):
+                u = jnp.where(a == k, uvals[k], u)
+            deg = deg_ref[rows, :] if norm == "mean" else None
+            f = (om_ref[rows, :] + g_ref[rows, :] * u.astype(c.dtype)
+                 + _combine(c, s, z, sw, cw, norm, deg))
+            theta = th_ref[rows, :]
+            if j == 0:
+                total = _W[0] * f
+                if means:
+                    out_refs[1][rows, :] = out_refs[1][rows, :] + c
+                    out_refs[2][rows, :] = out_refs[2][rows, :] + s
+            else:
+                total = scratch[slab(total_slab, row0)] + _W[j] * f
+            if j < 3:
+                scratch[slab(total_slab, row0)] = total
+                y = theta + dt * (_A[j + 1] * f)
+            else:
+                y = theta + dt * total
+                th_ref[rows, :] = y
+            scratch[slab(wb, row0)] = jnp.cos(y)
+            scratch[slab(wb + 1, row0)] = jnp.sin(y)
+            return carry
+
+        jax.lax.fori_loop(0, n_chunks, body, 0)
+        sync()
+
+    def step(n, carry):
+        for j in range(4):
+            stage(j, [u_ref[4 * n + j, a] for a in range(m)])
+        return carry
+
+    jax.lax.fori_loop(0, n_chunks, init, 0)
+    sync()
+    jax.lax.fori_loop(0, n_steps, step, 0)
+    if means:
+        def finish(ci, carry):
+            row0 = chunk_ref[ci]
+            rows = pl.ds(row0, rc)
+            out_refs[1][rows, :] = (out_refs[1][rows, :] + scratch[slab(0, row0)]) / n_steps
+            out_refs[2][rows, :] = (out_refs[2][rows, :] + scratch[slab(1, row0)]) / n_steps
+            return carry
+
+        jax.lax.fori_loop(0, n_chunks, finish, 0)
+
+
 # --------------------------------------------------------------------------------------------
 # Public entry point
 
@@ -321,6 +453,7 @@ def fused_simulate(
     points_per_program: int = 1,
     num_warps: int | None = None,
     hoist: bool = True,
+    rows_per_chunk: int = 8,
     approx_exp: bool = True,
     interpret: bool = False,
 ) -> FusedRun:
@@ -336,11 +469,13 @@ def fused_simulate(
             ``sur.params.replace(B=Bs, K=Bs)``; default ``sur.params`` (G = 1 unless theta0 is
             batched).
         means: also return the means of cos theta and sin theta over steps 1..n_steps.
-        variant: "dense" (masked population blocks) or "gather" (neighbour slots).
-        points_per_program: grid points per kernel program (a power of two).
+        variant: "dense" (masked population blocks), "gather" (neighbour slots, one or a few
+            points per program) or "lanes" (neighbour slots, points on the lanes).
+        points_per_program: grid points per kernel program (a power of two; "lanes": 8 to 64).
         num_warps: Triton warps per program (default: Triton's choice, 4).
         hoist: load the per-pair tables (edge biases, slot indices) once per program rather than
             once per stage (registers against cache traffic).
+        rows_per_chunk: "lanes": rows per tile (a power of two).
         approx_exp: on GPU in float32, exp by the ex2.approx instruction (relative error below
             2^-22) rather than libdevice's expf.
         interpret: run in the Pallas interpreter (any backend; slow, for tests).
@@ -360,6 +495,9 @@ def fused_simulate(
     pp = points_per_program
     if not isinstance(pp, (int, np.integer)) or pp < 1 or pp & (pp - 1):
         raise ValueError(f"points_per_program must be a power of two, got {pp!r}")
+    if not isinstance(rows_per_chunk, (int, np.integer)) or rows_per_chunk < 1 or (
+            rows_per_chunk & (rows_per_chunk - 1)):
+        raise ValueError(f"rows_per_chunk must be a power of two, got {rows_per_chunk!r}")
     if num_warps is not None and num_warps not in (1, 2, 4, 8, 16):
         raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {num_warps!r}")
     if not isinstance(dt, (int, float)):
@@ -418,6 +556,29 @@ def fused_simulate(
         )(scatter(theta0), scatter(omega), scatter(gain), coef, jnp.asarray(bias, dtype),
           jnp.asarray(deg, dtype), u)
         out = [x[:g, pos] for x in out]
+    elif variant == "lanes":
+        p, r, d, pos, chunks, idx, bias, deg, blocks = _lanes_layout(adj, pop, m, rows_per_chunk)
+
+        def lanes_in(x):  # (G, N) -> (R, G) population-padded rows, points on the lanes
+            return jnp.zeros((r, gp), dtype).at[pos, :].set(x.T)
+
+        coef = jnp.concatenate([B2.reshape(gp, m * m), K.reshape(gp, m * m), shift], 1).T
+        coef = jnp.pad(coef, ((0, _pow2(coef.shape[0]) - coef.shape[0]), (0, 0)))
+        kernel = functools.partial(_lanes_kernel, m=m, p=p, r=r, rc=rows_per_chunk,
+                                   blocks=blocks, barrier=not interpret,
+                                   **{k: v for k, v in static.items() if k != "hoist"})
+        cols = pl.BlockSpec((r, pp), lambda i: (0, i))
+        out = call(
+            kernel,
+            out_shape=[jax.ShapeDtypeStruct((r, gp), dtype)] * (3 if means else 1)
+            + [jax.ShapeDtypeStruct((gp * 5 * r,), dtype)],
+            in_specs=[cols] * 3 + [pl.BlockSpec((coef.shape[0], pp), lambda i: (0, i))]
+            + [pl.no_block_spec] * 5,
+            out_specs=[cols] * (3 if means else 1) + [pl.BlockSpec((pp * 5 * r,),
+                                                                   lambda i: (i,))],
+        )(lanes_in(theta0), lanes_in(omega), lanes_in(gain), coef, jnp.asarray(idx),
+          jnp.asarray(bias, dtype), jnp.asarray(deg, dtype), jnp.asarray(chunks), u)
+        out = [x[pos, :g].T for x in out[:-1]]
     else:
         r, d, idx, bias, deg, blocks = _gather_layout(adj, pop, m)
         onehot = jnp.asarray(pop[None, :] == np.arange(m)[:, None], dtype)  # (M, N)
