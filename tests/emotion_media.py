@@ -123,3 +123,14 @@ def cremad_folder(tmp_path_factory) -> str:
         make_cremad(root)
     return str(root)
 
+
+
+def one_torch_thread():
+    """Generator body of a module fixture: one intra-op torch thread while the module runs (the
+    test machine's few cores are shared; more threads oversubscribe them and run 3x slower)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

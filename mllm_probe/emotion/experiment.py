@@ -102,9 +102,10 @@ def save_unit_bundle(adapter: Adapter, clip: Clip, condition: str, audio, frames
 
 
 def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resume: bool = False,
-        limit: int | None = None, log=sys.stderr) -> dict:
+        limit: int | None = None, log=None) -> dict:
     """Run the experiment into ``out_dir`` (predictions.csv, bundles/); returns
     {"done": units written now, "resumed": units found done, "skipped": [Skipped, ...]}."""
+    log = log or sys.stderr
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     clips = list(dataset.clips[:limit] if limit else dataset.clips)
