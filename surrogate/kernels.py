@@ -38,7 +38,7 @@ from surrogate.model import NORMALISATIONS, Params, Surrogate
 
 __all__ = ["FusedRun", "fused_simulate", "VARIANTS"]
 
-VARIANTS = ("dense", "gather", "lanes")
+VARIANTS = ("dense", "gather", "lanes", "lanes3d")
 
 #: RK4 stage nodes and weights, as in surrogate.integrate (stages 2 and 3 share t + dt/2).
 _C = (0.0, 0.5, 0.5, 1.0)
@@ -398,6 +398,116 @@ def _lanes_kernel(th0_ref, om_ref, g_ref, coef_ref, idx_ref, bias_ref, deg_ref, 
         jax.lax.fori_loop(0, n_chunks, finish, 0)
 
 
+def _lanes3d_kernel(th0_ref, om_ref, g_ref, coef_ref, idx_ref, bias_ref, deg_ref, chunk_ref,
+                    u_ref, *out_refs, m, p, r, d, rc, blocks, norm, n_steps, dt, means, approx,
+                    barrier):
+    """``_lanes_kernel`` with every value a 3-d tile (RC, 1 | D, GB) loaded and stored through
+    flat addresses, and keepdims reductions, so that one register layout serves the whole stage
+    (no layout conversions between the per-row and the per-slot arithmetic). All refs are flat:
+    th0/om/g (R GB,), coef (C GB,), idx/bias (M R D,) with idx = GB x padded column, deg (R,);
+    outputs theta (R GB,), means (R GB,), scratch (5 R GB,)."""
+    th_ref, scratch = out_refs[0], out_refs[-1]
+    gb = th0_ref.shape[0] // r
+    n_chunks = chunk_ref.shape[0]
+    lanes = jnp.arange(gb, dtype=jnp.int32)[None, None, :]  # (1, 1, GB)
+    rows = jnp.arange(rc, dtype=jnp.int32)[:, None, None]  # (RC, 1, 1)
+    slots = jnp.arange(d, dtype=jnp.int32)[None, :, None]  # (1, D, 1)
+    offs = rows * gb + lanes  # (RC, 1, GB)
+    total_slab = 4
+
+    def at(row0, k=0):  # flat addresses (RC, 1, GB) of rows row0.. of slab k
+        return offs + (k * r + row0) * gb
+
+    def coef(k):  # (1, 1, GB)
+        return coef_ref[lanes + k * gb]
+
+    def sync():
+        if barrier:
+            plgpu.debug_barrier()
+
+    def init(ci, carry):
+        row0 = chunk_ref[ci]
+        th = th0_ref[at(row0)]
+        th_ref[at(row0)] = th
+        c, s = jnp.cos(th), jnp.sin(th)
+        scratch[at(row0, 0)] = c
+        scratch[at(row0, 1)] = s
+        if means:
+            out_refs[1][at(row0)] = -c
+            out_refs[2][at(row0)] = -s
+        return carry
+
+    def stage(j, uvals):
+        rb, wb = 2 * (j % 2), 2 * ((j + 1) % 2)
+
+        def body(ci, carry):
+            row0 = chunk_ref[ci]
+            a = row0 // p
+            c = scratch[at(row0, rb)]
+            s = scratch[at(row0, rb + 1)]
+            zero = jnp.zeros_like(c)
+            z, sw, cw = zero, zero, zero
+            for b in blocks:
+                t = (rows + (b * r + row0)) * d + slots  # (RC, D, 1)
+                addr = idx_ref[t] + lanes + rb * r * gb  # (RC, D, GB)
+                cj = scratch[addr]
+                sj = scratch[addr + r * gb]
+                arg = coef(a * m + b) * (c * cj + s * sj) + bias_ref[t]
+                if norm == "softmax":
+                    arg = arg - coef(2 * m * m + a)
+                e = _exp2(arg, approx)
+                if norm == "softmax":
+                    z = z + jnp.sum(e, axis=1, keepdims=True)
+                kappa = coef(m * m + a * m + b)
+                sw = sw + kappa * jnp.sum(e * sj, axis=1, keepdims=True)
+                cw = cw + kappa * jnp.sum(e * cj, axis=1, keepdims=True)
+            u = uvals[0]
+            for k in range(1, m):
+                u = jnp.where(a == k, uvals[k], u)
+            deg = deg_ref[rows + row0] if norm == "mean" else None
+            here = at(row0)
+            f = om_ref[here] + g_ref[here] * u.astype(c.dtype) + _combine(c, s, z, sw, cw, norm,
+                                                                            deg)
+            theta = th_ref[here]
+            if j == 0:
+                total = _W[0] * f
+                if means:
+                    out_refs[1][here] = out_refs[1][here] + c
+                    out_refs[2][here] = out_refs[2][here] + s
+            else:
+                total = scratch[at(row0, total_slab)] + _W[j] * f
+            if j < 3:
+                scratch[at(row0, total_slab)] = total
+                y = theta + dt * (_A[j + 1] * f)
+            else:
+                y = theta + dt * total
+                th_ref[here] = y
+            scratch[at(row0, wb)] = jnp.cos(y)
+            scratch[at(row0, wb + 1)] = jnp.sin(y)
+            return carry
+
+        jax.lax.fori_loop(0, n_chunks, body, 0)
+        sync()
+
+    def step(n, carry):
+        for j in range(4):
+            stage(j, [u_ref[4 * n + j, a] for a in range(m)])
+        return carry
+
+    jax.lax.fori_loop(0, n_chunks, init, 0)
+    sync()
+    jax.lax.fori_loop(0, n_steps, step, 0)
+    if means:
+        def finish(ci, carry):
+            row0 = chunk_ref[ci]
+            here = at(row0)
+            out_refs[1][here] = (out_refs[1][here] + scratch[at(row0, 0)]) / n_steps
+            out_refs[2][here] = (out_refs[2][here] + scratch[at(row0, 1)]) / n_steps
+            return carry
+
+        jax.lax.fori_loop(0, n_chunks, finish, 0)
+
+
 # --------------------------------------------------------------------------------------------
 # Public entry point
 
@@ -579,6 +689,37 @@ def fused_simulate(
         )(lanes_in(theta0), lanes_in(omega), lanes_in(gain), coef, jnp.asarray(idx),
           jnp.asarray(bias, dtype), jnp.asarray(deg, dtype), jnp.asarray(chunks), u)
         out = [x[pos, :g].T for x in out[:-1]]
+    elif variant == "lanes3d":
+        p, r, d, pos, chunks, idx, bias, deg, blocks = _lanes_layout(adj, pop, m, rows_per_chunk)
+        nprog = gp // pp
+
+        def flat(x):  # (G, N) -> (G/GB R GB,): per program, population-padded rows x lanes
+            x = jnp.zeros((gp, r), dtype).at[:, pos].set(x)
+            return x.reshape(nprog, pp, r).transpose(0, 2, 1).reshape(-1)
+
+        def unflat(x):
+            return x.reshape(nprog, r, pp).transpose(0, 2, 1).reshape(gp, r)[:g, pos]
+
+        coef = jnp.concatenate([B2.reshape(gp, m * m), K.reshape(gp, m * m), shift], 1)
+        c_rows = _pow2(coef.shape[1])
+        coef = jnp.pad(coef, ((0, 0), (0, c_rows - coef.shape[1])))
+        coef = coef.reshape(nprog, pp, c_rows).transpose(0, 2, 1).reshape(-1)
+        kernel = functools.partial(_lanes3d_kernel, m=m, p=p, r=r, d=d, rc=rows_per_chunk,
+                                   blocks=blocks, barrier=not interpret,
+                                   **{k: v for k, v in static.items() if k != "hoist"})
+        block = pl.BlockSpec((r * pp,), lambda i: (i,))
+        out = call(
+            kernel,
+            out_shape=[jax.ShapeDtypeStruct((gp * r,), dtype)] * (3 if means else 1)
+            + [jax.ShapeDtypeStruct((gp * 5 * r,), dtype)],
+            in_specs=[block] * 3 + [pl.BlockSpec((c_rows * pp,), lambda i: (i,))]
+            + [pl.no_block_spec] * 5,
+            out_specs=[block] * (3 if means else 1) + [pl.BlockSpec((pp * 5 * r,),
+                                                                    lambda i: (i,))],
+        )(flat(theta0), flat(omega), flat(gain), coef, jnp.asarray(idx * pp).reshape(-1),
+          jnp.asarray(bias, dtype).reshape(-1), jnp.asarray(deg, dtype).reshape(-1),
+          jnp.asarray(chunks), u)
+        out = [unflat(x) for x in out[:-1]]
     else:
         r, d, idx, bias, deg, blocks = _gather_layout(adj, pop, m)
         onehot = jnp.asarray(pop[None, :] == np.arange(m)[:, None], dtype)  # (M, N)
