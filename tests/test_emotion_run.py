@@ -165,14 +165,17 @@ def test_gemma3n_run_from_a_manifest(setup, tmp_path_factory, tmp_path, capsys):
     out = tmp_path / "gemma"
     code, stdout, err = run_cli(["--manifest", str(manifest), "--model", gemma, "--out", str(out),
                                  "--num-frames", "2", "--max-new-tokens", "3", "--n-boot", "100",
-                                 "--limit", "2"], capsys)
+                                 "--limit", "2", "--conditions", "voice_only,face_voice"],
+                                capsys)
     assert code == 0, err
     assert "skip stub: video: Git LFS pointer stub" in err and "ETA" in err
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0, name
     rows = read_table(out / "predictions.csv")
-    assert len(rows) == 2 * 3 * 57 and {r["clip"] for r in rows} == {"good", "second"}
-    assert "wrote" in stdout
+    assert len(rows) == 2 * 2 * 57 and {r["clip"] for r in rows} == {"good", "second"}
+    assert {r["condition"] for r in rows} == {"voice_only", "face_voice"}
+    assert "wrote" in stdout and "not testable" in stdout  # the claim needs all three conditions
+    assert "The claim is not testable on this run" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

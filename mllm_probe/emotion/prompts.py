@@ -3,12 +3,13 @@
 Template (one, documented here; ``{allowed}`` and ``{forbidden}`` are comma-separated labels in
 `LABELS` order)::
 
-    What emotion does the person in this clip express? Choose one of: {allowed}.
-    [Do not answer {forbidden}.]            <- only in perturbed variants
-    Answer only with JSON: [{"emotion": "<label>"}]
+    What emotion does the person in this clip express? Answer only with JSON of the form
+    [{"emotion": "<label>"}]. Choose one of: {allowed}.[ Do not answer {forbidden}.]
 
-The media (video frames, then audio) come before this text in the user turn, so the media prefix
-is shared by all 57 variants. The model's answer is expected to be ``[{"emotion": "<label>"}]``.
+(the bracketed sentence only in perturbed variants). The media (video frames, then audio) come
+before this text in the user turn, and the instruction shared by all variants comes before the
+label lists, so the media prefix and the shared start are encoded once for all 57 variants. The
+model's answer is expected to be ``[{"emotion": "<label>"}]``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ VOTE_LETTERS = {"A": "angry", "D": "disgust", "F": "fear", "H": "happy", "N": "n
 #: Sizes of the forbidden subsets of the perturbed variants (6 + 15 + 20 + 15 = 56).
 FORBID_SIZES = (1, 2, 3, 4)
 
-TEMPLATE = ("What emotion does the person in this clip express? Choose one of: {allowed}. "
-            "{forbid}Answer only with JSON: [{{\"emotion\": \"<label>\"}}]")
-FORBID_CLAUSE = "Do not answer {forbidden}. "
+TEMPLATE = ("What emotion does the person in this clip express? Answer only with JSON of the "
+            "form [{{\"emotion\": \"<label>\"}}]. Choose one of: {allowed}.{forbid}")
+FORBID_CLAUSE = " Do not answer {forbidden}."
 #: The start of the expected answer; the label follows it.
 ANSWER_PREFIX = '[{"emotion": "'
 

@@ -8,8 +8,9 @@ clip x condition instead of once per variant.
 
 Primary score: the log-probability (nats) of each allowed label's full answer
 ``[{"emotion": "<label>"}]`` as the continuation of the prompt, summed over the answer tokens from
-the first token where the six labels' answers differ (their shared start is context). Rows are
-right-padded, so no real token attends to padding: the scores equal a full recomputation.
+the first token where the six labels' answers differ (their shared start is context). No real
+token attends to padding or sits at a padded position, so the scores equal a full recomputation
+(`label_scores_recomputed`) to float rounding.
 """
 
 from __future__ import annotations
@@ -105,6 +106,29 @@ def _positions(adapter: Adapter, encoded: EncodedPrefix, steps: torch.Tensor) ->
     return pos
 
 
+def _shared_start(rows: list) -> int:
+    """Length of the common token prefix of ``rows``, leaving at least one token in each."""
+    n, shortest = 0, min(len(r) for r in rows)
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+def extend_prefix(adapter: Adapter, encoded: EncodedPrefix, ids) -> EncodedPrefix:
+    """The prefix followed by ``ids`` (text shared by every row), run once on a copy of the cache."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        return encoded
+    device = adapter.model.device
+    T = len(ids)
+    out = _run_suffix(adapter, encoded, torch.as_tensor([ids], device=device),
+                      torch.ones(1, encoded.length + T, dtype=torch.long, device=device),
+                      _positions(adapter, encoded, torch.arange(T)[None]).to(device),
+                      _batch_cache(encoded, 1))
+    cache = getattr(out, "cache", None) or out.past_key_values
+    return EncodedPrefix(cache, encoded.length + T, encoded.rope_delta)
+
+
 def _batch_cache(encoded: EncodedPrefix, batch: int):
     cache = copy.deepcopy(encoded.cache)
     cache.batch_repeat_interleave(batch)
@@ -169,7 +193,7 @@ def score_rows(tokenizer, prefix: PrefixInputs, variants: list[Variant]) -> Scor
     return ScoreRows(np.asarray(vi), np.asarray(li), toks, np.asarray(scored))
 
 
-def _right_padded(rows: list[np.ndarray], pad: int):
+def _right_padded(rows: list, pad: int):
     T = max(len(r) for r in rows)
     ids = np.full((len(rows), T), pad, dtype=np.int64)
     valid = np.zeros((len(rows), T), dtype=bool)
@@ -184,39 +208,68 @@ def _pad_id(adapter) -> int:
     return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id or 0)
 
 
-def row_logprobs(adapter: Adapter, encoded: EncodedPrefix, rows: ScoreRows,
-                 batch_size: int = 64) -> np.ndarray:
-    """(N,) summed log-probabilities (nats, float64) of each row's scored tokens."""
-    device = adapter.model.device
-    out = np.empty(len(rows.tokens), dtype=np.float64)
-    for lo in range(0, len(rows.tokens), batch_size):
-        chunk = rows.tokens[lo:lo + batch_size]
-        ids, valid = _right_padded(chunk, _pad_id(adapter))
-        B, T = ids.shape
-        mask = torch.cat([torch.ones(B, encoded.length, dtype=torch.long),
-                          torch.as_tensor(valid, dtype=torch.long)], dim=1)
-        steps = torch.arange(T).expand(B, T)
-        result = _run_suffix(adapter, encoded, torch.as_tensor(ids, device=device),
-                             mask.to(device), _positions(adapter, encoded, steps).to(device),
-                             _batch_cache(encoded, B))
-        logp = torch.log_softmax(result.logits.float(), dim=-1)
-        for b, r in enumerate(chunk):
-            n = int(rows.scored[lo + b])
-            L = len(r)
-            # token at position t is predicted by the logits at t - 1
-            pred = logp[b, L - n - 1:L - 1]
-            target = torch.as_tensor(r[L - n:], device=pred.device)
-            out[lo + b] = float(pred.gather(-1, target[:, None]).sum().double())
-    return out
+def _token_logprobs(logp: torch.Tensor, targets) -> float:
+    """Sum of ``logp[t, targets[t]]`` (logp (T, vocab) log-softmax rows)."""
+    index = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=logp.device)[:, None]
+    return float(logp[:len(targets)].gather(-1, index).sum().double())
 
 
 def label_scores(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
                  encoded: EncodedPrefix | None = None, batch_size: int = 64) -> np.ndarray:
-    """(V, 6) log-probability (nats) of each label's answer per variant; NaN where forbidden."""
+    """(V, 6) log-probability (nats) of each label's answer per variant; NaN where forbidden.
+
+    The text all variants share is appended to the cached prefix once. Then two passes on that
+    cache, both without padding inside a real row's context:
+    (1) the variants' contexts (text, template tail, shared answer start), grouped by token
+    length so a group needs no padding; the last logits score each label's first answer token;
+    (2) the labels' remaining answer tokens, right-padded, on copies of the group's cache
+    gathered per row. Batches hold at most ``batch_size`` rows.
+    """
     encoded = encoded or encode_prefix(adapter, prefix)
-    rows = score_rows(adapter.tokenizer, prefix, variants)
+    tok = adapter.tokenizer
+    device = adapter.model.device
+    common, rests = answer_split(tok)
+    tail = [int(t) for t in prefix.tail_ids]
+    contexts = [_encode(tok, prompt_text(v)) + tail + common for v in variants]
+    shared = _shared_start(contexts)   # the instruction all variants share: encoded once
+    encoded = extend_prefix(adapter, encoded, contexts[0][:shared])
+    contexts = [c[shared:] for c in contexts]
     scores = np.full((len(variants), len(LABELS)), np.nan)
-    scores[rows.variant, rows.label] = row_logprobs(adapter, encoded, rows, batch_size)
+    groups: dict[int, list[int]] = {}
+    for k, ctx in enumerate(contexts):
+        groups.setdefault(len(ctx), []).append(k)
+    for T, members in sorted(groups.items()):
+        for lo in range(0, len(members), batch_size):
+            ks = members[lo:lo + batch_size]
+            G = len(ks)
+            ids = torch.as_tensor(np.array([contexts[k] for k in ks], dtype=np.int64))
+            mask = torch.ones(G, encoded.length + T, dtype=torch.long)
+            steps = torch.arange(T).expand(G, T)
+            out = _run_suffix(adapter, encoded, ids.to(device), mask.to(device),
+                              _positions(adapter, encoded, steps).to(device),
+                              _batch_cache(encoded, G))
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)       # (G, vocab)
+            cache = getattr(out, "cache", None) or out.past_key_values
+            rows = [(g, LABELS.index(label)) for g, k in enumerate(ks)
+                    for label in variants[k].allowed]
+            for g, j in rows:
+                scores[ks[g], j] = float(first[g, rests[j][0]].double())
+            longer = [(g, j) for g, j in rows if len(rests[j]) > 1]
+            for lo2 in range(0, len(longer), batch_size):
+                chunk = longer[lo2:lo2 + batch_size]
+                ids2, valid2 = _right_padded([rests[j][:-1] for _, j in chunk], _pad_id(adapter))
+                B2, T2 = ids2.shape
+                sub = copy.deepcopy(cache)
+                sub.batch_select_indices(torch.as_tensor([g for g, _ in chunk], device=device))
+                mask2 = torch.cat([torch.ones(B2, encoded.length + T, dtype=torch.long),
+                                   torch.as_tensor(valid2, dtype=torch.long)], dim=1)
+                steps2 = (T + torch.arange(T2)).expand(B2, T2)
+                out2 = _run_suffix(adapter, encoded, torch.as_tensor(ids2, device=device),
+                                   mask2.to(device),
+                                   _positions(adapter, encoded, steps2).to(device), sub)
+                logp = torch.log_softmax(out2.logits.float(), dim=-1)
+                for b, (g, j) in enumerate(chunk):
+                    scores[ks[g], j] += _token_logprobs(logp[b], rests[j][1:])
     return scores
 
 
@@ -261,9 +314,12 @@ def generate(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
     if tok.eos_token_id is not None:
         stop.add(int(tok.eos_token_id))
     texts: list[str] = []
+    prompts = [_encode(tok, prompt_text(v)) + tail for v in variants]
+    shared = _shared_start(prompts)
+    encoded = extend_prefix(adapter, encoded, prompts[0][:shared])
+    prompts = [np.asarray(p[shared:], dtype=np.int64) for p in prompts]
     for lo in range(0, len(variants), batch_size):
-        chunk = [np.asarray(_encode(tok, prompt_text(v)) + tail, dtype=np.int64)
-                 for v in variants[lo:lo + batch_size]]
+        chunk = prompts[lo:lo + batch_size]
         B, T = len(chunk), max(len(c) for c in chunk)
         ids = np.full((B, T), _pad_id(adapter), dtype=np.int64)
         valid = np.zeros((B, T), dtype=bool)
@@ -297,5 +353,5 @@ def generate(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
 
 
 __all__ = ["EncodedPrefix", "PrefixInputs", "SPLIT_MARKER", "ScoreRows", "answer_split",
-           "build_prefix", "encode_prefix", "generate", "label_scores", "label_scores_recomputed",
-           "row_logprobs", "score_rows"]
+           "build_prefix", "encode_prefix", "extend_prefix", "generate", "label_scores", "label_scores_recomputed",
+           "score_rows"]
