@@ -48,7 +48,8 @@ def test_confusion_and_accuracy():
 
 
 def test_error_graph_edges_and_pruning():
-    conf = A.confusion(*(lambda p: (p.intended, p.predicted))(A.from_rows(TABLE)))
+    p = A.from_rows(TABLE)
+    conf = A.confusion(p.intended, p.predicted)
     edges = {(e["source"], e["target"]): (e["count"], e["share"])
              for e in A.error_graph(conf, min_share=0.3)}
     assert edges == {("angry", "neutral"): (1, pytest.approx(1 / 3)),

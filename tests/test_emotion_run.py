@@ -203,3 +203,24 @@ def test_data_folder_without_crema_layout_exits_2(tmp_path, capsys, monkeypatch)
     code, _, err = run_cli(["--data", str(tmp_path), "--model", str(tmp_path), "--out", "o"],
                            capsys)
     assert code == 2 and "no VideoFlash/ folder" in err
+
+
+def test_a_folder_of_bad_clips_only_completes_with_reasons(setup, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "bad"
+    for sub in ("AudioWAV", "VideoFlash", "processedResults"):
+        (data / sub).mkdir(parents=True)
+    src = setup["data"]
+    shutil.copy(os.path.join(src, "VideoFlash", LFS_STUB + ".flv"), data / "VideoFlash")
+    shutil.copy(os.path.join(src, "AudioWAV", LFS_STUB + ".wav"), data / "AudioWAV")
+    shutil.copy(os.path.join(src, "VideoFlash", BROKEN + ".flv"), data / "VideoFlash")
+    shutil.copy(os.path.join(src, "AudioWAV", BROKEN + ".wav"), data / "AudioWAV")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["--data", str(data), "--model", setup["qwen"], "--out", str(out),
+                                 "--n-boot", "10"], capsys)
+    assert code == 0, err
+    assert "0 prediction rows, 2 clips skipped" in stdout and "not testable" in stdout
+    for name in OUTPUTS:
+        assert (out / name).exists(), name
+    assert BROKEN in (out / "report.md").read_text()

@@ -25,7 +25,11 @@ _EXPORTS = {
     "experiment": ("RunConfig", "run"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
+__all__ = ["CONDITIONS", "KNOWN_BAD", "LABELS", "Clip", "Dataset", "Media", "PredictionTable",
+           "Predictions", "RunConfig", "Skipped", "Variant", "analyze", "answer_text",
+           "apply_condition", "build_prefix", "encode_prefix", "from_rows", "generate",
+           "js_distance", "label_scores", "label_scores_recomputed", "load_media", "parse_answer",
+           "prompt_text", "read_cremad", "read_manifest", "read_table", "run", "variants"]
 
 
 def __getattr__(name: str):

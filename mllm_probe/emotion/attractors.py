@@ -274,6 +274,20 @@ def analyze(p: Predictions, conditions, *, seed: int = 0, n_boot: int = 1000,
                          "js": "Jensen-Shannon distance, base 2 (0 identical, 1 disjoint)"}}
 
 
-__all__ = ["K", "MIN_SHARE", "Predictions", "accuracy", "analyze", "attractor_strength",
-           "bootstrap_distances", "claim_test", "clip_error_counts", "confusion", "error_counts",
-           "error_graph", "from_rows", "hierarchy", "js_distance"]
+__all__ = [
+    "MIN_SHARE",
+    "K",
+    "Predictions",
+    "accuracy",
+    "analyze",
+    "attractor_strength",
+    "bootstrap_distances",
+    "claim_test",
+    "clip_error_counts",
+    "confusion",
+    "error_counts",
+    "error_graph",
+    "from_rows",
+    "hierarchy",
+    "js_distance",
+]

@@ -82,5 +82,13 @@ def apply_condition(media: Media, condition: str) -> Media:
     raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
 
 
-__all__ = ["BLANK_VALUE", "CONDITIONS", "Media", "PERCEPTION_OF", "apply_condition",
-           "check_conditions", "load_media", "load_wav"]
+__all__ = [
+    "BLANK_VALUE",
+    "CONDITIONS",
+    "PERCEPTION_OF",
+    "Media",
+    "apply_condition",
+    "check_conditions",
+    "load_media",
+    "load_wav",
+]

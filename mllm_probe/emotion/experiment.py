@@ -46,7 +46,7 @@ class RunConfig:
 
 
 def _fmt_seconds(s: float) -> str:
-    s = int(round(s))
+    s = round(s)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
@@ -106,6 +106,7 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
     """Run the experiment into ``out_dir`` (predictions.csv, bundles/); returns
     {"done": units written now, "resumed": units found done, "skipped": [Skipped, ...]}."""
     log = log or sys.stderr
+    scoring.answer_split(adapter.tokenizer)  # fail fast if the labels cannot be scored
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     clips = list(dataset.clips[:limit] if limit else dataset.clips)
@@ -137,7 +138,7 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
             media_cache.clear()
             try:
                 media_cache[clip.id] = load_media(clip, adapter.sampling_rate, config.num_frames)
-            except Exception as err:  # any decoder failure: report the clip and go on
+            except Exception as err:  # noqa: BLE001  any decoder failure: report the clip, go on
                 failed.add(clip.id)
                 skipped.append(Skipped(clip.id, f"media could not be decoded: {err}", clip.video))
                 print(f"skip {clip.id}: media could not be decoded ({type(err).__name__}: {err})",

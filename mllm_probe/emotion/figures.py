@@ -23,12 +23,22 @@ def _plt():
     return plt
 
 
+def _panels(stats: dict, width: float, height: float):
+    """Figure with one panel per condition (one empty panel saying so when there is none)."""
+    plt = _plt()
+    conds = list(stats["conditions"])
+    fig, axes = plt.subplots(1, max(1, len(conds)), figsize=(width * max(1, len(conds)), height),
+                             squeeze=False)
+    if not conds:
+        axes[0][0].axis("off")
+        axes[0][0].text(0.5, 0.5, "no predictions", ha="center", va="center")
+    return plt, fig, list(zip(axes[0], conds))
+
+
 def confusion_figure(stats: dict):
     """Row-normalised confusion matrix per condition (counts written in the cells)."""
-    plt = _plt()
-    conds = stats["conditions"]
-    fig, axes = plt.subplots(1, len(conds), figsize=(4.2 * len(conds), 4), squeeze=False)
-    for ax, cond in zip(axes[0], conds):
+    _, fig, panels = _panels(stats, 4.2, 4)
+    for ax, cond in panels:
         conf = np.asarray(stats["per_condition"][cond]["confusion"], dtype=float)
         rows = conf.sum(1, keepdims=True)
         norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
@@ -49,20 +59,18 @@ def confusion_figure(stats: dict):
 
 def attractor_graph_figure(stats: dict):
     """Error graph per condition: labels on a circle, arrows true -> predicted, width ~ share."""
-    plt = _plt()
-    conds = stats["conditions"]
-    fig, axes = plt.subplots(1, len(conds), figsize=(4 * len(conds), 4), squeeze=False)
+    _, fig, panels = _panels(stats, 4, 4)
     angles = np.pi / 2 - 2 * np.pi * np.arange(len(LABELS)) / len(LABELS)
     xy = {label: np.array([np.cos(a), np.sin(a)]) for label, a in zip(LABELS, angles)}
-    for ax, cond in zip(axes[0], conds):
+    for ax, cond in panels:
         per = stats["per_condition"][cond]
         strength = per["attractor_strength"]
         for e in per["error_graph"]:
             a, b = xy[e["source"]], xy[e["target"]]
             ax.annotate("", xy=b * 0.85, xytext=a * 0.85,
-                        arrowprops=dict(arrowstyle="-|>", lw=0.5 + 5 * e["share"],
-                                        color=COLORS[LABELS.index(e["source"])], alpha=0.7,
-                                        connectionstyle="arc3,rad=0.15"))
+                        arrowprops={"arrowstyle": "-|>", "lw": 0.5 + 5 * e["share"],
+                                    "color": COLORS[LABELS.index(e["source"])], "alpha": 0.7,
+                                    "connectionstyle": "arc3,rad=0.15"})
         for i, label in enumerate(LABELS):
             s = strength[label]
             size = 200 + 2500 * (0 if s is None or not np.isfinite(s) else s)
@@ -89,11 +97,9 @@ def _band(ax, x0, x1, y0a, y0b, y1a, y1b, color):
 
 def sankey_figure(stats: dict):
     """Alluvial plot per condition: intended label (left) -> predicted label (right), errors only."""
-    plt = _plt()
-    conds = stats["conditions"]
-    fig, axes = plt.subplots(1, len(conds), figsize=(4 * len(conds), 4.5), squeeze=False)
+    plt, fig, panels = _panels(stats, 4, 4.5)
     gap = 0.02
-    for ax, cond in zip(axes[0], conds):
+    for ax, cond in panels:
         conf = np.asarray(stats["per_condition"][cond]["confusion"], dtype=float)
         conf = conf * (1 - np.eye(len(LABELS)))
         total = conf.sum()

@@ -352,6 +352,17 @@ def generate(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
     return texts
 
 
-__all__ = ["EncodedPrefix", "PrefixInputs", "SPLIT_MARKER", "ScoreRows", "answer_split",
-           "build_prefix", "encode_prefix", "extend_prefix", "generate", "label_scores", "label_scores_recomputed",
-           "score_rows"]
+__all__ = [
+    "SPLIT_MARKER",
+    "EncodedPrefix",
+    "PrefixInputs",
+    "ScoreRows",
+    "answer_split",
+    "build_prefix",
+    "encode_prefix",
+    "extend_prefix",
+    "generate",
+    "label_scores",
+    "label_scores_recomputed",
+    "score_rows",
+]

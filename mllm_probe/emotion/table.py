@@ -143,5 +143,11 @@ def label_set(text: str) -> frozenset[str]:
     return frozenset(p for p in (text or "").split(":") if p)
 
 
-__all__ = ["COLUMNS", "META_SUFFIX", "PredictionTable", "SCORE_COLUMNS", "label_set",
-           "read_table"]
+__all__ = [
+    "COLUMNS",
+    "META_SUFFIX",
+    "SCORE_COLUMNS",
+    "PredictionTable",
+    "label_set",
+    "read_table",
+]

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import sys
 from pathlib import Path
 
 CONDITIONS = ("face_voice", "face_only", "voice_only")
@@ -80,7 +79,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--conditions", type=_conditions, default=CONDITIONS,
                    help=f"comma-separated subset of {','.join(CONDITIONS)} (default: all)")
-    p.add_argument("--limit", type=_positive, help="use the first N usable clips only")
+    p.add_argument("--limit", type=_positive, help="use the first N clips that pass the file checks "
+                                               "(clips that then fail to decode count too)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--bundles", type=_non_negative, default=0,
                    help="save attention bundles of the unperturbed prompt for the first N clips "
@@ -125,7 +125,7 @@ def _check_args(args) -> None:
 
 
 def run(args) -> int:
-    from xmodal.report import atomic_write_bytes, atomic_write_json, check_out_dir
+    from xmodal.report import atomic_write_bytes, check_out_dir
 
     _check_args(args)
     from mllm_probe.emotion.datasets import read_cremad, read_manifest
@@ -225,12 +225,18 @@ def _jsonable(obj):
     return obj
 
 
+def _missing(x) -> bool:
+    import math
+
+    return x is None or math.isnan(x)
+
+
 def _pct(x) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.1f} %"
+    return "n/a" if _missing(x) else f"{100 * x:.1f} %"
 
 
 def _num(x) -> str:
-    return "n/a" if x is None or x != x else f"{x:.3f}"
+    return "n/a" if _missing(x) else f"{x:.3f}"
 
 
 def render_report(s: dict) -> str:
@@ -239,17 +245,17 @@ def render_report(s: dict) -> str:
     conds = p["conditions"]
     lines = ["# Emotion experiment", "",
              f"Model `{s['model']['id']}` ({s['model']['architecture']}), data `{s['data']}`.",
-             f"{s['clips']} clips x {len(conds)} conditions x 57 prompt variants = {s['rows']} "
+             (f"{s['clips']} clips x {len(conds)} conditions x 57 prompt variants = {s['rows']} "
              f"prediction rows ({s['units_run']} clip-condition units run now, "
              f"{s['units_resumed']} resumed). Primary prediction: argmax of the allowed labels' "
-             f"answer log-probabilities; secondary: the greedy JSON answer.", ""]
+             f"answer log-probabilities; secondary: the greedy JSON answer."), ""]
     if s["skipped"]:
         lines += [f"## Skipped clips ({len(s['skipped'])})", "", "| clip | reason |", "|---|---|"]
         lines += [f"| {k['clip']} | {k['reason']} |" for k in s["skipped"]] + [""]
     lines += ["## Accuracy", "",
-              "| condition | intended (all 57) | unperturbed prompt | prompts allowing the "
+              ("| condition | intended (all 57) | unperturbed prompt | prompts allowing the "
               "intended label | perceived (votes of the condition) | generated JSON | "
-              "parse failures |", "|---|---|---|---|---|---|---|"]
+              "parse failures |"), "|---|---|---|---|---|---|---|"]
     for c in conds:
         a = p["per_condition"][c]["accuracy"]
         g = s["generated"]["per_condition"][c]["accuracy"].get("intended_over_all_rows")
@@ -267,19 +273,19 @@ def render_report(s: dict) -> str:
     for c in conds:
         st = p["per_condition"][c]["attractor_strength"]
         lines.append(f"| {c} | " + " | ".join(_num(st[l]) for l in p["labels"]) + " |")
-    lines += ["", "Attractor hierarchy (level k: where errors go when levels 1..k-1 are "
-              "forbidden):", ""]
+    lines += ["", ("Attractor hierarchy (level k: where errors go when levels 1..k-1 are "
+              "forbidden):"), ""]
     for c in conds:
         h = p["per_condition"][c]["hierarchy"]
         lines.append(f"- {c}: " + (" > ".join(f"{x['label']} ({_pct(x['share'])} of "
                                                 f"{x['errors']} errors)" for x in h) or "no errors"))
-    lines += ["", f"Error graph (edges below {p['settings']['min_share']:.0%} of the source "
-              f"label's errors pruned):", "", "![error-attractor graph](attractor_graph.png)", "",
+    lines += ["", (f"Error graph (edges below {p['settings']['min_share']:.0%} of the source "
+              f"label's errors pruned):"), "", "![error-attractor graph](attractor_graph.png)", "",
               "![alluvial plot of the errors](sankey.png)", "",
               "## Claim test: Face+Voice errors track Face-only, not Voice-only", "",
-              f"Jensen-Shannon distance ({p['settings']['js']}) between the conditions' error "
+              (f"Jensen-Shannon distance ({p['settings']['js']}) between the conditions' error "
               f"distributions, {p['settings']['level']:.0%} bootstrap intervals over clips "
-              f"({p['settings']['n_boot']} resamples, seed {p['settings']['seed']}):", "",
+              f"({p['settings']['n_boot']} resamples, seed {p['settings']['seed']}):"), "",
               "| pair | (intended, predicted) error cells | predicted label of errors |",
               "|---|---|---|"]
     for pair in p["js_distance"]["pairs"]:
@@ -296,7 +302,7 @@ def render_report(s: dict) -> str:
             f"delta = JS(face_voice, voice_only) - JS(face_voice, face_only) = "
             f"{cl['delta']:.3f}, interval [{cl['low']:.3f}, {cl['high']:.3f}]: the claim is "
             f"**{cl['verdict']}** by these numbers (supported needs the whole interval above 0).")
-    lines += ["", "These numbers describe this model and these clips only. A random-weight test "
-              "model has no reason to show the paper's effect, and few clips give wide intervals.",
+    lines += ["", ("These numbers describe this model and these clips only. A random-weight test "
+              "model has no reason to show the paper's effect, and few clips give wide intervals."),
               ""]
     return "\n".join(lines)
