@@ -16,6 +16,9 @@ The default media make the prefix realistically long relative to the prompt: 8 f
 about 60 prompt tokens per variant (of which the shared instruction, ~35, is encoded once with the
 prefix in the reuse method). Tiny random model, float32. The timings count model work only.
 
+The tiny Gemma 3n takes at most about 1 s of audio (8 soft tokens) and gives 4 tokens per frame
+(64 px), so ``--kind gemma3n --frames 64`` gives a prefix of a few hundred tokens.
+
     python benchmarks/emotion_throughput.py [--kind qwen2_5_omni|gemma3n] [--model PATH]
         [--device cpu|cuda] [--frames 8] [--size 112] [--seconds 3] [--repeats 2] [--json]
 """
@@ -81,6 +84,9 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory()
     path = args.model or save_tiny_emotion_model(args.kind, os.path.join(tmp.name, args.kind))
     adapter = load_adapter(path, device_map=None if args.device == "cpu" else args.device)
+    if adapter.architecture == "gemma3n" and not args.model:
+        # the tiny Gemma 3n has 8 audio soft tokens (about 1 s) and 4 tokens per 64 px frame
+        args.seconds = min(args.seconds, 1.0)
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal(int(16000 * args.seconds))).astype(np.float32)
     frames = rng.integers(0, 255, (args.frames, args.size, args.size, 3), dtype=np.uint8)

@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from mllm_probe.adapters import Adapter
 from mllm_probe.emotion import scoring
@@ -147,7 +148,9 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
         media = apply_condition(media_cache[clip.id], cond)
         try:
             scores, generated = score_unit(adapter, media.audio, media.frames, config)
-        except ValueError as err:  # the processor refused these media (e.g. too short)
+        except (ValueError, RuntimeError) as err:  # media the processor or model cannot take
+            if isinstance(err, torch.OutOfMemoryError):  # (e.g. audio longer than Gemma 3n's
+                raise                                     # audio window); never hide OOM
             failed.add(clip.id)
             skipped.append(Skipped(clip.id, f"model inputs could not be built: {err}", clip.video))
             print(f"skip {clip.id}: model inputs could not be built ({err})", file=log, flush=True)

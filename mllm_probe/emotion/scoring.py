@@ -303,8 +303,10 @@ def generate(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
              batch_size: int = 64) -> list[str]:
     """Greedy answers (decoded text) of all variants, batched after the shared prefix.
 
-    Suffixes are left-padded against the prefix (padding masked out, positions counted without
-    it), so every row's next token sits at the same cache index.
+    The shared start of the prompts joins the cached prefix; the rest is left-padded against it
+    (padding masked out, positions counted without it), so every row's next token sits at the
+    same cache index. Exact for full-attention layers; in sliding-window layers (Gemma 3n) the
+    few pad slots count toward the window. The primary scores (`label_scores`) use no padding.
     """
     encoded = encoded or encode_prefix(adapter, prefix)
     tok = adapter.tokenizer
