@@ -13,8 +13,7 @@ import numpy as np
 #: Usable clips and their summary votes (voice, face, multimodal), ties joined by ":".
 GOOD = {
     "1001_DFA_ANG_XX": ("A", "A:F", "A"),
-    "1002_IEO_HAP_HI": ("H", "H", "N:H"),
-    "1003_TIE_SAD_LO": ("S", "N", "S"),
+    "1003_TIE_SAD_LO": ("S", "N", "N:S"),
 }
 LFS_STUB = "1004_DFA_NEU_XX"      # the flv is a Git LFS pointer
 BROKEN = "1005_IEO_FEA_MD"        # the flv holds garbage bytes: fails when decoded

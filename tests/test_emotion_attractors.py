@@ -140,3 +140,22 @@ def test_analyze_is_json_ready():
     per = stats["per_condition"]["face_voice"]
     assert per["errors"] == 6 and per["hierarchy"][0]["label"] == "neutral"
     assert stats["claim"]["verdict"] == "not testable"
+
+
+def test_js_distance_properties():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    counts = st.lists(st.integers(0, 20), min_size=6, max_size=6).filter(lambda c: sum(c) > 0)
+
+    @settings(max_examples=60, deadline=None)
+    @given(counts, counts, st.integers(1, 5))
+    def check(p, q, scale):
+        d = float(A.js_distance(p, q))
+        assert 0 <= d <= 1 + 1e-12
+        assert d == pytest.approx(float(A.js_distance(q, p)), abs=1e-12)      # symmetric
+        assert float(A.js_distance(p, [scale * x for x in p])) == pytest.approx(0, abs=1e-7)
+        if not any(a and b for a, b in zip(p, q)):                              # disjoint
+            assert d == pytest.approx(1.0)
+
+    check()

@@ -29,6 +29,7 @@ def test_cremad_clips_labels_votes_and_skips(cremad):
     ds = read_cremad(cremad)
     # the broken flv passes the cheap checks; it is skipped when decoded (see test_emotion_run)
     assert [c.id for c in ds.clips] == sorted([*GOOD, BROKEN])
+    assert len(ds.clips) + len(ds.skipped) == 6
     reasons = {s.id: s.reason for s in ds.skipped}
     assert set(reasons) == {LFS_STUB, NO_AUDIO, KNOWN_BAD}
     assert "Git LFS pointer" in reasons[LFS_STUB] and reasons[NO_AUDIO] == "audio: missing"
@@ -39,7 +40,7 @@ def test_cremad_clips_labels_votes_and_skips(cremad):
     a = clip["1001_DFA_ANG_XX"]
     assert a.intended == "angry" and a.actor == "1001" and a.demographics["Sex"] == "Female"
     assert a.perceived == {"voice": {"angry"}, "face": {"angry", "fear"}, "multimodal": {"angry"}}
-    assert clip["1002_IEO_HAP_HI"].perceived["multimodal"] == {"neutral", "happy"}
+    assert clip["1003_TIE_SAD_LO"].perceived["multimodal"] == {"neutral", "sad"}
     assert a.video.endswith("VideoFlash/1001_DFA_ANG_XX.flv")
     assert a.audio.endswith("AudioWAV/1001_DFA_ANG_XX.wav")
     assert read_cremad(cremad, include_known_bad=True).clips[-1].id == KNOWN_BAD
@@ -60,7 +61,7 @@ def test_bad_summary_table_names_file_line_and_field(cremad, tmp_path):
     shutil.copytree(cremad, root)
     table = root / "processedResults" / "summaryTable.csv"
     lines = table.read_text().splitlines()
-    lines[2] = lines[2].replace(",H,", ",Q,", 1)
+    lines[2] = lines[2].replace(",S,", ",Q,", 1)
     table.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"summaryTable.csv line 3, field 'VoiceVote': unknown "
                                          r"emotion label 'Q'"):
