@@ -5,23 +5,31 @@
 #   bash benchmarks/gpu_check.sh            # from the repository root, on a GPU machine
 #
 # Uses the Python found as $PYTHON (default: python) with JAX for CUDA already installed;
-# installs nothing and needs no network. Sets PYTHONPATH=. itself. Four parts, each under its
-# own time limit so that the later ones still run if one is slow:
-#   1. the paths agree on the GPU: final phases after 200 float32 steps of the naive dense
-#      baseline, diffrax RK4, the fast path (dense, sparse), the sweep engine and the fused
-#      Pallas kernel variants (surrogate.kernels), 8 x 8 grid; fails if any differs from the
-#      baseline by more than 1e-4 in sin(theta) (the CPU gives 3.4e-6, the Pallas kernel in the
-#      interpreter 5e-7 after 20 steps; a wrong formula gives > 1e-2), or if a variant does not
-#      compile (its error is printed in full, the others still run);
-#   2. the fused Pallas kernel: 64 x 64 grid, 5000 steps, variants VARIANT:POINTS:WARPS ($PALLAS)
-#      against the naive baseline and the fast sparse path measured in the same run;
-#   3. the issue's table: 64 x 64 grid of (beta_self, beta_cross), 5000 steps, Lorenz drive,
-#      the plain-JAX variants side by side (with the fast path's loop-structure variants);
-#   4. the engine's scaling with grid size (16^2 .. 128^2) and oscillators (100 .. 1000),
+# installs nothing and needs no network. Sets PYTHONPATH=. itself. Five parts, each under its
+# own time limit (about 290 s in all) so that the later ones still run if one is slow; a variant
+# that fails to compile or run prints its error in full and the others go on:
+#   1. the plain-JAX paths agree on the GPU: final phases after 200 float32 steps of the naive
+#      dense baseline, diffrax RK4, the fast path (dense, sparse) and the sweep engine, 8 x 8
+#      grid; fails if any differs from the baseline by more than 1e-4 in sin(theta) (the CPU
+#      gives 3.4e-6; a wrong formula gives > 1e-2);
+#   2. the fused Pallas kernel (surrogate.kernels) agrees with the fast sparse path: same
+#      problem, variants $PALLAS_CHECK; fails above 2e-5 in sin(theta) (measured on an H100:
+#      5e-7..1e-6; no matmul enters, so no TF32) or if a variant does not run;
+#   3. the Pallas kernel timed: 64 x 64 grid, 5000 steps, variants $PALLAS, against the naive
+#      baseline and the fast sparse path measured in the same run (target: <= 0.5 s);
+#   4. the issue's table: 64 x 64 grid of (beta_self, beta_cross), 5000 steps, Lorenz drive,
+#      the plain-JAX variants side by side, compile apart;
+#   (3 and 4 time the first run after an ahead-of-time compile, --no-warmup, to fit the budget)
+#   5. the engine's scaling with grid size (16^2 .. 128^2) and oscillators (100 .. 1000),
 #      1000 steps.
-# Exit status: 1 if the agreement check failed (or timed out), 0 otherwise.
-# Sizes can be overridden to try the script on a CPU, e.g.
-#   GRID=4 STEPS=20 CHECK_GRID=4 CHECK_STEPS=20 SCALE_GRID=4,8 SCALE_N=100,200 SCALE_STEPS=20 \
+# Pallas variants are VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:rcROWS_PER_CHUNK] (benchmarks/
+# sweep.py --help). On an H100 at 1000 steps: lanes3d:16:4:rc16 0.245 s, lanes3d:32:8 0.256 s,
+# lanes:16:4 0.29 s, gather:1:8 0.69 s, dense:1:4 1.5 s, plain-JAX fast sparse 0.46 s.
+# Exit status: 1 if an agreement check failed (or timed out), 0 otherwise.
+# Sizes can be overridden to try the script on a CPU (the Pallas parts then need
+# PALLAS_FLAGS=--pallas-interpret), e.g.
+#   GRID=2 STEPS=10 CHECK_GRID=2 CHECK_STEPS=10 SCALE_GRID=4 SCALE_N=100 SCALE_STEPS=10 \
+#       PALLAS=lanes3d:4:4 PALLAS_CHECK=lanes3d:4:4 PALLAS_FLAGS=--pallas-interpret \
 #       bash benchmarks/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -30,7 +38,9 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 GRID=${GRID:-64} STEPS=${STEPS:-5000} CHECK_GRID=${CHECK_GRID:-8} CHECK_STEPS=${CHECK_STEPS:-200}
 SCALE_GRID=${SCALE_GRID:-16,32,64,128} SCALE_N=${SCALE_N:-100,200,500,1000}
 SCALE_STEPS=${SCALE_STEPS:-1000}
-PALLAS=${PALLAS:-dense:1:4,dense:1:8,dense:2:8,gather:1:4,gather:2:4,gather:4:8}
+PALLAS=${PALLAS:-lanes3d:16:4:rc16,lanes3d:8:4:rc16,lanes3d:16:8:rc32,lanes3d:32:8,lanes:16:4}
+PALLAS_CHECK=${PALLAS_CHECK:-lanes3d:16:4:rc16,lanes:16:4,gather:1:8,dense:1:4}
+PALLAS_FLAGS=${PALLAS_FLAGS:-}
 start=$(date +%s)
 status=0
 
@@ -39,26 +49,34 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
     || echo "(no nvidia-smi)"
 "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())" || exit 1
 
-echo; echo "== 1. the paths agree ($CHECK_STEPS float32 steps, $CHECK_GRID^2 grid)"
-if ! timeout 90 "$PY" benchmarks/sweep.py --grid "$CHECK_GRID" --steps 0 --scale-grid "" \
-        --scale-n "" --check "$CHECK_STEPS" --check-tol 1e-4 --only naive "diffrax RK4" "fast RK4, dense" \
-        "fast RK4, sparse" engine pallas --pallas "$PALLAS"; then
+echo; echo "== 1. the plain-JAX paths agree ($CHECK_STEPS float32 steps, $CHECK_GRID^2 grid)"
+if ! timeout 70 "$PY" benchmarks/sweep.py --grid "$CHECK_GRID" --steps 0 --scale-grid "" \
+        --scale-n "" --check "$CHECK_STEPS" --check-tol 1e-4 --only naive "diffrax RK4" \
+        "fast RK4, dense" "fast RK4, sparse" engine --pallas ""; then
     echo "AGREEMENT CHECK FAILED (or timed out)"
     status=1
 fi
 
-echo; echo "== 2. $GRID x $GRID grid, $STEPS steps: fused Pallas kernel"
-timeout 80 "$PY" benchmarks/sweep.py --grid "$GRID" --steps "$STEPS" --scale-grid "" \
-    --scale-n "" --only naive "fast RK4, sparse" pallas --pallas "$PALLAS" \
-    || echo "(part 2 stopped: exit $?)"
+echo; echo "== 2. the Pallas kernel agrees with the fast path ($CHECK_STEPS float32 steps)"
+if ! timeout 50 "$PY" benchmarks/sweep.py --grid "$CHECK_GRID" --steps 0 --scale-grid "" \
+        --scale-n "" --check "$CHECK_STEPS" --check-tol 2e-5 --only "fast RK4, sparse" pallas \
+        --pallas "$PALLAS_CHECK" $PALLAS_FLAGS; then
+    echo "PALLAS AGREEMENT CHECK FAILED (or timed out)"
+    status=1
+fi
 
-echo; echo "== 3. $GRID x $GRID grid, $STEPS steps: plain-JAX variants"
-timeout 100 "$PY" benchmarks/sweep.py --grid "$GRID" --steps "$STEPS" --knobs --scale-grid "" \
-    --scale-n "" --pallas "" || echo "(part 3 stopped: exit $?)"
+echo; echo "== 3. $GRID x $GRID grid, $STEPS steps: the fused Pallas kernel"
+timeout 85 "$PY" benchmarks/sweep.py --grid "$GRID" --steps "$STEPS" --no-warmup \
+    --scale-grid "" --scale-n "" --only naive "fast RK4, sparse" pallas --pallas "$PALLAS" $PALLAS_FLAGS \
+    || echo "(part 3 stopped: exit $?)"
 
-echo; echo "== 4. engine scaling ($SCALE_STEPS steps)"
-timeout 30 "$PY" benchmarks/sweep.py --steps 0 --scale-grid "$SCALE_GRID" --scale-n "$SCALE_N" \
-    --scale-steps "$SCALE_STEPS" --only engine || echo "(part 4 stopped: exit $?)"
+echo; echo "== 4. $GRID x $GRID grid, $STEPS steps: plain-JAX variants"
+timeout 60 "$PY" benchmarks/sweep.py --grid "$GRID" --steps "$STEPS" --no-warmup \
+    --scale-grid "" --scale-n "" --pallas "" || echo "(part 4 stopped: exit $?)"
+
+echo; echo "== 5. engine scaling ($SCALE_STEPS steps)"
+timeout 20 "$PY" benchmarks/sweep.py --steps 0 --scale-grid "$SCALE_GRID" --scale-n "$SCALE_N" \
+    --scale-steps "$SCALE_STEPS" --only engine || echo "(part 5 stopped: exit $?)"
 
 echo; echo "== done in $(( $(date +%s) - start )) s, agreement status $status"
 exit $status

@@ -179,14 +179,14 @@ def variants(sur, theta0, steps, dt):
 
 
 #: Pallas variants timed by default on a GPU: VARIANT:POINTS_PER_PROGRAM:NUM_WARPS.
-PALLAS_DEFAULT = "dense:1:4,dense:1:8,dense:2:8,gather:1:4,gather:2:4,gather:4:8"
+PALLAS_DEFAULT = "lanes3d:16:4:rc16,lanes3d:32:8,lanes:16:4,gather:1:8,dense:1:4"
 
 
 def pallas_specs():
     if ARGS.pallas is not None:
         spec = ARGS.pallas
     elif ARGS.pallas_interpret or jax.default_backend() == "gpu":
-        spec = PALLAS_DEFAULT if jax.default_backend() == "gpu" else "dense:1:4,gather:1:4"
+        spec = PALLAS_DEFAULT if jax.default_backend() == "gpu" else "lanes3d:4:4"
     else:
         spec = ""
     return [s.strip() for s in spec.split(",") if s.strip()]

@@ -19,6 +19,7 @@ from surrogate.attractor import (
     synchrony,
 )
 from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
+from surrogate.kernels import FusedRun, fused_simulate
 from surrogate.lyapunov import (
     LyapunovSpectrum,
     conditional_lyapunov_exponents,
@@ -72,6 +73,8 @@ __all__ = [
     "dominance",
     "dominance_index",
     "fold",
+    "FusedRun",
+    "fused_simulate",
     "from_adjacency",
     "initial_phases",
     "kuramoto_order",
