@@ -14,7 +14,8 @@
 #      gives 3.4e-6; a wrong formula gives > 1e-2);
 #   2. the fused Pallas kernel (surrogate.kernels) agrees with the fast sparse path: same
 #      problem, variants $PALLAS_CHECK; fails above 2e-5 in sin(theta) (measured on an H100:
-#      5e-7..1e-6; no matmul enters, so no TF32) or if a variant does not run;
+#      5e-7..1e-6; no matmul enters, so no TF32) or if a variant does not run ("dense" is left
+#      out for its 20 s compile; it agreed to 9e-7 on an H100 and is in tests/test_kernels.py);
 #   3. the Pallas kernel timed: 64 x 64 grid, 5000 steps, variants $PALLAS, against the naive
 #      baseline and the fast sparse path measured in the same run (target: <= 0.5 s);
 #   4. the table: 64 x 64 grid of (beta_self, beta_cross), 5000 steps, Lorenz drive,
@@ -39,7 +40,7 @@ GRID=${GRID:-64} STEPS=${STEPS:-5000} CHECK_GRID=${CHECK_GRID:-8} CHECK_STEPS=${
 SCALE_GRID=${SCALE_GRID:-16,32,64,128} SCALE_N=${SCALE_N:-100,200,500,1000}
 SCALE_STEPS=${SCALE_STEPS:-1000}
 PALLAS=${PALLAS:-lanes3d:16:4:rc16,lanes3d:8:4:rc16,lanes3d:16:8:rc32,lanes3d:32:8,lanes:16:4}
-PALLAS_CHECK=${PALLAS_CHECK:-lanes3d:16:4:rc16,lanes:16:4,gather:1:8,dense:1:4}
+PALLAS_CHECK=${PALLAS_CHECK:-lanes3d:16:4:rc16,lanes3d:32:8,lanes:16:4,gather:1:8}
 PALLAS_FLAGS=${PALLAS_FLAGS:-}
 start=$(date +%s)
 status=0
