@@ -68,6 +68,13 @@ def build_prefix(adapter: Adapter, *, audio=None, video=None, processor_kwargs=N
     return PrefixInputs(inputs, ids[:start].copy(), ids[start + len(marker):].copy())
 
 
+def _output_cache(out):
+    """The key/value cache of a model output (``cache`` in transformers >= 5.2x, else
+    ``past_key_values``), or None."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
 def _cache_kwarg(model) -> str:
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -92,7 +99,7 @@ def encode_prefix(adapter: Adapter, prefix: PrefixInputs) -> EncodedPrefix:
     model = adapter.model
     with torch.no_grad():
         out = model(**prefix.model_inputs, use_cache=True)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = _output_cache(out)
     if cache is None:
         raise ValueError(f"{adapter.model_id}: the model returned no key/value cache")
     return EncodedPrefix(cache, len(prefix.input_ids), _rope_delta(adapter, prefix))
@@ -125,7 +132,7 @@ def extend_prefix(adapter: Adapter, encoded: EncodedPrefix, ids) -> EncodedPrefi
                       torch.ones(1, encoded.length + T, dtype=torch.long, device=device),
                       _positions(adapter, encoded, torch.arange(T)[None]).to(device),
                       _batch_cache(encoded, 1))
-    cache = getattr(out, "cache", None) or out.past_key_values
+    cache = _output_cache(out)
     return EncodedPrefix(cache, encoded.length + T, encoded.rope_delta)
 
 
@@ -249,7 +256,7 @@ def label_scores(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant]
                               _positions(adapter, encoded, steps).to(device),
                               _batch_cache(encoded, G))
             first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)       # (G, vocab)
-            cache = getattr(out, "cache", None) or out.past_key_values
+            cache = _output_cache(out)
             rows = [(g, LABELS.index(label)) for g, k in enumerate(ks)
                     for label in variants[k].allowed]
             for g, j in rows:
@@ -347,7 +354,7 @@ def generate(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant], *,
             mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], 1)
             pos = _positions(adapter, encoded, (lengths + step)[:, None]).to(device)
             out = _run_suffix(adapter, encoded, torch.as_tensor(nxt[:, None], device=device), mask,
-                              pos, out.cache if hasattr(out, "cache") else out.past_key_values)
+                              pos, _output_cache(out))
         for row in answers:
             cut = next((i for i, t in enumerate(row) if t in stop), len(row))
             texts.append(tok.decode([int(t) for t in row[:cut]], skip_special_tokens=True))
