@@ -2,9 +2,10 @@
 
 The input of every variant is ``prefix + suffix``: the prefix holds the chat-template head and the
 media placeholders (identical for all variants), the suffix the variant's text, the template tail
-and the answer. `encode_prefix` runs the prefix once (``use_cache=True``); `score_labels` and
-`generate` copy its key/value cache to batches of suffix rows, so the media are encoded once per
-clip x condition instead of once per variant.
+and the answer. `encode_prefix` runs the prefix once (``use_cache=True``, media encoders
+included); `label_scores` and `generate` append the text all variants share once
+(`extend_prefix`) and then run batches of suffix rows on copies of that cache, so the media are
+encoded once per clip x condition instead of once per variant.
 
 Primary score: the log-probability (nats) of each allowed label's full answer
 ``[{"emotion": "<label>"}]`` as the continuation of the prompt, summed over the answer tokens from
