@@ -27,7 +27,7 @@
 # sweep.py --help). On an H100 at 1000 steps: lanes3d:16:4:rc16 0.245 s, lanes3d:32:8 0.256 s,
 # lanes3d:32:8:rc16 0.51 s, lanes:16:4 0.29 s, gather:1:8 0.69 s, dense:1:4 1.5 s, plain-JAX
 # fast sparse 0.46 s. Two programs of 4 warps per SM beat one of 8, so part 3 tries more,
-# smaller programs (8 points, 2 warps) and larger row chunks.
+# smaller programs (8 points, 2 warps), larger row chunks, and r1 (one reduction per chunk).
 # Exit status: 1 if an agreement check failed (or timed out), 0 otherwise.
 # Sizes can be overridden to try the script on a CPU (the Pallas parts then need
 # PALLAS_FLAGS=--pallas-interpret), e.g.
@@ -41,8 +41,8 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 GRID=${GRID:-64} STEPS=${STEPS:-5000} CHECK_GRID=${CHECK_GRID:-8} CHECK_STEPS=${CHECK_STEPS:-200}
 SCALE_GRID=${SCALE_GRID:-16,32,64,128} SCALE_N=${SCALE_N:-100,200,500,1000}
 SCALE_STEPS=${SCALE_STEPS:-1000}
-PALLAS=${PALLAS:-lanes3d:16:4:rc16,lanes3d:8:4:rc16,lanes3d:8:4:rc32,lanes3d:8:2:rc16,lanes3d:16:2:rc16,lanes3d:32:8}
-PALLAS_CHECK=${PALLAS_CHECK:-lanes3d:16:4:rc16,lanes3d:32:8,lanes:16:4,gather:1:8}
+PALLAS=${PALLAS:-lanes3d:16:4:rc16,lanes3d:16:4:rc16:r1,lanes3d:8:4:rc16,lanes3d:8:4:rc16:r1,lanes3d:8:4:rc32,lanes3d:8:2:rc16}
+PALLAS_CHECK=${PALLAS_CHECK:-lanes3d:16:4:rc16,lanes3d:16:4:rc16:r1,lanes:16:4,gather:1:8}
 PALLAS_FLAGS=${PALLAS_FLAGS:-}
 start=$(date +%s)
 status=0

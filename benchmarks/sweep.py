@@ -64,11 +64,11 @@ def parse_args(argv=None):
                    help="also time the fast path with unrolled stages / several steps per loop")
     p.add_argument("--pallas", default=None, metavar="SPECS",
                    help="fused Pallas kernel variants (surrogate.kernels), comma-separated "
-                        "VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:stage][:expf][:rcN], e.g. "
+                        "VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:stage][:expf][:rcN][:r1], e.g. "
                         "dense:1:4,gather:2:4:stage,lanes:32:8:rc16 (stage: tables loaded every "
                         "stage, not hoisted; expf: libdevice exp, not ex2.approx; rcN: lanes, N "
-                        "rows per tile); default: a standard set on GPU, none elsewhere; '' = "
-                        "none")
+                        "rows per tile; r1: lanes3d, one reduction per row chunk); default: a "
+                        "standard set on GPU, none elsewhere; '' = none")
     p.add_argument("--pallas-interpret", action="store_true",
                    help="run the Pallas variants in the interpreter (CPU smoke test, tiny sizes)")
     return p.parse_args(argv)
@@ -199,7 +199,7 @@ def pallas_final(sur, theta0, steps, dt, spec):
     def final(b_self, b_cross):
         variant, pp, warps, *flags = spec.split(":")
         rc = [int(f[2:]) for f in flags if f.startswith("rc")]
-        if set(flags) - {"stage", "expf"} - {f"rc{x}" for x in rc}:
+        if set(flags) - {"stage", "expf", "r1"} - {f"rc{x}" for x in rc}:
             raise ValueError(f"unknown flags in the Pallas spec {spec!r}")
         B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, DTYPE))(b_self, b_cross)
         return fused_simulate(sur, theta0, params=sur.params.replace(B=B, K=B), dt=dt,
@@ -207,6 +207,7 @@ def pallas_final(sur, theta0, steps, dt, spec):
                               num_warps=int(warps), hoist="stage" not in flags,
                               approx_exp="expf" not in flags,
                               rows_per_chunk=rc[0] if rc else 8,
+                              reduce_once="r1" in flags,
                               interpret=ARGS.pallas_interpret).theta
 
     final.batched = True

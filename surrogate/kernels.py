@@ -408,10 +408,12 @@ def _lanes_kernel(th0_ref, om_ref, g_ref, coef_ref, idx_ref, bias_ref, deg_ref, 
 
 def _lanes3d_kernel(th0_ref, om_ref, g_ref, coef_ref, idx_ref, bias_ref, deg_ref, chunk_ref,
                     u_ref, *out_refs, m, p, r, d, rc, blocks, norm, n_steps, dt, means, approx,
-                    barrier):
+                    barrier, reduce_once=False):
     """``_lanes_kernel`` with every value a 3-d tile (RC, 1 | D, GB) loaded and stored through
     flat addresses, and keepdims reductions, so that one register layout serves the whole stage
-    (no layout conversions between the per-row and the per-slot arithmetic). All refs are flat:
+    (no layout conversions between the per-row and the per-slot arithmetic). ``reduce_once``:
+    the column populations' tiles are summed (K applied per pair) before one reduction over the
+    slots, rather than reduced one by one. All refs are flat:
     th0/om/g (R GB,), coef (C GB,), idx/bias (M R D,) with idx = GB x padded column, deg (R,);
     outputs theta (R GB,), means (R GB,), scratch (5 R GB,)."""
     th_ref, scratch = out_refs[0], out_refs[-1]
@@ -455,6 +457,7 @@ def _lanes3d_kernel(th0_ref, om_ref, g_ref, coef_ref, idx_ref, bias_ref, deg_ref
             s = scratch[at(row0, rb + 1)]
             zero = jnp.zeros_like(c)
             z, sw, cw = zero, zero, zero
+            tiles = None
             for b in blocks:
                 t = (rows + (b * r + row0)) * d + slots  # (RC, D, 1)
                 addr = idx_ref[t] + lanes + rb * r * gb  # (RC, D, GB)
@@ -464,11 +467,21 @@ def _lanes3d_kernel(th0_ref, om_ref, g_ref, coef_ref, idx_ref, bias_ref, deg_ref
                 if norm == "softmax":
                     arg = arg - coef(2 * m * m + a)
                 e = _exp2(arg, approx)
+                kappa = coef(m * m + a * m + b)
+                if reduce_once:
+                    w = kappa * e
+                    new = (e, w * sj, w * cj)
+                    tiles = new if tiles is None else tuple(x + y for x, y in zip(tiles, new))
+                    continue
                 if norm == "softmax":
                     z = z + jnp.sum(e, axis=1, keepdims=True)
-                kappa = coef(m * m + a * m + b)
                 sw = sw + kappa * jnp.sum(e * sj, axis=1, keepdims=True)
                 cw = cw + kappa * jnp.sum(e * cj, axis=1, keepdims=True)
+            if tiles is not None:
+                if norm == "softmax":
+                    z = jnp.sum(tiles[0], axis=1, keepdims=True)
+                sw = jnp.sum(tiles[1], axis=1, keepdims=True)
+                cw = jnp.sum(tiles[2], axis=1, keepdims=True)
             u = uvals[0]
             for k in range(1, m):
                 u = jnp.where(a == k, uvals[k], u)
@@ -572,6 +585,7 @@ def fused_simulate(
     num_warps: int | None = None,
     hoist: bool = True,
     rows_per_chunk: int = 16,
+    reduce_once: bool = False,
     approx_exp: bool = True,
     interpret: bool = False,
 ) -> FusedRun:
@@ -597,6 +611,8 @@ def fused_simulate(
         hoist: load the per-pair tables (edge biases, slot indices) once per program rather than
             once per stage (registers against cache traffic).
         rows_per_chunk: lanes variants: rows per tile (a power of two).
+        reduce_once: "lanes3d": sum the column populations' tiles before a single reduction
+            over the slots (fewer cross-thread reductions, one more multiply per pair).
         approx_exp: on GPU in float32, exp by the ex2.approx instruction (relative error below
             2^-22) rather than libdevice's expf.
         interpret: run in the Pallas interpreter (any backend; slow, for tests).
@@ -718,7 +734,7 @@ def fused_simulate(
         coef = jnp.pad(coef, ((0, 0), (0, c_rows - coef.shape[1])))
         coef = coef.reshape(nprog, pp, c_rows).transpose(0, 2, 1).reshape(-1)
         kernel = functools.partial(_lanes3d_kernel, m=m, p=p, r=r, d=d, rc=rows_per_chunk,
-                                   blocks=blocks, barrier=not interpret,
+                                   blocks=blocks, barrier=not interpret, reduce_once=reduce_once,
                                    **{k: v for k, v in static.items() if k != "hoist"})
         block = pl.BlockSpec((r * pp,), lambda i: (i,))
         out = call(

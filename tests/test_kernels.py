@@ -123,6 +123,16 @@ def test_normalisations(normalisation, variant):
     np.testing.assert_allclose(out.theta, ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("normalisation", ["softmax", "mean"])
+def test_lanes3d_reduce_once(normalisation):
+    sur, theta0 = system(F64, normalisation, sizes=SMALL)
+    Bs = betas(F64, 3)
+    out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
+                         n_steps=STEPS, reduce_once=True, interpret=True)
+    np.testing.assert_allclose(out.theta, fast_final(sur, theta0, Bs), rtol=0, atol=1e-12)
+
+
 def test_bad_arguments():
     sur, theta0 = system(F64, sizes=SMALL)
     run = dict(dt=0.01, n_steps=5, interpret=True)
