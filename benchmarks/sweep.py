@@ -3,6 +3,7 @@
     python benchmarks/sweep.py                                   # the CPU problem
     python benchmarks/sweep.py --grid 64 --steps 5000            # the GPU problem
     python benchmarks/sweep.py --cpu-devices 8 --only engine     # engine on 8 simulated devices
+    python benchmarks/sweep.py --grid 64 --only naive pallas --pallas lanes3d:16:4:rc16  # GPU
 
 Problem (shared/notes/performance.md): 2 x 50 oscillators, Watts-Strogatz k = 10 inside each
 modality plus 10 % random cross links, Lorenz drive (x(t) -> modality 0, y(t) -> modality 1,
@@ -15,9 +16,11 @@ pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulat
 "diffrax")`` with the same RK4 scheme, and with Tsit5 at a constant step), the fast path
 (``simulate(path="fast")``, dense and sparse evaluations) and the sweep engine
 (``surrogate.sweep`` over the same fast sparse function: chunking and sharding over all devices
-included). Each is compiled ahead of time (compile time reported apart; the engine's is its
-first call minus its second), run once to warm up (not with ``--no-warmup``), then timed (best
-of ``--repeats``).
+included) and, on a GPU (or in the Pallas interpreter with ``--pallas-interpret``), the fused
+kernel ``surrogate.fused_simulate`` in the variants named by ``--pallas`` (rows "pallas ...";
+the whole grid in one kernel call, so ``vmap`` is not applied to it). Each is compiled ahead
+of time (compile time reported apart; the engine's is its first call minus its second), run
+once to warm up (not with ``--no-warmup``), then timed (best of ``--repeats``).
 "pair-evals/s" counts 4 N^2 pair evaluations per RK4 step per point (6 N^2 per Tsit5 step),
 dense-equivalent, so the sparse figures compare directly. Then: the engine on one device vs all
 devices, and the engine's scaling with grid size and with oscillator count (``--scale-steps``
@@ -65,10 +68,10 @@ def parse_args(argv=None):
     p.add_argument("--pallas", default=None, metavar="SPECS",
                    help="fused Pallas kernel variants (surrogate.kernels), comma-separated "
                         "VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:stage][:expf][:rcN][:r1], e.g. "
-                        "dense:1:4,gather:2:4:stage,lanes:32:8:rc16 (stage: tables loaded every "
-                        "stage, not hoisted; expf: libdevice exp, not ex2.approx; rcN: lanes, N "
-                        "rows per tile; r1: lanes3d, one reduction per row chunk); default: a "
-                        "standard set on GPU, none elsewhere; '' = none")
+                        "dense:1:4,gather:2:4:stage,lanes3d:16:4:rc16 (stage: tables loaded "
+                        "every stage, not hoisted; expf: libdevice exp, not ex2.approx; rcN: "
+                        "lanes, N rows per tile, default 16; r1: lanes3d, one reduction per "
+                        "row chunk); default: a standard set on GPU, none elsewhere; '' = none")
     p.add_argument("--pallas-interpret", action="store_true",
                    help="run the Pallas variants in the interpreter (CPU smoke test, tiny sizes)")
     return p.parse_args(argv)
@@ -178,8 +181,8 @@ def variants(sur, theta0, steps, dt):
     return out
 
 
-#: Pallas variants timed by default on a GPU: VARIANT:POINTS_PER_PROGRAM:NUM_WARPS.
-PALLAS_DEFAULT = "lanes3d:16:4:rc16,lanes3d:32:8,lanes:16:4,gather:1:8,dense:1:4"
+#: Pallas variants timed by default on a GPU: VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:rcN].
+PALLAS_DEFAULT = "lanes3d:16:4:rc16,lanes3d:32:8:rc8,lanes:16:4:rc8,gather:1:8,dense:1:4"
 
 
 def pallas_specs():
@@ -206,7 +209,7 @@ def pallas_final(sur, theta0, steps, dt, spec):
                               n_steps=steps, variant=variant, points_per_program=int(pp),
                               num_warps=int(warps), hoist="stage" not in flags,
                               approx_exp="expf" not in flags,
-                              rows_per_chunk=rc[0] if rc else 8,
+                              rows_per_chunk=rc[0] if rc else 16,
                               reduce_once="r1" in flags,
                               interpret=ARGS.pallas_interpret).theta
 
