@@ -293,7 +293,7 @@ def main_table():
             continue
         finals[name] = out
         rows.append((name, c, t, rate(stages, n, steps, len(pts), t)))
-        print(f"  done: {name}: {t:.3f} s", flush=True)
+        print(f"  done: {name}: {t:.3f} s (compile {c:.1f} s)", flush=True)
     base = next((r[2] for r in rows if "baseline" in r[0]), None)
     print("\n| variant | compile s | run s | pair-evals/s | vs naive dense |")
     print("| --- | --- | --- | --- | --- |")
