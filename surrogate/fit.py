@@ -431,6 +431,7 @@ class FitResult:
 
     config: FitConfig
     seed: int
+    key_data: tuple[int, ...]
     sizes: tuple[int, ...]
     target: Target
     params: FitParams
@@ -459,6 +460,7 @@ class FitResult:
             "format": "xmodal-fit",
             "format_version": 1,
             "seed": self.seed,
+            "key": list(self.key_data),
             "modalities": list(self.target.modalities),
             "sources": list(self.target.sources),
             "surrogate": {"sizes": list(self.sizes), "k": c.k, "p": c.p,
@@ -526,7 +528,7 @@ def fit(
 ) -> FitResult:
     """Fit the surrogate to ``target``; ``key`` draws the graph, frequencies, initial phases and
     the restart initialisations. ``progress(step, losses (R,))`` is called every
-    ``progress_every`` steps. ``seed`` (recorded in the JSON) is the integer ``key`` came from."""
+    ``progress_every`` steps. ``seed`` (recorded in the JSON beside the key's data) is the integer ``key`` came from."""
     t_start = time.perf_counter()
     if tuple(target.modalities) != tuple(config.modalities):
         raise ValueError(f"target modalities {list(target.modalities)} differ from "
@@ -538,6 +540,8 @@ def fit(
     k_model, k_init = jax.random.split(key)
     model = make_model(k_model, sizes, config, dtype)
     target = jax.tree.map(lambda x: jnp.asarray(x, dtype), target)
+    # the jitted steps see the arrays only (file names would make each fit recompile)
+    data = dataclasses.replace(target, sources=(), token_counts=())
     m = len(sizes)
     base = unconstrain(FitParams(
         B=jnp.full((m, m), config.init_B, dtype), K=jnp.full((m, m), config.init_K, dtype),
@@ -556,7 +560,7 @@ def fit(
     curves = np.full((R, config.steps), np.nan)
     steps_run = 0
     for i in range(config.steps):
-        state, losses = _adam_step(state, model, target, mask, spec)
+        state, losses = _adam_step(state, model, data, mask, spec)
         curves[:, i] = np.asarray(losses)
         steps_run = i + 1
         if progress is not None and (i % progress_every == 0 or i == config.steps - 1):
@@ -564,35 +568,33 @@ def fit(
         if not bool(np.any(np.asarray(state[5]))):
             break
     curves = curves[:, :steps_run]
-    best_raws, best_loss = state[2], state[3]
-    if config.polish_steps:
-        best_raws, best_loss = _polish(model, target, best_raws, best_loss, mask, num_layers,
-                                       config.horizon, tied, config.divergence,
-                                       config.polish_steps)
-    best_loss = np.asarray(best_loss)
+
+    # Levenberg-Marquardt polish of every restart; its last evaluation gives the predictions,
+    # losses and the Jacobian for the curvature.
+    flat_mask = np.asarray(ravel_pytree(mask)[0]) > 0
+    idx = np.flatnonzero(flat_mask)
+    names_all = _names(base)
+    names = tuple(names_all[i] for i in idx)
+    best_raws, ev = _polish(model, data, state[2], jnp.asarray(idx), spec[:4],
+                            config.polish_steps)
+    best_loss = np.asarray(ev["loss"])
     if not np.any(np.isfinite(best_loss)):
         raise ValueError("fit failed: the loss is not finite for any restart")
     r = int(np.nanargmin(np.where(np.isfinite(best_loss), best_loss, np.inf)))
     raw = jax.tree.map(lambda x: x[r], best_raws)
     params = constrain(raw, num_layers, config.horizon, tied)
-    pred = _model_attention_jit(model, params)
-    loss, per_layer = divergence(pred, target, config.divergence)
+    pred, loss, per_layer = ev["pred"][r], ev["loss"][r], ev["per_layer"][r]
 
-    # Curvature: the Gauss-Newton Hessian (the Fisher information of the row distributions for
-    # the KL divergence) in the raw coordinates that are trained.
-    flat, unravel = ravel_pytree(raw)
-    flat_mask = np.asarray(ravel_pytree(mask)[0]) > 0
-    names_all = _names(raw)
-    idx = np.flatnonzero(flat_mask)
-    names = tuple(names_all[i] for i in idx)
-    hess = np.asarray(_gauss_newton(model, target, raw, jnp.asarray(idx), num_layers,
-                                    config.horizon, tied, config.divergence))
+    # Curvature: the Gauss-Newton Hessian J^T J of the whitened residuals (for the KL
+    # divergence: the Fisher information of the row distributions) in the trained raw coordinates.
+    jac = np.asarray(ev["jac"][r])
+    hess = jac.T @ jac * (2.0 if config.divergence == "mse" else 1.0)
     hess = 0.5 * (hess + hess.T)
     evals, evecs = np.linalg.eigh(hess)
     top = max(float(np.abs(evals).max()), 1e-300)
     sloppy = np.flatnonzero(evals < config.sloppy_ratio * top)
     weight = (evecs[:, sloppy] ** 2).sum(1) if sloppy.size else np.zeros(len(names))
-    unidentified = tuple(n for n, w in zip(names, weight) if w > 0.5)
+    unidentified = tuple(n for n, w in zip(names, weight) if w > 0.45)
     directions = []
     for k in sloppy:
         v = evecs[:, k]
@@ -612,7 +614,9 @@ def fit(
         spread[field] = np.asarray(std).tolist()
     to_np = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
     return FitResult(
-        config=config, seed=-1 if seed is None else int(seed), sizes=tuple(sizes),
+        config=config, seed=-1 if seed is None else int(seed),
+        key_data=tuple(int(x) for x in np.asarray(jax.random.key_data(key)).ravel()),
+        sizes=tuple(sizes),
         target=to_np(target), params=to_np(params), raw=to_np(raw),
         restart_params=to_np(restart_params), restart_loss=best_loss, curves=curves,
         steps_run=steps_run, best_restart=r, loss=float(loss),
@@ -661,69 +665,66 @@ def _adam_step(state, model, target, mask, spec):
             jnp.where(active, losses, jnp.nan))
 
 
-def _whitened_residuals(pred, target):
-    """Residuals e (L M M,) whose sum of squares is ~2 x the KL loss near a fit."""
-    w = jnp.sqrt(target.weight[..., None] / jnp.maximum(target.weight.sum(), 1))
-    return (w * (pred - target.mass) / jnp.sqrt(target.mass + 1e-6)).ravel()
+@functools.partial(jax.jit, static_argnums=(4,))
+def _evaluate(model, target, raws, idx, spec):
+    """Per restart (leading axis R): prediction (L, M, M), loss, per-layer residual (L,),
+    whitened residuals e (L M M,) with sum e^2 ~ 2 KL (= loss for "mse") and their Jacobian
+    (L M M, P) w.r.t. the raw coordinates ``idx`` (forward mode)."""
+    num_layers, horizon, tied, kind = spec
+    w = target.weight[..., None] / jnp.maximum(target.weight.sum(), 1)
+    scale = jnp.sqrt(w / (target.mass + 1e-6)) if kind == "kl" else jnp.sqrt(w)
 
-
-@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
-def _polish(model, target, raws, losses, mask, num_layers, horizon, tied, kind, steps):
-    """Levenberg-Marquardt refinement of every restart (R leading axis) after Adam: Adam gets
-    to the basin, LM resolves the sloppy directions that first-order steps crawl along."""
-    flat_mask = ravel_pytree(mask)[0] > 0
-
-    def one(raw, loss0):
+    def one(raw):
         flat, unravel = ravel_pytree(raw)
 
-        def pred(x):
-            return model_attention(model, constrain(unravel(x), num_layers, horizon, tied))
+        def pred_of(x):
+            return model_attention(model, constrain(unravel(flat.at[idx].set(x)), num_layers,
+                                                    horizon, tied))
 
-        def loss(x):
-            return divergence(pred(x), target, kind)[0]
+        pred, jvp = jax.linearize(pred_of, flat[idx])
+        jac = jax.vmap(jvp, out_axes=-1)(jnp.eye(idx.shape[0], dtype=flat.dtype))
+        loss, per_layer = divergence(pred, target, kind)
+        return {"pred": pred, "loss": loss, "per_layer": per_layer,
+                "e": (scale * (pred - target.mass)).ravel(),
+                "jac": (scale[..., None] * jac).reshape(-1, idx.shape[0])}
 
-        def body(_, carry):
-            x, lam, cur = carry
-            res = lambda v: _whitened_residuals(pred(v), target)  # noqa: E731
-            e, vjp_free = res(x), None
-            del vjp_free
-            jac = jax.jacfwd(res)(x) * flat_mask  # (E, P), frozen coordinates zeroed
-            a = jac.T @ jac
-            g = jac.T @ e
-            d = jnp.diag(a) + 1e-12
-            step = -jnp.linalg.solve(a + lam * jnp.diag(d) + jnp.diag(1.0 - flat_mask), g)
-            x_new = x + jnp.where(flat_mask, step, 0.0)
-            new = loss(x_new)
-            ok = jnp.isfinite(new) & (new < cur)
-            return (jnp.where(ok, x_new, x), jnp.where(ok, lam * 0.3, lam * 10.0),
-                    jnp.where(ok, new, cur))
-
-        x, _, cur = jax.lax.fori_loop(0, steps, body, (flat, jnp.asarray(1e-2, flat.dtype),
-                                                       jnp.where(jnp.isfinite(loss0), loss0,
-                                                                 jnp.inf)))
-        return unravel(x), cur
-
-    return jax.vmap(one)(raws, losses)
+    return jax.vmap(one)(raws)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _gauss_newton(model, target, raw, idx, num_layers, horizon, tied, kind):
-    """(P, P) Gauss-Newton Hessian of ``divergence`` w.r.t. the raw coordinates ``idx``
-    (exact at a perfect fit)."""
-    flat, unravel = ravel_pytree(raw)
-
-    def pred(x):
-        raw = unravel(flat.at[idx].set(x))
-        return model_attention(model, constrain(raw, num_layers, horizon, tied))
-
-    p = pred(flat[idx])
-    jac = jax.jacfwd(pred)(flat[idx])  # (L, M, M, P)
-    w = target.weight[..., None, None] / jnp.maximum(target.weight.sum(), 1)  # (L, M, 1, 1)
-    if kind == "kl":
-        scale = target.mass / jnp.maximum(p, _EPS) ** 2  # d2/dp2 of -t log p
-    else:
-        scale = 2.0 * jnp.ones_like(p)
-    return jnp.einsum("lab,labp,labq->pq", (w[..., 0] * scale), jac, jac)
+def _polish(model, target, raws, idx, spec, steps):
+    """Levenberg-Marquardt refinement of every restart after Adam (Adam finds the basin, LM
+    resolves the sloppy directions first-order steps crawl along). Returns the raws and their
+    last ``_evaluate`` output."""
+    ev = _evaluate(model, target, raws, idx, spec)
+    flats = jax.vmap(lambda r: ravel_pytree(r)[0])(raws)
+    unravel = ravel_pytree(jax.tree.map(lambda x: x[0], raws))[1]
+    idx_np = np.asarray(idx)
+    chi = np.sum(np.asarray(ev["e"]) ** 2, -1)
+    chi = np.where(np.isfinite(chi), chi, np.inf)
+    lam = np.full(chi.shape, 1e-2)
+    x = np.asarray(flats)
+    for _ in range(steps):
+        jac, e = np.asarray(ev["jac"]), np.asarray(ev["e"])
+        cand = x.copy()
+        for r in range(x.shape[0]):
+            if not np.isfinite(chi[r]):
+                continue
+            a = jac[r].T @ jac[r]
+            g = jac[r].T @ e[r]
+            damped = a + lam[r] * np.diag(np.diag(a) + 1e-12)
+            try:
+                cand[r, idx_np] = x[r, idx_np] + np.linalg.solve(damped, -g)
+            except np.linalg.LinAlgError:
+                lam[r] *= 10
+        new = _evaluate(model, target, jax.vmap(unravel)(jnp.asarray(cand)), idx, spec)
+        new_chi = np.sum(np.asarray(new["e"]) ** 2, -1)
+        ok = np.isfinite(new_chi) & (new_chi < chi)
+        x = np.where(ok[:, None], cand, x)
+        chi = np.where(ok, new_chi, chi)
+        lam = np.where(ok, lam * 0.3, lam * 10)
+        ev = jax.tree.map(lambda n, o: jnp.where(ok.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
+                          new, ev)
+    return jax.vmap(unravel)(jnp.asarray(x)), ev
 
 
 def model_from_json(obj: dict, source: str = "<params>") -> tuple[FitModel, FitParams]:
@@ -737,7 +738,10 @@ def model_from_json(obj: dict, source: str = "<params>") -> tuple[FitModel, FitP
                            k=int(s["k"]), p=float(s["p"]), cross_density=float(s["cross_density"]),
                            normalisation=s["normalisation"], n_initial=int(s["n_initial"]),
                            horizon=float(s["horizon"]), dt=float(s["dt"]))
-        seed = int(obj["seed"])
+        if "key" in obj:
+            key = jax.random.wrap_key_data(np.asarray(obj["key"], np.uint32))
+        else:
+            key = jax.random.key(int(obj["seed"]))
         dtype = jnp.result_type(float)
         arr = lambda name, shape: _field_array(p, name, shape, dtype, source)  # noqa: E731
         m = len(config.sizes)
@@ -749,7 +753,7 @@ def model_from_json(obj: dict, source: str = "<params>") -> tuple[FitModel, FitP
                          f"parameters file)") from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: {err}") from None
-    k_model, _ = jax.random.split(jax.random.key(seed))
+    k_model, _ = jax.random.split(key)
     return make_model(k_model, config.sizes, config, dtype), params
 
 

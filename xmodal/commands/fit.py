@@ -1,0 +1,156 @@
+"""``xmodal fit``: fit the surrogate to attention bundles; write params.json, report.md, figures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from xmodal.commands.simulate import positive_float, positive_int
+from xmodal.report import atomic_write_bytes, atomic_write_json, check_out_dir, versions
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"expected >= 2 comma-separated names, got {text!r}")
+    return names
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit", help="fit the surrogate to attention bundles (layer depth <-> surrogate time)",
+        description="Fit B, K, the omega spread and the input gains of the surrogate so that its "
+        "modality-block attention at times t_l matches the bundles' layer-by-layer attention "
+        "(KL of row-normalised blocks), with restarts, early stopping and a Levenberg-Marquardt "
+        "polish. Writes params.json, report.md, loss.png and residuals.png to --out.")
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="attention bundle files")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--modalities", type=_names, default=("audio", "vision"),
+                   help="bundle modalities mapped to surrogate populations 0, 1, ... "
+                   "(default audio,vision)")
+    p.add_argument("--heads", type=_ints, help="head group (indices) to average (default all)")
+    p.add_argument("--sizes", type=_ints, help="oscillators per population (default: "
+                   "proportional to the bundles' token counts, --n-total in all)")
+    p.add_argument("--n-total", type=positive_int, default=48, help="oscillators in all")
+    p.add_argument("--k", type=int, default=6, help="Watts-Strogatz degree inside a population")
+    p.add_argument("--cross-density", type=float, default=0.15, help="cross-link density")
+    p.add_argument("--couplings", choices=("free", "tied"), default="free",
+                   help="free: fit B and K; tied: K = B (the paper preset)")
+    p.add_argument("--time-map", choices=("fixed", "learned"), default="fixed",
+                   help="layer -> time: fixed spacing or a learned monotone map")
+    p.add_argument("--horizon", type=positive_float, default=4.0, help="time of the last layer")
+    p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
+    p.add_argument("--initial", type=positive_int, default=4,
+                   help="initial phase draws averaged per evaluation")
+    p.add_argument("--divergence", choices=("kl", "mse"), default="kl")
+    p.add_argument("--restarts", type=positive_int, default=4)
+    p.add_argument("--steps", type=positive_int, default=300, help="max Adam steps")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="Adam learning rate")
+    p.add_argument("--patience", type=positive_int, default=40, help="early-stopping patience")
+    p.add_argument("--polish-steps", type=int, default=15, help="Levenberg-Marquardt steps")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (graph, phases, restarts)")
+    p.add_argument("--float64", action="store_true", help="fit in float64")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in args.bundles:
+        if not os.path.isfile(path):
+            raise ValueError(f"BUNDLE {path}: no such file")
+    if args.polish_steps < 0:
+        raise ValueError(f"--polish-steps must be >= 0, got {args.polish_steps}")
+    out = check_out_dir(args.out)
+
+    import jax
+
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    from surrogate import fit as sf
+
+    config = sf.FitConfig(
+        modalities=args.modalities, heads=args.heads, sizes=args.sizes, n_total=args.n_total,
+        k=args.k, cross_density=args.cross_density, couplings=args.couplings,
+        time_map=args.time_map, horizon=args.horizon, dt=args.dt, n_initial=args.initial,
+        divergence=args.divergence, restarts=args.restarts, steps=args.steps,
+        learning_rate=args.lr, patience=args.patience, polish_steps=args.polish_steps)
+    targets = [sf.load_target(path, args.modalities, args.heads) for path in args.bundles]
+    target = sf.combine_targets(targets)
+    print(f"fitting {len(args.bundles)} bundle(s): {target.num_layers} layers, modalities "
+          f"{', '.join(args.modalities)}", file=sys.stderr)
+
+    def progress(step, losses):
+        finite = losses[np.isfinite(losses)]
+        best = f"{finite.min():.4g}" if finite.size else "-"
+        print(f"step {step + 1}/{args.steps}: best loss {best}, {finite.size} of "
+              f"{len(losses)} restarts running", file=sys.stderr, flush=True)
+
+    result = sf.fit(target, jax.random.key(args.seed), config, seed=args.seed, progress=progress)
+    obj = result.to_json()
+    obj["versions"] = versions()
+    atomic_write_json(out / "params.json", obj)
+    _figures(out, result)
+    report = sf.fit_report_markdown(result, figures=("loss.png", "residuals.png"))
+    atomic_write_bytes(out / "report.md", report.encode())
+    p = result.params
+    print(f"loss {result.loss:.4g} after {result.steps_run} steps ({result.seconds:.1f} s)")
+    print(f"B = {np.round(np.asarray(p.B), 4).tolist()}, K = {np.round(np.asarray(p.K), 4).tolist()}")
+    if result.unidentified:
+        print(f"not pinned down by the data: {', '.join(result.unidentified)}")
+    print(f"wrote {out}/params.json, report.md, loss.png, residuals.png")
+    return 0
+
+
+def _figures(out: Path, result) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from xmodal.report import atomic_savefig
+
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for r, curve in enumerate(result.curves):
+        ax.semilogy(np.arange(1, curve.size + 1), curve, label=f"restart {r}",
+                    lw=2 if r == result.best_restart else 1)
+    ax.axhline(result.loss, color="k", ls=":", label="after polish (best)")
+    ax.set(xlabel="Adam step", ylabel=f"loss ({result.config.divergence})", title="fit loss")
+    ax.legend(fontsize=8)
+    atomic_savefig(fig, out / "loss.png")
+    plt.close(fig)
+
+    t, m = np.asarray(result.target.mass), result.model_mass
+    w = np.asarray(result.target.weight)
+    mods = result.target.modalities
+    layers = np.arange(t.shape[0])
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for a in range(len(mods)):
+        for b in range(len(mods)):
+            if a == b:
+                continue
+            present = w[:, a] > 0
+            line, = ax[0].plot(layers[present], t[present, a, b], "o",
+                               label=f"{mods[a]} -> {mods[b]} (bundle)")
+            ax[0].plot(layers, m[:, a, b], "-", color=line.get_color(),
+                       label=f"{mods[a]} -> {mods[b]} (surrogate)")
+    ax[0].set(xlabel="layer", ylabel="cross-modal share of the row", title="target vs fit")
+    ax[0].legend(fontsize=8)
+    ax[1].bar(layers, result.layer_residual)
+    ax[1].set(xlabel="layer", ylabel=f"residual ({result.config.divergence})",
+              title="per-layer residual")
+    atomic_savefig(fig, out / "residuals.png")
+    plt.close(fig)

@@ -1,0 +1,199 @@
+"""``xmodal sensitivity``: gradients of the bias metrics with respect to B, K and the drive gains,
+a balancing search at fixed total coupling, a table and a figure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from xmodal.commands.simulate import finite_float, positive_float, positive_int
+from xmodal.report import atomic_write_bytes, atomic_write_json, check_out_dir, versions
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sensitivity", help="bias sensitivity: d(dominance, cross share, Shapley diff)/d couplings",
+        description="Differentiate the modality dominance D_01, the cross-modal attention shares "
+        "and (Lorenz observer) the Shapley difference phi_Y - phi_X with respect to B, K and the "
+        "drive gains, at fitted parameters (PARAMS.json from `xmodal fit`) or at the paper "
+        "preset; then search the couplings that minimise D_01^2 at fixed totals of B and K. "
+        "Writes sensitivity.json, sensitivity.md and sensitivity.png.")
+    p.add_argument("params", nargs="?", metavar="PARAMS.json", help="params.json of a fit")
+    p.add_argument("--preset", choices=("paper",), help="use the paper preset instead of a file")
+    p.add_argument("--beta-self", type=finite_float, default=0.5, help="preset beta_self (= K)")
+    p.add_argument("--beta-cross", type=finite_float, default=0.1, help="preset beta_cross (= K)")
+    p.add_argument("--out", type=Path, default=Path("results/sensitivity"), help="output directory")
+    p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
+    p.add_argument("--steps", type=positive_int, default=400, help="RK4 steps of the window")
+    p.add_argument("--burn", type=int, default=200, help="steps discarded before averaging")
+    p.add_argument("--drive", choices=("auto", "constant", "lorenz"), default="auto",
+                   help="drive of the attention metrics: the fit's constant unit drive, or "
+                   "x(t), y(t) of Lorenz-63 (auto: constant for a file, lorenz for the preset)")
+    p.add_argument("--no-shapley", action="store_true", help="skip the Lorenz Shapley difference")
+    p.add_argument("--ridge", type=positive_float, default=1e-4,
+                   help="fixed ridge regularisation of the Shapley readouts")
+    p.add_argument("--balance-steps", type=int, default=30, help="steps of the balancing search")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (preset graph, phases)")
+    p.add_argument("--float64", action="store_true", help="compute in float64")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.params is None) == (args.preset is None):
+        raise ValueError("give either PARAMS.json or --preset paper")
+    if args.params is not None and not Path(args.params).is_file():
+        raise ValueError(f"PARAMS.json {args.params}: no such file")
+    if not 0 <= args.burn < args.steps:
+        raise ValueError(f"--burn must be in [0, --steps={args.steps}), got {args.burn}")
+    if args.balance_steps < 0:
+        raise ValueError(f"--balance-steps must be >= 0, got {args.balance_steps}")
+    obj = None
+    if args.params is not None:
+        try:
+            obj = json.loads(Path(args.params).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"PARAMS.json {args.params}: not JSON ({err})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"PARAMS.json {args.params}: expected a JSON object")
+    out = check_out_dir(args.out)
+
+    import jax
+
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+
+    import surrogate as sg
+    from lorenz.bias import shapley_difference
+    from lorenz.data import Splits, lorenz_series
+    from surrogate import bias as sb
+
+    dtype = jnp.result_type(float)
+    splits = Splits(washout=200, train=600, val=100, test=300)
+    series = None
+    if obj is not None:
+        from surrogate.fit import model_from_json
+
+        model, params = model_from_json(obj, source=f"PARAMS.json {args.params}")
+        sur = model.surrogate(params)
+        theta0 = model.theta0[0]
+        c = sb.Couplings(B=params.B, K=params.K, gain=jnp.asarray(params.gain, dtype))
+        source = f"fit {args.params}"
+    else:
+        k_model, k_theta = jax.random.split(jax.random.key(args.seed))
+        sur = sg.paper_preset(k_model, args.beta_self, args.beta_cross, dtype=dtype)
+        theta0 = sg.initial_phases(k_theta, sur.network.n, dtype)
+        c = sb.couplings_of(sur)
+        source = f"paper preset beta_self={args.beta_self:g}, beta_cross={args.beta_cross:g}"
+    drive = args.drive if args.drive != "auto" else ("constant" if obj is not None else "lorenz")
+    if drive == "lorenz" or not args.no_shapley:
+        series = lorenz_series(splits, sample_every=2, dtype=dtype)
+    if drive == "lorenz":
+        sur = sur.replace(drive=sg.make_drive(series.ts, series.u[:, :2]))
+    elif obj is None:  # the preset with a constant unit drive
+        horizon = args.dt * args.steps
+        sur = sur.replace(drive=sg.make_drive(jnp.asarray([0.0, horizon], dtype),
+                                              jnp.ones((2, sur.network.n_populations), dtype)))
+    window = sb.Window(dt=args.dt, n_steps=args.steps, n_burn=args.burn)
+    metrics = {
+        "D_01": lambda cc: sb.dominance_metric(cc, sur, theta0, window),
+        "cross_share": lambda cc: sb.cross_share_metric(cc, sur, theta0, window),
+    }
+    if not args.no_shapley:
+        if sur.network.n_populations != 2:
+            raise ValueError("the Shapley difference needs 2 modalities (use --no-shapley)")
+        # Lorenz observer: gains multiply x(t) and y(t); evaluated at the couplings' gains
+        # for the preset, at unit gains for a fit (whose gains belong to a constant drive).
+        shap_gain = c.gain if obj is None else jnp.ones_like(c.gain)
+        metrics["phi_Y-phi_X"] = lambda cc: shapley_difference(
+            cc.replace(gain=cc.gain - c.gain + shap_gain), sur, theta0, series, splits,
+            lam=args.ridge)
+    print(f"sensitivity at {source} ({drive} drive)", file=sys.stderr)
+    names, rows, values = sb.sensitivity_table(metrics, c)
+    print(f"gradients done; balancing search ({args.balance_steps} steps)", file=sys.stderr)
+    path = None
+    if args.balance_steps:
+        path = sb.balance_couplings(metrics["D_01"], c, fields=("B", "K"),
+                                    steps=args.balance_steps)
+    table = _table(names, rows, values)
+    result = {
+        "command": "sensitivity", "source": source, "drive": drive,
+        "window": {"dt": args.dt, "steps": args.steps, "burn": args.burn},
+        "couplings": {"B": np.asarray(c.B).tolist(), "K": np.asarray(c.K).tolist(),
+                      "gain": np.asarray(c.gain).tolist()},
+        "parameters": list(names),
+        "metrics": {k: {"value": values[k], "gradient": np.asarray(v).tolist()}
+                    for k, v in rows.items()},
+        "versions": versions(),
+    }
+    if path is not None:
+        result["balance"] = {"D_01": np.asarray(path.value).tolist(),
+                             "B": np.asarray(path.couplings.B).tolist(),
+                             "K": np.asarray(path.couplings.K).tolist()}
+    atomic_write_json(out / "sensitivity.json", result)
+    md = [f"# Bias sensitivity: {source}", "",
+          f"Drive: {drive}; window dt {args.dt}, {args.steps} steps, {args.burn} burn-in.", "",
+          table, ""]
+    if path is not None:
+        d = np.asarray(path.value)
+        md += [f"Balancing search (projected Adam on D_01^2, sums of B and K fixed): D_01 "
+               f"{d[0]:+.4f} -> {d[-1]:+.4f}; final B = "
+               f"{np.round(np.asarray(path.couplings.B[-1]), 4).tolist()}, K = "
+               f"{np.round(np.asarray(path.couplings.K[-1]), 4).tolist()}.", ""]
+    md.append("![sensitivity](sensitivity.png)")
+    atomic_write_bytes(out / "sensitivity.md", ("\n".join(md) + "\n").encode())
+    _figure(out / "sensitivity.png", names, rows, path)
+    print(table)
+    print(f"wrote {out}/sensitivity.json, sensitivity.md, sensitivity.png")
+    return 0
+
+
+def _table(names, rows, values) -> str:
+    head = "| metric | value | " + " | ".join(f"d/d{n}" for n in names) + " |"
+    lines = [head, "| --- | --- |" + " --- |" * len(names)]
+    for k, g in rows.items():
+        lines.append(f"| {k} | {values[k]:+.4g} | " + " | ".join(f"{x:+.3g}" for x in g) + " |")
+    return "\n".join(lines)
+
+
+def _figure(path, names, rows, balance) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from xmodal.report import atomic_savefig
+
+    grads = np.stack([np.asarray(v) for v in rows.values()])
+    fig, ax = plt.subplots(1, 3 if balance is not None else 1, figsize=(16, 4.2),
+                           constrained_layout=True, squeeze=False)
+    ax = ax[0]
+    scale = np.abs(grads).max(1, keepdims=True)
+    im = ax[0].imshow(grads / np.where(scale > 0, scale, 1), cmap="RdBu_r", vmin=-1, vmax=1,
+                      aspect="auto")
+    ax[0].set_xticks(range(len(names)), names, rotation=60, fontsize=8)
+    ax[0].set_yticks(range(len(rows)), list(rows), fontsize=8)
+    for i in range(grads.shape[0]):
+        for j in range(grads.shape[1]):
+            ax[0].text(j, i, f"{grads[i, j]:.2g}", ha="center", va="center", fontsize=6)
+    ax[0].set_title("gradient (colour: per row / max |row|)")
+    fig.colorbar(im, ax=ax[0])
+    if balance is not None:
+        d = np.asarray(balance.value)
+        ax[1].plot(d, "o-")
+        ax[1].axhline(0, color="k", lw=0.8)
+        ax[1].set(xlabel="step", ylabel="D_01", title="balancing search")
+        B, K = np.asarray(balance.couplings.B), np.asarray(balance.couplings.K)
+        ax[2].plot(B[:, 0, 1], B[:, 1, 0], "o-", label="B (cross: [0,1] vs [1,0])")
+        ax[2].plot(K[:, 0, 1], K[:, 1, 0], "s-", label="K (cross: [0,1] vs [1,0])")
+        ax[2].plot(B[0, 0, 1], B[0, 1, 0], "k*", ms=10)
+        ax[2].plot(K[0, 0, 1], K[0, 1, 0], "k*", ms=10, label="start")
+        ax[2].set(xlabel="[0,1] (modality 0 attends to 1)",
+                  ylabel="[1,0] (modality 1 attends to 0)", title="path at fixed totals")
+        ax[2].legend(fontsize=8)
+    atomic_savefig(fig, path)
+    plt.close(fig)
