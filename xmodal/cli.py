@@ -9,7 +9,7 @@ import sys
 from xmodal import __version__
 
 #: Subcommand modules under ``xmodal.commands``, in the order ``--help`` lists them.
-COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion")
+COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion", "fit", "sensitivity")
 
 
 def build_parser() -> argparse.ArgumentParser:
