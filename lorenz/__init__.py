@@ -8,6 +8,7 @@ closed-loop forecasting (``forecast``), and the whole run (``experiment``, ``fig
 """
 
 from lorenz.baselines import make_esn, ngrc_features, observer_baselines
+from lorenz.bias import fixed_ridge_nmse, observer_shapley, shapley_difference
 from lorenz.data import LYAPUNOV_TIME, LorenzSeries, Splits, lorenz_series
 from lorenz.experiment import LorenzConfig, run_experiment
 from lorenz.forecast import ngrc_forecast, surrogate_forecast, valid_prediction_time
@@ -37,6 +38,9 @@ __all__ = [
     "RosslerParams",
     "Splits",
     "evaluate_observer",
+    "fixed_ridge_nmse",
+    "observer_shapley",
+    "shapley_difference",
     "features",
     "fit_ridge",
     "henon",
