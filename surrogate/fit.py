@@ -140,7 +140,8 @@ def bundle_target(
                          f"capture with a query set that includes them, e.g. --query all")
     share = np.divide(sub, total[..., None], out=np.zeros_like(sub), where=weight[..., None])
     tokens = np.bincount(bundle.token_modality, minlength=len(bundle.modalities))[cols]
-    return Target(mass=jnp.asarray(share), weight=jnp.asarray(weight, share.dtype),
+    dtype = jnp.result_type(float)
+    return Target(mass=jnp.asarray(share, dtype), weight=jnp.asarray(weight, dtype),
                   modalities=modalities, token_counts=tuple(float(t) for t in tokens),
                   sources=(source,))
 
@@ -169,7 +170,8 @@ def combine_targets(targets: Sequence[Target]) -> Target:
     mass = np.divide((w[..., None] * m).sum(0), wsum[..., None], out=np.zeros_like(m[0]),
                      where=wsum[..., None] > 0)
     counts = np.mean([t.token_counts for t in targets], 0)
-    return Target(mass=jnp.asarray(mass), weight=jnp.asarray(wsum > 0, mass.dtype),
+    dtype = jnp.result_type(float)
+    return Target(mass=jnp.asarray(mass, dtype), weight=jnp.asarray(wsum > 0, dtype),
                   modalities=first.modalities, token_counts=tuple(float(c) for c in counts),
                   sources=tuple(s for t in targets for s in t.sources))
 
