@@ -24,7 +24,8 @@ from lorenz.observer import observer_statistics
 from lorenz.readout import NormalEquations, nmse
 from surrogate.bias import Couplings, with_couplings
 
-__all__ = ["DEFAULT_LAMBDA", "fixed_ridge_nmse", "observer_shapley", "shapley_difference"]
+__all__ = ["DEFAULT_LAMBDA", "fixed_ridge_nmse", "observer_shapley", "select_lambda",
+           "shapley_difference"]
 
 #: Fixed ridge regularisation (relative to the mean feature variance times n).
 DEFAULT_LAMBDA = 1e-4
@@ -45,6 +46,16 @@ def fixed_ridge_nmse(stats: NormalEquations, features: np.ndarray, lam: float = 
     w = jnp.zeros((stats.G.shape[-1], c.shape[-1]), C.dtype).at[idx].set(w_sub)
     b = zbar - mu @ w
     return nmse(stats, split, w, b).mean()
+
+
+def select_lambda(stats: NormalEquations, lambdas=tuple(10.0 ** k for k in range(-6, 2)),
+                  val: int = 1) -> float:
+    """The lam of ``lambdas`` with the lowest validation NMSE of the readout on all features
+    (host-side, not differentiated): choose it once at a base point, then hold it fixed."""
+    idx = np.arange(stats.G.shape[-1])
+    errs = [float(fixed_ridge_nmse(stats, idx, lam, split=val)) for lam in lambdas]
+    errs = [e if np.isfinite(e) else np.inf for e in errs]
+    return float(lambdas[int(np.argmin(errs))])
 
 
 def observer_shapley(c: Couplings, sur: sg.Surrogate, theta0: jax.Array, series: LorenzSeries,

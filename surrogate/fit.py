@@ -249,7 +249,8 @@ class FitConfig:
             raise ValueError(f"FitConfig.couplings must be 'free' or 'tied', "
                              f"got {self.couplings!r}")
         if self.time_map not in TIME_MAPS:
-            raise ValueError(f"FitConfig.time_map must be one of {TIME_MAPS}, got {self.time_map!r}")
+            raise ValueError(f"FitConfig.time_map must be one of {TIME_MAPS}, "
+                             f"got {self.time_map!r}")
         if self.divergence not in DIVERGENCES:
             raise ValueError(f"FitConfig.divergence must be one of {DIVERGENCES}, "
                              f"got {self.divergence!r}")
@@ -530,7 +531,8 @@ def fit(
 ) -> FitResult:
     """Fit the surrogate to ``target``; ``key`` draws the graph, frequencies, initial phases and
     the restart initialisations. ``progress(step, losses (R,))`` is called every
-    ``progress_every`` steps. ``seed`` (recorded in the JSON beside the key's data) is the integer ``key`` came from."""
+    ``progress_every`` steps. ``seed`` (recorded in the JSON beside the key's data) is the
+    integer ``key`` came from."""
     t_start = time.perf_counter()
     if tuple(target.modalities) != tuple(config.modalities):
         raise ValueError(f"target modalities {list(target.modalities)} differ from "
@@ -729,9 +731,10 @@ def _polish(model, target, raws, idx, spec, steps):
     return jax.vmap(unravel)(jnp.asarray(x)), ev
 
 
-def model_from_json(obj: dict, source: str = "<params>") -> tuple[FitModel, FitParams]:
-    """Rebuild the fitted model and parameters from ``FitResult.to_json()`` output; ValueError
-    naming ``source`` and the field if it does not parse."""
+def model_from_json(obj: dict, source: str = "<params>", dtype=None
+                    ) -> tuple[FitModel, FitParams]:
+    """Rebuild the fitted model and parameters from ``FitResult.to_json()`` output (in ``dtype``,
+    default JAX's float); ValueError naming ``source`` and the field if it does not parse."""
     try:
         if obj.get("format") != "xmodal-fit":
             raise KeyError("format")
@@ -744,7 +747,7 @@ def model_from_json(obj: dict, source: str = "<params>") -> tuple[FitModel, FitP
             key = jax.random.wrap_key_data(np.asarray(obj["key"], np.uint32))
         else:
             key = jax.random.key(int(obj["seed"]))
-        dtype = jnp.result_type(float)
+        dtype = jnp.result_type(float) if dtype is None else dtype
         arr = lambda name, shape: _field_array(p, name, shape, dtype, source)  # noqa: E731
         m = len(config.sizes)
         params = FitParams(B=arr("B", (m, m)), K=arr("K", (m, m)),
@@ -857,7 +860,8 @@ def fit_report_markdown(result: FitResult, figures: Sequence[str] = ()) -> str:
         f"{c.patience}); {result.steps_run} steps run, {result.seconds:.1f} s.", "",
         f"**Loss** {result.loss:.4g} (best restart {result.best_restart}; restart losses "
         f"{', '.join(f'{x:.3g}' for x in result.restart_loss)}; "
-        f"{int(result.converged.sum())} converged: loss <= 1.5 x best + {c.converged_within:g}).", "",
+        f"{int(result.converged.sum())} converged: loss <= 1.5 x best + "
+        f"{c.converged_within:g}).", "",
         "## Parameters (value +- std over converged restarts)", "",
         "Rows: query modality, columns: key modality.", "",
         mat("B"), "", mat("K"), "",

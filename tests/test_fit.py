@@ -161,3 +161,32 @@ def test_tiny_qwen_capture_fits_end_to_end(tmp_path, capsys):
     assert len(result["metrics"]["D_01"]["gradient"]) == 10
     assert np.all(np.isfinite(result["metrics"]["D_01"]["gradient"]))
     assert len(result["balance"]["D_01"]) == 4 and (sens / "sensitivity.png").is_file()
+
+
+@pytest.mark.slow
+def test_learned_time_map_and_all_parameters_fit():
+    """Learned monotone time map, free couplings, omega spread and gains all fitted."""
+    config = CONFIG.replace(time_map="learned", fit_gain=True, fit_spread=True, steps=60,
+                            polish_steps=8)
+    true = truth([[1.5, 0.8], [1.0, 2.0]], [[1.2, 0.6], [0.9, 1.5]], spread=0.3,
+                 gain=(0.2, -0.1))
+    key = jax.random.key(7)
+    target = sf.bundle_target(sf.synthetic_bundle(key, true, config))
+    result = sf.fit(target, key, config)
+    times = np.asarray(result.params.times)
+    assert np.all(np.diff(times) > 0) and abs(times[-1] - config.horizon) < 1e-9
+    assert result.loss < 1e-3 and result.loss < np.nanmin(result.curves[:, 0])
+    assert len(result.param_names) == 4 + 4 + 1 + 2 + L
+
+
+@pytest.mark.slow
+def test_sensitivity_paper_preset_with_shapley(tmp_path, capsys):
+    out = tmp_path / "sens"
+    code, stdout, err = run_cli(["sensitivity", "--preset", "paper", "--out", str(out),
+                                 "--steps", "60", "--burn", "30", "--balance-steps", "3"],
+                                capsys)
+    assert code == 0, err
+    result = json.loads((out / "sensitivity.json").read_text())
+    assert set(result["metrics"]) == {"D_01", "cross_share[0]", "cross_share[1]", "phi_Y-phi_X"}
+    assert all(np.all(np.isfinite(m["gradient"])) for m in result["metrics"].values())
+    assert "| phi_Y-phi_X |" in stdout

@@ -22,7 +22,8 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_bytes(out / "report.md", report.encode())
     p = result.params
     print(f"loss {result.loss:.4g} after {result.steps_run} steps ({result.seconds:.1f} s)")
-    print(f"B = {np.round(np.asarray(p.B), 4).tolist()}, K = {np.round(np.asarray(p.K), 4).tolist()}")
+    print(f"B = {np.round(np.asarray(p.B), 4).tolist()}, "
+          f"K = {np.round(np.asarray(p.K), 4).tolist()}")
     if result.unidentified:
         print(f"not pinned down by the data: {', '.join(result.unidentified)}")
     print(f"wrote {out}/params.json, report.md, loss.png, residuals.png")

@@ -32,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drive of the attention metrics: the fit's constant unit drive, or "
                    "x(t), y(t) of Lorenz-63 (auto: constant for a file, lorenz for the preset)")
     p.add_argument("--no-shapley", action="store_true", help="skip the Lorenz Shapley difference")
-    p.add_argument("--ridge", type=positive_float, default=1e-4,
-                   help="fixed ridge regularisation of the Shapley readouts")
+    p.add_argument("--ridge", type=positive_float,
+                   help="fixed ridge regularisation of the Shapley readouts (default: chosen on "
+                   "the validation split at the base couplings, then held fixed)")
     p.add_argument("--balance-steps", type=int, default=30, help="steps of the balancing search")
+    p.add_argument("--balance-lr", type=positive_float, default=0.01,
+                   help="Adam learning rate of the balancing search")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (preset graph, phases)")
     p.add_argument("--float64", action="store_true", help="compute in float64")
     p.set_defaults(run=run)
@@ -61,23 +64,25 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
+    # Dynamics run in float32 unless --float64; the Shapley readouts' normal equations are
+    # accumulated in float64 (their quadratic forms cancel strongly), as in `xmodal lorenz`.
+    jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import numpy as np
 
     import surrogate as sg
-    from lorenz.bias import shapley_difference
+    from lorenz.bias import select_lambda, shapley_difference
+    from lorenz.observer import observer_statistics
     from lorenz.data import Splits, lorenz_series
     from surrogate import bias as sb
 
-    dtype = jnp.result_type(float)
-    splits = Splits(washout=200, train=600, val=100, test=300)
+    dtype = jnp.float64 if args.float64 else jnp.float32
+    splits = Splits()  # the Lorenz experiment's split sizes, samples 0.04 apart
     series = None
     if obj is not None:
         from surrogate.fit import model_from_json
 
-        model, params = model_from_json(obj, source=f"PARAMS.json {args.params}")
+        model, params = model_from_json(obj, source=f"PARAMS.json {args.params}", dtype=dtype)
         sur = model.surrogate(params)
         theta0 = model.theta0[0]
         c = sb.Couplings(B=params.B, K=params.K, gain=jnp.asarray(params.gain, dtype))
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"paper preset beta_self={args.beta_self:g}, beta_cross={args.beta_cross:g}"
     drive = args.drive if args.drive != "auto" else ("constant" if obj is not None else "lorenz")
     if drive == "lorenz" or not args.no_shapley:
-        series = lorenz_series(splits, sample_every=2, dtype=dtype)
+        series = lorenz_series(splits, sample_every=4, dtype=dtype)
     if drive == "lorenz":
         sur = sur.replace(drive=sg.make_drive(series.ts, series.u[:, :2]))
     elif obj is None:  # the preset with a constant unit drive
@@ -108,20 +113,26 @@ def run(args: argparse.Namespace) -> int:
         # Lorenz observer: gains multiply x(t) and y(t); evaluated at the couplings' gains
         # for the preset, at unit gains for a fit (whose gains belong to a constant drive).
         shap_gain = c.gain if obj is None else jnp.ones_like(c.gain)
+        lam = args.ridge
+        if lam is None:
+            stats = jax.jit(lambda s: observer_statistics(s, theta0, series, splits))(
+                sb.with_couplings(sur, c.replace(gain=shap_gain)))
+            lam = select_lambda(stats)
         metrics["phi_Y-phi_X"] = lambda cc: shapley_difference(
-            cc.replace(gain=cc.gain - c.gain + shap_gain), sur, theta0, series, splits,
-            lam=args.ridge)
+            cc.replace(gain=cc.gain - c.gain + shap_gain), sur, theta0, series, splits, lam=lam)
+        print(f"Shapley readouts: fixed ridge lam = {lam:g}", file=sys.stderr)
     print(f"sensitivity at {source} ({drive} drive)", file=sys.stderr)
     names, rows, values = sb.sensitivity_table(metrics, c)
     print(f"gradients done; balancing search ({args.balance_steps} steps)", file=sys.stderr)
     path = None
     if args.balance_steps:
         path = sb.balance_couplings(metrics["D_01"], c, fields=("B", "K"),
-                                    steps=args.balance_steps)
+                                    steps=args.balance_steps, learning_rate=args.balance_lr)
     table = _table(names, rows, values)
     result = {
         "command": "sensitivity", "source": source, "drive": drive,
         "window": {"dt": args.dt, "steps": args.steps, "burn": args.burn},
+        "ridge": None if args.no_shapley else lam,
         "couplings": {"B": np.asarray(c.B).tolist(), "K": np.asarray(c.K).tolist(),
                       "gain": np.asarray(c.gain).tolist()},
         "parameters": list(names),
@@ -135,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
                              "K": np.asarray(path.couplings.K).tolist()}
     atomic_write_json(out / "sensitivity.json", result)
     md = [f"# Bias sensitivity: {source}", "",
-          f"Drive: {drive}; window dt {args.dt}, {args.steps} steps, {args.burn} burn-in.", "",
+          f"Drive: {drive}; window dt {args.dt}, {args.steps} steps, {args.burn} burn-in"
+          + ("" if args.no_shapley else f"; Shapley readouts with fixed ridge lam = {lam:g}")
+          + ".", "",
           table, ""]
     if path is not None:
         d = np.asarray(path.value)
