@@ -18,6 +18,7 @@ from surrogate.bias import (
     dominance_metric,
     parameter_names,
     project_simplex,
+    sensitivity,
     sensitivity_table,
 )
 
