@@ -12,7 +12,6 @@ Each returns the ``RidgeFit`` of the readout (NMSE per split in ``.nmse``).
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -88,12 +87,24 @@ def esn_states(esn: ESN, u: jax.Array) -> jax.Array:
     return states
 
 
-@functools.partial(jax.jit, static_argnames="splits")
+@jax.jit
+def _features(esn: ESN, xy: jax.Array) -> dict[str, jax.Array]:
+    return {"raw": xy, "ngrc": ngrc_features(xy), "esn": esn_states(esn, xy)}
+
+
+@jax.jit
+def _readout(f: jax.Array, z: jax.Array, ids: jax.Array) -> RidgeFit:
+    return fit_ridge(normal_equations(f, z, ids))
+
+
 def observer_baselines(esn: ESN, series: LorenzSeries, splits: Splits) -> dict[str, RidgeFit]:
-    """Fit the three baselines on [x, y] -> z; returns name -> RidgeFit."""
+    """Fit the three baselines on [x, y] -> z; returns name -> RidgeFit.
+
+    The readouts run one after the other: independent LAPACK calls side by side in one XLA:CPU
+    program deadlocked it with several host devices (measured, jax 0.10.2).
+    """
     xy, z = series.u[:, :2], series.u[:, 2:3]
     ids = jnp.asarray(splits.ids())
-    feats = {"raw": xy, "ngrc": ngrc_features(xy), "esn": esn_states(esn, xy)}
     dtype = stats_dtype()
-    return {name: fit_ridge(normal_equations(f.astype(dtype), z.astype(dtype), ids))
-            for name, f in feats.items()}
+    return {name: jax.block_until_ready(_readout(f.astype(dtype), z.astype(dtype), ids))
+            for name, f in _features(esn, xy).items()}

@@ -1,7 +1,16 @@
 """surrogate: phase oscillators on a semantic network, coupled by attention (JAX only).
 
 Public API; implementation in modules named for concepts (network, model, integrate, metrics).
+
+JAX's CPU linear algebra (eigh, Cholesky) calls SciPy's OpenBLAS. With OpenBLAS's own threads on
+top of XLA's, concurrent calls oversubscribe the cores (8x slower on 2 cores, measured) or
+deadlock, so ``OPENBLAS_NUM_THREADS`` defaults to 1 here when it is unset; it takes effect if
+OpenBLAS is not loaded yet (import ``surrogate`` before SciPy) and XLA still uses every core.
 """
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from surrogate.attractor import (
     CorrelationDimension,

@@ -184,6 +184,19 @@ class CouplingTables:
     kappa: jax.Array
     mask: jax.Array
     shift: jax.Array
+    select: jax.Array | None = None  # sparse on CPU: one-hot (N, N D), neighbours by matmul
+
+
+#: Largest one-hot neighbour selection (N x N D entries) used in place of a gather on CPU, where
+#: a gather under ``vmap`` costs more than the matmul (measured: 1.6x faster Lorenz sweep).
+SELECT_MAX_ENTRIES = 1 << 22
+
+
+def _selection(net: Network, dtype) -> jax.Array | None:
+    n, d = net.neighbours.shape
+    if jax.default_backend() != "cpu" or n * n * d > SELECT_MAX_ENTRIES:
+        return None
+    return jax.nn.one_hot(net.neighbours.reshape(-1), n, dtype=dtype).T
 
 
 def coupling_tables(sur: Surrogate, kind: Kind) -> CouplingTables:
@@ -198,8 +211,9 @@ def coupling_tables(sur: Surrogate, kind: Kind) -> CouplingTables:
         mask = sur.network.adjacency.astype(sur.dtype)
     B, K = sur.params.B, sur.params.K
     shift = jnp.max(jnp.abs(B), axis=1)[pop]
+    select = _selection(sur.network, sur.dtype) if kind == "sparse" else None
     return CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj], mask=mask,
-                          shift=shift)
+                          shift=shift, select=select)
 
 
 def _attention(cos_d, tab: CouplingTables, normalisation: str):
@@ -240,7 +254,11 @@ def rhs(
         coupling = jnp.sum(w * jnp.sin(d), axis=-1)
     else:
         c, s = jnp.cos(theta), jnp.sin(theta)
-        cj, sj = _columns(c, sur, kind), _columns(s, sur, kind)
+        if tab.select is None:
+            cj, sj = _columns(c, sur, kind), _columns(s, sur, kind)
+        else:  # exact: each output is one value times 1 (HIGHEST: no TF32 rounding)
+            cj, sj = jnp.dot(jnp.stack([c, s]), tab.select, precision="highest").reshape(
+                (2,) + tab.mask.shape)
         cos_d = c[:, None] * cj + s[:, None] * sj
         w = tab.kappa * _attention(cos_d, tab, sur.normalisation)
         coupling = c * jnp.sum(w * sj, -1) - s * jnp.sum(w * cj, -1)

@@ -4,6 +4,10 @@ Functions in this project follow the dtype of their inputs, so float32 tests pas
 explicitly; references (finite differences, published values) are checked in float64.
 """
 
-import jax
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see surrogate/__init__.py
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from xmodal import __version__
@@ -24,7 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cpu_devices() -> None:
+    """One JAX CPU device per available core (unless XLA_FLAGS says otherwise), so that sweeps,
+    which shard over devices, use every core; single-threaded OpenBLAS under XLA's threads (see
+    surrogate/__init__.py). Set before JAX starts its backends."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores or 1}".strip()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _cpu_devices()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
