@@ -134,18 +134,10 @@ def run(args) -> int:
                else read_manifest(args.manifest))
     out = check_out_dir(Path(args.out))
 
-    import torch
-
-    from mllm_probe.adapters import load_adapter
     from mllm_probe.emotion import experiment
+    from xmodal.commands.probe import load_model
 
-    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    device_map = None if args.device == "cpu" else args.device
-    try:
-        adapter = load_adapter(args.model, revision=args.revision, dtype=dtype,
-                               device_map=device_map, local_files_only=not args.allow_download)
-    except ValueError as err:
-        raise ValueError(f"--model: {err}") from err
+    adapter = load_model(args)
     config = experiment.RunConfig(conditions=tuple(args.conditions), num_frames=args.num_frames,
                                   generate=args.generate, max_new_tokens=args.max_new_tokens,
                                   batch_size=args.batch_size, bundles=args.bundles,

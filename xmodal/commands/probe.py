@@ -103,6 +103,22 @@ def _check_args(args) -> str:
     return mode
 
 
+def load_model(args):
+    """The model adapter of ``--model`` with ``--revision``, ``--dtype``, ``--device`` and
+    ``--allow-download`` (shared by the commands that run a model)."""
+    import torch
+
+    from mllm_probe.adapters import load_adapter
+
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    device_map = None if args.device == "cpu" else args.device
+    try:
+        return load_adapter(args.model, revision=args.revision, dtype=dtype,
+                            device_map=device_map, local_files_only=not args.allow_download)
+    except ValueError as err:
+        raise ValueError(f"--model: {err}") from err
+
+
 def run(args) -> int:
     mode = _check_args(args)
     if mode == "batch":
@@ -112,19 +128,10 @@ def run(args) -> int:
         if not args.prompt and any(i.prompt is None for i in items):
             raise ValueError("--prompt is required for items without a prompt in the manifest")
 
-    import torch
-
-    from mllm_probe.adapters import load_adapter
     from mllm_probe.bundle import save_bundle
     from mllm_probe.probe import probe_files
 
-    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    device_map = None if args.device == "cpu" else args.device
-    try:
-        adapter = load_adapter(args.model, revision=args.revision, dtype=dtype,
-                               device_map=device_map, local_files_only=not args.allow_download)
-    except ValueError as err:
-        raise ValueError(f"--model: {err}") from err
+    adapter = load_model(args)
 
     def one(audio, video, frames, image, prompt, out):
         bundle = probe_files(adapter, prompt, audio=audio, video=video, frames=frames, image=image,
