@@ -53,6 +53,9 @@ def parse_args(argv=None):
                         "engine); default all")
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="simulate this many CPU devices (sets XLA_FLAGS before JAX starts)")
+    p.add_argument("--engine", choices=("batch", "fast"), default="batch",
+                   help="what the sweep engine runs in the device and scaling tables: "
+                        "simulate_batch (batched=True) or the vmapped fast sparse path")
     p.add_argument("--scale-grid", default="16,32,64,128",
                    help="grid sides for scaling ('' = skip)")
     p.add_argument("--scale-n", default="100,200,500,1000",
@@ -157,6 +160,25 @@ def surrogate_final(sur, theta0, steps, dt, **opts):
     return final
 
 
+def batch_final(sur, theta0, steps, dt):
+    """Batched fn(beta_self (G,), beta_cross (G,)) -> final phases (G, N) by simulate_batch."""
+
+    def final(b_self, b_cross):
+        B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, DTYPE))(b_self, b_cross)
+        return sg.simulate_batch(sur, theta0, params=sur.params.replace(B=B, K=B), dt=dt,
+                                 n_steps=steps).theta
+
+    final.batched = True
+    return final
+
+
+def engine_final(sur, theta0, steps, dt):
+    """The sweep engine's per-chunk function for the tables after the main one (--engine)."""
+    if ARGS.engine == "batch":
+        return batch_final(sur, theta0, steps, dt)
+    return surrogate_final(sur, theta0, steps, dt, kind="sparse")
+
+
 def variants(sur, theta0, steps, dt):
     """name -> (fn(beta_self, beta_cross) -> final phases, RK stages per step, loop knobs)."""
     rk4 = dict(path="diffrax", solver=sg.RK4())
@@ -170,6 +192,7 @@ def variants(sur, theta0, steps, dt):
                                                         kind="sparse"), 6, {}),
         "fast RK4, dense": (surrogate_final(sur, theta0, steps, dt, kind="dense"), 4, {}),
         "fast RK4, sparse": (sparse, 4, {}),
+        "batched RK4, sparse, points on lanes": (batch_final(sur, theta0, steps, dt), 4, {}),
     }
     if ARGS.knobs:  # loop structure of the fast path (surrogate/integrate.py)
         out["fast RK4, sparse, stages unrolled"] = (sparse, 4, dict(_STAGE_LOOP=False))
@@ -253,16 +276,19 @@ def time_direct(fn, pts, knob_values=None):
 
 
 def time_engine(fn, pts, devices=None):
+    batched = getattr(fn, "batched", False)
+
     def point_fn(p):
         return fn(p["beta_self"].astype(DTYPE), p["beta_cross"].astype(DTYPE))
 
+    run = dict(progress=False, devices=devices, batched=batched)
     t0 = time.perf_counter()
-    out = sg.sweep(point_fn, pts, progress=False, devices=devices)  # compiles (and runs)
+    out = sg.sweep(point_fn, pts, **run)  # compiles (and runs)
     first = time.perf_counter() - t0
     best = np.inf
     for _ in range(ARGS.repeats):
         t0 = time.perf_counter()
-        out = sg.sweep(point_fn, pts, progress=False, devices=devices)  # cached program
+        out = sg.sweep(point_fn, pts, **run)  # cached program
         best = min(best, time.perf_counter() - t0)
     return max(first - best, 0.0), best, np.asarray(out)
 
@@ -280,6 +306,8 @@ def main_table():
     rows, finals = [], {}
     todo = dict(variants(sur, theta0, steps, ARGS.dt))
     todo["sweep engine, fast sparse, all devices"] = (todo["fast RK4, sparse"][0], 4, {})
+    todo["sweep engine, batched sparse, all devices"] = (
+        todo["batched RK4, sparse, points on lanes"][0], 4, {})
     for name, (fn, stages, knob_values) in todo.items():
         if not selected(name):
             continue
@@ -311,9 +339,9 @@ def devices_table():
     if len(devices) < 2 or not selected("engine"):
         return
     sur, theta0 = problem()
-    fn = surrogate_final(sur, theta0, ARGS.steps, ARGS.dt, kind="sparse")
+    fn = engine_final(sur, theta0, ARGS.steps, ARGS.dt)
     pts = plane(ARGS.grid)
-    print(f"\n## sweep engine: devices ({ARGS.grid} x {ARGS.grid}, {ARGS.steps} steps)")
+    print(f"\n## sweep engine ({ARGS.engine}): devices ({ARGS.grid} x {ARGS.grid}, {ARGS.steps} steps)")
     print("| devices | run s | speed-up |")
     print("| --- | --- | --- |")
     base = None
@@ -327,8 +355,8 @@ def scaling_tables():
     steps = ARGS.scale_steps
     if ARGS.scale_grid and selected("engine"):
         sur, theta0 = problem(steps=steps)
-        fn = surrogate_final(sur, theta0, steps, ARGS.dt, kind="sparse")
-        print(f"\n## sweep engine, fast sparse: grid size ({steps} steps, N = {sur.network.n})")
+        fn = engine_final(sur, theta0, steps, ARGS.dt)
+        print(f"\n## sweep engine ({ARGS.engine}): grid size ({steps} steps, N = {sur.network.n})")
         print("| grid | points | compile s | run s | points/s | pair-evals/s |")
         print("| --- | --- | --- | --- | --- | --- |")
         for side in (int(s) for s in ARGS.scale_grid.split(",")):
@@ -338,13 +366,13 @@ def scaling_tables():
                   f"{rate(4, sur.network.n, steps, len(pts), t):.2e} |", flush=True)
     if ARGS.scale_n and selected("engine"):
         pts = plane(ARGS.scale_n_grid)
-        print(f"\n## sweep engine, fast sparse: oscillators ({ARGS.scale_n_grid}^2 grid, "
+        print(f"\n## sweep engine ({ARGS.engine}): oscillators ({ARGS.scale_n_grid}^2 grid, "
               f"{steps} steps; k = 10, cross density 0.1, so the degree grows with N)")
         print("| N | slots | density | compile s | run s | pair-evals/s | edge-evals/s |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for n in (int(s) for s in ARGS.scale_n.split(",")):
             sur, theta0 = problem(sizes=(n // 2, n - n // 2), steps=steps)
-            fn = surrogate_final(sur, theta0, steps, ARGS.dt, kind="sparse")
+            fn = engine_final(sur, theta0, steps, ARGS.dt)
             c, t, _ = time_engine(fn, pts)
             edges = float(sur.network.adjacency.sum())
             print(f"| {n} | {sur.network.neighbours.shape[1]} | {sur.network.density:.3f} | "

@@ -486,6 +486,7 @@ def sweep(
     resume: bool = False,
     progress: bool = True,
     devices: Sequence[jax.Device] | None = None,
+    batched: bool = False,
 ):
     """Evaluate ``fn`` at every point; returns its outputs stacked over the points.
 
@@ -503,6 +504,10 @@ def sweep(
         resume: continue the sweep in ``store`` (or start it if the directory has none).
         progress: report compile time and points/s with ETA on stderr.
         devices: devices to shard the chunk axis over; default all, ``jax.devices()``.
+        batched: ``fn`` takes a chunk (each name maps to a 1-D array of points) and returns
+            leaves with a leading axis of points, so it is called as is, not vmapped (for
+            batch-layout solvers such as ``simulate_batch``). It must treat points
+            independently: chunk padding and sharding assume it.
 
     Returns:
         The PyTree ``fn`` returns with NumPy leaves of shape (P, ...), P = ``len(points)``,
@@ -516,7 +521,7 @@ def sweep(
     n_dev = len(devices)
     columns = {k: np.asarray(v, dtype=jax.dtypes.canonicalize_dtype(v.dtype))
                for k, v in pts.columns.items()}
-    batched = jax.vmap(fn)
+    batched = fn if batched else jax.vmap(fn)
     one = {k: jax.ShapeDtypeStruct((1,), v.dtype) for k, v in columns.items()}
     traced = jax.jit(batched).trace(one)  # fn is traced here: its errors surface here
     leaf_specs, treedef = jax.tree.flatten(traced.out_info)

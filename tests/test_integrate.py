@@ -1,5 +1,7 @@
 """The two integration paths and the three evaluations compute the same dynamics."""
 
+import sys
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -23,8 +25,11 @@ def lorenz_like_drive(m=2, dtype=F64):
     return sg.make_drive(ts, jnp.stack([jnp.sin(1.3 * ts + i) for i in range(m)], -1))
 
 
+@pytest.mark.parametrize("unroll", [64, 0], ids=["slot loop", "gather and reduce"])
 @pytest.mark.parametrize("normalisation", sg.NORMALISATIONS)
-def test_evaluations_agree(system, normalisation):
+def test_evaluations_agree(system, normalisation, unroll, monkeypatch):
+    """Both sparse forms: the slot loop (D <= UNROLL_SLOTS) and gather-then-reduce (larger D)."""
+    monkeypatch.setattr(sys.modules["surrogate.model"], "UNROLL_SLOTS", unroll)
     sur, theta = system
     sur = sg.Surrogate(sur.network, sur.params, normalisation=normalisation)
     u = jnp.asarray([0.3, -0.7], F64)
