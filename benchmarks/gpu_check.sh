@@ -9,7 +9,8 @@
 # own time limit (about 290 s in all) so that the later ones still run if one is slow; a variant
 # that fails to compile or run prints its error in full and the others go on:
 #   1. the plain-JAX paths agree on the GPU: final phases after 200 float32 steps of the naive
-#      dense baseline, diffrax RK4, the fast path (dense, sparse) and the sweep engine, 8 x 8
+#      dense baseline, diffrax RK4, the fast path (dense, sparse), simulate_batch (points on
+#      the minor axis; untimed on a GPU so far) and the sweep engine, 8 x 8
 #      grid; fails if any differs from the baseline by more than 1e-4 in sin(theta) (the CPU
 #      gives 3.4e-6; a wrong formula gives > 1e-2);
 #   2. the fused Pallas kernel (surrogate.kernels) agrees with the fast sparse path: same
@@ -17,7 +18,8 @@
 #      5e-7..1e-6; no matmul enters, so no TF32) or if a variant does not run ("dense" is left
 #      out for its 20 s compile; it agreed to 9e-7 on an H100 and is in tests/test_kernels.py);
 #   3. the Pallas kernel timed: 64 x 64 grid, 5000 steps, variants $PALLAS, against the naive
-#      baseline and the fast sparse path measured in the same run (target: <= 0.5 s);
+#      baseline, the fast sparse path and simulate_batch measured in the same run (target:
+#      <= 0.5 s);
 #   4. the table: 64 x 64 grid of (beta_self, beta_cross), 5000 steps, Lorenz drive,
 #      the plain-JAX variants side by side, compile apart;
 #   (3 and 4 time the first run after an ahead-of-time compile, --no-warmup, to fit the budget)
@@ -55,7 +57,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 echo; echo "== 1. the plain-JAX paths agree ($CHECK_STEPS float32 steps, $CHECK_GRID^2 grid)"
 if ! timeout 70 "$PY" benchmarks/sweep.py --grid "$CHECK_GRID" --steps 0 --scale-grid "" \
         --scale-n "" --check "$CHECK_STEPS" --check-tol 1e-4 --only naive "diffrax RK4" \
-        "fast RK4, dense" "fast RK4, sparse" engine --pallas ""; then
+        "fast RK4, dense" "fast RK4, sparse" batched engine --pallas ""; then
     echo "AGREEMENT CHECK FAILED (or timed out)"
     status=1
 fi
@@ -70,7 +72,7 @@ fi
 
 echo; echo "== 3. $GRID x $GRID grid, $STEPS steps: the fused Pallas kernel"
 timeout 95 "$PY" benchmarks/sweep.py --grid "$GRID" --steps "$STEPS" --no-warmup \
-    --scale-grid "" --scale-n "" --only naive "fast RK4, sparse" pallas --pallas "$PALLAS" $PALLAS_FLAGS \
+    --scale-grid "" --scale-n "" --only naive "fast RK4, sparse" batched pallas --pallas "$PALLAS" $PALLAS_FLAGS \
     || echo "(part 3 stopped: exit $?)"
 
 echo; echo "== 4. $GRID x $GRID grid, $STEPS steps: plain-JAX variants"

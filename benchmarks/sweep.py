@@ -14,13 +14,14 @@ returns the final phases of every point, so no trajectory is stored.
 Main table, measured side by side: the naive dense baseline written here (exp, cos and sin per
 pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulate(path=
 "diffrax")`` with the same RK4 scheme, and with Tsit5 at a constant step), the fast path
-(``simulate(path="fast")``, dense and sparse evaluations) and the sweep engine
-(``surrogate.sweep`` over the same fast sparse function: chunking and sharding over all devices
-included) and, on a GPU (or in the Pallas interpreter with ``--pallas-interpret``), the fused
-kernel ``surrogate.fused_simulate`` in the variants named by ``--pallas`` (rows "pallas ...";
-the whole grid in one kernel call, so ``vmap`` is not applied to it). Each is compiled ahead
-of time (compile time reported apart; the engine's is its first call minus its second), run
-once to warm up (not with ``--no-warmup``), then timed (best of ``--repeats``).
+(``simulate(path="fast")``, dense and sparse evaluations), ``simulate_batch`` (the same sparse
+RK4 on the whole grid at once, points on the minor axis) and the sweep engine (``surrogate.sweep``
+over the fast sparse function, vmapped, and over ``simulate_batch`` with ``batched=True``:
+chunking and sharding over all devices included) and, on a GPU (or in the Pallas interpreter
+with ``--pallas-interpret``), the fused kernel ``surrogate.fused_simulate`` in the variants named
+by ``--pallas`` (rows "pallas ..."; the whole grid in one kernel call, not vmapped). Each is
+compiled ahead of time (compile time reported apart; the engine's is its first call minus its
+second), run once to warm up (not with ``--no-warmup``), then timed (best of ``--repeats``).
 "pair-evals/s" counts 4 N^2 pair evaluations per RK4 step per point (6 N^2 per Tsit5 step),
 dense-equivalent, so the sparse figures compare directly. Then: the engine on one device vs all
 devices, and the engine's scaling with grid size and with oscillator count (``--scale-steps``
@@ -341,7 +342,8 @@ def devices_table():
     sur, theta0 = problem()
     fn = engine_final(sur, theta0, ARGS.steps, ARGS.dt)
     pts = plane(ARGS.grid)
-    print(f"\n## sweep engine ({ARGS.engine}): devices ({ARGS.grid} x {ARGS.grid}, {ARGS.steps} steps)")
+    print(f"\n## sweep engine ({ARGS.engine}): devices ({ARGS.grid} x {ARGS.grid}, "
+          f"{ARGS.steps} steps)")
     print("| devices | run s | speed-up |")
     print("| --- | --- | --- |")
     base = None

@@ -33,6 +33,7 @@ __all__ = [
     "accumulate",
     "RidgeFit",
     "fit_ridge",
+    "spd_solve",
     "nmse",
     "predict",
     "shapley_values",
@@ -116,6 +117,36 @@ def nmse(stats: NormalEquations, split: int, w: jax.Array, b: jax.Array) -> jax.
     return jnp.maximum(sse, 0) / (n * var)
 
 
+def spd_solve(A: jax.Array, B: jax.Array) -> jax.Array:
+    """x = A^-1 B for a symmetric positive definite A (F, F), B (F, Z), by Cholesky in plain
+    XLA ops (column loop, matrix-vector products).
+
+    Not ``jax.scipy.linalg.cho_solve``: jaxlib's CPU LAPACK kernels split a batch over XLA's
+    intra-op thread pool and block until it is done, so two of them running at once (one per
+    CPU device of a sharded sweep, or two independent calls in one program) wait for each other
+    forever on a 2-core machine (seen with gdb: both pool threads in ParallelBatchMap).
+    """
+    n = A.shape[0]
+    rows = jnp.arange(n)
+
+    def column(j, L):  # left-looking: column j from the columns < j (zero elsewhere)
+        v = A[:, j] - L @ L[j]
+        return L.at[:, j].set(jnp.where(rows >= j, v / jnp.sqrt(v[j]), 0))
+
+    L = jax.lax.fori_loop(0, n, column, jnp.zeros_like(A))
+    diag = jnp.diagonal(L)
+
+    def forward(i, y):  # L y = B
+        return y.at[i].set((B[i] - L[i] @ y) / diag[i])
+
+    def backward(k, x):  # L^T x = y
+        i = n - 1 - k
+        return x.at[i].set((y[i] - L[:, i] @ x) / diag[i])
+
+    y = jax.lax.fori_loop(0, n, forward, jnp.zeros_like(B))
+    return jax.lax.fori_loop(0, n, backward, jnp.zeros_like(B))
+
+
 @functools.partial(jax.jit, static_argnames=("lambdas", "train", "val"))
 def fit_ridge(
     stats: NormalEquations,
@@ -143,7 +174,7 @@ def fit_ridge(
     eye = jnp.eye(n_feat, dtype=C.dtype)
 
     def solve(lam):  # one Cholesky per lam: far cheaper than eigh on XLA:CPU, batches well
-        w = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(C + lam * scale * eye), c)
+        w = spd_solve(C + lam * scale * eye, c)
         w = w * m[:, None]
         return w, zbar - mu @ w
 

@@ -328,10 +328,10 @@ def conditional_lyapunov_exponents(
     """
     kind = _resolve_kind(surrogate, kind)
     vector_field, args = _surrogate_field(kind), surrogate
-    if kind != "reference":  # coupling tables built once, outside the time loop
-        from surrogate.model import coupling_tables
+    if kind != "reference":  # coupling tables built once, outside the time loop; a rolled
+        from surrogate.model import coupling_tables  # slot loop: 25x shorter compile here
 
-        args = (surrogate, coupling_tables(surrogate, kind))
+        args = (surrogate, coupling_tables(surrogate, kind, unroll_slots=False))
     theta0 = jnp.asarray(theta0, surrogate.dtype)
     n = theta0.shape[-1] if theta0.ndim else 0
     kw = {"dt": dt, "n_steps": n_steps, "transient": transient, "renorm_every": renorm_every,

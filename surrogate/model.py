@@ -178,15 +178,18 @@ class CouplingTables:
     per-row softmax shift (N,) = max_b |B[sigma(i), b]| (cancels in the softmax, keeps exp <= 1).
 
     They depend on the parameters but not on the phases: integrators build them once per solve.
+    Static ``unroll_slots`` (sparse form): unroll the loop over neighbour slots (fastest to
+    run) or keep it rolled (fastest to compile, for tangent dynamics: see ``UNROLL_SLOTS``).
     """
 
     beta: jax.Array
     kappa: jax.Array
     mask: jax.Array
     shift: jax.Array
+    unroll_slots: bool = struct.field(pytree_node=False, default=True)
 
 
-def coupling_tables(sur: Surrogate, kind: Kind) -> CouplingTables:
+def coupling_tables(sur: Surrogate, kind: Kind, *, unroll_slots: bool = True) -> CouplingTables:
     """Build the ``CouplingTables`` of ``sur`` for the evaluation ``kind``."""
     if kind not in ("reference", "dense", "sparse"):
         raise ValueError(f"kind must be 'reference', 'dense' or 'sparse', got {kind!r}")
@@ -199,25 +202,33 @@ def coupling_tables(sur: Surrogate, kind: Kind) -> CouplingTables:
     B, K = sur.params.B, sur.params.K
     shift = jnp.max(jnp.abs(B), axis=1)[pop]
     return CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj], mask=mask,
-                          shift=shift)
+                          shift=shift, unroll_slots=unroll_slots)
 
 
-#: The sparse form loops over the D neighbour slots (unrolled) when D is at most this, so that
-#: every operation is elementwise over the rows: XLA:CPU reduces over a slot axis ~10x slower
-#: than it adds, and a gather of whole columns under ``vmap`` is cheap (measured: 3x faster
-#: vmapped sweep on CPU than gather-then-reduce, which it replaces).
+#: The sparse form loops over the D neighbour slots when D is at most this, so that every
+#: operation is elementwise over the rows: XLA:CPU reduces over a slot axis ~10x slower than it
+#: adds (measured on 2 cores, 16 x 16 grid: vmapped fast path 2.9x faster than gather-then-
+#: reduce). Unrolled, the loop runs 2-3x faster than rolled, but the tangent dynamics of the
+#: unrolled loop (``jax.linearize`` + ``vmap``, the Lyapunov spectra) take ~80 s to compile on
+#: CPU against ~3 s rolled, so ``surrogate.lyapunov`` asks for ``unroll_slots=False``.
 UNROLL_SLOTS = 64
 
 
 def _slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):
     """Sparse coupling sum_j kappa alpha sin(theta_j - theta_i), one neighbour slot at a time."""
-    z = a = b = jnp.zeros_like(c)
-    for d in range(neighbours.shape[1]):
-        cj, sj = c[neighbours[:, d]], s[neighbours[:, d]]
-        x = tab.beta[:, d] * (c * cj + s * sj)
-        e = tab.mask[:, d] * jnp.exp(x - tab.shift if normalisation == "softmax" else x)
-        w = tab.kappa[:, d] * e
-        z, a, b = z + e, a + w * sj, b + w * cj
+    def slot(acc, xs):
+        z, a, b = acc
+        j, beta, kappa, mask = xs
+        cj, sj = c[j], s[j]
+        x = beta * (c * cj + s * sj)
+        e = mask * jnp.exp(x - tab.shift if normalisation == "softmax" else x)
+        w = kappa * e
+        return (z + e, a + w * sj, b + w * cj), None
+
+    slots = tuple(jnp.moveaxis(x, 1, 0) for x in (neighbours, tab.beta, tab.kappa, tab.mask))
+    zero = jnp.zeros_like(c)
+    (z, a, b), _ = jax.lax.scan(slot, (zero, zero, zero), slots,
+                                unroll=True if tab.unroll_slots else 1)
     if normalisation == "softmax":
         norm = jnp.where(z > 0, z, 1)
     elif normalisation == "mean":
