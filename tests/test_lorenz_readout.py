@@ -18,10 +18,21 @@ from lorenz.readout import (
     normal_equations,
     predict,
     shapley_values,
+    spd_solve,
 )
 
 F64 = jnp.float64
 SPLITS = Splits(washout=200, train=1000, val=250, test=500)
+
+
+def test_spd_solve_equals_numpy_and_batches():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 300, 40))
+    A = np.einsum("bti,btj->bij", x, x) + 1e-6 * np.eye(40)  # condition number ~1e3..1e4
+    B = rng.normal(size=(3, 40, 2))
+    got = jax.jit(jax.vmap(spd_solve))(jnp.asarray(A), jnp.asarray(B))
+    want = np.linalg.solve(A, B)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-11 * np.abs(want).max())
 
 
 def test_readout_recovers_a_known_linear_map():
