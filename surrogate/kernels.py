@@ -42,14 +42,14 @@ from flax import struct
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from surrogate.integrate import _stage_drive
 from surrogate.model import NORMALISATIONS, Params, Surrogate
 
 __all__ = ["FusedRun", "fused_simulate", "VARIANTS"]
 
 VARIANTS = ("dense", "gather", "lanes", "lanes3d")
 
-#: RK4 stage nodes and weights, as in surrogate.integrate (stages 2 and 3 share t + dt/2).
-_C = (0.0, 0.5, 0.5, 1.0)
+#: RK4 stage coefficients and weights, as in surrogate.integrate.
 _A = (None, 0.5, 0.5, 1.0)  # stage j > 0 evaluates at theta + dt * _A[j] * k_{j-1}
 _W = (1 / 6, 1 / 3, 1 / 3, 1 / 6)
 
@@ -563,13 +563,8 @@ def stage_drive(sur: Surrogate, t0, dt, n_steps: int) -> jax.Array:
     """Drive u at the four RK4 stage times of every step, (4 n_steps, M), as the fast path does
     (zeros without a drive)."""
     m = sur.network.n_populations
-    dtype = sur.dtype
-    if sur.drive is None:
-        return jnp.zeros((4 * n_steps, m), dtype)
-    dt = jnp.asarray(dt, dtype)
-    times = t0 + dt * jnp.arange(n_steps, dtype=dtype)
-    stage_t = times[:, None] + dt * jnp.asarray(_C, dtype)
-    return jax.vmap(jax.vmap(sur.drive_at))(stage_t).reshape(4 * n_steps, m)
+    u = _stage_drive(sur, t0, jnp.asarray(dt, sur.dtype), n_steps)
+    return jnp.zeros((4 * n_steps, m), sur.dtype) if u is None else u.reshape(4 * n_steps, m)
 
 
 def fused_simulate(
