@@ -179,7 +179,7 @@ class CouplingTables:
 
     They depend on the parameters but not on the phases: integrators build them once per solve.
     Static ``unroll_slots`` (sparse form): unroll the loop over neighbour slots (fastest to
-    run) or keep it rolled (fastest to compile, for tangent dynamics: see ``UNROLL_SLOTS``).
+    run) or keep it rolled (fastest to compile, for tangent dynamics: see ``SLOT_LOOP_MAX``).
     """
 
     beta: jax.Array
@@ -207,15 +207,16 @@ def coupling_tables(sur: Surrogate, kind: Kind, *, unroll_slots: bool = True) ->
 
 #: The sparse form loops over the D neighbour slots when D is at most this, so that every
 #: operation is elementwise over the rows: XLA:CPU reduces over a slot axis ~10x slower than it
-#: adds (measured on 2 cores, 16 x 16 grid: vmapped fast path 2.9x faster than gather-then-
-#: reduce). Unrolled, the loop runs 2-3x faster than rolled, but the tangent dynamics of the
+#: adds (measured on 2 cores, 16 x 16 grid: vmapped fast path about 2.5x faster than gather-
+#: then-reduce). Unrolled, the loop runs 2-3x faster than rolled, but the tangent dynamics of the
 #: unrolled loop (``jax.linearize`` + ``vmap``, the Lyapunov spectra) take ~80 s to compile on
 #: CPU against ~3 s rolled, so ``surrogate.lyapunov`` asks for ``unroll_slots=False``.
-UNROLL_SLOTS = 64
+SLOT_LOOP_MAX = 64
 
 
 def _slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):
     """Sparse coupling sum_j kappa alpha sin(theta_j - theta_i), one neighbour slot at a time."""
+
     def slot(acc, xs):
         z, a, b = acc
         j, beta, kappa, mask = xs
@@ -275,7 +276,7 @@ def rhs(
         d = theta[None, :] - theta[:, None]
         w = tab.kappa * _attention(jnp.cos(d), tab, sur.normalisation)
         coupling = jnp.sum(w * jnp.sin(d), axis=-1)
-    elif kind == "sparse" and tab.mask.shape[1] <= UNROLL_SLOTS:
+    elif kind == "sparse" and tab.mask.shape[1] <= SLOT_LOOP_MAX:
         c, s = jnp.cos(theta), jnp.sin(theta)
         coupling = _slot_sums(c, s, tab, sur.network.neighbours, sur.normalisation)
     else:

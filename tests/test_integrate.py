@@ -28,8 +28,8 @@ def lorenz_like_drive(m=2, dtype=F64):
 @pytest.mark.parametrize("unroll", [64, 0], ids=["slot loop", "gather and reduce"])
 @pytest.mark.parametrize("normalisation", sg.NORMALISATIONS)
 def test_evaluations_agree(system, normalisation, unroll, monkeypatch):
-    """Both sparse forms: the slot loop (D <= UNROLL_SLOTS) and gather-then-reduce (larger D)."""
-    monkeypatch.setattr(sys.modules["surrogate.model"], "UNROLL_SLOTS", unroll)
+    """Both sparse forms: the slot loop (D <= SLOT_LOOP_MAX) and gather-then-reduce (larger D)."""
+    monkeypatch.setattr(sys.modules["surrogate.model"], "SLOT_LOOP_MAX", unroll)
     sur, theta = system
     sur = sg.Surrogate(sur.network, sur.params, normalisation=normalisation)
     u = jnp.asarray([0.3, -0.7], F64)
