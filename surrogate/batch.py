@@ -21,7 +21,14 @@ import jax.numpy as jnp
 
 from surrogate.integrate import _check_steps, _fold_steps, _rk4_step, _stage_drive
 from surrogate.kernels import FusedRun, _batch, _batch_size
-from surrogate.model import NORMALISATIONS, CouplingTables, Params, Surrogate, _slot_sums
+from surrogate.model import (
+    NORMALISATIONS,
+    SLOT_LOOP_MAX,
+    CouplingTables,
+    Params,
+    Surrogate,
+    _slot_sums,
+)
 
 __all__ = ["simulate_batch"]
 
@@ -34,7 +41,8 @@ def _lanes_rhs(sur: Surrogate, omega, gain, B, K):
     pj = pop[nbr]
     tab = CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj],  # (N, D, G)
                          mask=net.neighbour_mask.astype(sur.dtype)[:, :, None],  # (N, D, 1)
-                         shift=jnp.max(jnp.abs(B), axis=1)[pop])  # (N, G)
+                         shift=jnp.max(jnp.abs(B), axis=1)[pop],  # (N, G)
+                         unroll_slots=nbr.shape[1] <= SLOT_LOOP_MAX)  # long compiles above
 
     def f(theta, u):
         c, s = jnp.cos(theta), jnp.sin(theta)
