@@ -525,9 +525,9 @@ def sweep(
     n_dev = len(devices)
     columns = {k: np.asarray(v, dtype=jax.dtypes.canonicalize_dtype(v.dtype))
                for k, v in pts.columns.items()}
-    batched = fn if batched else jax.vmap(fn)
+    chunk_fn = fn if batched else jax.vmap(fn)
     one = {k: jax.ShapeDtypeStruct((1,), v.dtype) for k, v in columns.items()}
-    traced = jax.jit(batched).trace(one)  # fn is traced here: its errors surface here
+    traced = jax.jit(chunk_fn).trace(one)  # fn is traced here: its errors surface here
     leaf_specs, treedef = jax.tree.flatten(traced.out_info)
     leaves = [(tuple(s.shape[1:]), np.dtype(s.dtype)) for s in leaf_specs]
     one_point = traced.lower()
@@ -602,7 +602,7 @@ def sweep(
         t0 = time.perf_counter()
         compiled = _cached(
             (program, padded, tuple(d.id for d in devices)),
-            lambda: jax.jit(batched, in_shardings=sharding, out_shardings=sharding)
+            lambda: jax.jit(chunk_fn, in_shardings=sharding, out_shardings=sharding)
             .lower(in_struct).compile())
         progress_.say(f"compiled {manifest['function']} for chunks of {chunk_size} points on "
                       f"{n_dev} {devices[0].platform} device(s) in "
