@@ -89,7 +89,7 @@ from surrogate.model import (
     vector_field,
 )
 from surrogate.network import Network, build_network, cross_links, from_adjacency, watts_strogatz
-from surrogate.sweep import Points, SweepStoreError, as_points, grid, sweep
+from surrogate.sweep import Points, SweepStoreError, as_points, grid, init_multihost, sweep
 
 __all__ = [
     "NORMALISATIONS",
@@ -130,6 +130,7 @@ __all__ = [
     "SweepStoreError",
     "as_points",
     "grid",
+    "init_multihost",
     "sweep",
     "LyapunovSpectrum",
     "lyapunov_spectrum",

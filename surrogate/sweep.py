@@ -30,10 +30,13 @@ holds other indices, or stray chunk files without a manifest raise ``SweepStoreE
 the file and field; nothing is mixed or overwritten.
 
 Multi-host. Call ``jax.distributed.initialize()`` on every process first and then ``sweep``
-with the same arguments on every process: the mesh spans ``jax.devices()`` of all hosts, each
-process feeds the shards of its own devices (``jax.make_array_from_callback``), results are
-gathered to every process (``multihost_utils.process_allgather``) and process 0 alone writes
-the store, which must be on a shared file system for ``resume``. (Tested on one host only.)
+with the same arguments on every process (``xmodal sweep --coordinator ...`` does both): the
+mesh spans ``jax.devices()`` of all hosts, each process feeds the shards of its own devices
+(``jax.make_array_from_callback``) and results are gathered to every process
+(``multihost_utils.process_allgather``). Process 0 alone reads and writes the store (it need not
+be on a shared file system): its verdict on the store (an error, or the finished chunks and
+their results) is broadcast, so every process computes the same chunks or raises the same
+error. Tested with 2 processes of 2 CPU devices each on one machine (collectives over gloo).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["Points", "SweepStoreError", "as_points", "grid", "sweep"]
+__all__ = ["Points", "SweepStoreError", "as_points", "grid", "init_multihost", "sweep"]
 
 FORMAT = "xmodal.sweep/1"
 MANIFEST = "manifest.json"
@@ -249,11 +252,10 @@ def _chunk_path(root: Path, k: int) -> Path:
 class _Store:
     """The directory of one sweep (see module docstring)."""
 
-    def __init__(self, root, manifest: dict, leaves, writer: bool):
+    def __init__(self, root, manifest: dict, leaves):
         self.root = Path(root)
         self.manifest = manifest
         self.leaves = leaves  # [(shape per point, dtype)]
-        self.writer = writer
         self.previous = None  # the manifest found on disk, if any
 
     # Fields of the manifest that must agree for a resume, with what they mean.
@@ -300,13 +302,11 @@ class _Store:
                     f"store {root}: has chunk files ({chunks[min(chunks)].name}, ...) but no "
                     f"{MANIFEST}; refusing to mix them with this sweep"
                 )
-            if self.writer:
-                root.mkdir(parents=True, exist_ok=True)
-                _atomic_write(mpath, lambda f: f.write(
-                    (json.dumps(self.manifest, indent=2) + "\n").encode()))
-        if self.writer:
-            for stale in root.glob(".chunk-*.tmp"):  # left by a kill during a write
-                stale.unlink(missing_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
+            _atomic_write(mpath, lambda f: f.write(
+                (json.dumps(self.manifest, indent=2) + "\n").encode()))
+        for stale in root.glob(".chunk-*.tmp"):  # left by a kill during a write
+            stale.unlink(missing_ok=True)
         n_chunks = self.manifest["n_chunks"]
         for k, path in chunks.items():
             if k >= n_chunks:
@@ -369,8 +369,6 @@ class _Store:
         return leaves
 
     def write_chunk(self, k: int, indices: np.ndarray, leaves: Sequence[np.ndarray]) -> None:
-        if not self.writer:
-            return
         arrays = {"fingerprint": np.asarray(self.manifest["fingerprint"]), "indices": indices}
         arrays.update({f"leaf_{i:04d}": x for i, x in enumerate(leaves)})
         _atomic_write(_chunk_path(self.root, k), lambda f: np.savez(f, **arrays))
@@ -472,6 +470,47 @@ def _auto_chunk_size(one_point, program: str, devices, n_points: int) -> int:
     return per_device * n_dev
 
 
+#: Bytes of an error message broadcast from process 0.
+_MESSAGE_BYTES = 4096
+
+
+def _from_process_0(decide: Callable[[], Any], like):
+    """``decide()`` run on process 0 and its result (a PyTree of NumPy arrays shaped like
+    ``like``) given bit for bit to every process; an exception there is raised on every process
+    (on the others as a ``SweepStoreError`` quoting it). ``decide()`` itself on one process."""
+    if jax.process_count() == 1:
+        return decide()
+    from jax.experimental import multihost_utils
+
+    message, error, out = np.zeros(_MESSAGE_BYTES, np.uint8), None, like
+    if jax.process_index() == 0:
+        try:
+            out = decide()
+        except Exception as err:  # noqa: BLE001 - every process must hear of it
+            error = err
+            text = f"{type(err).__name__}: {err}".encode()[:_MESSAGE_BYTES]
+            message[: len(text)] = np.frombuffer(text, np.uint8)
+    flat, treedef = jax.tree.flatten(out)
+    raw = [np.ascontiguousarray(x).reshape(-1).view(np.uint8) for x in flat]  # psum of bytes
+    message, raw = multihost_utils.broadcast_one_to_all((message, raw))
+    if error is not None:
+        raise error
+    if message.any():
+        text = bytes(message).rstrip(b"\0").decode(errors="replace")
+        raise SweepStoreError(f"process 0: {text}")
+    return jax.tree.unflatten(treedef, [np.array(r).view(x.dtype).reshape(x.shape)
+                                        for r, x in zip(raw, flat)])
+
+
+def init_multihost(coordinator: str | None = None, num_processes: int | None = None,
+                   process_id: int | None = None) -> None:
+    """``jax.distributed.initialize`` for a multi-host sweep: call it on every process before
+    anything else touches JAX. Arguments left None are detected from the cluster (SLURM,
+    Open MPI, ...; JAX_COORDINATOR_ADDRESS for the address)."""
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+
+
 def _gather(x: jax.Array) -> np.ndarray:
     if x.is_fully_addressable:
         return np.asarray(x)
@@ -535,15 +574,20 @@ def sweep(
     config = _jsonable(config)
     if store is not None:
         store = Path(store)
-    progress_ = _Progress(n_points, 0, progress)
+    lead = jax.process_index() == 0  # reads and writes the store, reports progress
+    progress_ = _Progress(n_points, 0, progress and lead)
 
-    if chunk_size is None and store is not None and resume and (store / MANIFEST).exists():
-        chunk_size = _Store._read_manifest(store / MANIFEST).get("chunk_size")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise SweepStoreError(f"{store / MANIFEST}: field 'chunk_size' must be a positive "
-                                  f"integer, got {chunk_size!r}")
     if chunk_size is None:
-        chunk_size = _auto_chunk_size(one_point, program, devices, n_points)
+        def default_chunk_size():  # the store's when resuming, else from device memory
+            if store is not None and resume and (store / MANIFEST).exists():
+                size = _Store._read_manifest(store / MANIFEST).get("chunk_size")
+                if not isinstance(size, int) or size < 1:
+                    raise SweepStoreError(f"{store / MANIFEST}: field 'chunk_size' must be a "
+                                          f"positive integer, got {size!r}")
+                return np.int64(size)
+            return np.int64(_auto_chunk_size(one_point, program, devices, n_points))
+
+        chunk_size = int(_from_process_0(default_chunk_size, np.int64(0)))
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) \
             or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -575,16 +619,24 @@ def sweep(
 
     results = [np.empty((n_points,) + s, d) for s, d in leaves]
     done: set[int] = set()
-    st = None
+    st = _Store(store, manifest, leaves) if store is not None and lead else None
     if store is not None:
-        st = _Store(store, manifest, leaves, writer=jax.process_index() == 0)
-        for k, path in sorted(st.open(resume).items()):
-            lo, hi = k * chunk_size, min((k + 1) * chunk_size, n_points)
-            for out, x in zip(results, st.read_chunk(k, path, np.arange(lo, hi))):
-                out[lo:hi] = x
-            done.add(k)
-            progress_.done += hi - lo
-        if done:
+        def load():  # on process 0: check or create the store, read the finished chunks
+            finished = np.zeros(n_chunks, np.int8)
+            for k, path in sorted(st.open(resume).items()):
+                lo, hi = k * chunk_size, min((k + 1) * chunk_size, n_points)
+                for out, x in zip(results, st.read_chunk(k, path, np.arange(lo, hi))):
+                    out[lo:hi] = x
+                finished[k] = 1
+            return finished
+
+        finished = _from_process_0(load, np.zeros(n_chunks, np.int8))
+        done = set(np.flatnonzero(finished).tolist())
+        if done and jax.process_count() > 1:
+            results = _from_process_0(lambda: results, results)
+        progress_.done = sum(min((k + 1) * chunk_size, n_points) - k * chunk_size
+                             for k in done)
+        if done and lead:
             progress_.say(f"resuming {store}: {len(done)} of {n_chunks} chunks on disk")
             made_on = (st.previous or {}).get("platform"), (st.previous or {}).get("n_devices")
             if len(done) < n_chunks and made_on != (devices[0].platform, n_dev):

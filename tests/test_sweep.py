@@ -417,6 +417,76 @@ def test_cli_sweep_writes_results_and_resumes(tmp_path, capsys):
     assert exc.value.code == 2 and "made by another configuration" in capsys.readouterr().err
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _two_processes(spec: Path, out: Path, *extra: str) -> list[subprocess.CompletedProcess]:
+    """``xmodal sweep`` as 2 processes of 2 CPU devices each, coordinated over localhost."""
+    port = _free_port()
+    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "xmodal.cli", "sweep", str(spec), "--out", str(out), *extra,
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    done = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=240)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return done
+
+
+def test_two_processes_sweep_like_one_and_resume(tmp_path):
+    # jax.distributed with 2 processes x 2 CPU devices (gloo collectives): the grid is sharded
+    # over 4 devices of 2 processes; process 0 alone decides on and writes the store.
+    spec = tmp_path / "plane.json"
+    spec.write_text(json.dumps(dict(SPEC, run=dict(SPEC["run"], chunk_size=2))))
+    one = subprocess.run([sys.executable, "-m", "xmodal.cli", "sweep", str(spec), "--out",
+                          str(tmp_path / "one"), "--quiet"], env=_env(
+                             XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+                         capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr
+    ref = np.load(tmp_path / "one/sweep.npz")
+
+    out = tmp_path / "two"
+    first = _two_processes(spec, out)
+    assert [p.returncode for p in first] == [0, 0], [p.stderr[-2000:] for p in first]
+    assert "on 4 cpu device(s)" in first[0].stderr and "sweep:" not in first[1].stderr
+    assert "swept 6 points" in first[0].stdout and "swept" not in first[1].stdout
+    two = dict(np.load(out / "sweep.npz"))
+    for name in ("order_parameter", "modality_attention", "dominance"):
+        np.testing.assert_allclose(two[name], ref[name], rtol=0, atol=1e-12)
+    assert json.loads((out / "chunks/manifest.json").read_text())["n_devices"] == 4
+
+    # a finished sweep without --resume: both processes refuse, none waits for the other
+    again = _two_processes(spec, out)
+    assert [p.returncode for p in again] == [2, 2]
+    assert all("pass --resume" in p.stderr for p in again)
+
+    # one chunk lost: the resumed run recomputes it alone and gives the same bits
+    (out / "chunks/chunk-00001.npz").unlink()
+    kept = files(out / "chunks")
+    resumed = _two_processes(spec, out, "--resume")
+    assert [p.returncode for p in resumed] == [0, 0], [p.stderr[-2000:] for p in resumed]
+    assert "2 of 3 chunks on disk" in resumed[0].stderr
+    after = files(out / "chunks")
+    assert {n: after[n] for n in kept} == kept and "chunk-00001.npz" in after
+    for name, x in np.load(out / "sweep.npz").items():
+        np.testing.assert_array_equal(x, two[name])
+
+    # process 0's verdict on a foreign store reaches process 1 (no hang, the same error)
+    spec.write_text(json.dumps(dict(SPEC, run=dict(SPEC["run"], chunk_size=2, steps=60))))
+    foreign = _two_processes(spec, out, "--resume")
+    assert [p.returncode for p in foreign] == [2, 2]
+    assert "made by another configuration" in foreign[0].stderr
+    assert "process 0: SweepStoreError" in foreign[1].stderr
+    assert "made by another configuration" in foreign[1].stderr
+
+
 def test_cli_toml_spec(tmp_path):
     spec = tmp_path / "plane.toml"
     spec.write_text(textwrap.dedent("""

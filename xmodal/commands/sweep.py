@@ -332,6 +332,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    m = p.add_argument_group(
+        "multi-host", "Run the same command on every host (one process each): the grid is "
+        "sharded over the devices of all hosts; process 0 reads and writes --out. Any of these "
+        "flags starts jax.distributed; those left out are detected from the cluster (SLURM, "
+        "Open MPI, ...).")
+    m.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    m.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    m.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N-1")
+    m.add_argument("--distributed", action="store_true",
+                   help="start jax.distributed with every setting detected from the cluster")
     p.set_defaults(run=run)
 
 
@@ -351,6 +361,10 @@ def run(args: argparse.Namespace) -> int:
 
     import surrogate as sg
 
+    multihost = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed or any(x is not None for x in multihost):
+        sg.init_multihost(*multihost)  # returns once every process has passed the check above
+
     points = sg.grid(**spec["axes"])
     fn = point_function(spec)
     config = {"model": spec["model"], "run": spec["run"]}
@@ -358,6 +372,8 @@ def run(args: argparse.Namespace) -> int:
     res = sg.sweep(fn, points, chunk_size=spec["run"]["chunk_size"], store=out / "chunks",
                    config=config, resume=args.resume, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
+    if jax.process_index() != 0:
+        return 0
     gridded = points.unflatten(res)
     arrays = {f"axis_{name}": values for name, values in points.axes.items()}
     arrays.update(gridded)
