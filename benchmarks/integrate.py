@@ -84,7 +84,7 @@ def main() -> None:
         print(f"  done: {name}: {best:.2f} s", flush=True)
 
     base = rows[0][2] if rows and "baseline" in rows[0][0] else None
-    print(f"\n| variant | compile s | run s | pair-evals/s | speed-up vs baseline |")
+    print("\n| variant | compile s | run s | pair-evals/s | speed-up vs baseline |")
     print("| --- | --- | --- | --- | --- |")
     for name, c, t, r in rows:
         ratio = f"{base / t:.2f}x" if base else "-"

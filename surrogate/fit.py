@@ -799,7 +799,7 @@ def synthetic_bundle(
     k_model, _ = jax.random.split(key)
     model = make_model(k_model, config.sizes, config)
     pred = np.asarray(_model_attention_jit(model, params), np.float64)  # (L, M, M)
-    L, M = pred.shape[0], pred.shape[1]
+    L = pred.shape[0]
     mods = DEFAULT_MODALITIES
     cols = [mods.index(m) for m in config.modalities]
     heads = []

@@ -50,7 +50,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +59,8 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from surrogate.files import atomic_write
 
 __all__ = ["Points", "SweepStoreError", "as_points", "grid", "init_multihost", "sweep"]
 
@@ -224,22 +225,6 @@ def _fn_name(fn) -> str:
 # ------------------------------------------------------------------------------------ store
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _short(value, width: int = 60) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -303,7 +288,7 @@ class _Store:
                     f"{MANIFEST}; refusing to mix them with this sweep"
                 )
             root.mkdir(parents=True, exist_ok=True)
-            _atomic_write(mpath, lambda f: f.write(
+            atomic_write(mpath, lambda f: f.write(
                 (json.dumps(self.manifest, indent=2) + "\n").encode()))
         for stale in root.glob(".chunk-*.tmp"):  # left by a kill during a write
             stale.unlink(missing_ok=True)
@@ -371,7 +356,7 @@ class _Store:
     def write_chunk(self, k: int, indices: np.ndarray, leaves: Sequence[np.ndarray]) -> None:
         arrays = {"fingerprint": np.asarray(self.manifest["fingerprint"]), "indices": indices}
         arrays.update({f"leaf_{i:04d}": x for i, x in enumerate(leaves)})
-        _atomic_write(_chunk_path(self.root, k), lambda f: np.savez(f, **arrays))
+        atomic_write(_chunk_path(self.root, k), lambda f: np.savez(f, **arrays))
 
 
 # --------------------------------------------------------------------------------- progress

@@ -16,7 +16,6 @@ from surrogate.bias import (
     couplings_of,
     cross_share_metric,
     dominance_metric,
-    parameter_names,
     project_simplex,
     sensitivity,
     sensitivity_table,

@@ -53,8 +53,6 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen_run(setup, tmp_path_factory):
-    import _pytest.capture  # noqa: F401  (capsys is function-scoped: capture by hand here)
-
     out = tmp_path_factory.mktemp("qwen-run")
     code = main(["emotion", "--data", setup["data"], "--model", setup["qwen"], "--out", str(out),
                  *OPTIONS])

@@ -11,10 +11,7 @@ from lorenz.data import Splits, lorenz_series
 from lorenz.forecast import valid_prediction_time
 from lorenz.observer import features, modality_masks, observer_statistics, surrogate_features
 from lorenz.readout import (
-    NormalEquations,
-    accumulate,
     fit_ridge,
-    nmse,
     normal_equations,
     predict,
     shapley_values,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from surrogate.files import atomic_write
 
 __all__ = [
     "atomic_write_bytes",
@@ -31,26 +31,8 @@ def check_out_dir(path: Path) -> Path:
     return path
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through ``write(file)`` to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -60,12 +42,14 @@ def atomic_write_json(path: Path, obj) -> None:
 def atomic_write_npz(path: Path, **arrays) -> None:
     import numpy as np
 
-    _atomic(path, lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def atomic_savefig(fig, path: Path, **kwargs) -> None:
     fmt = Path(path).suffix.lstrip(".") or "png"
-    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=kwargs.pop("dpi", 120), **kwargs))
+    dpi = kwargs.pop("dpi", 120)
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, **kwargs))
 
 
 def versions() -> dict[str, str]:
