@@ -53,7 +53,7 @@ from surrogate.fit import (  # the fit itself: ``surrogate.fit.fit`` (module and
     model_from_json,
     synthetic_bundle,
 )
-from surrogate.batch import simulate_batch
+from surrogate.batch import fold_batch, simulate_batch
 from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
 from surrogate.kernels import FusedRun, fused_simulate
 from surrogate.lyapunov import (
@@ -111,6 +111,7 @@ __all__ = [
     "fold",
     "FusedRun",
     "fused_simulate",
+    "fold_batch",
     "simulate_batch",
     "from_adjacency",
     "initial_phases",

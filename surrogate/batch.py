@@ -16,6 +16,8 @@ same arithmetic as ``fold`` (bit-identical on CPU, tests/test_batch.py). The Pal
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -30,7 +32,7 @@ from surrogate.model import (
     _slot_sums,
 )
 
-__all__ = ["simulate_batch"]
+__all__ = ["fold_batch", "simulate_batch"]
 
 
 def _lanes_rhs(sur: Surrogate, omega, gain, B, K):
@@ -50,6 +52,51 @@ def _lanes_rhs(sur: Surrogate, omega, gain, B, K):
         return omega + gain * u[pop][:, None] + coupling
 
     return f
+
+
+def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params):
+    """(theta (N, G), acc) after ``n_steps`` steps; ``update(acc, n, theta (N, G))``."""
+    if sur.normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, "
+                         f"got {sur.normalisation!r}")
+    _check_steps(dt, n_steps, 1)
+    n, m, dtype = sur.network.n, sur.network.n_populations, sur.dtype
+    params = sur.params if params is None else params
+    g = _batch_size(params, theta0)
+
+    def lanes(x, shape, name):  # (G, *shape) -> (*shape, G)
+        return jnp.moveaxis(_batch(x, shape, g, dtype, name), 0, -1)
+
+    f = _lanes_rhs(sur, lanes(params.omega, (n,), "params.omega"),
+                   lanes(params.gain, (n,), "params.gain"),
+                   lanes(params.B, (m, m), "params.B"), lanes(params.K, (m, m), "params.K"))
+    dt = jnp.asarray(dt, dtype)
+    step = _rk4_step(f, dt, jnp.zeros((4, m), dtype))
+    return _fold_steps(step, lanes(theta0, (n,), "theta0"), init, update,
+                       _stage_drive(sur, t0, dt, n_steps), n_steps)
+
+
+def fold_batch(
+    sur: Surrogate,
+    theta0: jax.Array,
+    init,
+    update: Callable,
+    *,
+    dt: float,
+    n_steps: int,
+    t0: float = 0.0,
+    params: Params | None = None,
+):
+    """``fold`` for a batch of G systems on the shared graph of ``sur``: fold
+    ``acc = update(acc, n, theta_n)`` over the states after each RK4 step, ``theta_n`` (G, N) at
+    t0 + n dt, n = 1..n_steps (int32). ``theta0`` and ``params`` as in ``simulate_batch``.
+
+    Returns:
+        (theta (G, N) at t0 + n_steps dt, final accumulator).
+    """
+    theta, acc = _lanes_fold(sur, theta0, init, lambda a, i, th: update(a, i, th.T), dt,
+                             n_steps, t0, params)
+    return theta.T, acc
 
 
 def simulate_batch(
@@ -77,25 +124,10 @@ def simulate_batch(
     Returns:
         ``FusedRun`` with ``theta`` (G, N) (and the means (G, N) if asked).
     """
-    if sur.normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, "
-                         f"got {sur.normalisation!r}")
-    _check_steps(dt, n_steps, 1)
-    n, m, dtype = sur.network.n, sur.network.n_populations, sur.dtype
-    params = sur.params if params is None else params
-    g = _batch_size(params, theta0)
-
-    def lanes(x, shape, name):  # (G, *shape) -> (*shape, G)
-        return jnp.moveaxis(_batch(x, shape, g, dtype, name), 0, -1)
-
-    f = _lanes_rhs(sur, lanes(params.omega, (n,), "params.omega"),
-                   lanes(params.gain, (n,), "params.gain"),
-                   lanes(params.B, (m, m), "params.B"), lanes(params.K, (m, m), "params.K"))
-    dt = jnp.asarray(dt, dtype)
-    step = _rk4_step(f, dt, jnp.zeros((4, m), dtype))
-    theta0 = lanes(theta0, (n,), "theta0")
     if means:
-        init = (jnp.zeros_like(theta0), jnp.zeros_like(theta0))
+        n, dtype = sur.network.n, sur.dtype
+        g = _batch_size(sur.params if params is None else params, theta0)
+        init = (jnp.zeros((n, g), dtype), jnp.zeros((n, g), dtype))
 
         def update(acc, _, theta):
             return acc[0] + jnp.cos(theta), acc[1] + jnp.sin(theta)
@@ -105,8 +137,7 @@ def simulate_batch(
         def update(acc, _, theta):
             return acc
 
-    theta, acc = _fold_steps(step, theta0, init, update, _stage_drive(sur, t0, dt, n_steps),
-                             n_steps)
+    theta, acc = _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params)
     if not means:
         return FusedRun(theta.T)
     return FusedRun(theta.T, acc[0].T / n_steps, acc[1].T / n_steps)

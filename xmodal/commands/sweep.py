@@ -237,78 +237,168 @@ def _lorenz_drive(n_samples: int, dt: float, dtype):
     return make_drive(dt * jnp.arange(n_samples, dtype=dtype), xy)
 
 
-def point_function(spec: dict):
-    """``fn(point) -> {metric: array}`` for ``surrogate.sweep``, built from a checked spec."""
+class _Model:
+    """What every point of a checked spec shares, and the per-point pieces of both paths."""
+
+    def __init__(self, spec: dict):
+        import jax
+        import jax.numpy as jnp
+
+        import surrogate as sg
+
+        model, run = spec["model"], spec["run"]
+        self.model, self.run, self.metrics = model, run, run["metrics"]
+        self.dtype = dtype = jnp.float64 if run["float64"] else jnp.float32
+        k_model, k_theta = jax.random.split(jax.random.key(run["seed"]))
+        drive = None
+        if run["drive"] == "lorenz":
+            drive = _lorenz_drive(run["transient"] + run["steps"] + 2, run["dt"], dtype)
+        self.base = sg.paper_preset(
+            k_model, sizes=tuple(model["sizes"]), k=model["k"], p=model["p"],
+            cross_density=model["cross_density"], omega_spread=1.0, gain=1.0,
+            normalisation=model["normalisation"], drive=drive, dtype=dtype,
+        )
+        self.theta0 = sg.initial_phases(k_theta, self.base.network.n, dtype)
+        self.m = self.base.network.n_populations
+        self.zeros = (jnp.zeros((self.m,), dtype), jnp.zeros((self.m, self.m), dtype))
+
+    def params(self, point):
+        """``Params`` of one point (name -> scalar); K = B unless kappa_* are given."""
+        import jax.numpy as jnp
+
+        import surrogate as sg
+
+        def get(name, default=None):
+            value = point[name] if name in point else self.model[name]
+            return default if value is None else jnp.asarray(value, self.dtype)
+
+        b_self, b_cross = get("beta_self"), get("beta_cross")
+        unit_omega = self.base.params.omega  # N(0, 1) draws, scaled by omega_spread
+        return sg.Params(
+            omega=get("omega_spread") * unit_omega,
+            gain=jnp.full(unit_omega.shape, get("gain"), self.dtype),
+            B=sg.block_matrix(b_self, b_cross, self.m, self.dtype),
+            K=sg.block_matrix(get("kappa_self", b_self), get("kappa_cross", b_cross), self.m,
+                              self.dtype))
+
+    def surrogate(self, params):
+        import dataclasses
+
+        return dataclasses.replace(self.base, params=params)
+
+    def sample(self, params, theta, acc):
+        """``acc`` plus the sampled metrics of one system at phases ``theta`` (N,)."""
+        import surrogate as sg
+
+        sur = self.surrogate(params)
+        r_sum, p_sum = acc
+        r = sg.order_parameter(theta, sur) if "order_parameter" in self.metrics else 0
+        p = sg.modality_attention(theta, sur) if "modality_attention" in self.metrics else 0
+        return r_sum + r, p_sum + p
+
+    def outputs(self, params, theta_start, theta, acc):
+        """The metrics of one system from its sums and its first and last measured states."""
+        import jax.numpy as jnp
+
+        import surrogate as sg
+
+        sur, run = self.surrogate(params), self.run
+        r_sum, p_sum = acc
+        n_samples = run["steps"] // run["sample_every"]
+        out = {}
+        if "order_parameter" in self.metrics:
+            out["order_parameter"] = r_sum / n_samples
+            out["order_parameter_final"] = sg.order_parameter(theta, sur)
+        if "modality_attention" in self.metrics:
+            p = p_sum / n_samples
+            out["modality_attention"] = p
+            out["cross_share"] = p.sum(-1) - jnp.diagonal(p)
+            out["dominance"] = sg.dominance_index(p, 0, 1)
+        if "lyapunov" in self.metrics:
+            from surrogate.lyapunov import conditional_lyapunov_exponents
+
+            res = conditional_lyapunov_exponents(
+                sur, theta_start, dt=run["dt"], n_steps=run["steps"], k=1,
+                renorm_every=run["lyapunov_renorm_every"], n_records=1,
+                t0=run["transient"] * run["dt"])
+            out["lyapunov"] = res.exponents[0]
+        return out
+
+
+def sweep_function(spec: dict):
+    """``(fn, batched)`` for ``surrogate.sweep``: ``chunk_function`` when the vector field is
+    the neighbour-slot one ("sparse", or "auto" on a sparse graph), else ``point_function``."""
+    import surrogate as sg
+
+    model = _Model(spec)
+    if sg.resolve_kind(model.base, model.run["kind"]) == "sparse":
+        return chunk_function(model), True
+    return point_function(model), False
+
+
+def point_function(spec):
+    """``fn(point) -> {metric: array}`` for one point (``sg.fold``; ``surrogate.sweep`` vmaps
+    it), from a checked spec (or its ``_Model``): the reference for ``chunk_function``."""
+    import jax
+
+    import surrogate as sg
+
+    model = spec if isinstance(spec, _Model) else _Model(spec)
+    run = model.run
+    dt, steps, transient, every = run["dt"], run["steps"], run["transient"], run["sample_every"]
+
+    def fn(point):
+        params = model.params(point)
+        sur = model.surrogate(params)
+        theta = model.theta0
+        if transient:
+            theta, _ = sg.fold(sur, theta, (), lambda acc, i, th: acc, dt=dt,
+                               n_steps=transient, kind=run["kind"])
+        theta_start = theta
+
+        def update(acc, i, th):
+            return jax.lax.cond(i % every == 0, lambda a: model.sample(params, th, a),
+                                lambda a: a, acc)
+
+        theta, acc = sg.fold(sur, theta, model.zeros, update, dt=dt, n_steps=steps,
+                             t0=transient * dt, kind=run["kind"])
+        return model.outputs(params, theta_start, theta, acc)
+
+    return fn
+
+
+def chunk_function(spec):
+    """``fn(points) -> {metric: (G, ...) array}`` for a chunk of G points (name -> (G,) array)
+    with the points on the minor axis (``sg.fold_batch``, the neighbour-slot vector field), for
+    ``surrogate.sweep(..., batched=True)``; the same numbers as ``point_function`` with kind
+    "sparse"."""
     import jax
     import jax.numpy as jnp
 
     import surrogate as sg
 
-    model, run = spec["model"], spec["run"]
-    dtype = jnp.float64 if run["float64"] else jnp.float32
-    k_model, k_theta = jax.random.split(jax.random.key(run["seed"]))
-    dt, steps, transient = run["dt"], run["steps"], run["transient"]
-    drive = None
-    if run["drive"] == "lorenz":
-        drive = _lorenz_drive(transient + steps + 2, dt, dtype)
-    base = sg.paper_preset(
-        k_model, sizes=tuple(model["sizes"]), k=model["k"], p=model["p"],
-        cross_density=model["cross_density"], omega_spread=1.0, gain=1.0,
-        normalisation=model["normalisation"], drive=drive, dtype=dtype,
-    )
-    unit_omega = base.params.omega  # N(0, 1) draws, scaled per point by omega_spread
-    theta0 = sg.initial_phases(k_theta, base.network.n, dtype)
-    metrics, every = run["metrics"], run["sample_every"]
-    m = base.network.n_populations
+    model = spec if isinstance(spec, _Model) else _Model(spec)
+    run = model.run
+    dt, steps, transient, every = run["dt"], run["steps"], run["transient"], run["sample_every"]
 
-    def fn(point):
-        def get(name, default=None):
-            value = point[name] if name in point else model[name]
-            return default if value is None else jnp.asarray(value, dtype)
-
-        b_self, b_cross = get("beta_self"), get("beta_cross")
-        B = sg.block_matrix(b_self, b_cross, m, dtype)
-        # K = B (paper preset) unless kappa_self / kappa_cross are given
-        K = sg.block_matrix(get("kappa_self", b_self), get("kappa_cross", b_cross), m, dtype)
-        n = base.network.n
-        sur = sg.replace(base, B=B, K=K, omega=get("omega_spread") * unit_omega,
-                         gain=jnp.full((n,), get("gain"), dtype))
-        theta = theta0
+    def fn(points):
+        params = jax.vmap(model.params)(points)
+        g = params.B.shape[0]
+        theta = jnp.broadcast_to(model.theta0, (g, model.theta0.shape[0]))
         if transient:
-            theta, _ = sg.fold(sur, theta0, (), lambda acc, i, th: acc, dt=dt,
-                               n_steps=transient, kind=run["kind"])
+            theta, _ = sg.fold_batch(model.base, theta, (), lambda acc, i, th: acc, dt=dt,
+                                     n_steps=transient, params=params)
         theta_start = theta
-
-        def sample(acc, th):
-            r_sum, p_sum = acc
-            r = sg.order_parameter(th, sur) if "order_parameter" in metrics else r_sum
-            p = sg.modality_attention(th, sur) if "modality_attention" in metrics else p_sum
-            return r_sum + r, p_sum + p
+        sample = jax.vmap(model.sample)
 
         def update(acc, i, th):
-            return jax.lax.cond(i % every == 0, sample, lambda a, _: a, acc, th)
+            return jax.lax.cond(i % every == 0, lambda a: sample(params, th, a), lambda a: a,
+                                acc)
 
-        zeros = (jnp.zeros((m,), dtype), jnp.zeros((m, m), dtype))
-        theta, (r_sum, p_sum) = sg.fold(sur, theta, zeros, update, dt=dt, n_steps=steps,
-                                        t0=transient * dt, kind=run["kind"])
-        n_samples = steps // every
-        out = {}
-        if "order_parameter" in metrics:
-            out["order_parameter"] = r_sum / n_samples
-            out["order_parameter_final"] = sg.order_parameter(theta, sur)
-        if "modality_attention" in metrics:
-            p = p_sum / n_samples
-            out["modality_attention"] = p
-            out["cross_share"] = p.sum(-1) - jnp.diagonal(p)
-            out["dominance"] = sg.dominance_index(p, 0, 1)
-        if "lyapunov" in metrics:
-            from surrogate.lyapunov import conditional_lyapunov_exponents
-
-            res = conditional_lyapunov_exponents(
-                sur, theta_start, dt=dt, n_steps=steps, k=1,
-                renorm_every=run["lyapunov_renorm_every"], n_records=1, t0=transient * dt)
-            out["lyapunov"] = res.exponents[0]
-        return out
+        zeros = jax.tree.map(lambda z: jnp.broadcast_to(z, (g,) + z.shape), model.zeros)
+        theta, acc = sg.fold_batch(model.base, theta, zeros, update, dt=dt, n_steps=steps,
+                                   t0=transient * dt, params=params)
+        return jax.vmap(model.outputs)(params, theta_start, theta, acc)
 
     return fn
 
@@ -366,11 +456,11 @@ def run(args: argparse.Namespace) -> int:
         sg.init_multihost(*multihost)  # returns once every process has passed the check above
 
     points = sg.grid(**spec["axes"])
-    fn = point_function(spec)
+    fn, batched = sweep_function(spec)
     config = {"model": spec["model"], "run": spec["run"]}
     t0 = time.perf_counter()
     res = sg.sweep(fn, points, chunk_size=spec["run"]["chunk_size"], store=out / "chunks",
-                   config=config, resume=args.resume, progress=not args.quiet)
+                   config=config, resume=args.resume, progress=not args.quiet, batched=batched)
     elapsed = time.perf_counter() - t0
     if jax.process_index() != 0:
         return 0
