@@ -568,6 +568,20 @@ def test_cli_rejects_bad_spec_fields(tmp_path, capsys, patch, message):
     assert not (tmp_path / "o").exists()  # checked before anything is written
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--num-processes", "2", "--process-id", "2"], "--process-id must be in 0 .."),
+    (["--num-processes", "0"], "--num-processes must be at least 1"),
+    (["--num-processes", "2", "--process-id", "1"], "cannot start the multi-host run"),
+])
+def test_cli_rejects_bad_multihost_flags(tmp_path, capsys, flags, message):
+    spec = tmp_path / "plane.json"
+    spec.write_text(json.dumps(SPEC))
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet", *flags])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not list((tmp_path / "out").iterdir())  # nothing written
+
+
 def test_cli_rejects_unreadable_spec_files(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[axes\nbeta_self = 1")

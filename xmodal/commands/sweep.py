@@ -435,6 +435,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _start_processes(coordinator, num_processes, process_id) -> None:
+    import surrogate as sg
+
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"--num-processes must be at least 1, got {num_processes}")
+    if process_id is not None and not (
+            0 <= process_id < (num_processes if num_processes is not None else process_id + 1)):
+        raise ValueError(f"--process-id must be in 0 .. --num-processes - 1, got {process_id}")
+    try:
+        sg.init_multihost(coordinator, num_processes, process_id)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"cannot start the multi-host run ({err}); give --coordinator HOST:PORT, "
+            f"--num-processes and --process-id, or run under a cluster manager that JAX "
+            f"detects (SLURM, Open MPI, ...)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     out = check_out_dir(args.out)
@@ -453,7 +470,7 @@ def run(args: argparse.Namespace) -> int:
 
     multihost = (args.coordinator, args.num_processes, args.process_id)
     if args.distributed or any(x is not None for x in multihost):
-        sg.init_multihost(*multihost)  # returns once every process has passed the check above
+        _start_processes(*multihost)  # returns once every process has passed the check above
 
     points = sg.grid(**spec["axes"])
     fn, batched = sweep_function(spec)
