@@ -41,7 +41,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import surrogate as sg  # noqa: E402
-from xmodal.commands.sweep import _Model, chunk_function, load_spec, point_function  # noqa: E402
+from xmodal.commands.sweep import chunk_function, load_spec, point_function  # noqa: E402
 
 
 def main() -> int:
@@ -55,14 +55,13 @@ def main() -> int:
                                "drive": "lorenz"}}, f)
         spec = load_spec(path)
     points = sg.grid(**spec["axes"])
-    model = _Model(spec)
     dev = jax.devices()
     print(f"# {len(dev)} x {dev[0].device_kind} ({dev[0].platform}), jax {jax.__version__}; "
-          f"{side}^2 grid, N = {model.base.network.n}, {ARGS.transient} + {ARGS.steps} steps, "
+          f"{side}^2 grid, N = {sum(spec['model']['sizes'])}, {ARGS.transient} + {ARGS.steps} steps, "
           f"metrics {', '.join(spec['run']['metrics'])}", flush=True)
     rows, outs = [], {}
-    for name, fn, batched in (("per point, vmapped (reference)", point_function(model), False),
-                              ("batched, points on the minor axis", chunk_function(model), True)):
+    for name, fn, batched in (("per point, vmapped (reference)", point_function(spec), False),
+                              ("batched, points on the minor axis", chunk_function(spec), True)):
         times = []
         for _ in range(2):
             t = time.perf_counter()
