@@ -44,7 +44,7 @@ def _lanes_rhs(sur: Surrogate, omega, gain, B, K):
     tab = CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj],  # (N, D, G)
                          mask=net.neighbour_mask.astype(sur.dtype)[:, :, None],  # (N, D, 1)
                          shift=jnp.max(jnp.abs(B), axis=1)[pop],  # (N, G)
-                         unroll_slots=nbr.shape[1] <= SLOT_LOOP_MAX)  # long compiles above
+                         unroll_slots=nbr.shape[1] <= SLOT_LOOP_MAX)  # rolled: faster above
 
     def f(theta, u):
         c, s = jnp.cos(theta), jnp.sin(theta)

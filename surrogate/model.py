@@ -208,9 +208,10 @@ def coupling_tables(sur: Surrogate, kind: Kind, *, unroll_slots: bool = True) ->
 #: The sparse form loops over the D neighbour slots when D is at most this, so that every
 #: operation is elementwise over the rows: XLA:CPU reduces over a slot axis ~10x slower than it
 #: adds (measured on 2 cores, 16 x 16 grid: vmapped fast path about 2.5x faster than gather-
-#: then-reduce). Unrolled, the loop runs 2-3x faster than rolled, but the tangent dynamics of the
-#: unrolled loop (``jax.linearize`` + ``vmap``, the Lyapunov spectra) take ~80 s to compile on
-#: CPU against ~3 s rolled, so ``surrogate.lyapunov`` asks for ``unroll_slots=False``.
+#: then-reduce). Unrolled, the loop runs 1.5-3x faster than rolled up to ~50 slots, but 2x slower
+#: at 83 (N = 1000; benchmarks/slot_loop.py), and the tangent dynamics of the unrolled loop
+#: (``jax.linearize`` + ``vmap``, the Lyapunov spectra) take ~80 s to compile on CPU against
+#: ~3 s rolled, so ``surrogate.lyapunov`` asks for ``unroll_slots=False``.
 SLOT_LOOP_MAX = 64
 
 
