@@ -23,7 +23,8 @@ by ``--pallas`` (rows "pallas ..."; the whole grid in one kernel call, not vmapp
 compiled ahead of time (compile time reported apart; the engine's is its first call minus its
 second), run once to warm up (not with ``--no-warmup``), then timed (best of ``--repeats``).
 "pair-evals/s" counts 4 N^2 pair evaluations per RK4 step per point (6 N^2 per Tsit5 step),
-dense-equivalent, so the sparse figures compare directly. Then: the engine on one device vs all
+dense-equivalent, so the sparse figures compare directly; "of limit" divides it by ``--limit``
+(on a GPU by default 3e12/s, the H100 figure of issue 5). Then: the engine on one device vs all
 devices, and the engine's scaling with grid size and with oscillator count (``--scale-steps``
 steps, since only rates are compared there). ``--check`` compares the final phases of all
 variants on a short horizon, where float32 paths must agree closely (chaos amplifies rounding
@@ -76,6 +77,9 @@ def parse_args(argv=None):
                         "every stage, not hoisted; expf: libdevice exp, not ex2.approx; rcN: "
                         "lanes, N rows per tile, default 16; r1: lanes3d, one reduction per "
                         "row chunk); default: a standard set on GPU, none elsewhere; '' = none")
+    p.add_argument("--limit", type=float, default=None, metavar="PAIRS_PER_S",
+                   help="the device's pair-evaluation limit, for the 'of limit' column "
+                        "(default on a GPU: 3e12, the H100's one-exp-per-pair figure of issue 5)")
     p.add_argument("--pallas-interpret", action="store_true",
                    help="run the Pallas variants in the interpreter (CPU smoke test, tiny sizes)")
     return p.parse_args(argv)
@@ -324,11 +328,17 @@ def main_table():
         rows.append((name, c, t, rate(stages, n, steps, len(pts), t)))
         print(f"  done: {name}: {t:.3f} s (compile {c:.1f} s)", flush=True)
     base = next((r[2] for r in rows if "baseline" in r[0]), None)
-    print("\n| variant | compile s | run s | pair-evals/s | vs naive dense |")
-    print("| --- | --- | --- | --- | --- |")
+    limit = ARGS.limit or (3e12 if jax.default_backend() == "gpu" else None)
+    print("\n| variant | compile s | run s | pair-evals/s | vs naive dense |"
+          + (f" of {limit:.1e} limit |" if limit else ""))
+    print("| --- | --- | --- | --- | --- |" + (" --- |" if limit else ""))
     for name, c, t, r in rows:
         print(f"| {name} | {c:.1f} | {t:.3f} | {r:.2e} | "
-              f"{f'{base / t:.2f}x' if base else '-'} |")
+              f"{f'{base / t:.2f}x' if base else '-'} |" + (f" {r / limit:.1%} |" if limit else ""))
+    if rows and (ARGS.grid, steps) == (64, 5000):
+        name, _, t, _ = min(rows, key=lambda r: r[2])
+        print(f"issue 5's GPU target (64^2 x 5000 steps in <= 0.5 s): fastest {name}, {t:.3f} s: "
+              f"{'met' if t <= 0.5 else 'not met'}")
     if any(name.startswith("sweep engine") for name, *_ in rows):
         print("(sweep engine: run time of a whole call, which traces fn and hashes its program "
               "each time; compile = first call minus second)")
