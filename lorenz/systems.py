@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from surrogate.lyapunov import rk4_step
+from surrogate.lyapunov import _cached, rk4_step
 
 __all__ = [
     "SYSTEMS",
@@ -95,6 +95,16 @@ def _check_counts(**counts) -> None:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _initial_state(y0) -> jax.Array:
+    """y0 as a (n,) float array (integers become the default float dtype)."""
+    y0 = jnp.asarray(y0)
+    if not jnp.issubdtype(y0.dtype, jnp.floating):
+        y0 = y0.astype(jnp.result_type(float))
+    if y0.ndim != 1:
+        raise ValueError(f"y0 must have shape (n,), got shape {y0.shape}")
+    return y0
+
+
 def rk4_trajectory(
     vector_field: Callable[[Any, jax.Array, Any], jax.Array],
     y0: jax.Array,
@@ -125,16 +135,8 @@ def rk4_trajectory(
         raise ValueError(f"n_steps={n_steps} must be a multiple of save_every={save_every}")
     if isinstance(dt, (int, float)) and not dt > 0:
         raise ValueError(f"dt must be positive, got dt={dt!r}")
-    y0 = jnp.asarray(y0)
-    if not jnp.issubdtype(y0.dtype, jnp.floating):
-        y0 = y0.astype(jnp.result_type(float))
-    if y0.ndim != 1:
-        raise ValueError(f"y0 must have shape (n,), got shape {y0.shape}")
-    try:
-        hash(vector_field)
-        run = _trajectory_jit
-    except TypeError:  # unhashable callable (e.g. a module holding arrays): trace inline
-        run = _trajectory
+    y0 = _initial_state(y0)
+    run = _cached(_trajectory_jit, _trajectory, vector_field)
     return run(vector_field, y0, args, dt, t0, n_steps=n_steps, transient=transient,
                save_every=save_every)
 
@@ -175,16 +177,8 @@ def iterate_map(
 ) -> jax.Array:
     """Orbit of the map ``g(y, args)``: (n_steps + 1, n), the state after ``transient`` first."""
     _check_counts(n_steps=(n_steps, 1), transient=(transient, 0))
-    y0 = jnp.asarray(y0)
-    if not jnp.issubdtype(y0.dtype, jnp.floating):
-        y0 = y0.astype(jnp.result_type(float))
-    if y0.ndim != 1:
-        raise ValueError(f"y0 must have shape (n,), got shape {y0.shape}")
-    try:
-        hash(g)
-        run = _orbit_jit
-    except TypeError:
-        run = _orbit
+    y0 = _initial_state(y0)
+    run = _cached(_orbit_jit, _orbit, g)
     return run(g, y0, args, n_steps=n_steps, transient=transient)
 
 
