@@ -440,8 +440,8 @@ def _start_processes(coordinator, num_processes, process_id) -> None:
 
     if num_processes is not None and num_processes < 1:
         raise ValueError(f"--num-processes must be at least 1, got {num_processes}")
-    if process_id is not None and not (
-            0 <= process_id < (num_processes if num_processes is not None else process_id + 1)):
+    if process_id is not None and (
+            process_id < 0 or (num_processes is not None and process_id >= num_processes)):
         raise ValueError(f"--process-id must be in 0 .. --num-processes - 1, got {process_id}")
     try:
         sg.init_multihost(coordinator, num_processes, process_id)
