@@ -77,6 +77,10 @@ class Adapter:
             return ("sliding_attention",) * n
         return ("full_attention",) * n
 
+    def encoder_layer_types(self, name: str, num_layers: int) -> tuple[str, ...]:
+        """Attention kind of each layer of the media encoder ``name`` (bundle metadata)."""
+        return ("full_attention",) * num_layers
+
     def describe(self) -> dict:
         """Model metadata for a bundle."""
         return {
@@ -189,6 +193,15 @@ class QwenOmniAdapter(Adapter):
 
     architecture = "qwen2_5_omni_thinker"
 
+    def encoder_layer_types(self, name, num_layers):
+        if name == "visual":  # window attention except the full-attention blocks
+            full = set(self.model.config.vision_config.fullatt_block_indexes)
+            return tuple("full_attention" if i in full else "window_attention"
+                         for i in range(num_layers))
+        if "audio" in name:   # attention within chunks of 2 * n_window mel frames
+            return ("chunked_attention",) * num_layers
+        return super().encoder_layer_types(name, num_layers)
+
     @classmethod
     def from_pretrained(cls, path, config, **kw) -> QwenOmniAdapter:
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
@@ -210,6 +223,12 @@ class Gemma3nAdapter(Adapter):
     """Gemma 3n: audio and image soft tokens; video is given as frames (one image each)."""
 
     architecture = "gemma3n"
+
+    def encoder_layer_types(self, name, num_layers):
+        if "audio" in name:  # chunks of conf_attention_chunk_size frames, left context, no right
+            right = getattr(self.model.config.audio_config, "conf_attention_context_right", 0)
+            return (("local_causal_attention" if not right else "local_attention"),) * num_layers
+        return super().encoder_layer_types(name, num_layers)
 
     @classmethod
     def from_pretrained(cls, path, config, **kw) -> Gemma3nAdapter:

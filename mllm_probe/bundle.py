@@ -19,14 +19,26 @@ Arrays (float32 unless said):
 - ``entropy``       (L, H, M)     optional: mean attention entropy (nats) of the query rows of
                                   each modality (0 where a modality has no query row).
 - ``full_map.<l>``  (H, Q, S)     optional: the attention rows of layer l, for requested layers.
-- ``encoder.<name>.entropy`` (L_e, H_e)  optional: mean attention entropy of an encoder's layers.
+- ``encoder.<name>.entropy`` (L_e, H_e)  optional: mean attention entropy (nats) of the query rows
+                                  of an encoder's L_e layers and H_e heads.
+- ``encoder.<name>.block_mass`` (L_e, H_e, M_e, M_e)  optional (version 2): the encoder's own
+                                  modality blocks: mean over its valid query rows of the attention
+                                  mass on the keys each row may see (own padding and keys outside
+                                  a local window excluded). Rows sum to that visible mass (1 when
+                                  no mass leaks onto masked keys).
+- ``encoder.<name>.visible_count`` (L_e, M_e, M_e)  optional (version 2): mean number of keys a
+                                  valid query row may see (the window of local attention).
 
 Metadata (the safetensors header entry ``xmodal_bundle``, a JSON object):
 ``format`` ("xmodal-attention-bundle"), ``format_version`` (1), ``modalities`` (M names),
 ``layer_types`` (L strings, e.g. "full_attention", "sliding_attention"), ``query_set`` (how the
 query rows were chosen, {"kind": "all" | "last" | "answer" | "indices" | ...}), and free-form
 ``model`` (id, revision, config_hash, architecture), ``prompt``, ``inputs`` (path, kind, sha256),
-``versions`` (library versions), ``extra``.
+``versions`` (library versions), ``extra``; version 2 adds ``encoders`` ({name: {"modalities":
+[M_e names], "layer_types": [L_e strings]}} for the encoders with blocks).
+
+Format: safetensors (8-byte little-endian header length, JSON header, raw little-endian arrays),
+read and written with ``safetensors.numpy`` (a core dependency; no torch). See docs/bundle.md.
 """
 
 from __future__ import annotations
@@ -40,8 +52,8 @@ from typing import Any
 import numpy as np
 
 FORMAT = "xmodal-attention-bundle"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 METADATA_KEY = "xmodal_bundle"
 DEFAULT_MODALITIES = ("text", "audio", "vision", "special")
 #: Tolerance on row sums (float32 softmax rows summed in float32).
@@ -50,6 +62,20 @@ ROW_SUM_TOL = 1e-4
 
 class BundleError(ValueError):
     """A bundle that does not parse or is inconsistent; the message names the file and field."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncoderBlocks:
+    """Modality blocks of one media encoder's self-attention (L_e layers, H_e heads, M_e modalities).
+
+    block_mass: (L_e, H_e, M_e, M_e) mass of valid query rows on the keys they may see;
+    visible_count: (L_e, M_e, M_e) mean number of those keys per query row.
+    """
+
+    modalities: tuple[str, ...]
+    layer_types: tuple[str, ...]
+    block_mass: np.ndarray
+    visible_count: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,6 +94,7 @@ class Bundle:
     entropy: np.ndarray | None = None
     full_maps: Mapping[int, np.ndarray] = dataclasses.field(default_factory=dict)
     encoder_entropy: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    encoders: Mapping[str, EncoderBlocks] = dataclasses.field(default_factory=dict)
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     prompt: str | None = None
     inputs: tuple[Mapping[str, Any], ...] = ()
@@ -120,6 +147,11 @@ def _coerce_optional(fields: dict) -> dict:
     if "encoder_entropy" in out:
         out["encoder_entropy"] = {str(k): np.asarray(v, dtype=np.float32)
                                   for k, v in out["encoder_entropy"].items()}
+    if "encoders" in out:
+        out["encoders"] = {str(k): EncoderBlocks(
+            tuple(v.modalities), tuple(v.layer_types),
+            np.asarray(v.block_mass, dtype=np.float32),
+            np.asarray(v.visible_count, dtype=np.float32)) for k, v in out["encoders"].items()}
     if "inputs" in out:
         out["inputs"] = tuple(dict(i) for i in out["inputs"])
     return out
@@ -210,6 +242,27 @@ def validate_bundle(bundle: Bundle, source: str = "<in memory>") -> None:
             raise _fail(source, field, f"expected 2 dimensions (layers, heads), got shape "
                                        f"{getattr(ent, 'shape', None)}")
         _check_array(source, field, ent, ent.shape)
+    for name, enc in bundle.encoders.items():
+        _check_encoder(source, name, enc, bundle.encoder_entropy.get(name))
+
+
+def _check_encoder(source: str, name: str, enc: EncoderBlocks, entropy) -> None:
+    field = f"encoders.{name}"
+    Me, Le = len(enc.modalities), len(enc.layer_types)
+    if Me == 0 or not all(isinstance(m, str) for m in enc.modalities):
+        raise _fail(source, field, f"expected modality names, got {list(enc.modalities)}")
+    if Le == 0 or not all(isinstance(t, str) for t in enc.layer_types):
+        raise _fail(source, field, f"expected layer types, got {list(enc.layer_types)}")
+    bm = enc.block_mass
+    if not isinstance(bm, np.ndarray) or bm.ndim != 4:
+        raise _fail(source, f"encoder.{name}.block_mass", f"expected 4 dimensions (L_e, H_e, M_e, "
+                                                          f"M_e), got shape {getattr(bm, 'shape', None)}")
+    He = bm.shape[1]
+    _check_array(source, f"encoder.{name}.block_mass", bm, (Le, He, Me, Me), probability=True)
+    _check_array(source, f"encoder.{name}.visible_count", enc.visible_count, (Le, Me, Me))
+    if entropy is not None and entropy.shape != (Le, He):
+        raise _fail(source, f"encoder.{name}.entropy", f"expected shape {(Le, He)} (the encoder's "
+                                                       f"layers and heads), got {entropy.shape}")
 
 
 # ----------------------------------------------------------------------------- file I/O
@@ -233,6 +286,10 @@ def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
         arrays[f"full_map.{int(layer)}"] = np.ascontiguousarray(fm, dtype=np.float32)
     for name, ent in bundle.encoder_entropy.items():
         arrays[f"encoder.{name}.entropy"] = np.ascontiguousarray(ent, dtype=np.float32)
+    for name, enc in bundle.encoders.items():
+        arrays[f"encoder.{name}.block_mass"] = np.ascontiguousarray(enc.block_mass, np.float32)
+        arrays[f"encoder.{name}.visible_count"] = np.ascontiguousarray(enc.visible_count,
+                                                                        np.float32)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -244,6 +301,9 @@ def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
         "inputs": [dict(i) for i in bundle.inputs],
         "versions": dict(bundle.versions),
         "extra": dict(bundle.extra),
+        "encoders": {name: {"modalities": list(enc.modalities),
+                            "layer_types": list(enc.layer_types)}
+                     for name, enc in bundle.encoders.items()},
     }
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file(arrays, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
@@ -252,6 +312,26 @@ def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
 
 _ARRAY_FIELDS = {"block_mass", "token_modality", "query_index", "row_mass", "visible_count",
                  "row_visible", "entropy"}
+_ENCODER_FIELDS = ("block_mass", "visible_count")
+
+
+def _read_encoders(path: str, meta, arrays: dict) -> dict[str, EncoderBlocks]:
+    """Encoder blocks from the ``encoders`` metadata and the ``encoder.<name>.*`` arrays."""
+    if not isinstance(meta, dict):
+        raise _fail(path, "encoders", f"expected an object, got {meta!r}")
+    out = {}
+    for name in sorted(set(meta) | set(arrays)):
+        info, got = meta.get(name), arrays.get(name, {})
+        if not isinstance(info, dict) or not all(
+                isinstance(info.get(k), list) for k in ("modalities", "layer_types")):
+            raise _fail(path, f"encoders.{name}", f"expected an object with lists 'modalities' "
+                                                  f"and 'layer_types', got {info!r}")
+        for field in _ENCODER_FIELDS:
+            if field not in got:
+                raise _fail(path, f"encoder.{name}.{field}", "array missing")
+        out[name] = EncoderBlocks(tuple(info["modalities"]), tuple(info["layer_types"]),
+                                  got["block_mass"], got["visible_count"])
+    return out
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
@@ -287,7 +367,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     for field in ("block_mass", "token_modality", "query_index"):
         if field not in arrays:
             raise _fail(path, field, "array missing")
-    full_maps, encoder_entropy = {}, {}
+    full_maps, encoder_entropy, encoder_arrays = {}, {}, {}
     for key, value in arrays.items():
         if key.startswith("full_map."):
             try:
@@ -296,8 +376,12 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
                 raise _fail(path, key, "layer suffix is not an integer") from err
         elif key.startswith("encoder.") and key.endswith(".entropy"):
             encoder_entropy[key[len("encoder."):-len(".entropy")]] = value
+        elif key.startswith("encoder.") and key.rsplit(".", 1)[-1] in _ENCODER_FIELDS:
+            name, field = key[len("encoder."):].rsplit(".", 1)
+            encoder_arrays.setdefault(name, {})[field] = value
         elif key not in _ARRAY_FIELDS:
             raise _fail(path, key, "unknown array")
+    encoders = _read_encoders(path, meta.get("encoders") or {}, encoder_arrays)
     bundle = Bundle(
         block_mass=arrays["block_mass"],
         modalities=tuple(meta["modalities"]),
@@ -311,6 +395,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         entropy=arrays.get("entropy"),
         full_maps=full_maps,
         encoder_entropy=encoder_entropy,
+        encoders=encoders,
         model=meta.get("model") or {},
         prompt=meta.get("prompt"),
         inputs=tuple(meta.get("inputs") or ()),
@@ -340,6 +425,13 @@ def bundles_equal(a: Bundle, b: Bundle, *, atol: float = 0.0) -> bool:
         return False
     if set(a.full_maps) != set(b.full_maps) or set(a.encoder_entropy) != set(b.encoder_entropy):
         return False
+    if set(a.encoders) != set(b.encoders):
+        return False
+    for k, x in a.encoders.items():
+        y = b.encoders[k]
+        if (x.modalities, x.layer_types) != (y.modalities, y.layer_types) or not (
+                same(x.block_mass, y.block_mass) and same(x.visible_count, y.visible_count)):
+            return False
     return all(same(a.full_maps[k], b.full_maps[k]) for k in a.full_maps) and all(
         same(a.encoder_entropy[k], b.encoder_entropy[k]) for k in a.encoder_entropy)
 
@@ -350,6 +442,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Bundle",
     "BundleError",
+    "EncoderBlocks",
     "bundles_equal",
     "load_bundle",
     "make_bundle",

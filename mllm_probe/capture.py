@@ -61,6 +61,10 @@ class CaptureResult:
     entropy: np.ndarray         # (L, H, M)
     full_maps: dict[int, np.ndarray]         # layer -> (H, Q, S)
     encoder_entropy: dict[str, np.ndarray]   # encoder name -> (layers, heads)
+    encoder_block_mass: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    #: encoder name -> (L_e, H_e, 1, 1) mass of valid query rows on the keys they may see
+    encoder_visible_count: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    #: encoder name -> (L_e, 1, 1) mean number of keys a valid query row may see
 
 
 # ----------------------------------------------------------------------------- registration
@@ -225,13 +229,33 @@ class Recorder:
         if "full" in slots:
             slots["full"][:, q] = w
 
-    def observe_encoder(self, key: tuple[str, int], weights: torch.Tensor) -> None:
-        """Accumulate the row entropy of an encoder attention block ``weights`` (B, H, C, K)."""
-        w = weights.float()
-        ent = -torch.special.xlogy(w, w).sum(-1).double()  # (B, H, C)
-        acc = self._encoders.setdefault(key, [torch.zeros(weights.shape[1], dtype=torch.float64), 0])
-        acc[0] += ent.sum(dim=(0, 2)).cpu()
-        acc[1] += ent.shape[0] * ent.shape[2]
+    def observe_encoder(self, key: tuple[str, int], weights: torch.Tensor,
+                        mask: torch.Tensor | None = None) -> None:
+        """Accumulate an encoder attention block ``weights`` (B, H, C, K); ``mask`` (B, 1, C, K),
+        additive or boolean, marks the keys each row may see (None: every key)."""
+        B, H, C, K = weights.shape
+        w = weights.float().permute(1, 0, 2, 3).reshape(H, B * C, K)
+        if mask is None:
+            visible = torch.ones(B * C, K, dtype=torch.bool, device=w.device)
+        else:
+            m = mask[:, 0, :, :K].expand(B, C, K)
+            visible = m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2
+            visible = visible.reshape(B * C, K)
+        self.observe_encoder_rows(key, w, visible)
+
+    def observe_encoder_rows(self, key: tuple[str, int], weights: torch.Tensor,
+                             visible: torch.Tensor) -> None:
+        """Accumulate attention rows ``weights`` (H, R, K) of an encoder layer; ``visible`` (R, K)
+        bool marks the keys each row may see. Rows that see no key (padding) are left out."""
+        keep = visible.any(-1)
+        w, vis = weights[:, keep], visible[keep]
+        acc = self._encoders.setdefault(key, {
+            "entropy": torch.zeros(w.shape[0], dtype=torch.float64),
+            "mass": torch.zeros(w.shape[0], dtype=torch.float64), "visible": 0.0, "rows": 0})
+        acc["entropy"] += -torch.special.xlogy(w, w).sum(-1).double().sum(-1).cpu()
+        acc["mass"] += (w * vis).sum(-1).double().sum(-1).cpu()
+        acc["visible"] += float(vis.sum())
+        acc["rows"] += int(vis.shape[0])
 
     def result(self) -> CaptureResult:
         missing = [i for i in range(self.num_layers) if i not in self._layers]
@@ -251,12 +275,16 @@ class Recorder:
                 out = out / denom.view(shape)
             return out.float().numpy()
 
-        encoder_entropy = {}
+        encoder_entropy, encoder_block, encoder_visible = {}, {}, {}
         for name in sorted({k[0] for k in self._encoders}):
-            layers = sorted(i for n, i in self._encoders if n == name)
+            accs = [self._encoders[k] for k in sorted(k for k in self._encoders if k[0] == name)]
+            rows = [max(a["rows"], 1) for a in accs]
             encoder_entropy[name] = torch.stack(
-                [self._encoders[(name, i)][0] / max(self._encoders[(name, i)][1], 1) for i in layers]
-            ).float().numpy()
+                [a["entropy"] / r for a, r in zip(accs, rows)]).float().numpy()
+            encoder_block[name] = torch.stack(
+                [a["mass"] / r for a, r in zip(accs, rows)]).float().numpy()[:, :, None, None]
+            encoder_visible[name] = np.array([a["visible"] / r for a, r in zip(accs, rows)],
+                                             dtype=np.float32)[:, None, None]
         return CaptureResult(
             block_mass=stack("block", scale_axis=2),
             row_mass=stack("rows"),
@@ -266,6 +294,8 @@ class Recorder:
             full_maps={i: self._layers[i]["full"].cpu().numpy() for i in sorted(self.plan.full_map_layers)
                        if "full" in self._layers.get(i, {})},
             encoder_entropy=encoder_entropy,
+            encoder_block_mass=encoder_block,
+            encoder_visible_count=encoder_visible,
         )
 
 
@@ -285,11 +315,66 @@ def capturing(model: torch.nn.Module, plan: CapturePlan):
     if bad:
         raise ValueError(f"full-map layers {sorted(bad)} out of range [0, {len(language)})")
     recorder = Recorder(plan, language, encoder_attention_modules(model, language))
+    hooks = hook_encoders(model, recorder)
     token = _ACTIVE.set(recorder)
     try:
         yield recorder
     finally:
         _ACTIVE.reset(token)
+        for handle in hooks:
+            handle.remove()
+
+
+# ----------------------------------------------------------------------------- module hooks
+
+_CONFORMER = re.compile(r"^(?:(.*)\.)?conformer\.(\d+)\.")
+
+
+def hook_encoders(model: torch.nn.Module, recorder: Recorder) -> list:
+    """Forward hooks on encoder attention that bypasses `AttentionInterface` (Gemma 3n's audio
+    conformer); they read the module's inputs and logits and change nothing. Returns the handles."""
+    handles = []
+    for name, module in model.named_modules():
+        if type(module).__name__ != "Gemma3nAudioAttention":
+            continue
+        match = _CONFORMER.match(name + ".")
+        if not match:
+            continue
+        key = ((match.group(1) or "audio_tower").rsplit(".", 1)[-1], int(match.group(2)))
+        state = {}
+
+        def keep_mask(mod, args, kwargs, state=state):
+            state["mask"] = kwargs["mask"] if "mask" in kwargs else args[1]
+
+        def observe(rpe, args, logits, module=module, key=key, state=state):
+            with torch.no_grad():
+                weights, visible = gemma3n_audio_rows(module, logits.detach(), state.pop("mask"))
+                recorder.observe_encoder_rows(key, weights, visible)
+
+        handles.append(module.register_forward_pre_hook(keep_mask, with_kwargs=True))
+        handles.append(module.relative_position_embedding.register_forward_hook(observe))
+    return handles
+
+
+def gemma3n_audio_rows(module, logits: torch.Tensor, mask: torch.Tensor):
+    """Attention rows of Gemma 3n's chunked local audio attention, as the module computes them.
+
+    logits: (B, H, U, W, C) relative-position logits of U blocks of W query frames over C context
+    frames; mask: (B, T) True at padded frames. Returns weights (H, R, C) of the R valid query
+    frames and visible (R, C): keys that are real frames inside the query's local window.
+    """
+    valid = ~mask
+    keys = module._extract_block_context(valid)                       # (B, U, C)
+    window = module.local_causal_valid_mask.to(keys.device)          # (W, C)
+    visible = keys[:, :, None, :] & window[None, None]                # (B, U, W, C)
+    cap = module.softcap.to(logits.device)
+    logits = torch.tanh(logits / cap) * cap
+    logits = torch.where(visible[:, None], logits, torch.finfo(logits.dtype).min)
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32)     # (B, H, U, W, C)
+    B, H, U, W, C = weights.shape
+    queries = module._convert_to_block(valid).reshape(-1)             # (B * U * W,)
+    weights = weights.permute(1, 0, 2, 3, 4).reshape(H, B * U * W, C)[:, queries]
+    return weights, visible.reshape(B * U * W, C)[queries]
 
 
 # ----------------------------------------------------------------------------- attention
@@ -340,7 +425,7 @@ def capture_attention(module, query, key, value, attention_mask, scaling=None, d
                 if kind == "language":
                     recorder.observe_language(where, w.detach(), block_mask, start)
                 else:
-                    recorder.observe_encoder(where, w.detach())
+                    recorder.observe_encoder(where, w.detach(), block_mask)
         w = torch.nn.functional.dropout(w, p=dropout, training=training)
         outputs.append(torch.matmul(w, value))
         del w
@@ -349,5 +434,6 @@ def capture_attention(module, query, key, value, attention_mask, scaling=None, d
 
 
 __all__ = ["CAPTURE_IMPLEMENTATION", "CapturePlan", "CaptureResult", "Recorder",
-           "capture_attention", "capturing", "encoder_attention_modules",
+           "capture_attention", "capturing", "encoder_attention_modules", "gemma3n_audio_rows",
+           "hook_encoders",
            "language_attention_modules", "register_capture"]

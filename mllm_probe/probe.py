@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mllm_probe.adapters import Adapter, Prompt
-from mllm_probe.bundle import DEFAULT_MODALITIES, Bundle, make_bundle
+from mllm_probe.bundle import DEFAULT_MODALITIES, Bundle, EncoderBlocks, make_bundle
 from mllm_probe.capture import (
     CAPTURE_IMPLEMENTATION,
     DEFAULT_CHUNK_ELEMENTS,
@@ -65,6 +65,16 @@ def resolve_query_set(query: str | Sequence[int], token_modality: np.ndarray,
     return idx.astype(np.int64), {"kind": "indices", "positions": positions}
 
 
+def encoder_modality(name: str) -> str:
+    """Modality of an encoder from its module name ("audio_tower" -> audio, "visual" -> vision)."""
+    lowered = name.lower()
+    if "audio" in lowered:
+        return "audio"
+    if any(k in lowered for k in ("visual", "vision", "image")):
+        return "vision"
+    return "encoder"
+
+
 def library_versions() -> dict[str, str]:
     out = {}
     for name in ("torch", "transformers", "numpy", "safetensors", "xmodal"):
@@ -106,13 +116,17 @@ def probe(adapter: Adapter, prompt: Prompt, *, query: str | Sequence[int] = "las
     query_index, query_set = resolve_query_set(query, prompt.token_modality, prompt.prompt_length)
     result = capture_prompt(adapter, prompt, query_index, full_map_layers=full_map_layers,
                      chunk_elements=chunk_elements)
+    encoders = {name: EncoderBlocks((encoder_modality(name),),
+                                    adapter.encoder_layer_types(name, len(block)), block,
+                                    result.encoder_visible_count[name])
+                for name, block in result.encoder_block_mass.items()}
     extra["input_ids"] = [int(i) for i in prompt.input_ids]
     extra["prompt_length"] = int(prompt.prompt_length)
     return make_bundle(
         result.block_mass, DEFAULT_MODALITIES, adapter.layer_types(), prompt.token_modality,
         query_index, query_set=query_set, row_mass=result.row_mass,
         visible_count=result.visible_count, row_visible=result.row_visible, entropy=result.entropy,
-        full_maps=result.full_maps, encoder_entropy=result.encoder_entropy,
+        full_maps=result.full_maps, encoder_entropy=result.encoder_entropy, encoders=encoders,
         model=adapter.describe(), prompt=prompt.text, inputs=tuple(dict(i) for i in inputs),
         versions=library_versions(), extra=extra)
 
@@ -146,4 +160,4 @@ def probe_files(adapter: Adapter, text: str, *, audio=None, video=None, frames=N
     return probe(adapter, prompt, inputs=described, **probe_kwargs)
 
 
-__all__ = ["QUERY_KINDS", "capture_prompt", "library_versions", "probe", "probe_files", "resolve_query_set"]
+__all__ = ["QUERY_KINDS", "capture_prompt", "encoder_modality", "library_versions", "probe", "probe_files", "resolve_query_set"]

@@ -14,6 +14,7 @@ from mllm_probe.bundle import (
     METADATA_KEY,
     Bundle,
     BundleError,
+    EncoderBlocks,
     bundles_equal,
     load_bundle,
     make_bundle,
@@ -41,6 +42,8 @@ def synthetic(L=3, H=2, S=10, seed=0, **overrides) -> Bundle:
         visible_count=np.ones((L, 4, 4)), row_visible=np.ones((L, len(qi), 4)),
         entropy=np.ones((L, H, 4)), full_maps={1: weights[1][:, qi]},
         encoder_entropy={"audio_tower": np.ones((2, 4))},
+        encoders={"audio_tower": EncoderBlocks(("audio",), ("local_causal_attention",) * 2,
+                                               np.ones((2, 4, 1, 1)), np.full((2, 1, 1), 3.5))},
         model={"id": "synthetic", "revision": None, "config_hash": "0" * 64},
         prompt="what emotion?", inputs=({"kind": "audio", "path": "a.wav", "sha256": "ab"},),
         versions={"numpy": np.__version__}, extra={"note": "test"})
@@ -58,6 +61,9 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert bundles_equal(bundle, loaded)
     assert loaded.full_maps[1].shape == (2, 3, 10)
     assert loaded.encoder_entropy["audio_tower"].shape == (2, 4)
+    enc = loaded.encoders["audio_tower"]
+    assert enc.modalities == ("audio",) and enc.layer_types == ("local_causal_attention",) * 2
+    assert enc.block_mass.shape == (2, 4, 1, 1) and float(enc.visible_count[1, 0, 0]) == 3.5
     assert loaded.inputs[0]["sha256"] == "ab" and loaded.prompt == "what emotion?"
     np.testing.assert_array_equal(loaded.query_counts(), [2, 1, 0, 0])
     # mean row mass of each query modality rows sums to 1 (random rows are fully visible)
@@ -141,7 +147,7 @@ def test_corrupted_files_raise_clear_errors(tmp_path):
     version.write_bytes(raw)
     _rewrite_header(version, _set_meta("format_version", FORMAT_VERSION + 98))
     with pytest.raises(BundleError, match="version.bundle: field 'format_version': unknown "
-                                          "version 99"):
+                                          f"version {FORMAT_VERSION + 98}"):
         load_bundle(version)
 
     nan = tmp_path / "nan.bundle"
@@ -188,3 +194,36 @@ def test_bundle_module_imports_neither_torch_nor_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": ROOT}, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_encoder_blocks_are_checked(tmp_path):
+    with pytest.raises(BundleError, match="field 'encoder.audio_tower.block_mass': expected shape"):
+        synthetic(encoders={"audio_tower": EncoderBlocks(
+            ("audio",), ("full_attention",) * 3, np.ones((2, 4, 1, 1)), np.ones((2, 1, 1)))})
+    with pytest.raises(BundleError, match="encoder.audio_tower.block_mass': row .* sums to 2"):
+        synthetic(encoders={"audio_tower": EncoderBlocks(
+            ("audio",), ("full_attention",) * 2, np.full((2, 4, 1, 1), 2.0), np.ones((2, 1, 1)))})
+    path = tmp_path / "b.bundle"
+    save_bundle(path, synthetic())
+    _rewrite_header(path, _set_meta("encoders", {}))  # arrays without their modalities
+    with pytest.raises(BundleError, match="field 'encoders.audio_tower': expected an object"):
+        load_bundle(path)
+
+
+def test_core_install_reads_bundles_without_torch(tmp_path):
+    """A core install (no probe extra) reads bundles: safetensors is a core dependency, and the
+    reader works with torch and transformers made unimportable."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert any(d.startswith("safetensors") for d in project["dependencies"])
+    path = tmp_path / "b.bundle"
+    save_bundle(path, synthetic())
+    code = ("import sys; sys.modules.update(torch=None, transformers=None); "
+            "from mllm_probe.bundle import load_bundle; "
+            f"b = load_bundle({str(path)!r}); print(b.num_layers, sorted(b.encoders))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3 ['audio_tower']"
