@@ -28,7 +28,7 @@ def _plt():
 
 
 def _save(fig, path):
-    from xmodal.report import atomic_savefig
+    from surrogate.files import atomic_savefig
 
     atomic_savefig(fig, path)
     _plt().close(fig)

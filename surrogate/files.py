@@ -1,14 +1,34 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a partial one."""
+"""File writing shared by every layer (the sweep store, the Lorenz figures, the CLI outputs).
+
+- Atomic writes: a reader sees the old file or the new one, never a partial one.
+- Strict JSON: what is written parses with any JSON parser. Python's ``json`` writes ``NaN`` and
+  ``Infinity``, which are not JSON (browsers, jq and most languages reject the file); here a
+  non-finite number is written as ``null`` and the file records where, under ``"non_finite"``.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write"]
+__all__ = [
+    "NON_FINITE_KEY",
+    "atomic_savefig",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_npz",
+    "strict_json",
+    "strict_json_dumps",
+    "write_strict_json",
+]
+
+#: Top-level key of a JSON object that lists its non-finite numbers written as null.
+NON_FINITE_KEY = "non_finite"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
@@ -28,3 +48,73 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_npz(path: str | os.PathLike, **arrays) -> None:
+    """``numpy.savez_compressed`` of ``arrays``, atomically."""
+    import numpy as np
+
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> None:
+    """``fig.savefig`` (a Matplotlib figure) in the format of the suffix (png by default)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    dpi = kwargs.pop("dpi", 120)
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, **kwargs))
+
+
+def _word(x: float) -> str:
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def strict_json(obj: Any) -> tuple[Any, dict[str, str]]:
+    """``(clean, where)``: ``obj`` with every non-finite float replaced by None, and
+    ``{location: "nan" | "inf" | "-inf"}`` of the replaced values (locations like
+    ``metrics.dominance.min`` or ``exponents[2]``). Tuples become lists; NumPy and JAX arrays
+    and scalars become lists and Python numbers; mapping keys become strings."""
+    where: dict[str, str] = {}
+
+    def walk(x, at: str):
+        if isinstance(x, bool) or x is None or isinstance(x, (str, int)):
+            return x
+        if isinstance(x, float):
+            if math.isfinite(x):
+                return x
+            where[at or "(top level)"] = _word(x)
+            return None
+        if isinstance(x, dict):
+            return {str(k): walk(v, f"{at}.{k}" if at else str(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{at}[{i}]") for i, v in enumerate(x)]
+        if hasattr(x, "tolist") and hasattr(x, "dtype"):  # NumPy/JAX arrays and scalars
+            return walk(x.tolist(), at)
+        if isinstance(x, os.PathLike):
+            return os.fspath(x)
+        raise TypeError(f"{at or '(top level)'}: {type(x).__name__} is not JSON-serialisable")
+
+    return walk(obj, ""), where
+
+
+def strict_json_dumps(obj: Any, *, indent: int | None = 2) -> tuple[str, dict[str, str]]:
+    """``(text, where)``: strict JSON text of ``obj`` (see ``strict_json``); a JSON object with
+    non-finite values gets a ``"non_finite"`` entry ``{location: "nan" | ...}`` saying where
+    nulls stand for them."""
+    clean, where = strict_json(obj)
+    if where and isinstance(clean, dict):
+        clean[NON_FINITE_KEY] = where
+    return json.dumps(clean, indent=indent, allow_nan=False), where
+
+
+def write_strict_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2
+                      ) -> dict[str, str]:
+    """Write ``obj`` as strict JSON to ``path`` atomically; returns where non-finite values
+    were written as null (empty when none)."""
+    text, where = strict_json_dumps(obj, indent=indent)
+    atomic_write_bytes(path, (text + "\n").encode())
+    return where

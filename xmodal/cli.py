@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -22,7 +23,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"xmodal.commands.{name}").register(sub)
+    for name, (extra, modules) in NEEDS_EXTRA.items():
+        p = sub.choices[name]
+        missing = _missing(modules)
+        p.description = (p.description or "") + (
+            f" Needs the {extra!r} extra (pip install 'xmodal[{extra}]')"
+            + (f"; not installed here (missing: {', '.join(missing)})." if missing else "."))
     return parser
+
+
+#: Commands that need an extra: (extra, the packages it provides that the command imports).
+NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers", "safetensors")),
+               "emotion": ("probe", ("torch", "transformers", "safetensors", "soundfile", "av",
+                                     "PIL"))}
+
+
+def _missing(modules) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def _cpu_devices() -> None:
@@ -37,14 +54,72 @@ def _cpu_devices() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores or 1}".strip()
 
 
+#: Python packages of the extras, for the message when one is missing.
+EXTRAS = {"torch": "probe", "transformers": "probe", "safetensors": "probe",
+          "soundfile": "probe", "av": "probe", "PIL": "probe", "torchvision": "vision",
+          "timm": "vision", "scipy": "test", "jsonschema": "test"}
+
+
+def error_message(err: BaseException) -> str | None:
+    """The one-line message of an error that is the user's input or environment (exit code 2),
+    or None for anything else (a bug). The one place where errors become exit codes."""
+    if isinstance(err, ImportError):
+        top = (err.name or "").split(".")[0]
+        extra = EXTRAS.get(top)
+        if extra is not None:
+            return (f"this command needs the Python package {top!r}, which is not installed; "
+                    f"install the {extra!r} extra: pip install 'xmodal[{extra}]'")
+        return f"cannot import {err.name or 'a module'} ({err})"
+    if isinstance(err, MemoryError):
+        return ("out of memory; reduce the sizes (grid points, oscillators, steps or saved "
+                "frames)")
+    if isinstance(err, OSError):  # unwritable or vanished paths, full disks, ...
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    if isinstance(err, (ValueError, OverflowError)):  # bad values found after parsing
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, RuntimeError) and not isinstance(err, (NotImplementedError,
+                                                              RecursionError)):  # JAX/XLA: no such backend, device out of memory, ...
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+            return f"out of device memory; reduce the sizes ({text})"
+        return text
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Errors of input or environment end with a one-line message and exit
+    code 2 (``error_message``), an interrupt with 130; an output directory the command created
+    is removed again if it is still empty. ``XMODAL_TRACEBACK=1`` shows tracebacks instead."""
     _cpu_devices()
     parser = build_parser()
+    from xmodal.report import forget_created_dirs, remove_created_dirs
+
     args = parser.parse_args(argv)
+    if args.command in NEEDS_EXTRA:  # before any work: a missing extra is one line, exit 2
+        extra, modules = NEEDS_EXTRA[args.command]
+        missing = _missing(modules)
+        if missing:
+            parser.exit(2, f"xmodal {args.command}: error: needs the {extra!r} extra, which is "
+                           f"not installed (missing: {', '.join(missing)}); install it with "
+                           f"pip install 'xmodal[{extra}]'\n")
+    forget_created_dirs()
     try:
-        return int(args.run(args) or 0)
-    except ValueError as err:  # bad values found after parsing (files, shapes): usage error
-        parser.exit(2, f"xmodal {args.command}: error: {err}\n")
+        code = int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        remove_created_dirs()
+        parser.exit(130, f"xmodal {args.command}: interrupted\n")
+    except Exception as err:
+        remove_created_dirs()
+        if os.environ.get("XMODAL_TRACEBACK"):
+            raise
+        msg = error_message(err)
+        if msg is not None:
+            parser.exit(2, f"xmodal {args.command}: error: {msg}\n")
+        parser.exit(1, f"xmodal {args.command}: internal error: {type(err).__name__}: {err} "
+                       f"(a bug; rerun with XMODAL_TRACEBACK=1 to see where)\n")
+    forget_created_dirs()
+    return code
 
 
 if __name__ == "__main__":

@@ -1,55 +1,275 @@
-"""Report assembly shared by the subcommands: atomic file writes, output folders, versions."""
+"""What the subcommands share around their computation: the output-directory policy, the checks
+made before a computation (writable outputs, memory and step estimates, seeds, addresses),
+strict-JSON and atomic writes (from ``surrogate.files``, the one I/O module), versions.
+
+Output directories, one rule for every command: ``--out`` may be missing or empty; an existing
+non-empty one is refused unless ``--force`` (overwrite) or, for commands that can continue a
+run, ``--resume``. The directory is checked (a probe file is written and removed) before any
+work, and a directory the command created is removed again if the command fails before writing
+anything into it (``remove_created_dirs``, called by ``xmodal.cli.main``).
+"""
 
 from __future__ import annotations
 
-import json
+import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
-from surrogate.files import atomic_write
+from surrogate.files import (
+    atomic_savefig,
+    atomic_write_bytes,
+    atomic_write_npz,
+    strict_json_dumps,
+    write_strict_json,
+)
 
 __all__ = [
+    "atomic_savefig",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_npz",
-    "atomic_savefig",
+    "check_coordinator",
+    "check_memory",
     "check_out_dir",
+    "check_out_file",
+    "check_steps",
+    "dumps_json",
+    "prepare_out",
+    "forget_created_dirs",
+    "remove_created_dirs",
+    "remove_store",
+    "seed_int",
     "versions",
 ]
 
+#: Directories created by ``prepare_out`` in this process, outermost first.
+_CREATED: list[Path] = []
 
-def check_out_dir(path: Path) -> Path:
-    """Create ``path`` as a directory; ValueError naming it if that is impossible."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path}: exists and is not a directory")
+#: Largest step count of a single integration (the step counters of the compiled loops).
+MAX_STEPS = 2**31 - 1
+
+
+def _probe_writable(folder: Path, arg: str) -> None:
+    probe = folder / f".xmodal-write-test-{os.getpid()}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as err:
-        raise ValueError(f"--out {path}: cannot create directory ({err.strerror})") from None
+        raise ValueError(f"{arg} {folder}: cannot write there ({err.strerror})") from None
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
+def prepare_out(path, *, force: bool = False, resume: bool | None = None,
+                arg: str = "--out") -> Path:
+    """The policy above for ``arg`` = ``path``: ValueError naming it when refused or not
+    writable, else the directory (created, with its parents, when missing). ``resume`` None:
+    the command has no ``--resume``."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise ValueError(f"{arg} {path}: exists and is not a directory")
+        if not (force or resume) and any(path.iterdir()):
+            how = ("pass --resume to continue the run in it or --force to start over"
+                   if resume is not None else "pass --force to overwrite its files")
+            raise ValueError(f"{arg} {path}: exists and is not empty; {how}, or choose "
+                             f"another directory")
+        _probe_writable(path, arg)
+        return path
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise ValueError(f"{arg} {path}: {base} is not a directory")
+    _probe_writable(base, arg)
+    missing = []
+    p = path.absolute()
+    while p != base:
+        missing.append(p)
+        p = p.parent
+    try:
+        path.mkdir(parents=True)
+    except OSError as err:
+        raise ValueError(f"{arg} {path}: cannot create directory ({err.strerror})") from None
+    _CREATED.extend(reversed(missing))
+    return path
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+def check_out_dir(path) -> Path:
+    """``prepare_out`` for a command without --force (kept for callers of the old helper)."""
+    return prepare_out(path, force=True)
 
 
-def atomic_write_npz(path: Path, **arrays) -> None:
-    import numpy as np
+def remove_created_dirs() -> list[Path]:
+    """Remove the directories ``prepare_out`` created that are still empty (innermost first);
+    a directory holding anything is kept. Returns the removed ones."""
+    removed = []
+    while _CREATED:
+        d = _CREATED.pop()
+        try:
+            d.rmdir()
+            removed.append(d)
+        except OSError:  # not empty (partial results kept, e.g. a resumable store) or gone
+            pass
+    return removed
 
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+def remove_store(path) -> None:
+    """Discard a resumable store (``--force`` without ``--resume``): a sweep store is a
+    directory with a manifest.json; anything else there is refused, not deleted."""
+    import shutil
+
+    path = Path(path)
+    if not path.exists():
+        return
+    if not (path.is_dir() and (path / "manifest.json").is_file()):
+        raise ValueError(f"--force: {path} is not a sweep store (no manifest.json); "
+                         f"remove it yourself or choose another --out")
+    shutil.rmtree(path)
 
 
-def atomic_savefig(fig, path: Path, **kwargs) -> None:
-    fmt = Path(path).suffix.lstrip(".") or "png"
-    dpi = kwargs.pop("dpi", 120)
-    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, **kwargs))
+def forget_created_dirs() -> None:
+    """The command succeeded: the directories it created are its outputs."""
+    _CREATED.clear()
+
+
+def check_out_file(path, arg: str) -> Path:
+    """A file to be written at the end (e.g. ``--plot``): its folder must exist and be
+    writable, and it must not be a directory. Checked before the computation."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{arg} {path}: is a directory; give a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"{arg} {path}: folder {folder} does not exist")
+    _probe_writable(folder, arg)
+    return path
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} EB"
+
+
+def check_memory(n_bytes: float, what: str, *, fraction: float = 0.8) -> None:
+    """ValueError if ``what`` (a phrase naming the arguments) needs more than ``fraction`` of the
+    available memory: checked from an estimate before allocating anything."""
+    have = available_memory()
+    if have is not None and n_bytes > fraction * have:
+        raise ValueError(f"{what} needs about {_size(n_bytes)} of memory, more than this "
+                         f"machine has available ({_size(have)})")
+
+
+def check_steps(n_steps: int, what: str, *, limit: int = MAX_STEPS) -> int:
+    """ValueError if an integration of ``n_steps`` steps exceeds the step counters."""
+    if n_steps > limit:
+        raise ValueError(f"{what} gives {n_steps:.4g} steps, more than {limit} (the limit of "
+                         f"one integration's step counter)")
+    return n_steps
+
+
+def seed_int(text: str) -> int:
+    """argparse type of a PRNG seed: an integer that fits the 64-bit key (|seed| < 2**63)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in -2**63 .. 2**63 - 1, got {text!r}")
+    return value
+
+
+def check_coordinator(text: str | None, *, process_id: int | None = None,
+                      wait_s: float = 0.0, arg: str = "--coordinator") -> None:
+    """``HOST:PORT`` with a port in 1..65535 and a host that resolves. With ``wait_s``, also what
+    the distributed start needs, so that it fails with a message instead of waiting forever or
+    aborting the process: process 0 must be able to listen on the port; any other process waits
+    up to ``wait_s`` seconds for a coordinator to accept connections there."""
+    if text is None:
+        return
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{arg} {text!r}: expected HOST:PORT")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{arg} {text!r}: port must be an integer in 1..65535")
+    port = int(port)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    import socket
+    import time
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as err:
+        raise ValueError(f"{arg} {text!r}: host {host!r} does not resolve ({err})") from None
+    if not wait_s:
+        return
+    if process_id in (None, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+            except OSError as err:
+                raise ValueError(f"{arg} {text!r}: process 0 cannot listen on port {port} "
+                                 f"({err.strerror})") from None
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise ValueError(f"{arg} {text!r}: no coordinator (process 0) accepts "
+                                 f"connections there after {wait_s:g} s ({err.strerror or err})"
+                                 ) from None
+            time.sleep(0.5)
+
+
+def _warn_non_finite(name: str, where: dict[str, str]) -> None:
+    if where:
+        listed = ", ".join(f"{k} ({v})" for k, v in list(where.items())[:8])
+        more = f" and {len(where) - 8} more" if len(where) > 8 else ""
+        print(f"xmodal: warning: {name}: {len(where)} non-finite value(s) written as null "
+              f"(listed under \"non_finite\"): {listed}{more}", file=sys.stderr)
+
+
+def atomic_write_json(path: Path, obj) -> dict[str, str]:
+    """Strict JSON (non-finite numbers as null, recorded in the file), atomically; says on
+    stderr where non-finite values were. Returns their locations."""
+    where = write_strict_json(path, obj)
+    _warn_non_finite(str(path), where)
+    return where
+
+
+def dumps_json(obj, name: str = "output") -> str:
+    """Strict JSON text of ``obj`` for stdout; warns on stderr about non-finite values."""
+    text, where = strict_json_dumps(obj)
+    _warn_non_finite(name, where)
+    return text
 
 
 def versions() -> dict[str, str]:
