@@ -82,6 +82,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=_positive, help="use the first N clips that pass the file checks "
                                                "(clips that then fail to decode count too)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out (discarding the predictions there)")
     p.add_argument("--bundles", type=_non_negative, default=0,
                    help="save attention bundles of the unperturbed prompt for the first N clips "
                         "of each condition (default 0)")
@@ -119,20 +121,24 @@ def _check_args(args) -> None:
     if not os.path.isdir(m) and (os.path.isabs(m) or m.startswith((".", "~")) or m.count("/") > 1
                                  or os.path.exists(m)):
         raise ValueError(f"--model: path {args.model!r} does not exist")
-    if os.path.isfile(os.path.join(args.out, "predictions.csv")) and not args.resume:
+    if (os.path.isfile(os.path.join(args.out, "predictions.csv"))
+            and not (args.resume or args.force)):
         raise ValueError(f"--out: {args.out} already holds predictions.csv; pass --resume to "
                          f"continue it or choose another folder")
 
 
 def run(args) -> int:
-    from xmodal.report import atomic_write_bytes, check_out_dir
+    from xmodal.report import atomic_write_bytes, prepare_out
 
     _check_args(args)
     from mllm_probe.emotion.datasets import read_cremad, read_manifest
 
     dataset = (read_cremad(args.data, include_known_bad=args.include_known_bad) if args.data
                else read_manifest(args.manifest))
-    out = check_out_dir(Path(args.out))
+    out = prepare_out(Path(args.out), force=args.force, resume=args.resume)
+    if args.force and not args.resume:  # start over: the table of the old run goes
+        for name in ("predictions.csv", "predictions.meta.json"):
+            (out / name).unlink(missing_ok=True)
 
     from mllm_probe.emotion import experiment
     from xmodal.commands.probe import load_model

@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 
 from xmodal.commands.simulate import positive_int
-from xmodal.report import atomic_write_bytes, atomic_write_json, atomic_write_npz, check_out_dir
+from xmodal.report import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_npz,
+    check_memory,
+    prepare_out,
+    remove_store,
+    seed_int,
+)
 
 PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 
@@ -23,11 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--grid", type=positive_int, default=16, help="points per beta axis (>= 2)")
     p.add_argument("--out", type=Path, default=Path("results/lorenz"), help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (graph, frequencies, phases)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="PRNG seed (graph, frequencies, phases)")
     p.add_argument("--device", choices=["auto", *PLATFORMS], default="auto",
                    help="JAX platform (auto: the default backend)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep from the chunks in OUT/sweep")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out (discarding the sweep stored there)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
@@ -35,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.grid < 2:
         raise ValueError(f"--grid must be >= 2, got {args.grid}")
-    out = check_out_dir(args.out)
+    check_memory(16 * 8 * args.grid**2, f"--grid {args.grid} ({args.grid**2} points)")
+    out = prepare_out(args.out, force=args.force, resume=args.resume)
+    if args.force and not args.resume:
+        remove_store(out / "sweep")
     import jax
 
     if args.device != "auto":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 import time
 from pathlib import Path
 
 from xmodal.commands.simulate import finite_float, positive_float, positive_int, sizes_list
+from xmodal.report import check_memory, check_out_file, check_steps, dumps_json, seed_int
 
 #: Published values at the default parameters (Sprott, "Chaos and Time-Series Analysis", 2003).
 REFERENCE = {
@@ -95,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the neutral global phase-shift exponent (0) in the spectrum")
     g.add_argument("--kind", choices=["reference", "dense", "sparse", "auto"],
                    default="reference", help="evaluation of the surrogate's vector field")
-    g.add_argument("--seed", type=int, default=0, help="PRNG seed (graph, frequencies, phases)")
+    g.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (graph, frequencies, phases)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write a convergence plot (PNG)")
     p.set_defaults(run=run)
@@ -138,8 +139,8 @@ def _lorenz_drive(jnp, dtype, dt, n_steps):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.plot is not None and args.plot.parent and not args.plot.parent.is_dir():
-        raise ValueError(f"--plot {args.plot}: folder {args.plot.parent} does not exist")
+    if args.plot is not None:
+        check_out_file(args.plot, "--plot")
     dt0, steps0, transient0, renorm0 = DEFAULTS[args.system]
     dt = dt0 if args.dt is None else args.dt
     if args.system == "henon" and args.dt is not None:
@@ -149,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
     renorm = renorm0 if args.renorm_every is None else args.renorm_every
     if n_steps % renorm:
         raise ValueError(f"--steps {n_steps} must be a multiple of --renorm-every {renorm}")
+    if args.float32:  # the loops' block counters are int32 without x64
+        check_steps(n_steps + transient, "--steps + --transient (with --float32)")
+    if args.system == "surrogate" and args.drive == "lorenz":  # the drive is tabulated
+        check_memory(48 * (n_steps + transient), f"--steps + --transient = "
+                     f"{n_steps + transient:.4g} with --drive lorenz (a tabulated drive)")
 
     import jax
 
@@ -188,8 +194,9 @@ def run(args: argparse.Namespace) -> int:
         if k > (n - 1 if modulo else n):
             raise ValueError(f"--k {k}: at most {n - 1 if modulo else n} exponents for N={n}")
         theta0 = sg.initial_phases(k_theta, n, dtype)
-        res = conditional_lyapunov_exponents(sur, theta0, dt=dt, k=k, kind=args.kind,
-                                             modulo_phase_shift=modulo, **settings)
+        def compute(**s):
+            return conditional_lyapunov_exponents(sur, theta0, dt=dt, k=k, kind=args.kind,
+                                                  modulo_phase_shift=modulo, **s)
         exact_sum, reference = None, None
         title = (f"surrogate {'x'.join(map(str, args.sizes))}, beta_self={args.beta_self:g}, "
                  f"beta_cross={args.beta_cross:g}, drive={args.drive}, "
@@ -203,10 +210,10 @@ def run(args: argparse.Namespace) -> int:
         k = n if args.k is None else args.k
         if k > n:
             raise ValueError(f"--k {k}: {args.system} has dimension {n}")
-        if kind == "map":
-            res = lyapunov_spectrum_map(fn, y0, params, k=k, **settings)
-        else:
-            res = lyapunov_spectrum(fn, y0, params, dt=dt, k=k, **settings)
+        def compute(**s):
+            if kind == "map":
+                return lyapunov_spectrum_map(fn, y0, params, k=k, **s)
+            return lyapunov_spectrum(fn, y0, params, dt=dt, k=k, **s)
         title = TITLES[args.system] + " (" + ", ".join(
             f"{f}={getattr(params, f):g}" for f in params.__dataclass_fields__) + ")"
         info = {"parameters": {f: float(getattr(params, f)) for f in params.__dataclass_fields__},
@@ -215,8 +222,16 @@ def run(args: argparse.Namespace) -> int:
             exact_sum = None
         if reference is not None and k < n:
             reference = {"exponents": reference["exponents"][:k]}
-    lam = np.asarray(jax.block_until_ready(res.exponents), dtype=np.float64)
-    seconds = time.perf_counter() - t_start
+    calibration_s = 0.0
+    eta = None
+    if n_steps + transient > 5 * (steps0 + transient0):  # long: estimate, then show progress
+        t_cal = time.perf_counter()
+        eta = _estimate(jax, compute, n_steps + transient, renorm, steps0 // 10)
+        calibration_s = time.perf_counter() - t_cal
+    with _Heartbeat(eta, quiet=False):
+        res = compute(**settings)
+        lam = np.asarray(jax.block_until_ready(res.exponents), dtype=np.float64)
+    seconds = time.perf_counter() - t_start - calibration_s
     d_ky = float(kaplan_yorke_dimension(jnp.asarray(lam)))
     is_map = args.system == "henon"
     result = {
@@ -240,10 +255,64 @@ def run(args: argparse.Namespace) -> int:
         _plot(args.plot, np.asarray(res.times), np.asarray(res.running), result, title)
         result["plot"] = str(args.plot)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(dumps_json(result, "lyapunov --json"))
     else:
         _table(result, title)
     return 0
+
+
+def _estimate(jax, compute, total: int, renorm: int, probe: int) -> float:
+    """Seconds the run of ``total`` steps will take, from a timed short run (after its
+    compile); said on stderr."""
+    probe = renorm * max(1, probe // renorm)
+    short = {"n_steps": probe, "transient": 0, "renorm_every": renorm, "n_records": 1}
+    jax.block_until_ready(compute(**short).exponents)  # compile
+    t0 = time.perf_counter()
+    jax.block_until_ready(compute(**short).exponents)
+    rate = probe / max(time.perf_counter() - t0, 1e-9)
+    eta = total / rate
+    print(f"lyapunov: {total:.4g} steps at about {rate:.3g} steps/s (timed on {probe}): "
+          f"about {_duration(eta)}", file=sys.stderr, flush=True)
+    return eta
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+class _Heartbeat:
+    """While the compiled run blocks the main thread: elapsed time against the estimate on
+    stderr, every 2 % of it (at most every 5 min, at least 10 s apart)."""
+
+    def __init__(self, eta: float | None, quiet: bool):
+        import threading
+
+        self.eta, self.stop = eta, threading.Event()
+        self.thread = None if eta is None or quiet else threading.Thread(
+            target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        t0, every = time.perf_counter(), min(max(self.eta / 50, 10.0), 300.0)
+        while not self.stop.wait(every):
+            el = time.perf_counter() - t0
+            print(f"lyapunov: {_duration(el)} of about {_duration(self.eta)} "
+                  f"(~{min(99, 100 * el / self.eta):.0f} %, estimated)", file=sys.stderr,
+                  flush=True)
+
+    def __enter__(self):
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        return False
 
 
 def _table(result, title) -> None:

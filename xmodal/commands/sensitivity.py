@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 from xmodal.commands.simulate import finite_float, positive_float, positive_int
-from xmodal.report import atomic_write_bytes, atomic_write_json, check_out_dir, versions
+from xmodal.report import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_steps,
+    prepare_out,
+    seed_int,
+    versions,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta-self", type=finite_float, default=0.5, help="preset beta_self (= K)")
     p.add_argument("--beta-cross", type=finite_float, default=0.1, help="preset beta_cross (= K)")
     p.add_argument("--out", type=Path, default=Path("results/sensitivity"), help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
     p.add_argument("--steps", type=positive_int, default=400, help="RK4 steps of the window")
     p.add_argument("--burn", type=int, default=200, help="steps discarded before averaging")
@@ -38,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--balance-steps", type=int, default=30, help="steps of the balancing search")
     p.add_argument("--balance-lr", type=positive_float, default=0.01,
                    help="Adam learning rate of the balancing search")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (preset graph, phases)")
+    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (preset graph, phases)")
     p.add_argument("--float64", action="store_true", help="compute in float64")
     p.set_defaults(run=run)
 
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"PARAMS.json {args.params}: not JSON ({err})") from None
         if not isinstance(obj, dict):
             raise ValueError(f"PARAMS.json {args.params}: expected a JSON object")
-    out = check_out_dir(args.out)
+    check_steps(args.steps, f"--steps {args.steps}")
+    out = prepare_out(args.out, force=args.force)
 
     import jax
 

@@ -6,7 +6,15 @@ import argparse
 import math
 from pathlib import Path
 
-from xmodal.report import atomic_write_json, atomic_write_npz, check_out_dir, versions
+from xmodal.report import (
+    atomic_write_json,
+    atomic_write_npz,
+    check_memory,
+    check_steps,
+    prepare_out,
+    seed_int,
+    versions,
+)
 
 
 def finite_float(text: str) -> float:
@@ -67,8 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-every", type=positive_int, default=10, help="save every n-th step")
     p.add_argument("--path", choices=["fast", "diffrax"], default="fast", help="integration path")
     p.add_argument("--float64", action="store_true", help="integrate in float64")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (graph, frequencies, phases)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="PRNG seed (graph, frequencies, phases)")
     p.add_argument("--out", type=Path, default=Path("results/simulate"), help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     p.set_defaults(run=run)
 
 
@@ -80,7 +90,14 @@ def run(args: argparse.Namespace) -> int:
             f"--save-every {args.save_every}"
         )
     n_steps -= n_steps % args.save_every
-    out = check_out_dir(args.out)
+    check_steps(n_steps, f"--duration {args.duration} / --dt {args.dt}")
+    n, m = sum(args.sizes), len(args.sizes)
+    item = 8 if args.float64 else 4
+    frames = n_steps // args.save_every + 1  # phases, R and attention per frame, ~3 copies
+    check_memory(3 * frames * (n + m + m * m) * item + 8 * n * n * item,
+                 f"--sizes {','.join(map(str, args.sizes))} with {frames} saved frames "
+                 f"(--duration / --dt / --save-every)")
+    out = prepare_out(args.out, force=args.force)
 
     import jax
 

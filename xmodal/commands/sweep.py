@@ -49,7 +49,16 @@ import math
 import time
 from pathlib import Path
 
-from xmodal.report import atomic_write_json, atomic_write_npz, check_out_dir, versions
+from xmodal.report import (
+    atomic_write_json,
+    atomic_write_npz,
+    check_coordinator,
+    check_memory,
+    check_steps,
+    prepare_out,
+    remove_store,
+    versions,
+)
 
 #: Parameters a spec may sweep (per-point values; the graph is shared by all points).
 SWEEPABLE = ("beta_self", "beta_cross", "kappa_self", "kappa_cross", "gain", "omega_spread")
@@ -145,6 +154,7 @@ def _axis(spec: _Spec, name: str, value):
     start = spec.number(f"{sub}[0]", args[0], positive=kind == "log")
     stop = spec.number(f"{sub}[1]", args[1], positive=kind == "log")
     count = spec.integer(f"{sub}[2]", args[2], 1)
+    check_memory(8 * count, f"{spec.path}: field {sub + '[2]'!r} ({count} values)")
     if kind == "log":
         return np.geomspace(start, stop, count)
     return np.linspace(start, stop, count)
@@ -421,6 +431,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", type=Path, help="spec file, .json or .toml")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out (discarding the sweep stored there)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     m = p.add_argument_group(
         "multi-host", "Run the same command on every host (one process each): the grid is "
@@ -432,19 +444,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N-1")
     m.add_argument("--distributed", action="store_true",
                    help="start jax.distributed with every setting detected from the cluster")
+    m.add_argument("--start-timeout", type=int, default=120, metavar="S",
+                   help="seconds to wait for all processes to join (default 120)")
     p.set_defaults(run=run)
 
 
-def _start_processes(coordinator, num_processes, process_id) -> None:
-    import surrogate as sg
+def _start_processes(coordinator, num_processes, process_id, timeout: int) -> None:
+    import jax
 
     if num_processes is not None and num_processes < 1:
         raise ValueError(f"--num-processes must be at least 1, got {num_processes}")
     if process_id is not None and (
             process_id < 0 or (num_processes is not None and process_id >= num_processes)):
         raise ValueError(f"--process-id must be in 0 .. --num-processes - 1, got {process_id}")
-    try:
-        sg.init_multihost(coordinator, num_processes, process_id)
+    if timeout < 1:
+        raise ValueError(f"--start-timeout must be >= 1 second, got {timeout}")
+    # jax.distributed aborts the process (a C++ check failure, no Python exception) when the
+    # coordinator cannot be reached or the port is taken: check both first, with a deadline.
+    check_coordinator(coordinator, process_id=process_id, wait_s=timeout)
+    try:  # sg.init_multihost, with the timeout of the start
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=timeout)
     except (ValueError, RuntimeError) as err:
         raise ValueError(
             f"cannot start the multi-host run ({err}); give --coordinator HOST:PORT, "
@@ -454,11 +474,17 @@ def _start_processes(coordinator, num_processes, process_id) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    out = check_out_dir(args.out)
-    results_exist = (out / "sweep.npz").exists() or (out / "chunks").exists()
-    if results_exist and not args.resume:
-        raise ValueError(f"--out {out}: holds a sweep already; pass --resume to continue it, "
-                         f"or choose another directory")
+    run_ = spec["run"]
+    if not run_["seed"] < 2**63:
+        raise ValueError(f"{args.spec}: field 'run.seed': must be < 2**63, got {run_['seed']}")
+    check_steps(run_["transient"] + run_["steps"], f"{args.spec}: run.transient + run.steps")
+    n_points = math.prod(len(v) for v in spec["axes"].values())
+    check_memory(256 * n_points, f"{args.spec}: the grid of {n_points:.4g} points (axes "
+                 + " x ".join(str(len(v)) for v in spec["axes"].values()) + ")")
+    check_coordinator(args.coordinator)
+    out = prepare_out(args.out, force=args.force, resume=args.resume)
+    if args.force and not args.resume:
+        remove_store(out / "chunks")
 
     import jax
 
@@ -470,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
 
     multihost = (args.coordinator, args.num_processes, args.process_id)
     if args.distributed or any(x is not None for x in multihost):
-        _start_processes(*multihost)  # returns once every process has passed the check above
+        _start_processes(*multihost, args.start_timeout)  # returns once every process has passed the check above
 
     points = sg.grid(**spec["axes"])
     fn, batched = sweep_function(spec)
