@@ -14,10 +14,9 @@
 #      grid; fails if any differs from the baseline by more than 1e-4 in sin(theta) (the CPU
 #      gives 3.4e-6; a wrong formula gives > 1e-2);
 #   2. the fused Pallas kernel (surrogate.kernels) agrees with the fast sparse path: same
-#      problem, variants $PALLAS_CHECK; fails above 2e-5 in sin(theta) (measured on an H100:
-#      5e-7..1e-6; no matmul enters, so no TF32) or if a variant does not run ("dense" is left
-#      out for its 20 s compile; it agreed to 9e-7 on an H100 and is in tests/test_kernels.py);
-#   3. the Pallas kernel timed: 64 x 64 grid, 5000 steps, variants $PALLAS, against the naive
+#      problem, settings $PALLAS_CHECK; fails above 2e-5 in sin(theta) (measured on an H100:
+#      5e-7..1e-6; no matmul enters, so no TF32) or if a setting does not run;
+#   3. the Pallas kernel timed: 64 x 64 grid, 5000 steps, settings $PALLAS, against the naive
 #      baseline, the fast sparse path and simulate_batch measured in the same run (target:
 #      <= 0.5 s);
 #   4. the issue's table: 64 x 64 grid of (beta_self, beta_cross), 5000 steps, Lorenz drive,
@@ -25,16 +24,17 @@
 #   (3 and 4 time the first run after an ahead-of-time compile, --no-warmup, to fit the budget)
 #   5. the engine's scaling with grid size (16^2 .. 128^2) and oscillators (100 .. 1000),
 #      1000 steps.
-# Pallas variants are VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:rcROWS_PER_CHUNK] (benchmarks/
-# sweep.py --help). On an H100 at 1000 steps: lanes3d:16:4:rc16 0.245 s, lanes3d:16:4:rc8
-# 0.30 s, lanes3d:32:8:rc8 0.256 s, lanes3d:32:8:rc16 0.51 s, lanes:16:4:rc8 0.29 s,
-# gather:1:8 0.69 s, dense:1:4 1.5 s, plain-JAX fast sparse 0.46 s. Two programs of 4 warps per SM beat one of 8, so part 3 tries more,
-# smaller programs (8 points, 2 warps), larger row chunks, and r1 (one reduction per chunk).
+# Pallas settings are POINTS_PER_PROGRAM:NUM_WARPS[:rcROWS_PER_CHUNK][:r1] (benchmarks/
+# sweep.py --help). On an H100 at 1000 steps, before input anchoring: 16:4:rc16 0.245 s,
+# 16:4:rc8 0.30 s, 32:8:rc8 0.256 s, 32:8:rc16 0.51 s, plain-JAX fast sparse 0.46 s. Two
+# programs of 4 warps per SM beat one of 8, so part 3 tries more, smaller programs (8 points,
+# 2 warps), larger row chunks, and r1 (one reduction per chunk). The problem is anchored
+# (h = 4, the Lorenz experiment's default; benchmarks/sweep.py --anchor).
 # Exit status: 1 if an agreement check failed (or timed out), 0 otherwise.
 # Sizes can be overridden to try the script on a CPU (the Pallas parts then need
 # PALLAS_FLAGS=--pallas-interpret), e.g.
 #   GRID=2 STEPS=10 CHECK_GRID=2 CHECK_STEPS=10 SCALE_GRID=4 SCALE_N=100 SCALE_STEPS=10 \
-#       PALLAS=lanes3d:4:4 PALLAS_CHECK=lanes3d:4:4 PALLAS_FLAGS=--pallas-interpret \
+#       PALLAS=4:4 PALLAS_CHECK=4:4 PALLAS_FLAGS=--pallas-interpret \
 #       bash benchmarks/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -43,8 +43,8 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 GRID=${GRID:-64} STEPS=${STEPS:-5000} CHECK_GRID=${CHECK_GRID:-8} CHECK_STEPS=${CHECK_STEPS:-200}
 SCALE_GRID=${SCALE_GRID:-16,32,64,128} SCALE_N=${SCALE_N:-100,200,500,1000}
 SCALE_STEPS=${SCALE_STEPS:-1000}
-PALLAS=${PALLAS:-lanes3d:16:4:rc16,lanes3d:16:4:rc16:r1,lanes3d:8:4:rc16,lanes3d:8:4:rc16:r1,lanes3d:8:4:rc32,lanes3d:8:2:rc16}
-PALLAS_CHECK=${PALLAS_CHECK:-lanes3d:16:4:rc16,lanes3d:16:4:rc16:r1,lanes:16:4:rc8,gather:1:8}
+PALLAS=${PALLAS:-16:4:rc16,16:4:rc16:r1,8:4:rc16,8:4:rc16:r1,8:4:rc32,8:2:rc16}
+PALLAS_CHECK=${PALLAS_CHECK:-16:4:rc16,16:4:rc16:r1}
 PALLAS_FLAGS=${PALLAS_FLAGS:-}
 start=$(date +%s)
 status=0

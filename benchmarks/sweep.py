@@ -3,7 +3,7 @@
     python benchmarks/sweep.py                                   # the issue's CPU problem
     python benchmarks/sweep.py --grid 64 --steps 5000            # the issue's GPU problem
     python benchmarks/sweep.py --cpu-devices 8 --only engine     # engine on 8 simulated devices
-    python benchmarks/sweep.py --grid 64 --only naive pallas --pallas lanes3d:16:4:rc16  # GPU
+    python benchmarks/sweep.py --grid 64 --only naive pallas --pallas 16:4:rc16  # GPU
 
 Problem (shared/notes/performance.md): 2 x 50 oscillators, Watts-Strogatz k = 10 inside each
 modality plus 10 % random cross links, Lorenz drive (x(t) -> modality 0, y(t) -> modality 1,
@@ -70,13 +70,14 @@ def parse_args(argv=None):
                    help="fail (exit 1) if a variant differs from the reference by more")
     p.add_argument("--knobs", action="store_true",
                    help="also time the fast path with unrolled stages / several steps per loop")
+    p.add_argument("--anchor", type=float, default=4.0,
+                   help="anchoring strength h of every oscillator (0: the additive drive only)")
     p.add_argument("--pallas", default=None, metavar="SPECS",
-                   help="fused Pallas kernel variants (surrogate.kernels), comma-separated "
-                        "VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:stage][:expf][:rcN][:r1], e.g. "
-                        "dense:1:4,gather:2:4:stage,lanes3d:16:4:rc16 (stage: tables loaded "
-                        "every stage, not hoisted; expf: libdevice exp, not ex2.approx; rcN: "
-                        "lanes, N rows per tile, default 16; r1: lanes3d, one reduction per "
-                        "row chunk); default: a standard set on GPU, none elsewhere; '' = none")
+                   help="settings of the fused Pallas kernel (surrogate.kernels), comma-separated "
+                        "POINTS_PER_PROGRAM:NUM_WARPS[:expf][:rcN][:r1], e.g. 16:4:rc16,8:2 "
+                        "(expf: libdevice exp, not ex2.approx; rcN: N rows per tile, default "
+                        "16; r1: one reduction per row chunk); default: a standard set on GPU, "
+                        "none elsewhere; '' = none")
     p.add_argument("--limit", type=float, default=None, metavar="PAIRS_PER_S",
                    help="the device's pair-evaluation limit, for the 'of limit' column "
                         "(default on a GPU: 3e12, the H100's one-exp-per-pair figure of issue 5)")
@@ -114,7 +115,7 @@ def lorenz_drive(n_steps: int, dt: float):
 
 def problem(sizes=(50, 50), steps=None):
     steps = steps or ARGS.steps
-    sur = sg.paper_preset(jax.random.key(0), sizes=sizes, dtype=DTYPE,
+    sur = sg.paper_preset(jax.random.key(0), sizes=sizes, dtype=DTYPE, anchor=ARGS.anchor,
                           drive=lorenz_drive(steps, ARGS.dt))
     theta0 = sg.initial_phases(jax.random.key(1), sur.network.n, DTYPE)
     return sur, theta0
@@ -141,7 +142,9 @@ def naive_final(sur, theta0, steps, dt):
             d = theta[None, :] - theta[:, None]
             e = a * jnp.exp(beta * jnp.cos(d))
             alpha = e / e.sum(-1, keepdims=True)
-            return (sur.params.omega + sur.params.gain * u_t[pop]
+            p = sur.params
+            psi = p.encoding_gain * u_t[pop] + p.encoding_offset
+            return (p.omega + p.gain * u_t[pop] + p.anchor * jnp.sin(psi - theta)
                     + jnp.sum(beta * alpha * jnp.sin(d), -1))
 
         def step(theta, u3):
@@ -199,25 +202,25 @@ def variants(sur, theta0, steps, dt):
         "fast RK4, sparse": (sparse, 4, {}),
         "batched RK4, sparse, points on lanes": (batch_final(sur, theta0, steps, dt), 4, {}),
     }
-    if ARGS.knobs:  # loop structure of the fast path (surrogate/integrate.py)
-        out["fast RK4, sparse, stages unrolled"] = (sparse, 4, dict(_STAGE_LOOP=False))
-        out["fast RK4, sparse, 4 steps per iteration"] = (sparse, 4, dict(_STEP_UNROLL=4))
+    if ARGS.knobs:  # loop structure of the RK4 core (surrogate/rk4.py)
+        out["fast RK4, sparse, stages unrolled"] = (sparse, 4, dict(STAGE_LOOP=False))
+        out["fast RK4, sparse, 4 steps per iteration"] = (sparse, 4, dict(STEP_UNROLL=4))
         out["fast RK4, sparse, stages unrolled, 4 steps per iteration"] = (
-            sparse, 4, dict(_STAGE_LOOP=False, _STEP_UNROLL=4))
+            sparse, 4, dict(STAGE_LOOP=False, STEP_UNROLL=4))
     for spec in pallas_specs():
         out[f"pallas {spec}"] = (pallas_final(sur, theta0, steps, dt, spec), 4, {})
     return out
 
 
-#: Pallas variants timed by default on a GPU: VARIANT:POINTS_PER_PROGRAM:NUM_WARPS[:rcN].
-PALLAS_DEFAULT = "lanes3d:16:4:rc16,lanes3d:32:8:rc8,lanes:16:4:rc8,gather:1:8,dense:1:4"
+#: Pallas settings timed by default on a GPU: POINTS_PER_PROGRAM:NUM_WARPS[:rcN][:r1].
+PALLAS_DEFAULT = "16:4:rc16,32:8:rc8,16:4:rc16:r1,8:2:rc16"
 
 
 def pallas_specs():
     if ARGS.pallas is not None:
         spec = ARGS.pallas
     elif ARGS.pallas_interpret or jax.default_backend() == "gpu":
-        spec = PALLAS_DEFAULT if jax.default_backend() == "gpu" else "lanes3d:4:4"
+        spec = PALLAS_DEFAULT if jax.default_backend() == "gpu" else "4:4"
     else:
         spec = ""
     return [s.strip() for s in spec.split(",") if s.strip()]
@@ -228,15 +231,14 @@ def pallas_final(sur, theta0, steps, dt, spec):
     from surrogate.kernels import fused_simulate
 
     def final(b_self, b_cross):
-        variant, pp, warps, *flags = spec.split(":")
+        pp, warps, *flags = spec.split(":")
         rc = [int(f[2:]) for f in flags if f.startswith("rc")]
-        if set(flags) - {"stage", "expf", "r1"} - {f"rc{x}" for x in rc}:
+        if set(flags) - {"expf", "r1"} - {f"rc{x}" for x in rc}:
             raise ValueError(f"unknown flags in the Pallas spec {spec!r}")
         B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, DTYPE))(b_self, b_cross)
         return fused_simulate(sur, theta0, params=sur.params.replace(B=B, K=B), dt=dt,
-                              n_steps=steps, variant=variant, points_per_program=int(pp),
-                              num_warps=int(warps), hoist="stage" not in flags,
-                              approx_exp="expf" not in flags,
+                              n_steps=steps, points_per_program=int(pp),
+                              num_warps=int(warps), approx_exp="expf" not in flags,
                               rows_per_chunk=rc[0] if rc else 16,
                               reduce_once="r1" in flags,
                               interpret=ARGS.pallas_interpret).theta
@@ -247,8 +249,8 @@ def pallas_final(sur, theta0, steps, dt, spec):
 
 @contextlib.contextmanager
 def knobs(**values):
-    """Set loop-structure knobs of surrogate.integrate while a function is traced."""
-    module = sys.modules["surrogate.integrate"]
+    """Set loop-structure knobs of surrogate.rk4 while a function is traced."""
+    module = sys.modules["surrogate.rk4"]
     old = {k: getattr(module, k) for k in values}
     try:
         for k, v in values.items():

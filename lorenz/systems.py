@@ -1,7 +1,7 @@
 """Low-dimensional chaotic test systems and a fixed-step RK4 trajectory.
 
 Flows have the diffrax signature ``f(t, y, args) -> dy/dt`` with ``args`` a parameter PyTree
-(defaults: the standard chaotic settings, with published Lyapunov spectra in DESIGN.md section 4);
+(defaults: the standard chaotic settings, with published Lyapunov spectra in docs/lyapunov.md);
 maps have the signature ``g(y, args) -> y_next``. Everything follows the dtype of ``y``.
 """
 
@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from surrogate.lyapunov import _cached, rk4_step
+from surrogate import rk4
+from surrogate.lyapunov import cached_jit
 
 __all__ = [
     "SYSTEMS",
@@ -136,7 +137,7 @@ def rk4_trajectory(
     if isinstance(dt, (int, float)) and not dt > 0:
         raise ValueError(f"dt must be positive, got dt={dt!r}")
     y0 = _initial_state(y0)
-    run = _cached(_trajectory_jit, _trajectory, vector_field)
+    run = cached_jit(_trajectory_jit, _trajectory, vector_field)
     return run(vector_field, y0, args, dt, t0, n_steps=n_steps, transient=transient,
                save_every=save_every)
 
@@ -147,7 +148,7 @@ def _trajectory(vector_field, y0, args, dt, t0, *, n_steps, transient, save_ever
     t0 = jnp.asarray(t0, dtype)
 
     def step(i, y):
-        return rk4_step(vector_field, t0 + i.astype(dtype) * dt, y, args, dt)
+        return rk4.flow_step(vector_field, t0 + i.astype(dtype) * dt, y, args, dt)
 
     y = jax.lax.fori_loop(0, transient, step, y0) if transient else y0
 
@@ -178,7 +179,7 @@ def iterate_map(
     """Orbit of the map ``g(y, args)``: (n_steps + 1, n), the state after ``transient`` first."""
     _check_counts(n_steps=(n_steps, 1), transient=(transient, 0))
     y0 = _initial_state(y0)
-    run = _cached(_orbit_jit, _orbit, g)
+    run = cached_jit(_orbit_jit, _orbit, g)
     return run(g, y0, args, n_steps=n_steps, transient=transient)
 
 

@@ -20,36 +20,76 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
-from surrogate.integrate import _check_steps, _fold_steps, _rk4_step, _stage_drive
-from surrogate.kernels import FusedRun, _batch, _batch_size
+from surrogate import rk4
+from surrogate.integrate import run_drive
 from surrogate.model import (
     NORMALISATIONS,
     SLOT_LOOP_MAX,
     CouplingTables,
     Params,
     Surrogate,
-    _slot_sums,
+    input_terms,
+    slot_sums,
 )
 
-__all__ = ["fold_batch", "simulate_batch"]
+__all__ = ["FusedRun", "fold_batch", "simulate_batch", "batch_leaf", "batch_size"]
 
 
-def _lanes_rhs(sur: Surrogate, omega, gain, B, K):
-    """f(theta (N, G), u (M,)) -> dtheta/dt (N, G) for per-system omega, gain (N, G), B, K
-    (M, M, G)."""
+@struct.dataclass
+class FusedRun:
+    """Result of ``simulate_batch`` and ``fused_simulate``: ``theta`` (G, N) phases at
+    t0 + n_steps dt, radians, not wrapped; ``mean_cos``, ``mean_sin`` (G, N) means over the
+    states after steps 1..n_steps, or None when not requested."""
+
+    theta: jax.Array
+    mean_cos: jax.Array | None = None
+    mean_sin: jax.Array | None = None
+
+
+def batch_leaf(x, shape, g: int, dtype, name: str) -> jax.Array:
+    """(G, *shape) from a per-system leaf of ``shape`` (broadcast) or one batched already."""
+    x = jnp.asarray(x, dtype)
+    if x.shape == shape:
+        return jnp.broadcast_to(x, (g,) + shape)
+    if x.shape == (g,) + shape:
+        return x
+    raise ValueError(f"{name} must have shape {shape} or ({g},) + {shape}, got {x.shape}")
+
+
+def batch_size(params: Params, theta0) -> int:
+    """G of a batch: the leading axis of the batched leaves (1 when none is batched)."""
+    sizes = set()
+    leaves = [(f"params.{name}", getattr(params, name), 2 if name in ("B", "K") else 1)
+              for name in params.__dataclass_fields__ if getattr(params, name) is not None]
+    for name, x, base in leaves + [("theta0", theta0, 1)]:
+        shape = jnp.shape(x)
+        if len(shape) == base + 1:
+            sizes.add(shape[0])
+        elif len(shape) != base:
+            raise ValueError(f"{name} must have {base} or {base + 1} (batched) axes, "
+                             f"got shape {shape}")
+    if len(sizes) > 1:
+        raise ValueError(f"batched parameters disagree on the batch size: {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
+
+
+def _lanes_rhs(sur: Surrogate, p: Params):
+    """f(theta (N, G), u (M,)) -> dtheta/dt (N, G) for per-system parameters ``p`` on lanes:
+    per-oscillator leaves (N, G), B and K (M, M, G)."""
     net = sur.network
     pop, nbr = net.population, net.neighbours
     pj = pop[nbr]
-    tab = CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj],  # (N, D, G)
+    tab = CouplingTables(beta=p.B[pop[:, None], pj], kappa=p.K[pop[:, None], pj],  # (N, D, G)
                          mask=net.neighbour_mask.astype(sur.dtype)[:, :, None],  # (N, D, 1)
-                         shift=jnp.max(jnp.abs(B), axis=1)[pop],  # (N, G)
+                         shift=jnp.max(jnp.abs(p.B), axis=1)[pop],  # (N, G)
                          unroll_slots=nbr.shape[1] <= SLOT_LOOP_MAX)  # rolled: faster above
 
     def f(theta, u):
         c, s = jnp.cos(theta), jnp.sin(theta)
-        coupling = _slot_sums(c, s, tab, nbr, sur.normalisation)
-        return omega + gain * u[pop][:, None] + coupling
+        coupling = slot_sums(c, s, tab, nbr, sur.normalisation)
+        return input_terms(theta, u[pop][:, None], p, (c, s)) + coupling
 
     return f
 
@@ -59,21 +99,26 @@ def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params):
     if sur.normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, "
                          f"got {sur.normalisation!r}")
-    _check_steps(dt, n_steps, 1)
+    rk4.check_steps(dt, n_steps)
     n, m, dtype = sur.network.n, sur.network.n_populations, sur.dtype
     params = sur.params if params is None else params
-    g = _batch_size(params, theta0)
+    g = batch_size(params, theta0)
 
     def lanes(x, shape, name):  # (G, *shape) -> (*shape, G)
-        return jnp.moveaxis(_batch(x, shape, g, dtype, name), 0, -1)
+        return None if x is None else jnp.moveaxis(batch_leaf(x, shape, g, dtype, name), 0, -1)
 
-    f = _lanes_rhs(sur, lanes(params.omega, (n,), "params.omega"),
-                   lanes(params.gain, (n,), "params.gain"),
-                   lanes(params.B, (m, m), "params.B"), lanes(params.K, (m, m), "params.K"))
+    shapes = {"B": (m, m), "K": (m, m)}
+    p = Params(**{name: lanes(getattr(params, name), shapes.get(name, (n,)), f"params.{name}")
+                  for name in params.__dataclass_fields__})
+    f = _lanes_rhs(sur, p)
     dt = jnp.asarray(dt, dtype)
-    step = _rk4_step(f, dt, jnp.zeros((4, m), dtype))
-    return _fold_steps(step, lanes(theta0, (n,), "theta0"), init, update,
-                       _stage_drive(sur, t0, dt, n_steps), n_steps)
+    zero_u = jnp.zeros((4, m), dtype)
+
+    def step(theta, u4):
+        return rk4.step(f, theta, zero_u if u4 is None else u4, dt)
+
+    return rk4.fold(step, lanes(theta0, (n,), "theta0"), init, update,
+                    run_drive(sur, t0, dt, n_steps), n_steps)
 
 
 def fold_batch(
@@ -126,7 +171,7 @@ def simulate_batch(
     """
     if means:
         n, dtype = sur.network.n, sur.dtype
-        g = _batch_size(sur.params if params is None else params, theta0)
+        g = batch_size(sur.params if params is None else params, theta0)
         init = (jnp.zeros((n, g), dtype), jnp.zeros((n, g), dtype))
 
         def update(acc, _, theta):

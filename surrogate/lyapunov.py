@@ -1,7 +1,7 @@
 """Lyapunov spectra by Benettin's method: tangent vectors, QR re-orthonormalisation.
 
-A fixed-step RK4 step of ``f(t, y, args)`` is linearised with ``jax.linearize`` (a forward-mode
-``jvp``); the derivative of the RK4 map equals RK4 applied to the variational equation
+A fixed-step RK4 step (``surrogate.rk4``) of ``f(t, y, args)`` is linearised with
+``jax.linearize`` (a forward-mode ``jvp``); the derivative of the RK4 map equals RK4 applied to the variational equation
 ``dv/dt = Df(t, y) v``, so the k tangent vectors advance exactly as the discrete flow does. Every
 ``renorm_every`` steps the tangent frame is QR-factorised with the diagonal of R made positive; the
 logarithms of that diagonal add up to the exponents. Maps ``g(y, args)`` use the same loop with the
@@ -23,13 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from surrogate import rk4
+
 __all__ = [
     "LyapunovSpectrum",
     "conditional_lyapunov_exponents",
     "kaplan_yorke_dimension",
     "lyapunov_spectrum",
     "lyapunov_spectrum_map",
-    "rk4_step",
+    "cached_jit",
 ]
 
 
@@ -59,16 +61,6 @@ class LyapunovSpectrum:
     def sum(self) -> jax.Array:
         """Sum of the computed exponents, shape () (phase-space contraction rate if k = n)."""
         return self.exponents.sum(-1)
-
-
-def rk4_step(vector_field: Callable, t, y: jax.Array, args: Any, dt) -> jax.Array:
-    """One classic RK4 step of ``vector_field(t, y, args)`` from (t, y) over ``dt``; y (n,)."""
-    half = 0.5 * dt
-    k1 = vector_field(t, y, args)
-    k2 = vector_field(t + half, y + half * k1, args)
-    k3 = vector_field(t + half, y + half * k2, args)
-    k4 = vector_field(t + dt, y + dt * k3, args)
-    return y + (dt / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 #: Frames with at most this many vectors are orthonormalised by unrolled Gram-Schmidt (measured
@@ -182,7 +174,7 @@ def _flow(vector_field, y0, args, dt, t0, q0, *, k, n_steps, transient, renorm_e
     t0 = jnp.asarray(t0, dtype)
 
     def step(i, y):
-        return rk4_step(vector_field, t0 + i.astype(dtype) * dt, y, args, dt)
+        return rk4.flow_step(vector_field, t0 + i.astype(dtype) * dt, y, args, dt)
 
     return _benettin(step, y0, q0, dt, k, n_steps, transient, renorm_every, n_records)
 
@@ -197,7 +189,7 @@ _flow_jit = jax.jit(_flow, static_argnums=0, static_argnames=_STATIC)
 _map_jit = jax.jit(_map, static_argnums=0, static_argnames=_STATIC)
 
 
-def _cached(jitted, plain, fn):
+def cached_jit(jitted, plain, fn):
     """The jitted (compiled once per function and static settings) version when fn hashes."""
     try:
         hash(fn)
@@ -256,7 +248,7 @@ def lyapunov_spectrum(
             f"got {getattr(out, 'shape', out)}"
         )
     _check_frame(tangent0, y0.shape[0], k)
-    run = _cached(_flow_jit, _flow, vector_field)
+    run = cached_jit(_flow_jit, _flow, vector_field)
     return run(vector_field, y0, args, dt, t0, tangent0, k=k, n_steps=n_steps,
                  transient=transient, renorm_every=renorm_every, n_records=n_records)
 
@@ -291,7 +283,7 @@ def lyapunov_spectrum_map(
             f"got {getattr(out, 'shape', out)}"
         )
     _check_frame(tangent0, y0.shape[0], k)
-    run = _cached(_map_jit, _map, map_fn)
+    run = cached_jit(_map_jit, _map, map_fn)
     return run(map_fn, y0, args, tangent0, k=k, n_steps=n_steps, transient=transient,
                 renorm_every=renorm_every, n_records=n_records)
 
@@ -307,25 +299,29 @@ def conditional_lyapunov_exponents(
     renorm_every: int = 1,
     n_records: int = 100,
     t0: float = 0.0,
-    modulo_phase_shift: bool = True,
+    modulo_phase_shift: bool | None = None,
     kind: str = "reference",
 ) -> LyapunovSpectrum:
     """Conditional Lyapunov exponents of the driven surrogate (same drive u(t), perturbed phases).
 
     ``surrogate`` is a ``Surrogate`` whose ``drive`` (if any) is held fixed; only the phases
-    theta0 (N,) are perturbed. The surrogate's vector field depends on phase differences only and
-    the drive enters additively, so shifting all phases by one constant is an exact symmetry: it
-    always contributes an exponent 0, driven or not. With ``modulo_phase_shift`` (default) that
-    neutral direction (1, ..., 1) is kept as the first tangent vector and dropped, and the k
-    largest exponents *transverse* to it are returned: ``result.largest < 0`` means the surrogate
-    forgets its initial state up to a common phase and follows its drive (echo-state property,
-    generalized synchronization). ``modulo_phase_shift=False`` gives the plain k largest
-    conditional exponents (whose largest is then >= 0 up to convergence error). Exponents in
-    1 / surrogate time unit. ``kind``: evaluation of the vector field, "reference" (default:
+    theta0 (N,) are perturbed; ``result.largest < 0`` means the surrogate forgets its initial
+    state and follows its drive (echo-state property, generalized synchronization).
+
+    Without anchoring (h = 0) the field depends on phase differences only and the drive enters
+    additively, so shifting all phases by one constant is an exact symmetry with exponent 0.
+    ``modulo_phase_shift=True`` keeps that neutral direction (1, ..., 1) as the first tangent
+    vector, drops it, and returns the k largest exponents *transverse* to it (forgetting up to a
+    common phase); ``False`` gives the plain k largest. The default (None) is True when no
+    oscillator is anchored and False otherwise (anchoring breaks the symmetry, so the plain
+    exponents are the meaningful ones; an uncoupled anchored oscillator relaxes at the rate
+    sqrt(h^2 - omega^2)). Exponents in 1 / surrogate time unit. ``kind``: evaluation of the vector field, "reference" (default:
     ``surrogate.vector_field``), "dense", "sparse" or "auto" as in ``surrogate.simulate`` (the
     same function; on CPU the reference compiled and ran fastest for N <= 64 in our
     measurements).
     """
+    if modulo_phase_shift is None:
+        modulo_phase_shift = not _anchored(surrogate)
     kind = _resolve_kind(surrogate, kind)
     vector_field, args = _surrogate_field(kind), surrogate
     if kind != "reference":  # coupling tables built once, outside the time loop; a rolled
@@ -349,6 +345,18 @@ def conditional_lyapunov_exponents(
     return LyapunovSpectrum(
         exponents=res.exponents[1:], times=res.times, running=res.running[:, 1:]
     )
+
+
+def _anchored(surrogate) -> bool:
+    """Whether any oscillator of ``surrogate`` has a non-zero anchoring strength."""
+    h = surrogate.params.anchor
+    if h is None:
+        return False
+    try:
+        return bool(np.any(np.asarray(h) != 0))
+    except jax.errors.TracerArrayConversionError:
+        raise ValueError("conditional_lyapunov_exponents: the anchor strengths are traced; "
+                         "pass modulo_phase_shift=True or False explicitly") from None
 
 
 def _resolve_kind(surrogate, kind: str) -> str:

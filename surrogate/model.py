@@ -1,11 +1,15 @@
-"""Parameters and vector field of the attention surrogate (DESIGN.md section 3).
+"""Parameters and vector field of the attention surrogate (docs/model.md).
 
-    dtheta_i/dt = omega_i + g_i u_{sigma(i)}(t)
+    dtheta_i/dt = omega_i + g_i u_{sigma(i)}(t) + h_i sin(psi_i(t) - theta_i)
                   + sum_j K[sigma(i), sigma(j)] alpha_ij sin(theta_j - theta_i)
+    psi_i(t)    = c_i u_{sigma(i)}(t) + b_i
     alpha_ij    = a_ij exp(B[sigma(i), sigma(j)] cos(theta_j - theta_i)) / Z_i
 
 with Z_i = sum_j a_ij exp(B cos(theta_j - theta_i)) ("softmax": alpha is an attention row),
-Z_i = deg(i) ("mean") or Z_i = 1 ("none"). Phases are in radians, time in surrogate units.
+Z_i = deg(i) ("mean") or Z_i = 1 ("none"). The anchoring term h_i sin(psi_i - theta_i) pulls each
+oscillator toward its own phase encoding psi_i of the current input (the forced Kuramoto model);
+h = 0 is the purely additive drive g u of the first release. Phases are in radians, time in
+surrogate units.
 
 Three evaluations of the same function are provided:
 
@@ -14,6 +18,9 @@ Three evaluations of the same function are provided:
 * ``"dense"``: masked dense (N, N) with the identities cos(tj - ti) = cj ci + sj si and
   sin(tj - ti) = sj ci - cj si, so one exp per pair is the only transcendental;
 * ``"sparse"``: the same on gathered neighbour lists (N, D), D the largest degree.
+
+The per-oscillator terms (frequency, drive, anchoring) are ``input_terms``, the coupling sums
+``coupling``; every path (the batched one and the fused kernel's reference included) calls them.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from surrogate.network import Network, build_network
 __all__ = [
     "Params",
     "Surrogate",
+    "input_terms",
     "NORMALISATIONS",
     "block_matrix",
     "make_drive",
@@ -43,6 +51,8 @@ __all__ = [
     "CouplingTables",
     "coupling_tables",
     "prepare_rhs",
+    "slot_sums",
+    "SLOT_LOOP_MAX",
     "replace",
 ]
 
@@ -56,15 +66,27 @@ class Params:
 
     Attributes:
         omega: (N,) natural frequencies, rad per unit time.
-        gain: (N,) input gains g_i of the external drive.
+        gain: (N,) additive input gains g_i, rad per unit time per unit of input.
         B: (M, M) attention sharpness between modalities (row: query, column: key).
-        K: (M, M) coupling strength between modalities.
+        K: (M, M) coupling strength between modalities, rad per unit time.
+        anchor: (N,) anchoring strengths h_i, rad per unit time, or None (no anchoring term).
+        encoding_gain: (N,) c_i of the input phase psi_i = c_i u + b_i, rad per unit of input.
+        encoding_offset: (N,) b_i, rad. The three anchoring fields are given together or not at
+            all.
     """
 
     omega: jax.Array
     gain: jax.Array
     B: jax.Array
     K: jax.Array
+    anchor: jax.Array | None = None
+    encoding_gain: jax.Array | None = None
+    encoding_offset: jax.Array | None = None
+
+    @property
+    def anchored(self) -> bool:
+        """Whether the anchoring term is present (its strength may still be 0)."""
+        return self.anchor is not None
 
 
 @struct.dataclass
@@ -88,7 +110,14 @@ class Surrogate:
             return  # a pytree skeleton built by a JAX transformation
         n, m = self.network.n, self.network.n_populations
         p = self.params
-        for name, shape in (("omega", (n,)), ("gain", (n,)), ("B", (m, m)), ("K", (m, m))):
+        anchoring = ("anchor", "encoding_gain", "encoding_offset")
+        given = [getattr(p, name) is not None for name in anchoring]
+        if any(given) and not all(given):
+            raise ValueError(f"params.anchor, encoding_gain and encoding_offset go together; "
+                             f"got {dict(zip(anchoring, given))} (True: given)")
+        shapes = [("omega", (n,)), ("gain", (n,)), ("B", (m, m)), ("K", (m, m))]
+        shapes += [(name, (n,)) for name in anchoring if getattr(p, name) is not None]
+        for name, shape in shapes:
             got = getattr(getattr(p, name), "shape", shape)  # non-arrays: pytree placeholders
             if got != shape:
                 raise ValueError(f"params.{name} must have shape {shape}, got {got}")
@@ -141,27 +170,65 @@ def paper_preset(
     cross_density: float = 0.1,
     omega_spread: float = 1.0,
     gain: float = 1.0,
+    anchor: float = 0.0,
+    encoding_scale: float = jnp.pi / 2,
+    kappa: float | tuple[float, float] | None = None,
     normalisation: str = "softmax",
     drive: diffrax.AbstractPath | None = None,
     dtype=jnp.float32,
 ) -> Surrogate:
-    """The source paper's setting: K = B blockwise, 50 + 50 oscillators, k = 10, p = 0.01.
+    """The source paper's setting: 50 + 50 oscillators, k = 10, p = 0.01, B = [[b_s, b_c],
+    [b_c, b_s]].
 
-    The paper sweeps beta_self and beta_cross over 1e-4..1 and reads low beta as weak attention;
-    setting the coupling strength equal to the sharpness (kappa = beta) is our interpretation of
-    that. Natural frequencies are drawn N(0, omega_spread^2); all input gains equal ``gain``.
+    Coupling, two readings of the paper's "low beta = weak attention" (docs/model.md):
+    ``kappa=None`` ties K = B blockwise (the paper preset); a number, or a pair
+    (kappa_self, kappa_cross), fixes K and leaves only the attention sharpness B to vary.
+    Natural frequencies are drawn N(0, omega_spread^2) and all additive input gains equal
+    ``gain``. Anchoring: h_i = ``anchor`` for every oscillator, encoding gains
+    c_i ~ N(0, encoding_scale^2) and offsets b_i ~ U(0, 2 pi), drawn from ``key`` (the graph
+    and the frequencies do not depend on them: ``anchor=0`` is the first release's model).
     """
     k_net, k_omega = jax.random.split(key)
+    k_gain, k_offset = jax.random.split(jax.random.fold_in(key, 1))
     net = build_network(k_net, sizes, k, p, cross_density)
     m = len(net.sizes)
     B = block_matrix(beta_self, beta_cross, m, dtype)
+    if kappa is None:
+        K = B
+    else:
+        ks, kc = (kappa, kappa) if jnp.ndim(kappa) == 0 else kappa
+        K = block_matrix(ks, kc, m, dtype)
     params = Params(
         omega=omega_spread * jax.random.normal(k_omega, (net.n,), dtype),
         gain=jnp.full((net.n,), gain, dtype),
         B=B,
-        K=B,
+        K=K,
+        anchor=jnp.full((net.n,), anchor, dtype),
+        encoding_gain=encoding_scale * jax.random.normal(k_gain, (net.n,), dtype),
+        encoding_offset=jax.random.uniform(k_offset, (net.n,), dtype, maxval=2 * jnp.pi),
     )
     return Surrogate(network=net, params=params, drive=drive, normalisation=normalisation)
+
+
+def input_terms(theta, u_i, p: Params, cs=None):
+    """The per-oscillator terms omega + g u + h sin(psi - theta), psi = c u + b, of rows i.
+
+    Args:
+        theta: phases of the rows (N,) (or (N, G) with per-system parameters (N, G)).
+        u_i: the drive of each row's modality, broadcastable to theta.
+        p: parameters (only omega, gain and the anchoring fields are read).
+        cs: (cos theta, sin theta) when the caller has them: the anchoring term is then
+            sin psi cos theta - cos psi sin theta (one sin/cos pair per row and call);
+            None: the literal formula (the reference).
+    """
+    out = p.omega + p.gain * u_i
+    if p.anchor is None:
+        return out
+    psi = p.encoding_gain * u_i + p.encoding_offset
+    if cs is None:
+        return out + p.anchor * jnp.sin(psi - theta)
+    c, s = cs
+    return out + p.anchor * (jnp.sin(psi) * c - jnp.cos(psi) * s)
 
 
 def _columns(x: jax.Array, sur: Surrogate, kind: Kind) -> jax.Array:
@@ -215,7 +282,7 @@ def coupling_tables(sur: Surrogate, kind: Kind, *, unroll_slots: bool = True) ->
 SLOT_LOOP_MAX = 64
 
 
-def _slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):
+def slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):
     """Sparse coupling sum_j kappa alpha sin(theta_j - theta_i), one neighbour slot at a time."""
 
     def slot(acc, xs):
@@ -273,21 +340,20 @@ def rhs(
     """
     theta = jnp.asarray(theta, sur.dtype)
     tab = coupling_tables(sur, kind) if tables is None else tables
+    u_i = u[sur.network.population]
     if kind == "reference":
         d = theta[None, :] - theta[:, None]
         w = tab.kappa * _attention(jnp.cos(d), tab, sur.normalisation)
-        coupling = jnp.sum(w * jnp.sin(d), axis=-1)
-    elif kind == "sparse" and tab.mask.shape[1] <= SLOT_LOOP_MAX:
-        c, s = jnp.cos(theta), jnp.sin(theta)
-        coupling = _slot_sums(c, s, tab, sur.network.neighbours, sur.normalisation)
+        return input_terms(theta, u_i, sur.params) + jnp.sum(w * jnp.sin(d), axis=-1)
+    c, s = jnp.cos(theta), jnp.sin(theta)
+    if kind == "sparse" and tab.mask.shape[1] <= SLOT_LOOP_MAX:
+        coupling = slot_sums(c, s, tab, sur.network.neighbours, sur.normalisation)
     else:
-        c, s = jnp.cos(theta), jnp.sin(theta)
         cj, sj = _columns(c, sur, kind), _columns(s, sur, kind)
         cos_d = c[:, None] * cj + s[:, None] * sj
         w = tab.kappa * _attention(cos_d, tab, sur.normalisation)
         coupling = c * jnp.sum(w * sj, -1) - s * jnp.sum(w * cj, -1)
-    drive = sur.params.gain * u[sur.network.population]
-    return sur.params.omega + drive + coupling
+    return input_terms(theta, u_i, sur.params, (c, s)) + coupling
 
 
 def prepare_rhs(sur: Surrogate, kind: Kind = "reference", tables: CouplingTables | None = None):

@@ -6,7 +6,7 @@ explicitly; references (finite differences, published values) are checked in flo
 
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see surrogate/__init__.py
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as xmodal.cli does: OpenBLAS threads under XLA oversubscribe the cores
 
 import jax  # noqa: E402
 

@@ -1,7 +1,6 @@
 """The fused Pallas kernel (surrogate.kernels, in the Pallas interpreter) against the fast path.
 
-By default the default variant (lanes3d) runs; ``pytest -m slow`` adds the other variants to
-every check and the paper's graph in float64 (about 5 minutes on 2 cores).
+``pytest -m slow`` adds the paper's graph in float64 and the reduce-once reduction.
 
 Tolerances: float64, the same RK4 scheme with sums in another order: 1e-12 after 40 steps
 (measured 9e-16). float32 against the float32 fast path: 2e-5 in theta after 40 steps (measured
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 import surrogate as sg
-from surrogate.kernels import VARIANTS, fused_simulate
+from surrogate.kernels import fused_simulate
 
 F64, F32 = jnp.float64, jnp.float32
 STEPS = 40
@@ -54,18 +53,11 @@ def fast_final(sur, theta0, Bs):
 SMALL = (12, 7)  # N = 19: P = 16, R = 32 (padding exercised), Watts-Strogatz k = 4
 
 
-#: Variants checked by default (the interpreter compiles each kernel for 10-25 s); all with -m slow.
-FAST = ("lanes3d",)
-
-
-def variants(default=FAST):
-    return [v if v in default else pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS]
-
-
-@pytest.mark.parametrize("variant", variants())
-def test_variants_match_fold_float64(variant):
-    """Batched B = K, omega, gain and theta0 (G = 5, not a multiple of the 2 points per
-    program), final phases and streamed means of cos, sin against fold (the fast path's RK4)."""
+@pytest.mark.parametrize("anchored", [False, True])
+def test_matches_fold_float64(anchored):
+    """Batched B = K, omega, gain, anchoring and theta0 (G = 5, not a multiple of the 2 points
+    per program), final phases and streamed means of cos, sin against fold (the fast path's
+    RK4); without anchoring fields (the first release's Params) and with them."""
     sur, theta0 = system(F64, sizes=SMALL)
     n, g = sur.network.n, 5
     Bs = betas(F64, g)
@@ -74,52 +66,56 @@ def test_variants_match_fold_float64(variant):
     gain = jnp.linspace(0.5, 2.0, g, dtype=F64)[:, None] * jnp.ones((g, n), F64)
     th0 = theta0 + jnp.linspace(-1.0, 1.0, g, dtype=F64)[:, None]
 
-    def one(B, om, gn, th):
-        s = dataclasses.replace(sur, params=sg.Params(omega=om, gain=gn, B=B, K=B))
+    keys = jax.random.split(jax.random.key(3), 3)
+    anchoring = dict(anchor=jnp.abs(jax.random.normal(keys[0], (g, n), F64)) + 1.0,
+                     encoding_gain=jax.random.normal(keys[1], (g, n), F64),
+                     encoding_offset=jax.random.uniform(keys[2], (g, n), F64, maxval=6.3))
+    extra = anchoring if anchored else {}
+
+    def one(B, om, gn, th, ex):
+        s = dataclasses.replace(sur, params=sg.Params(omega=om, gain=gn, B=B, K=B, **ex))
         init = (jnp.zeros(n, F64), jnp.zeros(n, F64))
         theta, (c, si) = sg.fold(s, th, init, lambda acc, _, t: (acc[0] + jnp.cos(t),
                                                                  acc[1] + jnp.sin(t)),
                                  dt=0.01, n_steps=STEPS, kind="sparse")
         return theta, c / STEPS, si / STEPS
 
-    ref = jax.vmap(one)(Bs, omega, gain, th0)
-    params = sg.Params(omega=omega, gain=gain, B=Bs, K=Bs)
+    ref = jax.vmap(one)(Bs, omega, gain, th0, extra)
+    params = sg.Params(omega=omega, gain=gain, B=Bs, K=Bs, **extra)
     out = fused_simulate(sur, th0, params=params, dt=0.01, n_steps=STEPS, means=True,
-                         variant=variant, points_per_program=2, interpret=True)
+                         points_per_program=2, interpret=True)
     for got, want in zip((out.theta, out.mean_cos, out.mean_sin), ref):
         assert got.shape == (g, n) and got.dtype == F64
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("variant", variants())
-def test_paper_graph_float32(variant):
-    """The paper's graph (N = 100, D = 16 slots per column population) in float32."""
+def test_paper_graph_float32():
+    """The paper's graph (N = 100, D = 16 slots per column population) in float32, anchored."""
     sur, theta0 = system(F32)
+    sur = sg.replace(sur, anchor=jnp.full((100,), 2.0, F32))
     Bs = betas(F32)
     out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
-                         n_steps=STEPS, variant=variant, interpret=True)
+                         n_steps=STEPS, interpret=True)
     assert out.theta.shape == (5, 100) and out.theta.dtype == F32
     np.testing.assert_allclose(out.theta, fast_final(sur, theta0, Bs), rtol=0, atol=2e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_paper_graph_float64(variant):
+def test_paper_graph_float64():
     sur, theta0 = system(F64)
     Bs = betas(F64)
     out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
-                         n_steps=STEPS, variant=variant, interpret=True)
+                         n_steps=STEPS, interpret=True)
     np.testing.assert_allclose(out.theta, fast_final(sur, theta0, Bs), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("normalisation", ["mean", "none"])
-@pytest.mark.parametrize("variant", variants())
-def test_normalisations(normalisation, variant):
+def test_normalisations(normalisation):
     sur, theta0 = system(F64, normalisation, sizes=SMALL)
     Bs = betas(F64, 3)
     ref = fast_final(sur, theta0, Bs)
     out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
-                         n_steps=STEPS, variant=variant, interpret=True)
+                         n_steps=STEPS, interpret=True)
     np.testing.assert_allclose(out.theta, ref, rtol=0, atol=1e-12)
 
 
@@ -136,8 +132,6 @@ def test_lanes3d_reduce_once(normalisation):
 def test_bad_arguments():
     sur, theta0 = system(F64, sizes=SMALL)
     run = dict(dt=0.01, n_steps=5, interpret=True)
-    with pytest.raises(ValueError, match="variant"):
-        fused_simulate(sur, theta0, variant="banded", **run)
     with pytest.raises(ValueError, match="points_per_program"):
         fused_simulate(sur, theta0, points_per_program=3, **run)
     with pytest.raises(ValueError, match="rows_per_chunk"):

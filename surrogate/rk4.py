@@ -1,0 +1,141 @@
+"""Classic fourth-order Runge-Kutta: the one tableau, step and streaming fold of the project.
+
+    k_1 = f(y, x_1),   k_j = f(y + dt a_j k_{j-1}, x_j)   (j = 2, 3, 4)
+    y(t + dt) = y + (dt / 6) (k_1 + 2 k_2 + 2 k_3 + k_4)
+
+``x_j`` is what the field needs at stage j besides the state: the stage time ``t + c_j dt``
+for a field ``f(t, y, args)`` (``stage_times``), or drive values at the stage times computed
+for a whole run before the loop (``stage_drive``). Every fixed-step path calls ``step``: the
+surrogate's fast path and batched path, the tangent dynamics of the Lyapunov spectra and the
+low-dimensional test systems; the fused GPU kernel reads the same coefficients, and ``RK4`` is
+the same tableau as a diffrax solver. Classic RK4 only uses the sub-diagonal of its Butcher
+matrix, so the stages carry just the last slope and the weighted sum of slopes: elementwise
+operations, no stage axis, no matmul (which would run at TF32 precision on GPUs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["NODES", "STAGE_A", "WEIGHTS", "TABLEAU", "RK4", "step", "flow_step", "fold",
+           "stage_times",
+           "stage_drive", "check_steps"]
+
+#: Stage nodes c_j: stage j evaluates the field at t + c_j dt.
+NODES = (0.0, 0.5, 0.5, 1.0)
+#: Sub-diagonal of the Butcher matrix: stage j's state is y + dt a_j k_{j-1} (a_1 unused, 0).
+STAGE_A = (0.0, 0.5, 0.5, 1.0)
+#: Weights times 6: y(t + dt) = y + (dt / 6) sum_j WEIGHTS[j] k_j (exact small integers).
+WEIGHTS = (1.0, 2.0, 2.0, 1.0)
+
+#: The same method as a diffrax Butcher tableau (diffrax checks its consistency on creation).
+TABLEAU = diffrax.ButcherTableau(
+    c=np.array(NODES[1:]),
+    b_sol=np.array(WEIGHTS) / 6,
+    b_error=np.zeros(4),
+    a_lower=tuple(np.eye(j + 1)[j] * STAGE_A[j + 1] for j in range(3)),
+)
+
+
+class RK4(diffrax.AbstractERK):
+    """Classic RK4 as a diffrax solver (fixed steps only: it has no error estimate)."""
+
+    tableau: ClassVar[diffrax.ButcherTableau] = TABLEAU
+    interpolation_cls: ClassVar[Callable[..., diffrax.LocalLinearInterpolation]] = staticmethod(
+        lambda *, t0, t1, y0, y1, k: diffrax.LocalLinearInterpolation(t0=t0, t1=t1, y0=y0, y1=y1)
+    )
+
+    def order(self, terms):
+        del terms
+        return 4
+
+
+#: Loop structure, read when a function is traced: the four stages run in a ``fori_loop`` (one
+#: field evaluation in the compiled program) rather than unrolled; ``STEP_UNROLL`` time steps per
+#: iteration of ``fold``. benchmarks/sweep.py times the alternatives side by side.
+STAGE_LOOP = True
+STEP_UNROLL = 1
+
+
+def step(f: Callable, y, xs, dt):
+    """One RK4 step of ``f(y, x) -> dy/dt`` (``y`` any PyTree of arrays).
+
+    Args:
+        f: the field; ``x`` is the stage's slice of ``xs``.
+        y: the state.
+        xs: stage inputs with a leading axis of 4 (a PyTree), e.g. ``stage_times(t, dt)``.
+        dt: the step (an array of the state's dtype).
+
+    Returns:
+        the state after the step.
+    """
+    dtype = jax.tree.leaves(y)[0].dtype
+    a = jnp.asarray(STAGE_A, dtype)
+    w = jnp.asarray(WEIGHTS, dtype)
+    tmap = jax.tree.map
+
+    def stage(j, carry):
+        k, acc = carry
+        k = f(tmap(lambda y_, k_: y_ + dt * a[j] * k_, y, k), tmap(lambda x: x[j], xs))
+        return k, tmap(lambda s, k_: s + w[j] * k_, acc, k)
+
+    zero = tmap(jnp.zeros_like, y)
+    carry = (zero, zero)
+    if STAGE_LOOP:
+        carry = jax.lax.fori_loop(0, 4, stage, carry)
+    else:
+        for j in range(4):
+            carry = stage(j, carry)
+    return tmap(lambda y_, s: y_ + dt / 6 * s, y, carry[1])
+
+
+def flow_step(vector_field: Callable, t, y, args, dt):
+    """One RK4 step of a diffrax-style field ``vector_field(t, y, args)`` from (t, y) over dt."""
+    return step(lambda y_, t_: vector_field(t_, y_, args), y, stage_times(t, dt), dt)
+
+
+def stage_times(t, dt) -> jax.Array:
+    """(4,) stage times t + c_j dt of the step from t: the ``xs`` of a field ``f(t, y, args)``."""
+    return t + dt * jnp.asarray(NODES, jnp.result_type(t, dt))
+
+
+def stage_drive(drive_at: Callable, t0, dt, n_steps: int, dtype) -> jax.Array:
+    """``drive_at`` (a function of time) at the stage times of ``n_steps`` steps from t0:
+    (n_steps, 4, ...), computed once before a time loop."""
+    times = t0 + dt * jnp.arange(n_steps, dtype=dtype)
+    stage_t = times[:, None] + dt * jnp.asarray(NODES, dtype)
+    return jax.vmap(jax.vmap(drive_at))(stage_t)
+
+
+def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int):
+    """(y, acc) after ``n_steps`` steps ``y = step_fn(y, x)``, ``acc = update(acc, n, y_n)``
+    after each (n = 1..n_steps, int32); ``xs``: per-step inputs with a leading axis n_steps, or
+    None. Nothing of the trajectory is stored."""
+
+    def body(carry, x):
+        y, acc = carry
+        n, xn = x
+        y = step_fn(y, xn)
+        return (y, update(acc, n, y)), None
+
+    ns = jnp.arange(1, n_steps + 1, dtype=jnp.int32)
+    (y, acc), _ = jax.lax.scan(body, (y0, init), (ns, xs), unroll=min(STEP_UNROLL, n_steps))
+    return y, acc
+
+
+def check_steps(dt, n_steps: int, save_every: int = 1) -> None:
+    """ValueError for a non-positive or non-integer step count, a ``save_every`` that does not
+    divide it, or a non-positive ``dt`` (a traced dt is checked where it runs)."""
+    for name, value in (("n_steps", n_steps), ("save_every", save_every)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if n_steps % save_every:
+        raise ValueError(f"n_steps={n_steps} must be a multiple of save_every={save_every}")
+    if isinstance(dt, (int, float, np.floating)) and not dt > 0:
+        raise ValueError(f"dt must be positive, got dt={dt!r}")
