@@ -1,16 +1,9 @@
 """surrogate: phase oscillators on a semantic network, coupled by attention (JAX only).
 
-Public API; implementation in modules named for concepts (network, model, integrate, metrics).
-
-JAX's CPU linear algebra (eigh, Cholesky) calls SciPy's OpenBLAS. With OpenBLAS's own threads on
-top of XLA's, concurrent calls oversubscribe the cores (8x slower on 2 cores, measured) or
-deadlock, so ``OPENBLAS_NUM_THREADS`` defaults to 1 here when it is unset; it takes effect if
-OpenBLAS is not loaded yet (import ``surrogate`` before SciPy) and XLA still uses every core.
+Public API; implementation in modules named for concepts (network, model, rk4, integrate,
+batch, metrics, lyapunov, ...). ``fused_simulate`` (the Pallas GPU kernel) is imported on first
+use, so ``import surrogate`` does not load Pallas or Triton.
 """
-
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from surrogate.attractor import (
     CorrelationDimension,
@@ -53,16 +46,14 @@ from surrogate.fit import (  # the fit itself: ``surrogate.fit.fit`` (module and
     model_from_json,
     synthetic_bundle,
 )
-from surrogate.batch import fold_batch, simulate_batch
+from surrogate.batch import FusedRun, fold_batch, simulate_batch
 from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
-from surrogate.kernels import FusedRun, fused_simulate
 from surrogate.lyapunov import (
     LyapunovSpectrum,
     conditional_lyapunov_exponents,
     kaplan_yorke_dimension,
     lyapunov_spectrum,
     lyapunov_spectrum_map,
-    rk4_step,
 )
 from surrogate.metrics import (
     cross_modal_share,
@@ -82,6 +73,7 @@ from surrogate.model import (
     block_matrix,
     coupling_tables,
     initial_phases,
+    input_terms,
     make_drive,
     paper_preset,
     replace,
@@ -138,7 +130,6 @@ __all__ = [
     "lyapunov_spectrum_map",
     "conditional_lyapunov_exponents",
     "kaplan_yorke_dimension",
-    "rk4_step",
     "CorrelationDimension",
     "correlation_sum",
     "correlation_dimension",
@@ -175,3 +166,11 @@ __all__ = [
     "model_from_json",
     "synthetic_bundle",
 ]
+
+
+def __getattr__(name):
+    if name == "fused_simulate":  # Pallas and Triton load only when the kernel is asked for
+        from surrogate.kernels import fused_simulate
+
+        return fused_simulate
+    raise AttributeError(f"module 'surrogate' has no attribute {name!r}")
