@@ -1,95 +1,131 @@
-"""Baselines of the observer task on the same data and splits as the surrogate.
+"""Baselines from reservoirpy, on the same data, splits and readout as the surrogate.
 
-* ``raw``: ridge on [x(t), y(t)]. By the symmetry (x, y, z) -> (-x, -y, z) of Lorenz-63, z is
+reservoirpy (``pip install 'xmodal[lorenz]'``) makes the features: its ``Reservoir`` (an
+echo-state network) and its ``NVAR`` (next-generation reservoir computing, Gauthier et al.
+2021). The readout is the project's ridge (``lorenz.readout.fit_ridge``): lam chosen on the
+validation split, NMSE = mean((z_hat - z)^2) / var(z) per split, exactly as for the surrogate.
+reservoirpy's own ``Ridge`` takes one fixed lam; the project's readout picks it on validation.
+
+Observer task [x(t), y(t)] -> z(t) (``observer_baselines``):
+
+* ``raw``: ridge on [x, y]. By the symmetry (x, y, z) -> (-x, -y, z) of Lorenz-63, z is
   uncorrelated with any linear function of x and y: its NMSE is close to 1.
-* ``ngrc``: ridge on NG-RC features (Gauthier et al. 2021): [x, y] at ``k`` delays ``skip``
-  samples apart plus all their unique quadratic monomials.
-* ``esn``: an echo-state network of ``n`` tanh units (the surrogate's size) driven by [x, y],
-  ridge on its states.
+* ``ngrc``: ``NVAR(delay=4, order=2, strides=5)``: [x, y] at 4 delays 5 samples apart and all
+  their unique quadratic monomials.
+* ``esn``: a ``Reservoir`` of the surrogate's size; spectral radius, leak rate and input
+  scaling are chosen on the validation split from ``ESN_GRID`` (with the seed fixed), like lam.
+  The reservoir has a bias: without one its states are odd in the input history and, by the
+  same symmetry, carry nothing about z (reservoirpy's default bias is 0).
 
-Each returns the ``RidgeFit`` of the readout (NMSE per split in ``.nmse``).
+Closed-loop forecasting of u = (x, y, z) (``ngrc_forecast``, ``esn_forecast``): the readout
+learns the one-sample increment u(t + delta) - u(t) (lam, and for the ESN its hyperparameters,
+chosen on the validation split's one-step NMSE), then the model runs on its own predictions.
+
+reservoirpy computes in NumPy float64; the readout in ``stats_dtype()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from lorenz.data import LorenzSeries, Splits
 from lorenz.readout import RidgeFit, fit_ridge, normal_equations, stats_dtype
 
 __all__ = [
-    "delay_features",
-    "quadratic_features",
-    "ngrc_features",
     "ESN",
+    "ESN_GRID",
+    "Baseline",
     "make_esn",
     "esn_states",
+    "ngrc_features",
     "observer_baselines",
+    "ngrc_forecast",
+    "esn_forecast",
 ]
 
-
-def delay_features(u: jax.Array, k: int, skip: int) -> jax.Array:
-    """[u(t), u(t - skip), ..., u(t - (k-1) skip)]: (T, D) -> (T, k D); early rows repeat u(0)."""
-    if k < 1 or skip < 1:
-        raise ValueError(f"need k >= 1 and skip >= 1, got k={k}, skip={skip}")
-    pad = jnp.concatenate([jnp.repeat(u[:1], (k - 1) * skip, 0), u])
-    t = u.shape[0]
-    return jnp.concatenate([pad[(k - 1 - j) * skip:(k - 1 - j) * skip + t] for j in range(k)], -1)
+#: Hyperparameters of the ESN searched on the validation split (all combinations).
+ESN_GRID = {"sr": (0.2, 0.5, 0.9), "lr": (1.0, 0.5, 0.2), "input_scaling": (0.1, 0.3, 1.0)}
 
 
-def quadratic_features(lin: jax.Array) -> jax.Array:
-    """Unique quadratic monomials lin_i lin_j, i <= j: (T, D) -> (T, D (D + 1) / 2)."""
-    i, j = np.triu_indices(lin.shape[-1])
-    return lin[:, i] * lin[:, j]
+def _reservoirpy():
+    try:
+        import reservoirpy.nodes
+    except ImportError as e:  # an optional extra: the core install does not carry it
+        raise ImportError("the Lorenz baselines need reservoirpy: "
+                          "pip install 'xmodal[lorenz]'") from e
+    return reservoirpy
 
 
-def ngrc_features(u: jax.Array, k: int = 4, skip: int = 5) -> jax.Array:
-    """NG-RC feature vector [linear delays, quadratic monomials] (without the constant)."""
-    lin = delay_features(u, k, skip)
-    return jnp.concatenate([lin, quadratic_features(lin)], -1)
-
-
-@struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class ESN:
-    """Echo-state network weights: recurrent (n, n), input (n, D), bias (n,); leak rate."""
+    """Hyperparameters and seed of a reservoirpy ``Reservoir`` (tanh units, leaky).
 
-    w: jax.Array
-    w_in: jax.Array
-    bias: jax.Array
-    leak: float = struct.field(pytree_node=False, default=1.0)
+    W: normal, density ``rc_connectivity``, rescaled to spectral radius ``sr``; W_in: uniform
+    on [-input_scaling, input_scaling], dense; bias: uniform on [-bias, bias]; leak rate ``lr``.
+    The same seed gives the same W, W_in, bias draws at every ``sr`` and scaling.
+    """
 
+    units: int = 100
+    seed: int = 0
+    sr: float = 0.9
+    lr: float = 1.0
+    input_scaling: float = 0.3
+    rc_connectivity: float = 0.1
+    bias: float = 0.2
 
-def make_esn(key: jax.Array, n: int = 100, n_inputs: int = 2, *, radius: float = 0.9,
-             density: float = 0.1, input_scale: float = 0.5, leak: float = 1.0) -> ESN:
-    """Random ESN with spectral radius ``radius`` (built on the host: needs eigenvalues)."""
-    k_w, k_mask, k_in, k_b = jax.random.split(key, 4)
-    w = np.asarray(jax.random.normal(k_w, (n, n))
-                   * jax.random.bernoulli(k_mask, density, (n, n)), np.float64)
-    w = w * (radius / np.max(np.abs(np.linalg.eigvals(w))))
-    w_in = jax.random.uniform(k_in, (n, n_inputs), minval=-input_scale, maxval=input_scale)
-    bias = jax.random.uniform(k_b, (n,), minval=-0.2, maxval=0.2)
-    return ESN(w=jnp.asarray(w, jnp.float32), w_in=w_in, bias=bias, leak=leak)
-
-
-def esn_states(esn: ESN, u: jax.Array) -> jax.Array:
-    """States (T, n) of the echo-state network driven by u (T, D), from a zero state."""
-    w, w_in, bias = (x.astype(u.dtype) for x in (esn.w, esn.w_in, esn.bias))
-
-    def step(r, ut):
-        r = (1 - esn.leak) * r + esn.leak * jnp.tanh(w @ r + w_in @ ut + bias)
-        return r, r
-
-    _, states = jax.lax.scan(step, jnp.zeros((w.shape[0],), u.dtype), u)
-    return states
+    def reservoir(self):
+        """A fresh (uninitialised, zero-state) ``reservoirpy.nodes.Reservoir``."""
+        rpy = _reservoirpy()
+        uniform = rpy.mat_gen.uniform
+        return rpy.nodes.Reservoir(
+            self.units, sr=self.sr, lr=self.lr, input_scaling=self.input_scaling,
+            input_connectivity=1.0, rc_connectivity=self.rc_connectivity, Win=uniform,
+            bias=uniform(low=-self.bias, high=self.bias), seed=self.seed)
 
 
-@jax.jit
-def _features(esn: ESN, xy: jax.Array) -> dict[str, jax.Array]:
-    return {"raw": xy, "ngrc": ngrc_features(xy), "esn": esn_states(esn, xy)}
+def make_esn(key: jax.Array, n: int = 100, **hyper) -> ESN:
+    """ESN spec of ``n`` units whose reservoirpy seed is drawn from ``key`` (int32 range)."""
+    seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+    return ESN(units=n, seed=seed, **hyper)
+
+
+def esn_states(esn: ESN, u) -> np.ndarray:
+    """States (T, units) of the reservoir driven by u (T, D), from a zero state."""
+    return esn.reservoir().run(np.asarray(u, np.float64))
+
+
+def ngrc_features(u, k: int = 4, skip: int = 5) -> np.ndarray:
+    """reservoirpy NVAR features (T, k D + k D (k D + 1) / 2) of u (T, D): [u(t), u(t - skip),
+    ..., u(t - (k-1) skip)] and their unique quadratic monomials (i <= j, row-major); rows
+    before (k - 1) skip see zeros for the missing past (keep them in the washout)."""
+    nvar = _reservoirpy().nodes.NVAR(delay=k, order=2, strides=skip)
+    return nvar.run(np.asarray(u, np.float64))
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A fitted baseline: its readout, the hyperparameters used, the wall time (features and
+    readouts, including the validation search)."""
+
+    fit: RidgeFit
+    params: dict
+    seconds: float
+
+    @property
+    def nmse(self) -> jax.Array:
+        """(3, Z) NMSE per split (train, validation, test) and target."""
+        return self.fit.nmse
+
+    @property
+    def lam(self) -> jax.Array:
+        """(Z,) regularisation chosen on the validation split."""
+        return self.fit.lam
 
 
 @jax.jit
@@ -97,14 +133,122 @@ def _readout(f: jax.Array, z: jax.Array, ids: jax.Array) -> RidgeFit:
     return fit_ridge(normal_equations(f, z, ids))
 
 
-def observer_baselines(esn: ESN, series: LorenzSeries, splits: Splits) -> dict[str, RidgeFit]:
-    """Fit the three baselines on [x, y] -> z; returns name -> RidgeFit.
-
-    The readouts run one after the other: independent LAPACK calls side by side in one XLA:CPU
-    program deadlocked it with several host devices (measured, jax 0.10.2).
-    """
-    xy, z = series.u[:, :2], series.u[:, 2:3]
-    ids = jnp.asarray(splits.ids())
+def _fit(f, z, ids) -> RidgeFit:
+    """Ridge readout of targets z (T, Z) on features f (T, F), split ids (T,). One at a time:
+    independent LAPACK calls side by side in one XLA:CPU program deadlocked it with several
+    host devices (measured, jax 0.10.2)."""
     dtype = stats_dtype()
-    return {name: jax.block_until_ready(_readout(f.astype(dtype), z.astype(dtype), ids))
-            for name, f in _features(esn, xy).items()}
+    return jax.block_until_ready(_readout(jnp.asarray(f, dtype), jnp.asarray(z, dtype),
+                                          jnp.asarray(ids)))
+
+
+def _tune_esn(esn: ESN, u_in, z, ids, grid) -> tuple[ESN, RidgeFit]:
+    """The ESN of ``grid`` (name -> values, every combination) with the lowest validation NMSE
+    (mean over targets), and its fit; the seed and the other settings stay those of ``esn``."""
+    best = None
+    for values in itertools.product(*grid.values()):
+        cand = dataclasses.replace(esn, **{n: float(v) for n, v in zip(grid, values)})
+        fit = _fit(esn_states(cand, u_in), z, ids)
+        err = float(jnp.mean(fit.nmse[1]))
+        if best is None or err < best[0]:
+            best = (err, cand, fit)
+    return best[1], best[2]
+
+
+def observer_baselines(esn: ESN, series: LorenzSeries, splits: Splits, *,
+                       grid=ESN_GRID) -> dict[str, Baseline]:
+    """Fit the three baselines on [x, y] -> z; returns name -> ``Baseline``.
+
+    ``esn``: units, seed and fixed settings of the ESN; the settings named in ``grid`` are
+    chosen on the validation split (``grid=None``: ``esn`` as given).
+    """
+    xy, z = np.asarray(series.u[:, :2], np.float64), np.asarray(series.u[:, 2:3], np.float64)
+    ids = splits.ids()
+    out = {}
+    t0 = time.perf_counter()
+    out["raw"] = Baseline(_fit(xy, z, ids), {}, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    out["ngrc"] = Baseline(_fit(ngrc_features(xy), z, ids), {"delay": 4, "order": 2,
+                                                             "strides": 5},
+                           time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    if grid:
+        chosen, fit = _tune_esn(esn, xy, z, ids, grid)
+    else:
+        chosen, fit = esn, _fit(esn_states(esn, xy), z, ids)
+    out["esn"] = Baseline(fit, dataclasses.asdict(chosen), time.perf_counter() - t0)
+    return out
+
+
+def _increments(series: LorenzSeries, splits: Splits):
+    """u (T, 3) float64, targets u(t+1) - u(t) (T-1, 3) and their split ids (T-1,): that of
+    sample t, whose features predict the increment (as ``surrogate_forecast`` labels them)."""
+    u = np.asarray(series.u, np.float64)
+    return u, u[1:] - u[:-1], splits.ids()[:-1]
+
+
+def _check_starts(starts, back: int, n: int, horizon: int) -> np.ndarray:
+    starts = np.asarray(starts).astype(int)
+    if starts.ndim != 1 or (starts < back).any() or (starts >= n).any():
+        raise ValueError(f"starts must be sample indices in [{back}, {n}), got {starts}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    return starts
+
+
+def ngrc_forecast(series: LorenzSeries, splits: Splits, starts, horizon: int, *, k: int = 2,
+                  skip: int = 1) -> tuple[np.ndarray, Baseline]:
+    """NG-RC (reservoirpy ``NVAR(k, 2, skip)``) closed-loop forecasts: (n_starts, horizon, 3)
+    predictions of u at samples start + 1 .. start + horizon, and the fitted ``Baseline``.
+
+    Teacher-forced up to each start (the NVAR's delay line holds the true past), then fed its
+    own predictions u_hat(t + 1) = u_hat(t) + f(t) w + b.
+    """
+    t0 = time.perf_counter()
+    u, du, ids = _increments(series, splits)
+    back = (k - 1) * skip
+    starts = _check_starts(starts, back, u.shape[0], horizon)
+    f = ngrc_features(u, k, skip)
+    fit = _fit(f[:-1], du, ids)
+    w, b = np.asarray(fit.w, np.float64), np.asarray(fit.b, np.float64)
+    nvar = _reservoirpy().nodes.NVAR(delay=k, order=2, strides=skip)
+    nvar.run(u[:k * skip])  # initialise; the delay line is set per start below
+    preds = np.empty((starts.size, horizon, 3))
+    for i, s in enumerate(starts):
+        nvar.store = u[s - np.arange(k * skip)]  # row 0 newest, as NVAR keeps it
+        ut, ft = u[s], f[s]
+        for j in range(horizon):
+            ut = ut + ft @ w + b
+            preds[i, j] = ut
+            ft = nvar.step(ut)
+    return preds, Baseline(fit, {"delay": k, "order": 2, "strides": skip},
+                           time.perf_counter() - t0)
+
+
+def esn_forecast(esn: ESN, series: LorenzSeries, splits: Splits, starts, horizon: int, *,
+                 grid=ESN_GRID) -> tuple[np.ndarray, Baseline]:
+    """ESN (reservoirpy ``Reservoir`` driven by u = (x, y, z)) closed-loop forecasts:
+    (n_starts, horizon, 3) predictions of u at samples start + 1 .. start + horizon, and the
+    fitted ``Baseline`` (``grid`` chosen on the validation split's one-step NMSE).
+
+    Teacher-forced up to each start, then driven by its own predictions
+    u_hat(t + 1) = u_hat(t) + r(t) w + b.
+    """
+    t0 = time.perf_counter()
+    u, du, ids = _increments(series, splits)
+    starts = _check_starts(starts, 0, u.shape[0], horizon)
+    if grid:
+        esn, _ = _tune_esn(esn, u[:-1], du, ids, grid)
+    node = esn.reservoir()
+    r = node.run(u)  # r[t]: the state after input u[t]
+    fit = _fit(r[:-1], du, ids)
+    w, b = np.asarray(fit.w, np.float64), np.asarray(fit.b, np.float64)
+    preds = np.empty((starts.size, horizon, 3))
+    for i, s in enumerate(starts):
+        node.state = {"out": r[s].copy()}
+        ut, rt = u[s], r[s]
+        for j in range(horizon):
+            ut = ut + rt @ w + b
+            preds[i, j] = ut
+            rt = node.step(ut)
+    return preds, Baseline(fit, dataclasses.asdict(esn), time.perf_counter() - t0)

@@ -4,7 +4,7 @@ Both forecasters learn the one-sample increment u(t + delta) - u(t) of the stand
 u = (x, y, z) by ridge (regularisation chosen on the validation split), then run on their own
 predictions from several starts in the test split:
 
-* NG-RC (Gauthier et al. 2021): features [1, linear delays of u, their quadratic monomials];
+* NG-RC and an echo-state network (reservoirpy, in ``lorenz.baselines``, re-exported here);
 * the surrogate: population X driven by x, Y by y; features sin/cos of its phases. In closed
   loop the predicted x, y drive it (linear between samples, as in training).
 
@@ -21,12 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import surrogate as sg
-from lorenz.baselines import delay_features, quadratic_features
+from lorenz.baselines import esn_forecast, ngrc_forecast  # noqa: F401 (re-exported)
 from lorenz.data import LYAPUNOV_TIME, LorenzSeries, Splits
 from lorenz.observer import features, observer_statistics
-from lorenz.readout import fit_ridge, normal_equations, stats_dtype
+from lorenz.readout import fit_ridge
 
-__all__ = ["valid_prediction_time", "ngrc_forecast", "surrogate_forecast", "forecast_starts"]
+__all__ = [
+    "valid_prediction_time",
+    "ngrc_forecast",
+    "esn_forecast",
+    "surrogate_forecast",
+    "forecast_starts",
+]
 
 
 def valid_prediction_time(u: jax.Array, u_hat: jax.Array, delta: float, threshold: float = 0.4,
@@ -50,33 +56,6 @@ def forecast_starts(splits: Splits, n_starts: int, horizon: int) -> np.ndarray:
     if last < test.start:
         raise ValueError(f"test split of {splits.test} samples is shorter than horizon {horizon}")
     return np.linspace(test.start, last, n_starts).round().astype(int)
-
-
-@functools.partial(jax.jit, static_argnames=("splits", "horizon", "k", "skip"))
-def ngrc_forecast(series: LorenzSeries, splits: Splits, starts, horizon: int, *, k: int = 2,
-                  skip: int = 1):
-    """NG-RC closed-loop forecasts from each start: (n_starts, horizon, 3), and the fit.
-
-    Computed in the readout dtype (float64 when enabled): a float32 NG-RC loses its fit to
-    rounding at the small regularisation the validation split picks."""
-    u = series.u.astype(stats_dtype())
-    lin = delay_features(u, k, skip)
-    f = jnp.concatenate([lin, quadratic_features(lin)], -1)[:-1]
-    fit = fit_ridge(normal_equations(f, u[1:] - u[:-1], jnp.asarray(splits.ids()[1:])))
-    back = (k - 1) * skip
-
-    def run(start):
-        hist = jax.lax.dynamic_slice_in_dim(u, start - back, back + 1)  # (back + 1, 3)
-
-        def step(hist, _):
-            lin = jnp.concatenate([hist[back - j * skip] for j in range(k)])
-            feat = jnp.concatenate([lin, quadratic_features(lin[None])[0]])
-            nxt = hist[-1] + feat @ fit.w + fit.b
-            return jnp.concatenate([hist[1:], nxt[None]]), nxt
-
-        return jax.lax.scan(step, hist, None, length=horizon)[1]
-
-    return jax.vmap(run)(jnp.asarray(starts)), fit
 
 
 @functools.partial(jax.jit, static_argnames=("splits", "horizon"))
