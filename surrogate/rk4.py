@@ -63,7 +63,7 @@ STAGE_LOOP = True
 STEP_UNROLL = 1
 
 
-def step(f: Callable, y, xs, dt):
+def step(f: Callable, y, xs, dt, *, stage_loop: bool | None = None):
     """One RK4 step of ``f(y, x) -> dy/dt`` (``y`` any PyTree of arrays).
 
     Args:
@@ -71,6 +71,10 @@ def step(f: Callable, y, xs, dt):
         y: the state.
         xs: stage inputs with a leading axis of 4 (a PyTree), e.g. ``stage_times(t, dt)``.
         dt: the step (an array of the state's dtype).
+        stage_loop: run the stages in a ``fori_loop`` (one field evaluation in the program:
+            short compiles for large fields) or unrolled (XLA fuses across stages: faster for
+            small fields); default ``STAGE_LOOP``. The two round differently (fused
+            multiply-adds), by float rounding only.
 
     Returns:
         the state after the step.
@@ -87,7 +91,7 @@ def step(f: Callable, y, xs, dt):
 
     zero = tmap(jnp.zeros_like, y)
     carry = (zero, zero)
-    if STAGE_LOOP:
+    if STAGE_LOOP if stage_loop is None else stage_loop:
         carry = jax.lax.fori_loop(0, 4, stage, carry)
     else:
         for j in range(4):
@@ -96,8 +100,10 @@ def step(f: Callable, y, xs, dt):
 
 
 def flow_step(vector_field: Callable, t, y, args, dt):
-    """One RK4 step of a diffrax-style field ``vector_field(t, y, args)`` from (t, y) over dt."""
-    return step(lambda y_, t_: vector_field(t_, y_, args), y, stage_times(t, dt), dt)
+    """One RK4 step of a diffrax-style field ``vector_field(t, y, args)`` from (t, y) over dt,
+    stages unrolled (the low-dimensional systems and tangent dynamics)."""
+    return step(lambda y_, t_: vector_field(t_, y_, args), y, stage_times(t, dt), dt,
+                stage_loop=False)
 
 
 def stage_times(t, dt) -> jax.Array:
