@@ -34,17 +34,16 @@ from surrogate.bias import (
     sensitivity_table,
     with_couplings,
 )
-from surrogate.fit import (  # the fit itself: ``surrogate.fit.fit`` (module and function share a name)
+from surrogate.fitting import (
     FitConfig,
     FitParams,
     FitResult,
     Target,
     bundle_target,
     combine_targets,
-    fit_report_markdown,
+    fit,
     load_target,
     model_from_json,
-    synthetic_bundle,
 )
 from surrogate.batch import FusedRun, fold_batch, simulate_batch
 from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
@@ -161,10 +160,9 @@ __all__ = [
     "Target",
     "bundle_target",
     "combine_targets",
-    "fit_report_markdown",
+    "fit",
     "load_target",
     "model_from_json",
-    "synthetic_bundle",
 ]
 
 

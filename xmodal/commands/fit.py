@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         jax.config.update("jax_enable_x64", True)
     import numpy as np
 
-    from surrogate import fit as sf
+    from surrogate import fitting as sf
 
     config = sf.FitConfig(
         modalities=args.modalities, heads=args.heads, sizes=args.sizes, n_total=args.n_total,
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     obj = result.to_json()
     obj["versions"] = versions()
     atomic_write_json(out / "params.json", obj)
-    _figures(out, result)
-    report = sf.fit_report_markdown(result, figures=("loss.png", "residuals.png"))
+    figures = sf.write_fit_figures(out, result)
+    report = sf.fit_report_markdown(result, figures=figures)
     atomic_write_bytes(out / "report.md", report.encode())
     p = result.params
     print(f"loss {result.loss:.4g} after {result.steps_run} steps ({result.seconds:.1f} s)")
@@ -115,44 +115,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}/params.json, report.md, loss.png, residuals.png")
     return 0
 
-
-def _figures(out: Path, result) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from xmodal.report import atomic_savefig
-
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for r, curve in enumerate(result.curves):
-        ax.semilogy(np.arange(1, curve.size + 1), curve, label=f"restart {r}",
-                    lw=2 if r == result.best_restart else 1)
-    ax.axhline(result.loss, color="k", ls=":", label="after polish (best)")
-    ax.set(xlabel="Adam step", ylabel=f"loss ({result.config.divergence})", title="fit loss")
-    ax.legend(fontsize=8)
-    atomic_savefig(fig, out / "loss.png")
-    plt.close(fig)
-
-    t, m = np.asarray(result.target.mass), result.model_mass
-    w = np.asarray(result.target.weight)
-    mods = result.target.modalities
-    layers = np.arange(t.shape[0])
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for a in range(len(mods)):
-        for b in range(len(mods)):
-            if a == b:
-                continue
-            present = w[:, a] > 0
-            line, = ax[0].plot(layers[present], t[present, a, b], "o",
-                               label=f"{mods[a]} -> {mods[b]} (bundle)")
-            ax[0].plot(layers, m[:, a, b], "-", color=line.get_color(),
-                       label=f"{mods[a]} -> {mods[b]} (surrogate)")
-    ax[0].set(xlabel="layer", ylabel="cross-modal share of the row", title="target vs fit")
-    ax[0].legend(fontsize=8)
-    ax[1].bar(layers, result.layer_residual)
-    ax[1].set(xlabel="layer", ylabel=f"residual ({result.config.divergence})",
-              title="per-layer residual")
-    atomic_savefig(fig, out / "residuals.png")
-    plt.close(fig)

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     splits = Splits()  # the Lorenz experiment's split sizes, samples 0.04 apart
     series = None
     if obj is not None:
-        from surrogate.fit import model_from_json
+        from surrogate.fitting import model_from_json
 
         model, params = model_from_json(obj, source=f"PARAMS.json {args.params}", dtype=dtype)
         sur = model.surrogate(params)

@@ -1,0 +1,92 @@
+"""``FitConfig``: the settings of a fit (model, time map, divergence, optimiser, analysis).
+
+See docs/fit.md for what each setting means and how the fit uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = ["DIVERGENCES", "TIME_MAPS", "FitConfig"]
+
+TIME_MAPS = ("fixed", "learned")
+DIVERGENCES = ("kl", "mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Settings of a fit (all static). Times in surrogate units, frequencies in rad per unit."""
+
+    modalities: tuple[str, ...] = ("audio", "vision")
+    heads: tuple[int, ...] | None = None
+    sizes: tuple[int, ...] | None = None  # None: from the bundle's token counts
+    n_total: int = 48
+    k: int = 6
+    p: float = 0.01
+    cross_density: float = 0.15
+    normalisation: str = "softmax"
+    horizon: float = 4.0
+    dt: float = 0.05
+    time_map: str = "fixed"
+    n_initial: int = 4
+    divergence: str = "kl"
+    restarts: int = 4
+    steps: int = 300
+    learning_rate: float = 0.05
+    patience: int = 40
+    tol: float = 1e-4
+    couplings: str = "free"  # "free": B and K fitted; "tied": K = B (the paper preset)
+    init_B: float = 1.0
+    init_K: float = 1.0
+    init_spread: float = 0.5
+    init_noise: float = 0.5
+    fit_spread: bool = True
+    fit_gain: bool = True
+    polish_steps: int = 15
+    sloppy_ratio: float = 1e-3
+    converged_within: float = 1e-5
+
+    def __post_init__(self):
+        def positive(name):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"FitConfig.{name} must be positive, got {v!r}")
+
+        for name in ("horizon", "dt", "learning_rate", "init_B", "init_K", "init_spread",
+                     "sloppy_ratio", "tol"):
+            positive(name)
+        if not isinstance(self.polish_steps, (int, np.integer)) or self.polish_steps < 0:
+            raise ValueError(f"FitConfig.polish_steps must be an integer >= 0, "
+                             f"got {self.polish_steps!r}")
+        for name in ("n_total", "n_initial", "restarts", "steps", "patience"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"FitConfig.{name} must be a positive integer, got {v!r}")
+        if self.couplings not in ("free", "tied"):
+            raise ValueError(f"FitConfig.couplings must be 'free' or 'tied', "
+                             f"got {self.couplings!r}")
+        if self.time_map not in TIME_MAPS:
+            raise ValueError(f"FitConfig.time_map must be one of {TIME_MAPS}, "
+                             f"got {self.time_map!r}")
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"FitConfig.divergence must be one of {DIVERGENCES}, "
+                             f"got {self.divergence!r}")
+        steps = self.horizon / self.dt
+        if abs(steps - round(steps)) > 1e-6 or round(steps) < 2:
+            raise ValueError(f"FitConfig.horizon={self.horizon} must be a multiple (>= 2) of "
+                             f"dt={self.dt}")
+        if self.sizes is not None and len(self.sizes) != len(self.modalities):
+            raise ValueError(f"FitConfig.sizes={self.sizes} must give one size per modality "
+                             f"{self.modalities}")
+        if not 0 <= self.init_noise:
+            raise ValueError(f"FitConfig.init_noise must be >= 0, got {self.init_noise!r}")
+
+    @property
+    def n_steps(self) -> int:
+        return round(self.horizon / self.dt)
+
+    def replace(self, **kw) -> FitConfig:
+        return dataclasses.replace(self, **kw)

@@ -1,0 +1,306 @@
+"""The fit: restarts side by side under optax Adam with early stopping, a Levenberg-Marquardt
+polish, then the identifiability analysis.
+
+Positive parameters (B, K, omega spread) are optimised as logarithms, the time map as logits; the
+loss is the row-wise KL(P* || P) (or squared error) averaged over weighted rows and layers;
+``restarts`` initialisations from explicit keys run side by side (vmap), each stopping once its
+best loss has not improved by a relative ``tol`` for ``patience`` steps. Parameters that are not
+fitted (``couplings="tied"``: K; ``fit_spread``/``fit_gain`` off) are frozen by ``optax.masked``.
+Adam finds the basin; Levenberg-Marquardt on the whitened residuals then resolves the sloppy
+directions that first-order steps crawl along. See docs/fit.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from surrogate.fitting.config import FitConfig
+from surrogate.fitting.identifiability import curvature, parameter_names, restart_spread
+from surrogate.fitting.model import (
+    FitModel,
+    FitParams,
+    RawParams,
+    constrain,
+    divergence,
+    layer_times,
+    make_model,
+    model_attention,
+    unconstrain,
+)
+from surrogate.fitting.result import FitResult
+from surrogate.fitting.target import Target, sizes_from_counts
+
+__all__ = ["AdamSettings", "FitState", "ModelSettings", "adam_step", "evaluate", "fit",
+           "init_state", "optimiser", "polish"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """Static settings of the loss (hashable, so jitted steps are shared between fits)."""
+
+    num_layers: int
+    horizon: float
+    tied: bool
+    divergence: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamSettings:
+    """Static settings of one Adam step: the loss, the learning rate, early stopping and which
+    ``RawParams`` fields are trained (one bool per field, in field order)."""
+
+    model: ModelSettings
+    learning_rate: float
+    tol: float
+    patience: int
+    trained: tuple[bool, ...]
+
+
+class FitState(NamedTuple):
+    """State of the Adam phase, every leaf with a leading restart axis R."""
+
+    raws: RawParams          # current coordinates
+    opt_state: optax.OptState
+    best_raw: RawParams      # best coordinates seen
+    best_loss: jax.Array     # (R,) their loss
+    stall: jax.Array         # (R,) int32 steps since the last relative improvement by tol
+    active: jax.Array        # (R,) bool still stepping
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(RawParams))
+
+
+def trained_fields(config: FitConfig) -> tuple[bool, ...]:
+    """Which ``RawParams`` fields a fit with ``config`` trains (in field order)."""
+    on = {"log_B": True, "log_K": config.couplings == "free", "log_spread": config.fit_spread,
+          "gain": config.fit_gain, "time_logits": True}
+    return tuple(on[f] for f in _FIELDS)
+
+
+def optimiser(settings: AdamSettings) -> optax.GradientTransformation:
+    """Adam, with the updates of the frozen fields set to zero."""
+    frozen = RawParams(**{f: not t for f, t in zip(_FIELDS, settings.trained)})
+    return optax.chain(optax.adam(settings.learning_rate),
+                       optax.masked(optax.set_to_zero(), frozen))
+
+
+def _loss(model: FitModel, target: Target, settings: ModelSettings, raw: RawParams):
+    pred = model_attention(model, constrain(raw, settings.num_layers, settings.horizon,
+                                            settings.tied))
+    return divergence(pred, target, settings.divergence)[0]
+
+
+def init_state(raws: RawParams, settings: AdamSettings) -> FitState:
+    """The state before the first step of restarts ``raws`` (leading axis R)."""
+    r = jax.tree.leaves(raws)[0].shape[0]
+    dtype = raws.log_B.dtype
+    return FitState(raws=raws, opt_state=jax.vmap(optimiser(settings).init)(raws), best_raw=raws,
+                    best_loss=jnp.full((r,), jnp.inf, dtype), stall=jnp.zeros((r,), jnp.int32),
+                    active=jnp.ones((r,), bool))
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def adam_step(state: FitState, model: FitModel, target: Target, settings: AdamSettings
+              ) -> tuple[FitState, jax.Array]:
+    """One Adam step of all restarts with best-so-far and early-stop bookkeeping; returns the new
+    state and the losses (R,) before the step (NaN for stopped restarts)."""
+    opt = optimiser(settings)
+    r = state.best_loss.shape[0]
+
+    def per_restart(flag, x):
+        return flag.reshape((r,) + (1,) * (x.ndim - 1))
+
+    def where(flag, a, b):
+        return jax.tree.map(lambda x, y: jnp.where(per_restart(flag, x), x, y), a, b)
+
+    loss_fn = functools.partial(_loss, model, target, settings.model)
+    losses, grads = jax.vmap(jax.value_and_grad(loss_fn))(state.raws)
+    finite = jnp.isfinite(losses)
+    better = finite & (losses < state.best_loss)
+    improved = finite & (losses < state.best_loss - settings.tol * jnp.abs(state.best_loss))
+    stall = jnp.where(improved, 0, state.stall + 1)
+    updates, new_opt = jax.vmap(opt.update)(grads, state.opt_state, state.raws)
+    go = state.active & finite
+    new = FitState(
+        raws=where(go, optax.apply_updates(state.raws, updates), state.raws),
+        opt_state=where(go, new_opt, state.opt_state),
+        best_raw=where(better, state.raws, state.best_raw),
+        best_loss=jnp.where(better, losses, state.best_loss),
+        stall=stall,
+        active=go & (stall < settings.patience))
+    return new, jnp.where(state.active, losses, jnp.nan)
+
+
+@functools.partial(jax.jit, static_argnums=(4,))
+def evaluate(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
+             settings: ModelSettings) -> dict:
+    """Per restart (leading axis R): prediction (L, M, M), loss, per-layer residual (L,),
+    whitened residuals e (L M M,) with sum e^2 ~ 2 KL (= loss for "mse") and their Jacobian
+    (L M M, P) w.r.t. the raw coordinates ``idx`` of the flattened ``RawParams`` (forward
+    mode)."""
+    w = target.weight[..., None] / jnp.maximum(target.weight.sum(), 1)
+    kl = settings.divergence == "kl"
+    scale = jnp.sqrt(w / (target.mass + 1e-6)) if kl else jnp.sqrt(w)
+
+    def one(raw):
+        flat, unravel = ravel_pytree(raw)
+
+        def pred_of(x):
+            return model_attention(model, constrain(unravel(flat.at[idx].set(x)),
+                                                    settings.num_layers, settings.horizon,
+                                                    settings.tied))
+
+        pred, jvp = jax.linearize(pred_of, flat[idx])
+        jac = jax.vmap(jvp, out_axes=-1)(jnp.eye(idx.shape[0], dtype=flat.dtype))
+        loss, per_layer = divergence(pred, target, settings.divergence)
+        return {"pred": pred, "loss": loss, "per_layer": per_layer,
+                "e": (scale * (pred - target.mass)).ravel(),
+                "jac": (scale[..., None] * jac).reshape(-1, idx.shape[0])}
+
+    return jax.vmap(one)(raws)
+
+
+def polish(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
+           settings: ModelSettings, steps: int) -> tuple[RawParams, dict]:
+    """Levenberg-Marquardt refinement (Marquardt's diagonal scaling, damping x0.3 on success,
+    x10 on failure) of every restart in the coordinates ``idx``. Returns the raws and their last
+    ``evaluate`` output."""
+    ev = evaluate(model, target, raws, idx, settings)
+    flats = jax.vmap(lambda r: ravel_pytree(r)[0])(raws)
+    unravel = ravel_pytree(jax.tree.map(lambda x: x[0], raws))[1]
+    idx_np = np.asarray(idx)
+    chi = np.sum(np.asarray(ev["e"]) ** 2, -1)
+    chi = np.where(np.isfinite(chi), chi, np.inf)
+    lam = np.full(chi.shape, 1e-2)
+    x = np.asarray(flats)
+    for _ in range(steps):
+        jac, e = np.asarray(ev["jac"]), np.asarray(ev["e"])
+        cand = x.copy()
+        for r in range(x.shape[0]):
+            if not np.isfinite(chi[r]):
+                continue
+            a = jac[r].T @ jac[r]
+            g = jac[r].T @ e[r]
+            damped = a + lam[r] * np.diag(np.diag(a) + 1e-12)
+            try:
+                cand[r, idx_np] = x[r, idx_np] + np.linalg.solve(damped, -g)
+            except np.linalg.LinAlgError:
+                lam[r] *= 10
+        new = evaluate(model, target, jax.vmap(unravel)(jnp.asarray(cand)), idx, settings)
+        new_chi = np.sum(np.asarray(new["e"]) ** 2, -1)
+        ok = np.isfinite(new_chi) & (new_chi < chi)
+        x = np.where(ok[:, None], cand, x)
+        chi = np.where(ok, new_chi, chi)
+        lam = np.where(ok, lam * 0.3, lam * 10)
+        ev = jax.tree.map(lambda n, o: jnp.where(ok.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
+                          new, ev)
+    return jax.vmap(unravel)(jnp.asarray(x)), ev
+
+
+def _init_raw(key, base: RawParams, config: FitConfig) -> RawParams:
+    ks = jax.random.split(key, 5)
+    s = config.init_noise
+
+    def noise(k, x, scale):
+        return x + scale * jax.random.normal(k, x.shape, x.dtype)
+
+    return RawParams(log_B=noise(ks[0], base.log_B, s), log_K=noise(ks[1], base.log_K, s),
+                     log_spread=noise(ks[2], base.log_spread, 0.5 * s if config.fit_spread else 0),
+                     gain=noise(ks[3], base.gain, 0.5 * s if config.fit_gain else 0),
+                     time_logits=noise(ks[4], base.time_logits, 0.3 * s))
+
+
+def fit(
+    target: Target,
+    key: jax.Array,
+    config: FitConfig = FitConfig(),
+    *,
+    seed: int | None = None,
+    progress: Callable[[int, np.ndarray], None] | None = None,
+    progress_every: int = 25,
+) -> FitResult:
+    """Fit the surrogate to ``target``; ``key`` draws the graph, frequencies, initial phases and
+    the restart initialisations. ``progress(step, losses (R,))`` is called every
+    ``progress_every`` steps. ``seed`` (recorded in the JSON beside the key's data) is the
+    integer ``key`` came from."""
+    t_start = time.perf_counter()
+    if tuple(target.modalities) != tuple(config.modalities):
+        raise ValueError(f"target modalities {list(target.modalities)} differ from "
+                         f"config.modalities {list(config.modalities)}")
+    num_layers = target.num_layers
+    tied = config.couplings == "tied"
+    dtype = jnp.result_type(float)
+    sizes = config.sizes or sizes_from_counts(target.token_counts, config.n_total, config.k + 2)
+    k_model, k_init = jax.random.split(key)
+    model = make_model(k_model, sizes, config, dtype)
+    target = jax.tree.map(lambda x: jnp.asarray(x, dtype), target)
+    # the jitted steps see the arrays only (file names would make each fit recompile)
+    data = dataclasses.replace(target, sources=(), token_counts=())
+    m = len(sizes)
+    base = unconstrain(FitParams(
+        B=jnp.full((m, m), config.init_B, dtype), K=jnp.full((m, m), config.init_K, dtype),
+        omega_spread=jnp.asarray(config.init_spread, dtype), gain=jnp.zeros((m,), dtype),
+        times=layer_times(jnp.zeros((0,), dtype), num_layers, config.horizon, dtype)),
+        config.time_map)
+    raws = jax.vmap(lambda k: _init_raw(k, base, config))(jax.random.split(k_init, config.restarts))
+
+    model_settings = ModelSettings(num_layers, float(config.horizon), tied, config.divergence)
+    settings = AdamSettings(model_settings, float(config.learning_rate), float(config.tol),
+                            int(config.patience), trained_fields(config))
+    state = init_state(raws, settings)
+    curves = np.full((config.restarts, config.steps), np.nan)
+    steps_run = 0
+    for i in range(config.steps):
+        state, losses = adam_step(state, model, data, settings)
+        curves[:, i] = np.asarray(losses)
+        steps_run = i + 1
+        if progress is not None and (i % progress_every == 0 or i == config.steps - 1):
+            progress(i, curves[:, i])
+        if not bool(np.any(np.asarray(state.active))):
+            break
+    curves = curves[:, :steps_run]
+
+    # Levenberg-Marquardt polish of every restart; its last evaluation gives the predictions,
+    # losses and the Jacobian for the curvature.
+    trained = RawParams(**{f: jnp.full_like(getattr(base, f), t)
+                           for f, t in zip(_FIELDS, settings.trained)})
+    idx = np.flatnonzero(np.asarray(ravel_pytree(trained)[0]) > 0)
+    names_all = parameter_names(base)
+    names = tuple(names_all[i] for i in idx)
+    best_raws, ev = polish(model, data, state.best_raw, jnp.asarray(idx), model_settings,
+                           config.polish_steps)
+    best_loss = np.asarray(ev["loss"])
+    if not np.any(np.isfinite(best_loss)):
+        raise ValueError("fit failed: the loss is not finite for any restart")
+    r = int(np.nanargmin(np.where(np.isfinite(best_loss), best_loss, np.inf)))
+    raw = jax.tree.map(lambda x: x[r], best_raws)
+    params = constrain(raw, num_layers, config.horizon, tied)
+    pred, loss, per_layer = ev["pred"][r], ev["loss"][r], ev["per_layer"][r]
+    curv = curvature(np.asarray(ev["jac"][r]), names, config.divergence, config.sloppy_ratio)
+    restart_params = jax.vmap(lambda x: constrain(x, num_layers, config.horizon, tied))(best_raws)
+    converged, spread = restart_spread(restart_params, best_loss, config.converged_within)
+
+    def to_np(tree):
+        return jax.tree.map(np.asarray, tree)
+
+    return FitResult(
+        config=config, seed=-1 if seed is None else int(seed),
+        key_data=tuple(int(x) for x in np.asarray(jax.random.key_data(key)).ravel()),
+        sizes=tuple(sizes),
+        target=to_np(target), params=to_np(params), raw=to_np(raw),
+        restart_params=to_np(restart_params), restart_loss=best_loss, curves=curves,
+        steps_run=steps_run, best_restart=r, loss=float(loss),
+        layer_residual=np.asarray(per_layer), model_mass=np.asarray(pred), param_names=names,
+        hessian_eigvals=curv.eigvals, hessian_eigvecs=curv.eigvecs, converged=converged,
+        spread=spread, unidentified=curv.unidentified,
+        sloppy_directions=curv.sloppy_directions, seconds=time.perf_counter() - t_start)

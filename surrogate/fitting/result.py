@@ -1,0 +1,131 @@
+"""``FitResult``, the outcome of a fit, and its JSON form (``params.json``): written by
+``FitResult.to_json`` and read back, with the fitted surrogate rebuilt, by ``model_from_json``.
+The file format is described in docs/fit.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from surrogate.fitting.config import FitConfig
+from surrogate.fitting.model import FitModel, FitParams, RawParams, make_model
+from surrogate.fitting.target import Target
+
+__all__ = ["FORMAT", "FitResult", "model_from_json"]
+
+#: The ``format`` field of a params.json file.
+FORMAT = "xmodal-fit"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FitResult:
+    """Outcome of ``fit`` (host arrays). ``params``: best fit; ``restart_params``: FitParams with a
+    leading restart axis; ``curves`` (R, steps) loss per step (NaN after a restart stopped);
+    ``layer_residual`` (L,); ``model_mass`` (L, M, M); Hessian of the loss in the raw
+    coordinates named ``param_names``: ``hessian_eigvals`` ascending, ``hessian_eigvecs`` columns;
+    ``spread``: std over converged restarts per parameter name; ``unidentified``: parameter
+    names mostly inside the sloppy subspace; ``sloppy_directions``: readable sloppy eigenvectors."""
+
+    config: FitConfig
+    seed: int
+    key_data: tuple[int, ...]
+    sizes: tuple[int, ...]
+    target: Target
+    params: FitParams
+    raw: RawParams
+    restart_params: FitParams
+    restart_loss: np.ndarray
+    curves: np.ndarray
+    steps_run: int
+    best_restart: int
+    loss: float
+    layer_residual: np.ndarray
+    model_mass: np.ndarray
+    param_names: tuple[str, ...]
+    hessian_eigvals: np.ndarray
+    hessian_eigvecs: np.ndarray
+    converged: np.ndarray
+    spread: dict
+    unidentified: tuple[str, ...]
+    sloppy_directions: tuple[str, ...]
+    seconds: float
+
+    def to_json(self) -> dict:
+        """A JSON-able description: enough to rebuild the surrogate (``model_from_json``)."""
+        c, p = self.config, self.params
+        return {
+            "format": FORMAT,
+            "format_version": 1,
+            "seed": self.seed,
+            "key": list(self.key_data),
+            "modalities": list(self.target.modalities),
+            "sources": list(self.target.sources),
+            "surrogate": {"sizes": list(self.sizes), "k": c.k, "p": c.p,
+                          "cross_density": c.cross_density, "normalisation": c.normalisation,
+                          "n_initial": c.n_initial, "horizon": c.horizon, "dt": c.dt,
+                          "drive": "constant unit drive per modality"},
+            "params": {"B": np.asarray(p.B).tolist(), "K": np.asarray(p.K).tolist(),
+                       "omega_spread": float(p.omega_spread),
+                       "gain": np.asarray(p.gain).tolist(),
+                       "times": np.asarray(p.times).tolist()},
+            "uncertainty": {"restart_std": self.spread,
+                            "converged_restarts": int(self.converged.sum()),
+                            "restarts": int(self.converged.size)},
+            "identifiability": {"unidentified": list(self.unidentified),
+                                "sloppy_directions": list(self.sloppy_directions),
+                                "hessian_eigenvalues": np.asarray(self.hessian_eigvals).tolist(),
+                                "sloppy_ratio": c.sloppy_ratio},
+            "loss": self.loss,
+            "divergence": c.divergence,
+            "layer_residual": np.asarray(self.layer_residual).tolist(),
+            "steps_run": self.steps_run,
+            "seconds": self.seconds,
+            "config": {k: (list(v) if isinstance(v, tuple) else v)
+                       for k, v in dataclasses.asdict(c).items()},
+        }
+
+
+def model_from_json(obj: dict, source: str = "<params>", dtype=None
+                    ) -> tuple[FitModel, FitParams]:
+    """Rebuild the fitted model and parameters from ``FitResult.to_json()`` output (in ``dtype``,
+    default JAX's float); ValueError naming ``source`` and the field if it does not parse."""
+    try:
+        if obj.get("format") != FORMAT:
+            raise KeyError("format")
+        s, p = obj["surrogate"], obj["params"]
+        config = FitConfig(modalities=tuple(obj["modalities"]), sizes=tuple(s["sizes"]),
+                           k=int(s["k"]), p=float(s["p"]), cross_density=float(s["cross_density"]),
+                           normalisation=s["normalisation"], n_initial=int(s["n_initial"]),
+                           horizon=float(s["horizon"]), dt=float(s["dt"]))
+        if "key" in obj:
+            key = jax.random.wrap_key_data(np.asarray(obj["key"], np.uint32))
+        else:
+            key = jax.random.key(int(obj["seed"]))
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        arr = lambda name, shape: _field_array(p, name, shape, dtype, source)  # noqa: E731
+        m = len(config.sizes)
+        params = FitParams(B=arr("B", (m, m)), K=arr("K", (m, m)),
+                           omega_spread=arr("omega_spread", ()), gain=arr("gain", (m,)),
+                           times=arr("times", (len(p["times"]),)))
+    except KeyError as err:
+        raise ValueError(f"{source}: field {err.args[0]!r} missing or wrong (not an xmodal fit "
+                         f"parameters file)") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: {err}") from None
+    k_model, _ = jax.random.split(key)
+    return make_model(k_model, config.sizes, config, dtype), params
+
+
+def _field_array(p, name, shape, dtype, source):
+    try:
+        a = np.asarray(p[name], float)
+    except (TypeError, ValueError):
+        raise ValueError(f"field 'params.{name}': not numeric") from None
+    if a.shape != shape or not np.all(np.isfinite(a)):
+        raise ValueError(f"field 'params.{name}': expected finite values of shape {shape}, "
+                         f"got shape {a.shape}")
+    return jnp.asarray(a, dtype)
