@@ -42,6 +42,7 @@ __all__ = [
     "remove_store",
     "seed_int",
     "versions",
+    "warn_non_finite_arrays",
 ]
 
 #: Directories created by ``prepare_out`` in this process, outermost first.
@@ -51,13 +52,16 @@ _CREATED: list[Path] = []
 MAX_STEPS = 2**31 - 1
 
 
-def _probe_writable(folder: Path, arg: str) -> None:
+def _probe_writable(folder: Path, arg: str, given: Path | None = None) -> None:
+    """Write and remove a probe file in ``folder``: ValueError naming ``arg`` if impossible."""
     probe = folder / f".xmodal-write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"{arg} {folder}: cannot write there ({err.strerror})") from None
+        where = "there" if given is None else f"in {folder}"
+        raise ValueError(f"{arg} {given or folder}: cannot write {where} ({err.strerror})"
+                         ) from None
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -86,7 +90,7 @@ def prepare_out(path, *, force: bool = False, resume: bool | None = None,
     base = _nearest_existing(path)
     if not base.is_dir():
         raise ValueError(f"{arg} {path}: {base} is not a directory")
-    _probe_writable(base, arg)
+    _probe_writable(base, arg, path)
     missing = []
     p = path.absolute()
     while p != base:
@@ -147,7 +151,7 @@ def check_out_file(path, arg: str) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"{arg} {path}: folder {folder} does not exist")
-    _probe_writable(folder, arg)
+    _probe_writable(folder, arg, path)
     return path
 
 
@@ -255,6 +259,26 @@ def _warn_non_finite(name: str, where: dict[str, str]) -> None:
         more = f" and {len(where) - 8} more" if len(where) > 8 else ""
         print(f"xmodal: warning: {name}: {len(where)} non-finite value(s) written as null "
               f"(listed under \"non_finite\"): {listed}{more}", file=sys.stderr)
+
+
+def warn_non_finite_arrays(name: str, arrays: dict) -> dict[str, int]:
+    """Say on stderr which arrays (e.g. the metrics in an .npz) hold non-finite values, and how
+    many of how many; returns {name: count} of those that do."""
+    import numpy as np
+
+    counts = {}
+    for key, v in arrays.items():
+        v = np.asarray(v)
+        if v.dtype.kind in "fc":
+            bad = int(np.count_nonzero(~np.isfinite(v)))
+            if bad:
+                counts[key] = bad
+    if counts:
+        listed = ", ".join(f"{k} ({n} of {np.asarray(arrays[k]).size})"
+                           for k, n in counts.items())
+        print(f"xmodal: warning: {name}: non-finite values (NaN/inf) in {listed}",
+              file=sys.stderr)
+    return counts
 
 
 def atomic_write_json(path: Path, obj) -> dict[str, str]:

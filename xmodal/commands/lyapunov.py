@@ -288,7 +288,7 @@ def _duration(s: float) -> str:
 
 class _Heartbeat:
     """While the compiled run blocks the main thread: elapsed time against the estimate on
-    stderr, every 2 % of it (at most every 5 min, at least 10 s apart)."""
+    stderr, after 10 s and then every 2 % of it (at most every 5 min, at least 10 s apart)."""
 
     def __init__(self, eta: float | None, quiet: bool):
         import threading
@@ -299,7 +299,9 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         t0, every = time.perf_counter(), min(max(self.eta / 50, 10.0), 300.0)
-        while not self.stop.wait(every):
+        wait = 10.0  # the first after 10 s: the user sees it is running
+        while not self.stop.wait(wait):
+            wait = every
             el = time.perf_counter() - t0
             print(f"lyapunov: {_duration(el)} of about {_duration(self.eta)} "
                   f"(~{min(99, 100 * el / self.eta):.0f} %, estimated)", file=sys.stderr,

@@ -58,6 +58,7 @@ from xmodal.report import (
     prepare_out,
     remove_store,
     versions,
+    warn_non_finite_arrays,
 )
 
 #: Parameters a spec may sweep (per-point values; the graph is shared by all points).
@@ -511,6 +512,7 @@ def run(args: argparse.Namespace) -> int:
     arrays = {f"axis_{name}": values for name, values in points.axes.items()}
     arrays.update(gridded)
     atomic_write_npz(out / "sweep.npz", **arrays)
+    warn_non_finite_arrays(str(out / "sweep.npz"), gridded)
     summary = {name: {"shape": list(np.shape(v)), "min": float(np.nanmin(v)),
                       "max": float(np.nanmax(v)), "mean": float(np.nanmean(v))}
                for name, v in gridded.items()}

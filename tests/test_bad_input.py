@@ -1,0 +1,372 @@
+"""Every subcommand under bad and extreme input, as a hostile user would try it.
+
+Each case asserts: the exit code (2 for a refused input, 0 where the input is legal but the result
+diverges), a one-line message naming the argument, no traceback, no hang (every process has a
+timeout), outputs that existed untouched, nothing created by a failed command, and strict JSON
+(``json.load`` with ``parse_constant`` raising, i.e. no NaN/Infinity) in every JSON file and JSON
+output of the runs that succeed.
+
+Most cases run in one driver process (``xmodal.cli.main`` called per case, the console script's
+own entry point; the JAX import and compilations are paid once); the cases that change the
+process (a JAX platform, a long run killed after its estimate) run in their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+#: (id, argv, expected exit code, fragment of stderr; checks: "untouched" (a path whose tree
+#: must not change), "absent" (a path that must not exist afterwards), "json" (files that must
+#: parse strictly), "stdout_json" (stdout must parse strictly), "nonfinite" (the JSON must record
+#: non-finite values under "non_finite" and stderr must warn), "warns" (a fragment of stderr)).
+CASES = [
+    # ------------------------------------------------------------------------ simulate
+    dict(id="simulate-nan-beta", argv="simulate --beta-self nan --out {tmp}/s1", code=2,
+         msg="argument --beta-self: must be finite", absent="{tmp}/s1"),
+    dict(id="simulate-1e9-time-units", argv="simulate --duration 1e9 --out {tmp}/s2", code=2,
+         msg="--duration 1000000000.0 / --dt 0.01 gives 1e+11 steps", absent="{tmp}/s2"),
+    dict(id="simulate-huge-sizes", argv="simulate --sizes 2000000,2000000 --out {tmp}/s3",
+         code=2, msg="of memory, more than this machine has available", absent="{tmp}/s3"),
+    dict(id="simulate-huge-seed", argv="simulate --seed 99999999999999999999 --out {tmp}/s4",
+         code=2, msg="argument --seed: must be in -2**63 .. 2**63 - 1", absent="{tmp}/s4"),
+    dict(id="simulate-out-not-empty", argv="simulate --duration 0.2 --out {tmp}/keep", code=2,
+         msg="--out {tmp}/keep: exists and is not empty; pass --force", untouched="{tmp}/keep"),
+    dict(id="simulate-out-is-a-file", argv="simulate --duration 0.2 --out {tmp}/afile", code=2,
+         msg="--out {tmp}/afile: exists and is not a directory", untouched="{tmp}/afile"),
+    dict(id="simulate-out-under-a-file", argv="simulate --duration 0.2 --out {tmp}/afile/sub",
+         code=2, msg="is not a directory", untouched="{tmp}/afile"),
+    dict(id="simulate-out-unwritable", argv="simulate --duration 0.2 --out /proc/sys --force",
+         code=2, msg="--out /proc/sys: cannot write there"),
+    dict(id="simulate-fails-after-out-checked", argv="simulate --sizes 4,4 --out {tmp}/s5/deep",
+         code=2, msg="k must be smaller than n", absent="{tmp}/s5"),
+    dict(id="simulate-divergent", argv="simulate --beta-self 1e30 --beta-cross=-1e30 "
+         "--omega-spread 1e30 --sizes 12,12 --duration 1 --dt 0.1 --save-every 1 "
+         "--out {tmp}/sdiv", code=0, json=["{tmp}/sdiv/metrics.json"], nonfinite=True),
+    dict(id="simulate-force", argv="simulate --sizes 12,12 --duration 0.2 --dt 0.1 "
+         "--save-every 1 --out {tmp}/keep2 --force", code=0, json=["{tmp}/keep2/metrics.json"]),
+    # ------------------------------------------------------------------------ lyapunov
+    dict(id="lyapunov-plot-is-a-dir", argv="lyapunov --steps 100 --plot {tmp}", code=2,
+         msg="--plot {tmp}: is a directory"),
+    dict(id="lyapunov-plot-no-folder", argv="lyapunov --steps 100 --plot {tmp}/no/x.png",
+         code=2, msg="--plot {tmp}/no/x.png: folder {tmp}/no does not exist"),
+    dict(id="lyapunov-plot-unwritable", argv="lyapunov --steps 100 --plot /proc/x.png",
+         code=2, msg="--plot /proc/x.png: cannot write in /proc"),
+    dict(id="lyapunov-float32-too-many-steps",
+         argv="lyapunov --float32 --steps 3000000000", code=2,
+         msg="--steps + --transient (with --float32) gives 3e+09 steps"),
+    dict(id="lyapunov-henon-dt", argv="lyapunov --system henon --dt 0.1", code=2,
+         msg="--dt: the Henon map has no time step"),
+    dict(id="lyapunov-huge-seed", argv="lyapunov --system surrogate --seed -99999999999999999999",
+         code=2, msg="argument --seed"),
+    dict(id="lyapunov-huge-drive", argv="lyapunov --system surrogate --steps 100000000000000",
+         code=2, msg="with --drive lorenz (a tabulated drive) needs about"),
+    dict(id="lyapunov-divergent-json", argv="lyapunov --param rho=1e6 --steps 2000 --json",
+         code=0, stdout_json=True, nonfinite=True),
+    dict(id="lyapunov-divergent-surrogate-json",
+         argv="lyapunov --system surrogate --beta-self 1e30 --beta-cross=-1e30 "
+         "--omega-spread 1e30 --sizes 6,6 --degree 2 --steps 50 --transient 0 --json "
+         "--drive none", code=0, stdout_json=True),
+    # ------------------------------------------------------------------------ sweep
+    dict(id="sweep-1e12-points", argv="sweep {tmp}/huge.json --out {tmp}/w1", code=2,
+         msg="the grid of 1e+12 points (axes 1000000 x 1000000) needs about",
+         absent="{tmp}/w1"),
+    dict(id="sweep-huge-axis", argv="sweep {tmp}/huge_axis.json --out {tmp}/w1b", code=2,
+         msg="field 'axes.beta_self.linear[2]' (1000000000000000 values) needs about",
+         absent="{tmp}/w1b"),
+    dict(id="sweep-huge-seed", argv="sweep {tmp}/seed.json --out {tmp}/w2", code=2,
+         msg="field 'run.seed': must be < 2**63", absent="{tmp}/w2"),
+    dict(id="sweep-port-out-of-range",
+         argv="sweep {tmp}/small.json --out {tmp}/w3 --coordinator 127.0.0.1:99999 "
+         "--num-processes 2 --process-id 1", code=2,
+         msg="--coordinator '127.0.0.1:99999': port must be an integer in 1..65535",
+         absent="{tmp}/w3"),
+    dict(id="sweep-unresolvable-host",
+         argv="sweep {tmp}/small.json --out {tmp}/w4 --coordinator no-such-host.invalid:1234 "
+         "--num-processes 2 --process-id 1", code=2, msg="does not resolve", absent="{tmp}/w4"),
+    dict(id="sweep-no-coordinator-listening",
+         argv="sweep {tmp}/small.json --out {tmp}/w5 --coordinator 127.0.0.1:{port} "
+         "--num-processes 2 --process-id 1 --start-timeout 2", code=2,
+         msg="no coordinator (process 0) accepts connections there after 2 s",
+         absent="{tmp}/w5"),
+    dict(id="sweep-multihost-start-fails",
+         argv="sweep {tmp}/small.json --out {tmp}/w6 --num-processes 2 --process-id 1",
+         code=2, msg="cannot start the multi-host run", absent="{tmp}/w6"),
+    dict(id="sweep-out-not-empty", argv="sweep {tmp}/small.json --out {tmp}/keep", code=2,
+         msg="exists and is not empty; pass --resume to continue the run in it or --force",
+         untouched="{tmp}/keep"),
+    dict(id="sweep-out-unwritable", argv="sweep {tmp}/small.json --out /proc/xmodal-sweep",
+         code=2, msg="--out /proc/xmodal-sweep: cannot write in /proc"),
+    dict(id="sweep-divergent", argv="sweep {tmp}/divergent.json --out {tmp}/wdiv --quiet",
+         code=0, json=["{tmp}/wdiv/sweep.json"],
+         warns="sweep.npz: non-finite values (NaN/inf) in"),
+    dict(id="sweep-force-over-a-sweep",
+         argv="sweep {tmp}/small.json --out {tmp}/wdiv --quiet --force", code=0,
+         json=["{tmp}/wdiv/sweep.json"]),
+    # ------------------------------------------------------------------------ fit
+    dict(id="fit-no-bundle", argv="fit {tmp}/none.bundle --out {tmp}/f1", code=2,
+         msg="BUNDLE {tmp}/none.bundle: no such file", absent="{tmp}/f1"),
+    dict(id="fit-garbage-bundle", argv="fit {tmp}/garbage.bundle --out {tmp}/f2/deep", code=2,
+         msg="{tmp}/garbage.bundle", absent="{tmp}/f2"),
+    dict(id="fit-out-not-empty", argv="fit {tmp}/b.bundle --out {tmp}/keep", code=2,
+         msg="--out {tmp}/keep: exists and is not empty; pass --force", untouched="{tmp}/keep"),
+    dict(id="fit-1e9-steps", argv="fit {tmp}/b.bundle --out {tmp}/f3 --horizon 1e9", code=2,
+         msg="--horizon 1000000000.0 / --dt 0.05 gives 2e+10 steps", absent="{tmp}/f3"),
+    dict(id="fit-huge-model", argv="fit {tmp}/b.bundle --out {tmp}/f4 --n-total 10000000",
+         code=2, msg="10000000 oscillators x --restarts 4 x --initial 4 needs about",
+         absent="{tmp}/f4"),
+    dict(id="fit-one-restart", argv="fit {tmp}/b.bundle --out {tmp}/f5 --restarts 1 --steps 3 "
+         "--n-total 8 --k 2 --polish-steps 0 --initial 1 --horizon 1 --dt 0.1", code=0,
+         json=["{tmp}/f5/params.json"]),
+    # ------------------------------------------------------------------------ sensitivity
+    dict(id="sensitivity-not-json", argv="sensitivity {tmp}/notjson.json --out {tmp}/e1",
+         code=2, msg="PARAMS.json {tmp}/notjson.json: not JSON", absent="{tmp}/e1"),
+    dict(id="sensitivity-out-not-empty", argv="sensitivity --preset paper --out {tmp}/keep",
+         code=2, msg="exists and is not empty; pass --force", untouched="{tmp}/keep"),
+    dict(id="sensitivity-3e9-steps",
+         argv="sensitivity --preset paper --steps 3000000000 --out {tmp}/e2", code=2,
+         msg="--steps 3000000000 gives 3e+09 steps", absent="{tmp}/e2"),
+    dict(id="sensitivity-huge-seed",
+         argv="sensitivity --preset paper --seed 99999999999999999999 --out {tmp}/e3", code=2,
+         msg="argument --seed", absent="{tmp}/e3"),
+    # ------------------------------------------------------------------------ lorenz
+    dict(id="lorenz-huge-grid", argv="lorenz --grid 10000000 --out {tmp}/l1", code=2,
+         msg="--grid 10000000 (100000000000000 points) needs about", absent="{tmp}/l1"),
+    dict(id="lorenz-out-not-empty", argv="lorenz --grid 2 --out {tmp}/keep", code=2,
+         msg="pass --resume to continue the run in it or --force", untouched="{tmp}/keep"),
+    dict(id="lorenz-out-is-a-file", argv="lorenz --grid 2 --out {tmp}/afile", code=2,
+         msg="exists and is not a directory", untouched="{tmp}/afile"),
+    dict(id="lorenz-huge-seed", argv="lorenz --seed 99999999999999999999 --out {tmp}/l2",
+         code=2, msg="argument --seed", absent="{tmp}/l2"),
+    # ------------------------------------------------------------------------ probe, emotion
+    dict(id="probe-out-folder-missing",
+         argv="probe --model {tmp} --prompt hi --out {tmp}/no/x.bundle", code=2,
+         msg="--out: folder"),
+    dict(id="probe-audio-missing",
+         argv="probe --model {tmp} --prompt hi --audio {tmp}/no.wav --out {tmp}/x.bundle",
+         code=2, msg="--audio: file"),
+    dict(id="emotion-data-missing", argv="emotion --data {tmp}/no --model {tmp} --out {tmp}/m1",
+         code=2, msg="--data: folder", absent="{tmp}/m1"),
+    dict(id="emotion-limit-zero",
+         argv="emotion --data {tmp} --model {tmp} --out {tmp}/m2 --limit 0", code=2,
+         msg="argument --limit", absent="{tmp}/m2"),
+]
+
+DRIVER = textwrap.dedent("""
+    import contextlib, io, json, sys, traceback
+    from xmodal.cli import main
+    cases = json.load(open(sys.argv[1]))
+    results = {}
+    for case in cases:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(case["argv"])
+            except SystemExit as exc:
+                code = exc.code
+            except BaseException:
+                code = "escaped"
+                err.write(traceback.format_exc())
+        results[case["id"]] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+        with open(sys.argv[2], "w") as f:
+            json.dump(results, f)
+""")
+
+
+def _refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def strict_load(text: str):
+    """Python's json with NaN/Infinity refused, as other languages' parsers do."""
+    return json.loads(text, parse_constant=_refuse)
+
+
+def write_bundle(path: Path) -> None:
+    """A small valid attention bundle: 3 layers, 2 heads, audio and vision rows."""
+    from mllm_probe.bundle import make_bundle, save_bundle
+
+    block = np.zeros((3, 2, 4, 4), np.float32)
+    block[:, 0, 1] = [0.2, 0.6, 0.2, 0.0]
+    block[:, 1, 1] = [0.0, 0.4, 0.4, 0.2]
+    block[:, :, 2] = [0.5, 0.25, 0.25, 0.0]
+    block[:, :, 0] = [1.0, 0.0, 0.0, 0.0]
+    block[:, :, 3] = [0.0, 0.0, 0.0, 1.0]
+    tm = np.array([0, 0, 1, 1, 1, 2, 2])
+    save_bundle(path, make_bundle(block, ("text", "audio", "vision", "special"),
+                                  ("full_attention",) * 3, tm, np.arange(2, 7)))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               PYTHONUNBUFFERED="1", **extra)
+    env.pop("XMODAL_TRACEBACK", None)
+    return env
+
+
+def _snapshot(path: Path):
+    if path.is_file():
+        return path.read_bytes()
+    return sorted((str(p.relative_to(path)), p.read_bytes() if p.is_file() else None)
+                  for p in path.rglob("*"))
+
+
+def _setup(tmp: Path) -> None:
+    (tmp / "keep").mkdir()
+    (tmp / "keep" / "keep.txt").write_text("keep me")
+    (tmp / "keep2").mkdir()
+    (tmp / "keep2" / "other.txt").write_text("not ours")
+    (tmp / "afile").write_text("a file")
+    (tmp / "garbage.bundle").write_bytes(b"\x00garbage" * 10)
+    (tmp / "notjson.json").write_text("{beta: NaN")
+    write_bundle(tmp / "b.bundle")
+    small = {"model": {"sizes": [4, 4], "k": 2},
+             "run": {"steps": 10, "transient": 0, "sample_every": 5, "metrics":
+                     ["order_parameter", "modality_attention"]}}
+    specs = {
+        "small": dict(small, axes={"beta_cross": {"values": [0.1, 0.5]}}),
+        "huge": dict(small, axes={"beta_self": {"linear": [0.0, 1.0, 10**6]},
+                                  "beta_cross": {"linear": [0.0, 1.0, 10**6]}}),
+        "huge_axis": dict(small, axes={"beta_self": {"linear": [0.0, 1.0, 10**15]}}),
+        "seed": dict(small, axes={"beta_cross": {"values": [0.1]}},
+                     run=dict(small["run"], seed=2**64)),
+        "divergent": {"axes": {"beta_self": {"values": [1e30, -1e30]}},
+                      "model": {"sizes": [6, 6], "k": 2, "omega_spread": 1e30},
+                      "run": dict(small["run"], steps=20)},
+    }
+    for name, spec in specs.items():
+        (tmp / f"{name}.json").write_text(json.dumps(spec))
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """Run every case of CASES in one driver process; returns (tmp, cases, results, seconds)."""
+    tmp = tmp_path_factory.mktemp("bad")
+    _setup(tmp)
+    subst = {"tmp": str(tmp), "port": str(_free_port())}
+    cases = []
+    for case in CASES:
+        case = {k: ([x.format(**subst) for x in v] if isinstance(v, list) else
+                    v.format(**subst) if isinstance(v, str) else v) for k, v in case.items()}
+        case["argv"] = case["argv"].split()
+        cases.append(case)
+    before = {c["id"]: _snapshot(Path(c["untouched"])) for c in cases if "untouched" in c}
+    (tmp / "cases.json").write_text(json.dumps(cases))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(tmp / "cases.json"),
+                           str(tmp / "results.json")], env=_env(), capture_output=True,
+                          text=True, timeout=600, cwd=tmp)
+    seconds = time.perf_counter() - t0
+    results = json.loads((tmp / "results.json").read_text()) if (
+        tmp / "results.json").exists() else {}
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, {c["id"]: c for c in cases}, results, before, seconds
+
+
+@pytest.mark.parametrize("case_id", [c["id"] for c in CASES])
+def test_case(batch, case_id):
+    tmp, cases, results, before, _ = batch
+    case, res = cases[case_id], results[case_id]
+    err = res["stderr"]
+    assert res["code"] == case["code"], err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    if case["code"] == 2:
+        lines = [line for line in err.splitlines() if line.startswith("xmodal ")]
+        assert len(lines) == 1 and ": error: " in lines[0], err  # one line says what is wrong
+        assert case["msg"] in lines[0], lines[0]
+    if "untouched" in case:
+        assert _snapshot(Path(case["untouched"])) == before[case_id]
+    if "absent" in case:
+        assert not Path(case["absent"]).exists()
+    docs = [strict_load(Path(p).read_text()) for p in case.get("json", [])]
+    if case.get("stdout_json"):
+        docs.append(strict_load(res["stdout"]))
+    if "warns" in case:
+        assert case["warns"] in err, err
+    if case.get("nonfinite"):
+        assert any(d.get("non_finite") for d in docs), "non-finite values not recorded"
+        assert "non-finite value(s) written as null" in err
+        for d in docs:
+            for where in d.get("non_finite", {}):
+                assert _lookup(d, where) is None, where
+    assert not list(tmp.rglob(".xmodal-write-test-*"))  # probe files removed
+
+
+def _lookup(doc, where: str):
+    """The value at a location like ``metrics.dominance.min`` or ``exponents[2]``."""
+    x = doc
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", where):
+        x = x[int(index)] if index else x[name]
+    return x
+
+
+def test_divergent_runs_record_where(batch):
+    """What the divergent runs wrote: nulls exactly where the record says, finite elsewhere."""
+    tmp, _, results, _, _ = batch
+    metrics = strict_load((tmp / "sdiv" / "metrics.json").read_text())
+    assert metrics["non_finite"]["dominance_01"] == "nan" and metrics["dominance_01"] is None
+    assert metrics["graph_density"] is not None  # finite values stay
+    lyap = strict_load(results["lyapunov-divergent-json"]["stdout"])
+    assert lyap["exponents"] == [None, None, None] and lyap["non_finite"]["sum"] == "nan"
+    assert lyap["dt"] == 0.01 and lyap["n_steps"] == 2000
+    params = strict_load((tmp / "f5" / "params.json").read_text())
+    assert isinstance(params, dict) and params
+    # --force wrote its files beside the stranger's, which stays
+    assert (tmp / "keep2" / "other.txt").read_text() == "not ours"
+    assert (tmp / "keep2" / "trajectory.npz").exists()
+    # a sweep overwritten with --force is the new one (2 points, not the divergent 2 x ...)
+    sweep = strict_load((tmp / "wdiv" / "sweep.json").read_text())
+    assert sweep["grid_shape"] == [2] and "non_finite" not in sweep
+
+
+def test_device_that_is_not_there(tmp_path):
+    """--device tpu on a machine without one: one line, exit 2, nothing created."""
+    proc = subprocess.run([sys.executable, "-m", "xmodal.cli", "lorenz", "--grid", "2",
+                           "--device", "tpu", "--out", str(tmp_path / "o")], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "xmodal lorenz: error: --device tpu: no such JAX backend here" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_long_lyapunov_run_says_how_long_and_shows_progress():
+    """1e11 Henon iterations (hours): an estimate on stderr within seconds, then progress;
+    the run is killed once both were seen."""
+    proc = subprocess.Popen([sys.executable, "-m", "xmodal.cli", "lyapunov", "--system", "henon",
+                             "--steps", "100000000000"], env=_env(), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "estimated)" in line:
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    text = "".join(lines)
+    assert re.search(r"lyapunov: 1e\+11 steps at about \S+ steps/s \(timed on \d+\): about "
+                     r"[\d.]+ (min|h|days)\n", text), text
+    assert "(~0 %, estimated)" in text or "%, estimated)" in text, text
+    assert "Traceback" not in text
