@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 from xmodal.commands.simulate import positive_float, positive_int
-from xmodal.report import atomic_write_bytes, atomic_write_json, check_out_dir, versions
+from xmodal.report import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_memory,
+    check_steps,
+    prepare_out,
+    seed_int,
+    versions,
+)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -38,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "polish. Writes params.json, report.md, loss.png and residuals.png to --out.")
     p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="attention bundle files")
     p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     p.add_argument("--modalities", type=_names, default=("audio", "vision"),
                    help="bundle modalities mapped to surrogate populations 0, 1, ... "
                    "(default audio,vision)")
@@ -61,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, default=0.05, help="Adam learning rate")
     p.add_argument("--patience", type=positive_int, default=40, help="early-stopping patience")
     p.add_argument("--polish-steps", type=int, default=15, help="Levenberg-Marquardt steps")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (graph, phases, restarts)")
+    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (graph, phases, restarts)")
     p.add_argument("--float64", action="store_true", help="fit in float64")
     p.set_defaults(run=run)
 
@@ -72,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"BUNDLE {path}: no such file")
     if args.polish_steps < 0:
         raise ValueError(f"--polish-steps must be >= 0, got {args.polish_steps}")
-    out = check_out_dir(args.out)
+    check_steps(round(args.horizon / args.dt), f"--horizon {args.horizon} / --dt {args.dt}")
+    n = sum(args.sizes) if args.sizes else args.n_total
+    item = 8 if args.float64 else 4  # dense couplings and their gradients, per evaluation
+    check_memory(6 * args.restarts * args.initial * n * n * item,
+                 f"{n} oscillators x --restarts {args.restarts} x --initial {args.initial}")
+    out = prepare_out(args.out, force=args.force)
 
     import jax
 
