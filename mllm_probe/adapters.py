@@ -206,17 +206,64 @@ class QwenOmniAdapter(Adapter):
     def from_pretrained(cls, path, config, **kw) -> QwenOmniAdapter:
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-        load = _load_kwargs(kw)
         if config.model_type == "qwen2_5_omni":
             # A full checkpoint: load only the thinker's weights ("thinker." prefix).
-            model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-                path, config=config.thinker_config, key_mapping={r"^thinker\.": ""}, **load)
+            model = _instantiate(Qwen2_5OmniThinkerForConditionalGeneration, path,
+                                 config.thinker_config, kw, key_mapping={r"^thinker\.": ""})
         else:
-            model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, config=config,
-                                                                               **load)
+            model = _instantiate(Qwen2_5OmniThinkerForConditionalGeneration, path, config, kw)
         processor = _processor(path, kw)
         spec = spec_from_config(model.config).with_special(processor.tokenizer.all_special_ids)
         return cls(model, processor, spec, model_id=str(path), revision=kw.get("revision"))
+
+    def build_inputs(self, text, *, audio=None, video=None, image=None, system=None,
+                     processor_kwargs=None, audio_in_video: bool = False,
+                     video_fps: float | None = None):
+        """As `Adapter.build_inputs`; ``audio_in_video``: ``audio`` is the track of ``video`` and
+        their tokens interleave in time chunks (the model card's ``use_audio_in_video``);
+        ``video_fps``: frame rate of (F, 3, H, W) frames sampled and sized already (qwen-omni-utils):
+        the processor neither resamples nor resizes them."""
+        if not audio_in_video and video_fps is None:
+            return super().build_inputs(text, audio=audio, video=video, image=image,
+                                        system=system, processor_kwargs=processor_kwargs)
+        kwargs = dict(processor_kwargs or {})
+        if video_fps is not None:  # sampled and sized already: the processor keeps both
+            kwargs.update(fps=float(video_fps), do_sample_frames=False)
+            videos_kwargs = dict(kwargs.get("videos_kwargs") or {})
+            if video is not None and "size" not in videos_kwargs:
+                area = int(video.shape[-2]) * int(video.shape[-1])
+                videos_kwargs["size"] = {"shortest_edge": area, "longest_edge": area}
+                kwargs["videos_kwargs"] = videos_kwargs
+        if audio_in_video:
+            if audio is None or video is None:
+                raise ValueError("audio_in_video needs both the audio and the video")
+            kwargs.update(_audio_in_video_kwargs(self.processor))
+        if audio is not None:
+            kwargs["audio"] = [np.asarray(audio, dtype=np.float32)]
+        if video is not None:
+            kwargs["videos"] = [video]
+        if image is not None:
+            kwargs["images"] = [image]
+        shown = None if audio_in_video else audio   # the track has no placeholder of its own
+        rendered = self.render(self.conversation(text, audio=shown, video=video, image=image,
+                                                 system=system))
+        encoded = self.processor(text=rendered, return_tensors="pt", **kwargs)
+        prompt = self._prompt(encoded, rendered)
+        if audio_in_video:
+            prompt.model_inputs["use_audio_in_video"] = True
+        return prompt
+
+
+def _audio_in_video_kwargs(processor) -> dict:
+    """Processor keywords that take ``audio[0]`` as the track of ``videos[0]``: transformers >=
+    5.2x names it ``load_audio_from_video`` with ``audio_from_video_indices``."""
+    import inspect
+
+    for cls in type(processor).__mro__:
+        call = cls.__dict__.get("__call__")
+        if call is not None and "audio_from_video_indices" in inspect.signature(call).parameters:
+            return {"load_audio_from_video": True, "audio_from_video_indices": [0]}
+    return {"use_audio_in_video": True}
 
 
 class Gemma3nAdapter(Adapter):
@@ -234,8 +281,7 @@ class Gemma3nAdapter(Adapter):
     def from_pretrained(cls, path, config, **kw) -> Gemma3nAdapter:
         from transformers import Gemma3nForConditionalGeneration
 
-        model = Gemma3nForConditionalGeneration.from_pretrained(path, config=config,
-                                                                **_load_kwargs(kw))
+        model = _instantiate(Gemma3nForConditionalGeneration, path, config, kw)
         processor = _processor(path, kw)
         spec = spec_from_config(model.config).with_special(processor.tokenizer.all_special_ids)
         return cls(model, processor, spec, model_id=str(path), revision=kw.get("revision"))
@@ -274,7 +320,7 @@ class GenericAdapter(Adapter):
 
         archs = getattr(config, "architectures", None) or []
         auto = AutoModelForCausalLM if any(a.endswith("ForCausalLM") for a in archs) else AutoModel
-        model = auto.from_pretrained(path, config=config, **_load_kwargs(kw))
+        model = _instantiate(auto, path, config, kw)
         processor = _processor(path, kw)
         if audio_ids or vision_ids:
             spec = ModalitySpec(audio_ids=frozenset(audio_ids), vision_ids=frozenset(vision_ids))
@@ -309,6 +355,18 @@ _ADAPTERS = {
 }
 
 
+def _instantiate(model_cls, path, config, kw: Mapping[str, Any], **extra):
+    """``model_cls`` with the weights of ``path``, or, with ``kw["weights"]`` False, on the meta
+    device (structure and parameter shapes only: no memory, nothing read but the config)."""
+    load = _load_kwargs(kw)
+    if kw.get("weights", True):
+        return model_cls.from_pretrained(path, config=config, **load, **extra)
+    with torch.device("meta"):
+        if hasattr(model_cls, "_from_config"):
+            return model_cls._from_config(config, attn_implementation=load["attn_implementation"])
+        return model_cls.from_config(config, attn_implementation=load["attn_implementation"])
+
+
 def _load_kwargs(kw: Mapping[str, Any]) -> dict:
     out = {"local_files_only": kw.get("local_files_only", True)}
     for name in ("revision", "dtype", "device_map"):
@@ -338,8 +396,12 @@ def looks_like_path(name: str) -> bool:
 
 def load_adapter(path_or_id: str | os.PathLike, *, revision: str | None = None, dtype=None,
                  device_map=None, local_files_only: bool = True,
-                 attn_implementation: str | None = None, **generic) -> Adapter:
+                 attn_implementation: str | None = None, weights: bool = True,
+                 **generic) -> Adapter:
     """Load the adapter for a model folder or hub id (resolved in the local HF cache by default).
+
+    ``weights=False`` builds the model on the meta device: config, processor and parameter
+    shapes, no weights read and no memory used (for planning a run).
 
     ``generic`` (audio_ids, vision_ids, special_ids) applies to models without a dedicated adapter.
     Raises ValueError if the path is neither a model folder nor cached.
@@ -356,7 +418,8 @@ def load_adapter(path_or_id: str | os.PathLike, *, revision: str | None = None, 
         where = "folder" if os.path.isdir(path) else "hub id (not in the local Hugging Face cache)"
         raise ValueError(f"model {path!r}: cannot load a config from this {where}: {err}") from err
     kw = dict(revision=revision, dtype=dtype, device_map=device_map,
-              local_files_only=local_files_only, attn_implementation=attn_implementation)
+              local_files_only=local_files_only, attn_implementation=attn_implementation,
+              weights=weights)
     cls = _ADAPTERS.get(config.model_type)
     if cls is None:
         return GenericAdapter.from_pretrained(path, config, **generic, **kw)

@@ -27,8 +27,10 @@ from xmodal.cli import main
 
 OUTPUTS = ("predictions.csv", "predictions.meta.json", "skipped.csv", "summary.json",
            "report.md", "confusion.png", "attractor_graph.png", "sankey.png", "js_distance.png")
-#: Options shared by the reference run and the killed/resumed run (short answers, 4 frames).
-OPTIONS = ["--num-frames", "4", "--max-new-tokens", "4", "--bundles", "1", "--n-boot", "200"]
+#: Options shared by the reference run and the killed/resumed run (short answers, 4 frames of
+#: 56 x 56 px through qwen-omni-utils).
+OPTIONS = ["--num-frames", "4", "--max-new-tokens", "4", "--bundles", "1", "--n-boot", "200",
+           "--min-pixels", "784", "--max-pixels", "3136"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,7 +94,15 @@ def test_qwen_run_writes_every_output_and_skips_bad_clips(qwen_run):
     assert set(summary["primary"]["js_distance"]["pairs"]) == {
         "face_voice|face_only", "face_voice|voice_only", "face_only|voice_only"}
     assert sum(summary["parse_status"]["face_voice"].values()) == len(GOOD) * 57
+    for cond in ("face_voice", "face_only", "voice_only"):   # 1 s audio, 4 frames of 56 px
+        tokens = summary["tokens"][cond]
+        assert tokens["units"] == len(GOOD)
+        assert tokens["audio"] == {"mean": 25.0, "min": 25.0, "median": 25.0, "max": 25.0}
+        assert tokens["vision"]["mean"] == 32.0
+        assert sum(tokens["prefix_share"].values()) == pytest.approx(1.0)
+    assert all(int(r["tokens_audio"]) == 25 and int(r["tokens_vision"]) == 32 for r in rows)
     report = (qwen_run / "report.md").read_text()
+    assert "## Tokens per modality" in report and "| face_only | 2 |" in report
     for piece in ("## Claim test", "(sankey.png)", "(attractor_graph.png)", "(confusion.png)",
                   LFS_STUB, BROKEN, "Attractor hierarchy"):
         assert piece in report

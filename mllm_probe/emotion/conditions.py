@@ -5,8 +5,10 @@
 - ``voice_only``: the same audio; every frame replaced by a blank (black) frame of the same size,
                   the frame count kept.
 
-Audio is mono float32 (T,) at the model's sampling rate (Hz); frames uint8 (F, H, W, 3). WAV files
-are read with soundfile, video (FLV, MP4, ...) and its audio with PyAV (`mllm_probe.media`).
+Audio is mono float32 (T,) at the model's sampling rate (Hz); frames uint8 (F, H, W, 3), or the
+(F, 3, H, W) float32 frames of the reference preprocessing (`mllm_probe.emotion.preprocess`): the
+conditions are applied to what the processor gets. WAV files are read with soundfile, video (FLV,
+MP4, ...) and its audio with PyAV (`mllm_probe.media`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,25 @@ BLANK_VALUE = 0
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Media:
-    """Decoded media of one clip: audio (T,) float32 at ``sampling_rate`` Hz, frames (F, H, W, 3)."""
+    """Decoded media of one clip: audio (T,) float32 at ``sampling_rate`` Hz, frames (F, H, W, 3)
+    uint8 or (F, 3, H, W) float; ``fps``: frames per second of the sampled frames (None: not
+    given to the processor); ``audio_in_video``: the audio is the video's track (Qwen2.5-Omni
+    interleaves their tokens)."""
 
     audio: np.ndarray
     frames: np.ndarray
     sampling_rate: int
+    fps: float | None = None
+    audio_in_video: bool = False
+
+    def input_options(self) -> dict:
+        """Keyword arguments of `Adapter.build_inputs` for these media."""
+        out = {}
+        if self.audio_in_video:
+            out["audio_in_video"] = True
+        if self.fps is not None:
+            out["video_fps"] = self.fps
+        return out
 
 
 def check_conditions(names) -> tuple[str, ...]:
@@ -76,9 +92,9 @@ def apply_condition(media: Media, condition: str) -> Media:
     if condition == "face_voice":
         return media
     if condition == "face_only":
-        return Media(np.zeros_like(media.audio), media.frames, media.sampling_rate)
-    if condition == "voice_only":
-        return Media(media.audio, np.full_like(media.frames, BLANK_VALUE), media.sampling_rate)
+        return dataclasses.replace(media, audio=np.zeros_like(media.audio))
+    if condition == "voice_only":  # numpy or torch frames: same shape, dtype and device
+        return dataclasses.replace(media, frames=media.frames * 0 + BLANK_VALUE)
     raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
 
 

@@ -18,10 +18,13 @@ import torch
 
 from mllm_probe.adapters import Adapter
 from mllm_probe.emotion import scoring
-from mllm_probe.emotion.conditions import PERCEPTION_OF, apply_condition, load_media
+from mllm_probe.emotion import tokens as _tokens
+from mllm_probe.emotion.conditions import PERCEPTION_OF, Media, apply_condition
 from mllm_probe.emotion.datasets import Clip, Dataset, Skipped
+from mllm_probe.emotion.preprocess import Preprocessing, load_clip_media
 from mllm_probe.emotion.prompts import LABELS, TEMPLATE, parse_answer, prompt_text, variants
 from mllm_probe.emotion.table import PredictionTable
+from mllm_probe.modality import token_modality
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +32,7 @@ class RunConfig:
     """Options of a run that change its predictions (stored beside the table, checked on resume)."""
 
     conditions: tuple[str, ...]
-    num_frames: int | None = 8
+    preprocessing: Preprocessing = Preprocessing()
     generate: bool = True
     max_new_tokens: int = 16
     batch_size: int = 64
@@ -40,7 +43,7 @@ class RunConfig:
         """What must match for a table to be resumed."""
         return {"model": adapter.model_id, "config_hash": adapter.describe()["config_hash"],
                 "data": os.path.abspath(dataset.source), "conditions": list(self.conditions),
-                "num_frames": self.num_frames, "generate": self.generate,
+                "preprocessing": self.preprocessing.describe(), "generate": self.generate,
                 "max_new_tokens": self.max_new_tokens, "template": TEMPLATE,
                 "labels": list(LABELS), "processor_kwargs": self.processor_kwargs or {},
                 "dtype": str(adapter.model.dtype)}
@@ -51,8 +54,10 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def unit_rows(clip: Clip, condition: str, scores: np.ndarray, generated: list[str] | None) -> list[dict]:
-    """Table rows of one clip x condition from (V, 6) scores and the generated answers."""
+def unit_rows(clip: Clip, condition: str, scores: np.ndarray, generated: list[str] | None,
+              tokens: dict | None = None) -> list[dict]:
+    """Table rows of one clip x condition from (V, 6) scores, the generated answers and the
+    token counts ({"prefix": {modality: n}, "prompt": [n per variant]}, see `score_unit`)."""
     rows = []
     perceived = clip.perceived.get(PERCEPTION_OF[condition], frozenset())
     for v in variants():
@@ -62,6 +67,9 @@ def unit_rows(clip: Clip, condition: str, scores: np.ndarray, generated: list[st
                "forbidden": ":".join(v.forbidden), "intended": clip.intended,
                "perceived": ":".join(sorted(perceived, key=LABELS.index)), "predicted": best,
                **{f"score_{label}": float(x) for label, x in zip(LABELS, s)}}
+        if tokens is not None:
+            row.update({f"tokens_{m}": n for m, n in tokens["prefix"].items()},
+                       tokens_prompt=tokens["prompt"][v.index])
         if generated is not None:
             label, status = parse_answer(generated[v.index], v.allowed)
             row.update(generated=generated[v.index], generated_label=label or "",
@@ -72,10 +80,17 @@ def unit_rows(clip: Clip, condition: str, scores: np.ndarray, generated: list[st
     return rows
 
 
-def score_unit(adapter: Adapter, audio, frames, config: RunConfig):
-    """(scores (57, 6), generated answers or None) of one clip x condition."""
-    prefix = scoring.build_prefix(adapter, audio=audio, video=frames,
-                                  processor_kwargs=config.processor_kwargs)
+def unit_tokens(adapter: Adapter, prefix: scoring.PrefixInputs, vs) -> dict:
+    """{"prefix": {modality: positions of the media prefix}, "prompt": [positions per variant]}."""
+    return {"prefix": _tokens.count(token_modality(prefix.input_ids, adapter.spec)),
+            "prompt": scoring.prompt_lengths(adapter.tokenizer, prefix, vs)}
+
+
+def score_unit(adapter: Adapter, media: Media, config: RunConfig):
+    """(scores (57, 6), generated answers or None, `unit_tokens`) of one clip x condition."""
+    prefix = scoring.build_prefix(adapter, audio=media.audio, video=media.frames,
+                                  processor_kwargs=config.processor_kwargs,
+                                  **media.input_options())
     encoded = scoring.encode_prefix(adapter, prefix)
     vs = list(variants())
     scores = scoring.label_scores(adapter, prefix, vs, encoded=encoded,
@@ -83,17 +98,18 @@ def score_unit(adapter: Adapter, audio, frames, config: RunConfig):
     generated = (scoring.generate(adapter, prefix, vs, encoded=encoded,
                                   max_new_tokens=config.max_new_tokens,
                                   batch_size=config.batch_size) if config.generate else None)
-    return scores, generated
+    return scores, generated, unit_tokens(adapter, prefix, vs)
 
 
-def save_unit_bundle(adapter: Adapter, clip: Clip, condition: str, audio, frames, path: str,
+def save_unit_bundle(adapter: Adapter, clip: Clip, condition: str, media: Media, path: str,
                      config: RunConfig) -> None:
     """Attention bundle (last prompt row) of the unperturbed prompt of one clip x condition."""
     from mllm_probe.bundle import save_bundle
     from mllm_probe.probe import probe
 
-    prompt = adapter.build_inputs(prompt_text(variants()[0]), audio=audio, video=frames,
-                                  processor_kwargs=config.processor_kwargs)
+    prompt = adapter.build_inputs(prompt_text(variants()[0]), audio=media.audio,
+                                  video=media.frames, processor_kwargs=config.processor_kwargs,
+                                  **media.input_options())
     described = [{"kind": "video", "path": clip.video}]
     if clip.audio:
         described.append({"kind": "audio", "path": clip.audio})
@@ -108,6 +124,7 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
     {"done": units written now, "resumed": units found done, "skipped": [Skipped, ...]}."""
     log = log or sys.stderr
     scoring.answer_split(adapter.tokenizer)  # fail fast if the labels cannot be scored
+    config.preprocessing.check()             # ... or the media cannot be read
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     clips = list(dataset.clips[:limit] if limit else dataset.clips)
@@ -138,7 +155,10 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
         if clip.id not in media_cache:
             media_cache.clear()
             try:
-                media_cache[clip.id] = load_media(clip, adapter.sampling_rate, config.num_frames)
+                media_cache[clip.id] = load_clip_media(clip, config.preprocessing,
+                                                       adapter.sampling_rate)
+            except ImportError:
+                raise
             except Exception as err:  # noqa: BLE001  any decoder failure: report the clip, go on
                 failed.add(clip.id)
                 skipped.append(Skipped(clip.id, f"media could not be decoded: {err}", clip.video))
@@ -147,7 +167,7 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
                 continue
         media = apply_condition(media_cache[clip.id], cond)
         try:
-            scores, generated = score_unit(adapter, media.audio, media.frames, config)
+            scores, generated, tokens = score_unit(adapter, media, config)
         except (ValueError, RuntimeError) as err:  # media the processor or model cannot take
             if isinstance(err, torch.OutOfMemoryError):  # (e.g. audio longer than Gemma 3n's
                 raise                                     # audio window); never hide OOM
@@ -155,12 +175,12 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
             skipped.append(Skipped(clip.id, f"model inputs could not be built: {err}", clip.video))
             print(f"skip {clip.id}: model inputs could not be built ({err})", file=log, flush=True)
             continue
-        table.append(unit_rows(clip, cond, scores, generated))
+        table.append(unit_rows(clip, cond, scores, generated, tokens))
         done += 1
         if bundles_made[cond] < config.bundles:
             path = os.path.join(bundle_dir, f"{clip.id}.{cond}.bundle")
             if not os.path.exists(path):
-                save_unit_bundle(adapter, clip, cond, media.audio, media.frames, path, config)
+                save_unit_bundle(adapter, clip, cond, media, path, config)
             bundles_made[cond] += 1
         elapsed = time.perf_counter() - start
         eta = elapsed / k * (len(todo) - k)
@@ -171,4 +191,4 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
             "units": len(units), "failed_clips": sorted(failed)}
 
 
-__all__ = ["RunConfig", "run", "save_unit_bundle", "score_unit", "unit_rows"]
+__all__ = ["RunConfig", "run", "save_unit_bundle", "score_unit", "unit_rows", "unit_tokens"]

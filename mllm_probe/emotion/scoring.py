@@ -48,10 +48,13 @@ class EncodedPrefix:
     rope_delta: int           # position of sequence index i >= P is i + rope_delta
 
 
-def build_prefix(adapter: Adapter, *, audio=None, video=None, processor_kwargs=None) -> PrefixInputs:
-    """Render the conversation with the media and a marker text and split it at the marker."""
+def build_prefix(adapter: Adapter, *, audio=None, video=None, processor_kwargs=None,
+                 **options) -> PrefixInputs:
+    """Render the conversation with the media and a marker text and split it at the marker.
+
+    ``options``: more keywords of ``adapter.build_inputs`` (e.g. `Media.input_options`)."""
     prompt = adapter.build_inputs(SPLIT_MARKER, audio=audio, video=video,
-                                  processor_kwargs=processor_kwargs)
+                                  processor_kwargs=processor_kwargs, **options)
     marker = np.asarray(adapter.tokenizer(SPLIT_MARKER, add_special_tokens=False)["input_ids"])
     ids = prompt.input_ids
     hits = [i for i in range(len(ids) - len(marker), -1, -1)
@@ -90,7 +93,7 @@ def _rope_delta(adapter: Adapter, prefix: PrefixInputs) -> int:
     fam = mi.get("feature_attention_mask")
     positions, _ = model.get_rope_index(
         mi["input_ids"], mi.get("image_grid_thw"), mi.get("video_grid_thw"),
-        torch.ones_like(mi["input_ids"]), False,
+        torch.ones_like(mi["input_ids"]), bool(mi.get("use_audio_in_video", False)),
         fam.sum(-1) if fam is not None else None, mi.get("video_second_per_grid"))
     return int(positions.max()) + 1 - int(mi["input_ids"].shape[1])
 
@@ -281,6 +284,47 @@ def label_scores(adapter: Adapter, prefix: PrefixInputs, variants: list[Variant]
     return scores
 
 
+def forward_passes(tokenizer, prefix: PrefixInputs, variants: list[Variant], *,
+                   batch_size: int = 64, generate: bool = True,
+                   max_new_tokens: int = 16) -> dict[str, int]:
+    """Forward passes of one clip x condition, counted from the tokens alone (no model):
+    {"prefix": 1, "scores": `label_scores` passes, "generate": at most that many `generate`
+    passes (fewer when every answer stops early), "suffix_tokens": longest suffix row}.
+
+    Mirrors the batching of `label_scores` and `generate` (shared text once, then length groups
+    and chunks of ``batch_size`` rows)."""
+    common, rests = answer_split(tokenizer)
+    tail = [int(t) for t in prefix.tail_ids]
+    contexts = [_encode(tokenizer, prompt_text(v)) + tail + common for v in variants]
+    shared = _shared_start(contexts)
+    passes = int(shared > 0)
+    groups: dict[int, list[int]] = {}
+    for k, ctx in enumerate(contexts):
+        groups.setdefault(len(ctx) - shared, []).append(k)
+    longest = 0
+    for T, members in groups.items():
+        for lo in range(0, len(members), batch_size):
+            ks = members[lo:lo + batch_size]
+            longer = sum(len(rests[LABELS.index(label)]) > 1 for k in ks
+                         for label in variants[k].allowed)
+            passes += 1 + -(-longer // batch_size)
+            longest = max(longest, T + max(len(r) for r in rests) - 1)
+    out = {"prefix": 1, "scores": passes, "generate": 0, "suffix_tokens": longest}
+    if generate:
+        prompts = [_encode(tokenizer, prompt_text(v)) + tail for v in variants]
+        shared = _shared_start(prompts)
+        chunks = -(-len(variants) // batch_size)
+        out["generate"] = int(shared > 0) + chunks * max_new_tokens
+        out["suffix_tokens"] = max(longest, max(len(p) for p in prompts) - shared + max_new_tokens)
+    return out
+
+
+def prompt_lengths(tokenizer, prefix: PrefixInputs, variants: list[Variant]) -> list[int]:
+    """Positions of each variant's whole prompt: prefix, variant text and template tail."""
+    base = len(prefix.input_ids) + len(prefix.tail_ids)
+    return [base + len(_encode(tokenizer, prompt_text(v))) for v in variants]
+
+
 def label_scores_recomputed(adapter: Adapter, prefix: PrefixInputs,
                             variants: list[Variant]) -> np.ndarray:
     """Reference for `label_scores`: every (variant, label) row as its own full forward pass
@@ -371,8 +415,10 @@ __all__ = [
     "build_prefix",
     "encode_prefix",
     "extend_prefix",
+    "forward_passes",
     "generate",
     "label_scores",
     "label_scores_recomputed",
+    "prompt_lengths",
     "score_rows",
 ]

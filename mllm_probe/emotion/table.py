@@ -7,6 +7,8 @@ cuts a torn last line, drops units with missing rows (rewriting the table atomic
 the units already done, so a killed run continues without duplicate or missing rows.
 
 Scores are log-probabilities in nats (``repr`` of the float, empty where the label is forbidden).
+``tokens_text/audio/vision/special``: positions of each modality in the unit's media prefix (the
+same for all its variants); ``tokens_prompt``: positions of the whole prompt of the variant.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from collections import defaultdict
 import numpy as np
 
 from mllm_probe.emotion.prompts import LABELS
+from mllm_probe.emotion.tokens import COLUMNS as TOKEN_COLUMNS
 
 SCORE_COLUMNS = tuple(f"score_{label}" for label in LABELS)
 COLUMNS = ("clip", "condition", "variant", "forbidden", "intended", "perceived", "predicted",
-           *SCORE_COLUMNS, "generated", "generated_label", "parse_status")
+           *SCORE_COLUMNS, *TOKEN_COLUMNS, "generated", "generated_label", "parse_status")
 META_SUFFIX = ".meta.json"
 
 

@@ -52,6 +52,16 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -87,8 +97,25 @@ def register(subparsers) -> None:
     p.add_argument("--bundles", type=_non_negative, default=0,
                    help="save attention bundles of the unperturbed prompt for the first N clips "
                         "of each condition (default 0)")
-    p.add_argument("--num-frames", type=_positive, default=8,
-                   help="video frames sampled per clip (default 8)")
+    p.add_argument("--plan", action="store_true",
+                   help="read the clips and the processor (no weights) and print clips usable/"
+                        "skipped, tokens per modality, forward passes and peak memory per clip "
+                        "for --dtype; runs nothing, writes nothing")
+    p.add_argument("--preprocessing", choices=("reference", "processor"), default="reference",
+                   help="media preprocessing: 'reference' = the model card's (qwen-omni-utils for "
+                        "Qwen2.5-Omni; frames for Gemma 3n), 'processor' = evenly spaced frames "
+                        "to the bare processor (default reference)")
+    p.add_argument("--num-frames", type=_positive,
+                   help="video frames per clip (default: 2 fps for qwen-omni-utils, 8 frames "
+                        "otherwise)")
+    p.add_argument("--fps", type=_positive_float,
+                   help="frames per second sampled by qwen-omni-utils (default its 2.0)")
+    p.add_argument("--min-pixels", type=_positive,
+                   help="qwen-omni-utils: least pixels per frame (default 128 x 28 x 28)")
+    p.add_argument("--max-pixels", type=_positive,
+                   help="qwen-omni-utils: most pixels per frame (default 768 x 28 x 28)")
+    p.add_argument("--total-pixels", type=_positive,
+                   help="qwen-omni-utils: most pixels per video, all frames together")
     p.add_argument("--no-generate", dest="generate", action="store_false",
                    help="skip the greedy JSON answers (secondary scoring)")
     p.add_argument("--max-new-tokens", type=_positive, default=16,
@@ -122,9 +149,32 @@ def _check_args(args) -> None:
                                  or os.path.exists(m)):
         raise ValueError(f"--model: path {args.model!r} does not exist")
     if (os.path.isfile(os.path.join(args.out, "predictions.csv"))
-            and not (args.resume or args.force)):
+            and not (args.resume or args.force or args.plan)):
         raise ValueError(f"--out: {args.out} already holds predictions.csv; pass --resume to "
                          f"continue it or choose another folder")
+
+
+def preprocessing(args, adapter):
+    """The `Preprocessing` of the model and the media options."""
+    from mllm_probe.emotion.preprocess import for_adapter
+
+    return for_adapter(adapter, args.preprocessing, fps=args.fps, num_frames=args.num_frames,
+                       min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+                       total_pixels=args.total_pixels)
+
+
+def plan(args, dataset) -> int:
+    """``--plan``: print the plan of the run (no weights loaded, nothing written)."""
+    from mllm_probe.emotion.plan import make_plan, render_plan
+    from xmodal.commands.probe import load_model
+
+    adapter = load_model(args, weights=False)
+    result = make_plan(adapter, dataset, preprocessing(args, adapter), tuple(args.conditions),
+                       dtype=args.dtype, batch_size=args.batch_size, generate=args.generate,
+                       max_new_tokens=args.max_new_tokens, processor_kwargs=args.processor_kwargs,
+                       limit=args.limit)
+    print(render_plan(result), end="")
+    return 0
 
 
 def run(args) -> int:
@@ -135,6 +185,8 @@ def run(args) -> int:
 
     dataset = (read_cremad(args.data, include_known_bad=args.include_known_bad) if args.data
                else read_manifest(args.manifest))
+    if args.plan:
+        return plan(args, dataset)
     out = prepare_out(Path(args.out), force=args.force, resume=args.resume)
     if args.force and not args.resume:  # start over: the table of the old run goes
         for name in ("predictions.csv", "predictions.meta.json"):
@@ -144,7 +196,8 @@ def run(args) -> int:
     from xmodal.commands.probe import load_model
 
     adapter = load_model(args)
-    config = experiment.RunConfig(conditions=tuple(args.conditions), num_frames=args.num_frames,
+    config = experiment.RunConfig(conditions=tuple(args.conditions),
+                                  preprocessing=preprocessing(args, adapter),
                                   generate=args.generate, max_new_tokens=args.max_new_tokens,
                                   batch_size=args.batch_size, bundles=args.bundles,
                                   processor_kwargs=args.processor_kwargs)
@@ -199,7 +252,10 @@ def write_analysis(out: Path, conditions, *, seed: int, n_boot: int, min_share: 
         n = sum(parse[c].values())
         ok = sum(1 for r in rows if r["condition"] == c and r["generated_label"] == r["intended"])
         generated["per_condition"][c]["accuracy"]["intended_over_all_rows"] = ok / n if n else None
+    from mllm_probe.emotion.tokens import distribution
+
     summary = {"rows": len(rows), "clips": len({r["clip"] for r in rows}), **run_info,
+               "tokens": distribution(rows, present),
                "primary": primary, "generated": generated, "parse_status": parse,
                "versions": {**versions(), **library_versions()}}
     atomic_write_json(out / "summary.json", _jsonable(summary))
@@ -250,6 +306,13 @@ def render_report(s: dict) -> str:
     if s["skipped"]:
         lines += [f"## Skipped clips ({len(s['skipped'])})", "", "| clip | reason |", "|---|---|"]
         lines += [f"| {k['clip']} | {k['reason']} |" for k in s["skipped"]] + [""]
+    from mllm_probe.emotion.tokens import markdown
+
+    lines += ["## Tokens per modality", "",
+              ("Positions of each modality in the media prefix (mean [min, max] over the clips; "
+               "whole prompt: the unperturbed prompt). Attention shares are to be read against "
+               "these counts: modality dominance can be token dominance."), "",
+              *markdown(s["tokens"]), ""]
     lines += ["## Accuracy", "",
               ("| condition | intended (all 57) | unperturbed prompt | prompts allowing the "
               "intended label | perceived (votes of the condition) | generated JSON | "

@@ -103,9 +103,10 @@ def _check_args(args) -> str:
     return mode
 
 
-def load_model(args):
+def load_model(args, *, weights: bool = True):
     """The model adapter of ``--model`` with ``--revision``, ``--dtype``, ``--device`` and
-    ``--allow-download`` (shared by the commands that run a model)."""
+    ``--allow-download`` (shared by the commands that run a model); ``weights=False``: on the
+    meta device, nothing but the config and processor read."""
     import torch
 
     from mllm_probe.adapters import load_adapter
@@ -114,7 +115,8 @@ def load_model(args):
     device_map = None if args.device == "cpu" else args.device
     try:
         return load_adapter(args.model, revision=args.revision, dtype=dtype,
-                            device_map=device_map, local_files_only=not args.allow_download)
+                            device_map=device_map if weights else None,
+                            local_files_only=not args.allow_download, weights=weights)
     except ValueError as err:
         raise ValueError(f"--model: {err}") from err
 
