@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that need an extra: (extra, the packages it provides that the command imports).
-NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers", "safetensors")),
-               "emotion": ("probe", ("torch", "transformers", "safetensors", "soundfile", "av",
-                                     "PIL"))}
+NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers")),
+               "emotion": ("probe", ("torch", "transformers", "soundfile", "av", "PIL")),
+               "lorenz": ("lorenz", ("reservoirpy",))}  # its baselines, after the sweep
 
 
 def _missing(modules) -> list[str]:
@@ -55,9 +55,9 @@ def _cpu_devices() -> None:
 
 
 #: Python packages of the extras, for the message when one is missing.
-EXTRAS = {"torch": "probe", "transformers": "probe", "safetensors": "probe",
-          "soundfile": "probe", "av": "probe", "PIL": "probe", "torchvision": "vision",
-          "timm": "vision", "scipy": "test", "jsonschema": "test"}
+EXTRAS = {"torch": "probe", "transformers": "probe", "soundfile": "probe", "av": "probe",
+          "PIL": "probe", "torchvision": "vision", "timm": "vision", "reservoirpy": "lorenz",
+          "jsonschema": "test", "hypothesis": "test"}
 
 
 def error_message(err: BaseException) -> str | None:

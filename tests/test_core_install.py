@@ -1,0 +1,112 @@
+"""The core install (``pip install -e .``, no extras) in a fresh virtual environment of its own
+(no system site-packages, so nothing of the test environment leaks in): ``xmodal fit`` runs on
+an attention bundle, and ``xmodal probe`` / ``xmodal emotion`` say which extra to install,
+in their help and, in one line with exit code 2, when run.
+
+Slow (a venv and the JAX stack installed: about a minute or more); ``.ci/run`` runs it after
+``make test``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def _refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def _bundle(path: Path) -> None:
+    """A small valid attention bundle (3 layers, 2 heads), written by the full install."""
+    from mllm_probe.bundle import make_bundle, save_bundle
+
+    block = np.zeros((3, 2, 4, 4), np.float32)
+    block[:, 0, 1] = [0.2, 0.6, 0.2, 0.0]
+    block[:, 1, 1] = [0.0, 0.4, 0.4, 0.2]
+    block[:, :, 2] = [0.5, 0.25, 0.25, 0.0]
+    block[:, :, 0] = [1.0, 0.0, 0.0, 0.0]
+    block[:, :, 3] = [0.0, 0.0, 0.0, 1.0]
+    save_bundle(path, make_bundle(block, ("text", "audio", "vision", "special"),
+                                  ("full_attention",) * 3, np.array([0, 0, 1, 1, 1, 2, 2]),
+                                  np.arange(2, 7)))
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory):
+    """(python, xmodal) of a fresh venv with the core install only."""
+    where = tmp_path_factory.mktemp("core")
+    env_dir = where / "venv"
+    venv.EnvBuilder(with_pip=True, system_site_packages=False, clear=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "-e", str(ROOT)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return py, env_dir / "bin" / "xmodal", env, where
+
+
+def _run(core, *argv, timeout=300):
+    py, xmodal, env, where = core
+    env = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    return subprocess.run([str(xmodal), *argv], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=where)
+
+
+def test_core_venv_has_no_extras(core):
+    py, _, env, _ = core
+    code = ("import importlib.util as u, sys; "
+            "print([m for m in ('torch', 'transformers', 'soundfile', 'av', 'torchvision', "
+            "'reservoirpy', 'pytest') if u.find_spec(m)]); print(sys.prefix)")
+    proc = subprocess.run([str(py), "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    found, prefix = proc.stdout.splitlines()
+    assert found == "[]", found  # nothing of the test environment leaked in
+    assert Path(prefix) == py.parent.parent
+
+
+def test_fit_runs_on_a_bundle(core):
+    where = core[3]
+    _bundle(where / "b.bundle")
+    proc = _run(core, "fit", str(where / "b.bundle"), "--out", str(where / "fit"),
+                "--restarts", "2", "--steps", "5", "--n-total", "8", "--k", "2",
+                "--polish-steps", "2", "--initial", "1", "--horizon", "1", "--dt", "0.1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    params = json.loads((where / "fit" / "params.json").read_text(), parse_constant=_refuse)
+    assert isinstance(params, dict) and params["versions"]["jax"]
+    for name in ("report.md", "loss.png", "residuals.png"):
+        assert (where / "fit" / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("command", ["probe", "emotion"])
+def test_probe_and_emotion_name_the_extra(core, command):
+    proc = _run(core, command, "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    help_text = " ".join(proc.stdout.split())
+    assert "Needs the 'probe' extra (pip install 'xmodal[probe]'); not installed here" in \
+        help_text, help_text
+    where = core[3]
+    argv = (["probe", "--model", str(where), "--prompt", "hi", "--out", str(where / "x.bundle")]
+            if command == "probe" else
+            ["emotion", "--data", str(where), "--model", str(where), "--out", str(where / "e")])
+    proc = _run(core, *argv, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip()
+    assert "\n" not in message, message  # one line
+    assert message.startswith(f"xmodal {command}: error: needs the 'probe' extra, which is not "
+                              f"installed (missing: torch, transformers"), message
+    assert message.endswith("install it with pip install 'xmodal[probe]'"), message
+    assert not (where / "e").exists()
