@@ -2,8 +2,10 @@
 
 For tests, benchmarks and smoke runs: each ``save_tiny_*`` writes a model folder (config,
 safetensors weights, processor with a word-level tokenizer and a chat template) that
-`mllm_probe.load_adapter` loads like a real checkpoint. Token ids line up as the models require
-(see shared/notes/tiny-models.md).
+`mllm_probe.load_adapter` loads like a real checkpoint. Token ids line up as the models require:
+Qwen's mrope sections sum to head_dim / 2 and its vision start/end ids are set; Gemma 3n's image
+and end-of-image ids lie in [vision offset, audio offset), its audio ids at or above the audio
+offset, and the text vocabulary covers every id.
 """
 
 from __future__ import annotations

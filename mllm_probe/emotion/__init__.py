@@ -3,7 +3,9 @@ under Face+Voice, Face-only and Voice-only inputs, with prompts that forbid 1-4 
 and the error-attractor analysis of the predictions.
 
 Modules: ``prompts`` (labels, template, the 57 variants, answer parsing), ``datasets`` (CREMA-D
-layout, generic manifest), ``conditions`` (decoded media -> the three conditions), ``scoring``
+layout, generic manifest), ``preprocess`` (the model cards' media preprocessing: qwen-omni-utils
+for Qwen2.5-Omni), ``conditions`` (decoded media -> the three conditions), ``tokens`` (tokens
+per modality), ``plan`` (a run's clips, tokens, passes and memory before loading weights), ``scoring``
 (media prefix encoded once, its cache reused for all variants), ``table`` (resumable predictions
 CSV), ``attractors`` (numpy statistics: confusion, error graph, hierarchy, JS distances),
 ``figures`` (matplotlib), ``experiment`` (the run loop), ``tiny`` (tiny models for tests).
@@ -18,6 +20,8 @@ _EXPORTS = {
     "prompts": ("LABELS", "Variant", "answer_text", "parse_answer", "prompt_text", "variants"),
     "datasets": ("Clip", "Dataset", "KNOWN_BAD", "Skipped", "read_cremad", "read_manifest"),
     "conditions": ("CONDITIONS", "Media", "apply_condition", "load_media"),
+    "preprocess": ("Preprocessing", "load_clip_media"),
+    "plan": ("make_plan", "render_plan"),
     "scoring": ("build_prefix", "encode_prefix", "generate", "label_scores",
                 "label_scores_recomputed"),
     "table": ("PredictionTable", "read_table"),
@@ -26,10 +30,12 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["CONDITIONS", "KNOWN_BAD", "LABELS", "Clip", "Dataset", "Media", "PredictionTable",
-           "Predictions", "RunConfig", "Skipped", "Variant", "analyze", "answer_text",
+           "Predictions", "Preprocessing", "RunConfig", "Skipped", "Variant", "analyze", "answer_text",
            "apply_condition", "build_prefix", "encode_prefix", "from_rows", "generate",
-           "js_distance", "label_scores", "label_scores_recomputed", "load_media", "parse_answer",
-           "prompt_text", "read_cremad", "read_manifest", "read_table", "run", "variants"]
+           "js_distance", "label_scores", "label_scores_recomputed", "load_clip_media", "load_media",
+           "make_plan", "parse_answer",
+           "prompt_text", "read_cremad", "read_manifest", "read_table", "render_plan", "run",
+           "variants"]
 
 
 def __getattr__(name: str):
