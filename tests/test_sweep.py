@@ -579,7 +579,7 @@ def test_cli_rejects_bad_multihost_flags(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exc:
         main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--quiet", *flags])
     assert exc.value.code == 2 and message in capsys.readouterr().err
-    assert not list((tmp_path / "out").iterdir())  # nothing written
+    assert not (tmp_path / "out").exists()  # nothing written, not even the directory
 
 
 def test_cli_rejects_unreadable_spec_files(tmp_path):
