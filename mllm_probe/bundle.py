@@ -344,7 +344,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     try:
         with safe_open(path, framework="numpy") as f:
             header = f.metadata() or {}
-            arrays = {key: f.get_tensor(key) for key in f.keys()}
+            arrays = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (no __iter__)
     except Exception as err:  # safetensors raises its own error types for truncated/garbled files
         raise BundleError(f"{path}: not a readable safetensors bundle ({err})") from err
     if METADATA_KEY not in header:

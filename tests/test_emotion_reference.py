@@ -46,7 +46,7 @@ def direct(adapter, clip, text, caps: dict, keep_size: bool):
     video = {"type": "video", "video": clip.video, **caps}
     conversation = [{"role": "user", "content": [video, {"type": "audio", "audio": clip.audio},
                                                  {"type": "text", "text": text}]}]
-    audios, images, videos, video_kwargs = process_mm_info(conversation, use_audio_in_video=False,
+    audios, _, videos, video_kwargs = process_mm_info(conversation, use_audio_in_video=False,
                                                            return_video_kwargs=True)
     shown = [{"role": "user", "content": [video, {"type": "text", "text": text}]}]
     rendered = adapter.processor.apply_chat_template(shown, add_generation_prompt=True,
@@ -99,8 +99,8 @@ def test_token_counts_in_the_table_match_the_placeholders(setup, tmp_path):
     adapter, data = setup["qwen"], setup["data"]
     config = experiment.RunConfig(conditions=CONDITIONS, generate=False,
                                   preprocessing=Preprocessing("qwen-omni-utils", **CAPS))
-    result = experiment.run(adapter, read_cremad(data), tmp_path, config, limit=1,
-                            log=open(os.devnull, "w"))
+    with open(os.devnull, "w") as log:
+        result = experiment.run(adapter, read_cremad(data), tmp_path, config, limit=1, log=log)
     assert result["done"] == 3
     rows = read_table(tmp_path / "predictions.csv")
     cfg = adapter.model.config
@@ -139,7 +139,7 @@ def test_forward_passes_counted_without_a_model_match_the_run(setup):
             calls.clear()
             config = experiment.RunConfig(conditions=CONDITIONS, generate=generate,
                                           max_new_tokens=3, batch_size=16)
-            scores, _, _ = experiment.score_unit(adapter, media, config)
+            experiment.score_unit(adapter, media, config)
             prefix = scoring.build_prefix(adapter, audio=media.audio, video=media.frames,
                                           **media.input_options())
             plan = scoring.forward_passes(adapter.tokenizer, prefix, list(variants()),

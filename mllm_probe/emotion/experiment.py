@@ -32,7 +32,7 @@ class RunConfig:
     """Options of a run that change its predictions (stored beside the table, checked on resume)."""
 
     conditions: tuple[str, ...]
-    preprocessing: Preprocessing = Preprocessing()
+    preprocessing: Preprocessing = dataclasses.field(default_factory=Preprocessing)
     generate: bool = True
     max_new_tokens: int = 16
     batch_size: int = 64

@@ -152,7 +152,7 @@ def qwen_reference_media(clip: Clip, prep: Preprocessing) -> Media:
     conversation = [{"role": "user", "content": [{"type": "audio", "audio": source}]}]
     try:
         (audio,) = process_audio_info(conversation, use_audio_in_video=False)
-    except Exception as err:  # noqa: BLE001  librosa/audioread raise many kinds
+    except Exception as err:  # librosa and audioread raise many kinds
         raise ValueError(f"audio file {source!r}: qwen-omni-utils could not read it "
                          f"({type(err).__name__}: {err})") from err
     if audio.size == 0:
