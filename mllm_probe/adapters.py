@@ -256,7 +256,8 @@ class QwenOmniAdapter(Adapter):
 
 def _audio_in_video_kwargs(processor) -> dict:
     """Processor keywords that take ``audio[0]`` as the track of ``videos[0]``: transformers >=
-    5.2x names it ``load_audio_from_video`` with ``audio_from_video_indices``."""
+    5.24 names it ``load_audio_from_video`` with ``audio_from_video_indices``; older releases take
+    ``use_audio_in_video``."""
     import inspect
 
     for cls in type(processor).__mro__:

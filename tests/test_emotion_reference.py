@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 
 def direct(adapter, clip, text, caps: dict, keep_size: bool):
     """The model card's steps: qwen-omni-utils' process_mm_info, then the processor with the
-    audio taken as the video's track (transformers 5.2x: load_audio_from_video)."""
+    audio taken as the video's track (transformers 5.24: load_audio_from_video)."""
     from qwen_omni_utils import process_mm_info
 
     video = {"type": "video", "video": clip.video, **caps}
