@@ -35,6 +35,7 @@ __all__ = [
     "check_out_dir",
     "check_out_file",
     "check_steps",
+    "check_torch_device",
     "dumps_json",
     "prepare_out",
     "forget_created_dirs",
@@ -251,6 +252,26 @@ def check_coordinator(text: str | None, *, process_id: int | None = None,
                                  f"connections there after {wait_s:g} s ({err.strerror or err})"
                                  ) from None
             time.sleep(0.5)
+
+
+def check_torch_device(text: str, arg: str = "--device") -> None:
+    """A torch device that exists here ("auto": accelerate's placement over what there is):
+    ValueError naming ``arg`` otherwise, before a model is loaded."""
+    if text in ("cpu", "auto"):
+        return
+    import torch
+
+    def first(err):
+        return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as err:
+        raise ValueError(f"{arg} {text!r}: not a torch device ({first(err)})") from None
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"{arg} {text}: not available here ({first(err)})") from None
 
 
 def _warn_non_finite(name: str, where: dict[str, str]) -> None:

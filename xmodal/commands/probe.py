@@ -111,6 +111,10 @@ def load_model(args, *, weights: bool = True):
 
     from mllm_probe.adapters import load_adapter
 
+    from xmodal.report import check_torch_device
+
+    if weights:
+        check_torch_device(args.device)
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     device_map = None if args.device == "cpu" else args.device
     try:
