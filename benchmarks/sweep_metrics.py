@@ -41,7 +41,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import surrogate as sg  # noqa: E402
-from xmodal.commands.sweep import chunk_function, load_spec, point_function  # noqa: E402
+from surrogate.sweeping import SweepModel, chunk_function, load_spec, point_function  # noqa: E402
+from xmodal.commands.sweep import lorenz_drive_samples  # noqa: E402
 
 
 def main() -> int:
@@ -54,14 +55,16 @@ def main() -> int:
                        "run": {"steps": ARGS.steps, "transient": ARGS.transient,
                                "drive": "lorenz"}}, f)
         spec = load_spec(path)
-    points = sg.grid(**spec["axes"])
+    points = sg.grid(**spec.axis_values)
+    dtype = jax.numpy.float64 if spec.run.float64 else jax.numpy.float32
+    model = SweepModel(spec, lorenz_drive_samples(spec.run, dtype))
     dev = jax.devices()
     print(f"# {len(dev)} x {dev[0].device_kind} ({dev[0].platform}), jax {jax.__version__}; "
-          f"{side}^2 grid, N = {sum(spec['model']['sizes'])}, {ARGS.transient} + {ARGS.steps} steps, "
-          f"metrics {', '.join(spec['run']['metrics'])}", flush=True)
+          f"{side}^2 grid, N = {sum(spec.model.sizes)}, {ARGS.transient} + {ARGS.steps} steps, "
+          f"metrics {', '.join(spec.run.metrics)}", flush=True)
     rows, outs = [], {}
-    for name, fn, batched in (("per point, vmapped (reference)", point_function(spec), False),
-                              ("batched, points on the minor axis", chunk_function(spec), True)):
+    for name, fn, batched in (("per point, vmapped (reference)", point_function(model), False),
+                              ("batched, points on the minor axis", chunk_function(model), True)):
         times = []
         for _ in range(2):
             t = time.perf_counter()

@@ -80,7 +80,7 @@ from surrogate.model import (
     vector_field,
 )
 from surrogate.network import Network, build_network, cross_links, from_adjacency, watts_strogatz
-from surrogate.sweep import Points, SweepStoreError, as_points, grid, init_multihost, sweep
+from surrogate.sweeping import Points, SweepStoreError, as_points, grid, init_multihost, sweep
 
 __all__ = [
     "NORMALISATIONS",

@@ -20,7 +20,7 @@ import pytest
 import surrogate as sg
 from xmodal.cli import main
 
-sweep_mod = sys.modules["surrogate.sweep"]  # the module (``sg.sweep`` is the function)
+sweep_mod = sys.modules["surrogate.sweeping.engine"]  # the engine (``sg.sweep`` is its function)
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = jnp.float64
@@ -385,7 +385,6 @@ def test_cli_sweep_writes_results_and_resumes(tmp_path, capsys):
     np.testing.assert_allclose(data["axis_beta_self"], [0.01, 0.1, 1.0])
     assert data["order_parameter"].shape == (3, 2, 2)
     assert data["modality_attention"].shape == (3, 2, 2, 2)
-    np.testing.assert_allclose(data["modality_attention"].sum(-1), 1.0, atol=1e-12)
     p = data["modality_attention"]
     np.testing.assert_allclose(data["dominance"], np.log(p[..., 1, 0] / p[..., 0, 1]),
                                atol=1e-12)
@@ -397,11 +396,22 @@ def test_cli_sweep_writes_results_and_resumes(tmp_path, capsys):
         "chunk-00000.npz", "chunk-00001.npz", "manifest.json"]
 
     # the same numbers as the engine on the point function, point by point
-    from xmodal.commands.sweep import load_spec, point_function
+    from surrogate.sweeping import SweepModel, load_spec, point_function
 
-    f = point_function(load_spec(spec))
+    checked = load_spec(spec)
+    f = point_function(checked)
     one = f({"beta_self": jnp.asarray(0.1, F64), "beta_cross": jnp.asarray(0.5, F64)})
     np.testing.assert_allclose(data["order_parameter"][1, 1], one["order_parameter"], atol=1e-12)
+    # and as an independent reference: sg.simulate's trajectory, states 30, 40, 50, 60 (every
+    # 10th measured step after the 20 transient ones) averaged
+    model = SweepModel(checked)
+    B = sg.block_matrix(0.1, 0.5, 2, F64)
+    sur = sg.replace(model.base, B=B, K=B)
+    sampled = sg.simulate(sur, model.theta0, dt=0.01, n_steps=60, save_every=10).ys[3:]
+    want = jax.vmap(sg.modality_attention, (0, None))(sampled, sur).mean(0)
+    np.testing.assert_allclose(p[1, 1], want, atol=1e-12)
+    want_r = jax.vmap(sg.order_parameter, (0, None))(sampled, sur).mean(0)
+    np.testing.assert_allclose(data["order_parameter"][1, 1], want_r, atol=1e-12)
 
     with pytest.raises(SystemExit) as exc:  # results exist: needs --resume
         main(["sweep", str(spec), "--out", str(out), "--quiet"])
@@ -490,7 +500,16 @@ def test_two_processes_sweep_like_one_and_resume(tmp_path):
 def test_chunk_function_equals_point_function(tmp_path):
     """xmodal sweep's batched chunk function (points on the minor axis) against the per-point
     reference under vmap: every metric, every sweepable parameter, a Lorenz drive."""
-    from xmodal.commands.sweep import chunk_function, load_spec, point_function, sweep_function
+    import dataclasses
+
+    from lorenz.systems import lorenz63, rk4_trajectory
+    from surrogate.sweeping import (
+        SweepModel,
+        chunk_function,
+        load_spec,
+        point_function,
+        sweep_function,
+    )
 
     spec_file = tmp_path / "all.json"
     spec_file.write_text(json.dumps({
@@ -502,18 +521,24 @@ def test_chunk_function_equals_point_function(tmp_path):
                 "metrics": ["order_parameter", "modality_attention", "lyapunov"]},
     }))
     spec = load_spec(spec_file)
-    pts = sg.grid(**spec["axes"])
-    batch = sg.sweep(chunk_function(spec), pts, chunk_size=5, batched=True, progress=False)
-    ref = sg.sweep(point_function(spec), pts, chunk_size=5, progress=False)
+    _, ys = rk4_trajectory(lorenz63, jnp.ones(3, F64), dt=spec.run.dt,
+                           n_steps=spec.run.drive_samples - 1, transient=500)
+    model = SweepModel(spec, ys[:, :2])
+    pts = sg.grid(**spec.axis_values)
+    batch = sg.sweep(chunk_function(model), pts, chunk_size=5, batched=True, progress=False)
+    ref = sg.sweep(point_function(model), pts, chunk_size=5, progress=False)
     assert set(batch) == set(ref) == {"order_parameter", "order_parameter_final", "lyapunov",
                                       "modality_attention", "cross_share", "dominance"}
     for name in ref:
         assert batch[name].shape == ref[name].shape
         np.testing.assert_allclose(batch[name], ref[name], rtol=0, atol=1e-11, err_msg=name)
     assert np.ptp(ref["dominance"]) > 1e-3 and np.ptp(ref["lyapunov"]) > 1e-3  # points differ
-    assert sweep_function(spec)[1]  # sparse: the batched path
-    dense = dict(spec, run=dict(spec["run"], kind="dense"))
-    assert not sweep_function(dense)[1]
+    assert sweep_function(model)[1]  # sparse: the batched path
+    dense = dataclasses.replace(spec, run=dataclasses.replace(spec.run, kind="dense"))
+    assert not sweep_function(SweepModel(dense, ys[:, :2]))[1]
+    with pytest.raises(ValueError, match=r"all\.json: field 'run\.drive': 'lorenz' needs the "
+                                         r"drive samples"):
+        SweepModel(spec)
 
 
 def test_cli_toml_spec(tmp_path):
@@ -599,7 +624,7 @@ def test_cli_rejects_unreadable_spec_files(tmp_path):
 def test_loop_structure_variants_integrate_the_same(monkeypatch):
     """Unrolled stages and several steps per scan iteration (benchmark variants) change nothing
     but rounding: same trajectory in float64, same fold accumulation."""
-    integrate = sys.modules["surrogate.integrate"]
+    from surrogate import rk4
     sur = ns["SUR"]
     point = {"beta_self": jnp.asarray(0.7), "beta_cross": jnp.asarray(0.2)}
     B = sg.block_matrix(point["beta_self"], point["beta_cross"], 2, F64)
@@ -613,7 +638,7 @@ def test_loop_structure_variants_integrate_the_same(monkeypatch):
 
     base = run()
     for loop, unroll in ((False, 1), (True, 4), (False, 7)):
-        monkeypatch.setattr(integrate, "_STAGE_LOOP", loop)
-        monkeypatch.setattr(integrate, "_STEP_UNROLL", unroll)
+        monkeypatch.setattr(rk4, "STAGE_LOOP", loop)
+        monkeypatch.setattr(rk4, "STEP_UNROLL", unroll)
         for x, y in zip(run(), base, strict=True):
             np.testing.assert_allclose(x, y, rtol=0, atol=1e-12)
