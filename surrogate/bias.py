@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.flatten_util import ravel_pytree
+from optax.projections import projection_simplex
 
 from surrogate.integrate import fold
 from surrogate.metrics import dominance_index, modality_attention
@@ -129,15 +131,9 @@ def parameter_names(c: Couplings) -> tuple[str, ...]:
 
 def sensitivity(metric: Callable[[Couplings], jax.Array], c: Couplings) -> jax.Array:
     """d metric / d couplings, forward mode: (*metric shape, 2 M^2 + M) in ``parameter_names``
-    order."""
-    flat = jnp.concatenate([c.B.ravel(), c.K.ravel(), c.gain.ravel()])
-    m = c.gain.shape[0]
-
-    def f(x):
-        return metric(Couplings(B=x[: m * m].reshape(m, m), K=x[m * m: 2 * m * m].reshape(m, m),
-                                gain=x[2 * m * m:]))
-
-    return jax.jacfwd(f)(flat)
+    order (``ravel_pytree`` of ``c``: B, K, gain, each in C order)."""
+    flat, unravel = ravel_pytree(c)
+    return jax.jacfwd(lambda x: metric(unravel(x)))(flat)
 
 
 def sensitivity_table(metrics: Mapping[str, Callable[[Couplings], jax.Array]], c: Couplings
@@ -157,17 +153,9 @@ def sensitivity_table(metrics: Mapping[str, Callable[[Couplings], jax.Array]], c
 
 
 def project_simplex(x: jax.Array, total, floor: float = 0.0) -> jax.Array:
-    """Euclidean projection of x (any shape) onto {y >= floor, sum y = total} (sort-based)."""
-    shape = x.shape
-    v = x.ravel() - floor
-    z = total - floor * v.size
-    u = jnp.sort(v)[::-1]
-    css = jnp.cumsum(u)
-    k = jnp.arange(1, v.size + 1, dtype=x.dtype)
-    cond = u - (css - z) / k > 0
-    rho = jnp.max(jnp.where(cond, jnp.arange(v.size), -1))
-    tau = (css[rho] - z) / (rho + 1)
-    return (jnp.maximum(v - tau, 0.0) + floor).reshape(shape)
+    """Euclidean projection of x (any shape) onto {y >= floor, sum y = total}: optax's simplex
+    projection of x - floor onto the simplex of sum total - floor * x.size, shifted back."""
+    return projection_simplex(x - floor, total - floor * x.size) + floor
 
 
 @struct.dataclass
@@ -194,7 +182,8 @@ def balance_couplings(
     if bad or not fields:
         raise ValueError(f"fields must be a non-empty subset of ('B', 'K', 'gain'), got {fields}")
     totals = {f: jnp.sum(getattr(c0, f)) for f in fields}
-    opt = optax.adam(learning_rate)
+    frozen = Couplings(**{f: f not in fields for f in ("B", "K", "gain")})
+    opt = optax.chain(optax.adam(learning_rate), optax.masked(optax.set_to_zero(), frozen))
 
     def project(c):
         return c.replace(**{f: project_simplex(getattr(c, f), totals[f], floor) for f in fields})
@@ -205,8 +194,6 @@ def balance_couplings(
     @jax.jit
     def step(c, state):
         value, grad = jax.value_and_grad(objective)(c)
-        grad = grad.replace(**{f: jnp.zeros_like(getattr(grad, f))
-                               for f in ("B", "K", "gain") if f not in fields})
         updates, state = opt.update(grad, state, c)
         return project(optax.apply_updates(c, updates)), state, metric(c)
 

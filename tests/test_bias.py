@@ -119,7 +119,12 @@ def test_project_simplex():
     x = jnp.asarray([[0.9, -0.3], [2.0, 0.1]], F64)
     y = project_simplex(x, 2.0, floor=0.01)
     assert abs(float(y.sum()) - 2.0) < 1e-12 and float(y.min()) >= 0.01 - 1e-15
-    # the projection is the closest such point: brute force over a fine grid of the face
+    # the projection is the closest such point: brute force over random points of the face
+    z = 0.01 + (2.0 - 4 * 0.01) * np.random.default_rng(0).dirichlet(np.ones(4), 20000)
+    d_best = np.linalg.norm(np.asarray(x).ravel() - z, axis=1).min()
+    assert float(jnp.linalg.norm(x - y)) <= d_best + 1e-12
+    # by hand: x - floor has support {0.89, 1.99} on the simplex of sum 1.96, tau = 0.46
+    np.testing.assert_allclose(y, [[0.44, 0.01], [1.54, 0.01]], atol=1e-14)
     np.testing.assert_allclose(project_simplex(y, 2.0, 0.01), y, atol=1e-14)  # idempotent
     z = project_simplex(jnp.asarray([0.5, 0.5, 1.0], F64), 2.0)
     np.testing.assert_allclose(z, [0.5, 0.5, 1.0], atol=1e-14)  # already on the simplex
