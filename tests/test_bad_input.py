@@ -71,6 +71,8 @@ CASES = [
          code=2, msg="argument --seed"),
     dict(id="lyapunov-huge-drive", argv="lyapunov --system surrogate --steps 100000000000000",
          code=2, msg="with --drive lorenz (a tabulated drive) needs about"),
+    dict(id="lyapunov-huge-surrogate", argv="lyapunov --system surrogate --sizes 2000000,2000000",
+         code=2, msg="--sizes 2000000,2000000 (4000000 oscillators) needs about"),
     dict(id="lyapunov-divergent-json", argv="lyapunov --param rho=1e6 --steps 2000 --json",
          code=0, stdout_json=True, nonfinite=True),
     dict(id="lyapunov-divergent-surrogate-json",

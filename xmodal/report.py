@@ -275,11 +275,21 @@ def check_torch_device(text: str, arg: str = "--device") -> None:
 
 
 def _warn_non_finite(name: str, where: dict[str, str]) -> None:
-    if where:
-        listed = ", ".join(f"{k} ({v})" for k, v in list(where.items())[:8])
-        more = f" and {len(where) - 8} more" if len(where) > 8 else ""
-        print(f"xmodal: warning: {name}: {len(where)} non-finite value(s) written as null "
-              f"(listed under \"non_finite\"): {listed}{more}", file=sys.stderr)
+    """One stderr line: which fields (array elements grouped) were non-finite."""
+    if not where:
+        return
+    import re
+
+    groups: dict[str, dict[str, int]] = {}
+    for key, word in where.items():
+        field = re.sub(r"\[\d+\]", "[]", key)
+        groups.setdefault(field, {}).setdefault(word, 0)
+        groups[field][word] += 1
+    listed = ", ".join(f"{field} ({', '.join(f'{n} {w}' for w, n in words.items())})"
+                       for field, words in list(groups.items())[:8])
+    more = f" and {len(groups) - 8} more fields" if len(groups) > 8 else ""
+    print(f"xmodal: warning: {name}: {len(where)} non-finite value(s) written as null "
+          f"(listed under \"non_finite\"): {listed}{more}", file=sys.stderr)
 
 
 def warn_non_finite_arrays(name: str, arrays: dict) -> dict[str, int]:

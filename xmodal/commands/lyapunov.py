@@ -152,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps {n_steps} must be a multiple of --renorm-every {renorm}")
     if args.float32:  # the loops' block counters are int32 without x64
         check_steps(n_steps + transient, "--steps + --transient (with --float32)")
+    if args.system == "surrogate":  # dense couplings and the tangent frame, float64
+        n = sum(args.sizes)
+        check_memory(8 * 8 * n * n, f"--sizes {','.join(map(str, args.sizes))} ({n} oscillators)")
     if args.system == "surrogate" and args.drive == "lorenz":  # the drive is tabulated
         check_memory(48 * (n_steps + transient), f"--steps + --transient = "
                      f"{n_steps + transient:.4g} with --drive lorenz (a tabulated drive)")
