@@ -155,7 +155,8 @@ def sensitivity_table(metrics: Mapping[str, Callable[[Couplings], jax.Array]], c
 def project_simplex(x: jax.Array, total, floor: float = 0.0) -> jax.Array:
     """Euclidean projection of x (any shape) onto {y >= floor, sum y = total}: optax's simplex
     projection of x - floor onto the simplex of sum total - floor * x.size, shifted back."""
-    return projection_simplex(x - floor, total - floor * x.size) + floor
+    y = projection_simplex(x - floor, total - floor * x.size) + floor
+    return y.astype(x.dtype)  # optax computes in the default float type (float64 under x64)
 
 
 @struct.dataclass

@@ -126,6 +126,7 @@ def test_project_simplex():
     # by hand: x - floor has support {0.89, 1.99} on the simplex of sum 1.96, tau = 0.46
     np.testing.assert_allclose(y, [[0.44, 0.01], [1.54, 0.01]], atol=1e-14)
     np.testing.assert_allclose(project_simplex(y, 2.0, 0.01), y, atol=1e-14)  # idempotent
+    assert project_simplex(x.astype(jnp.float32), 2.0, 0.01).dtype == jnp.float32
     z = project_simplex(jnp.asarray([0.5, 0.5, 1.0], F64), 2.0)
     np.testing.assert_allclose(z, [0.5, 0.5, 1.0], atol=1e-14)  # already on the simplex
 

@@ -81,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
     import surrogate as sg
     from lorenz.bias import select_lambda, shapley_difference
-    from lorenz.observer import observer_statistics
     from lorenz.data import Splits, lorenz_series
+    from lorenz.observer import observer_statistics
     from surrogate import bias as sb
+    from surrogate import bias_report
 
     dtype = jnp.float64 if args.float64 else jnp.float32
     splits = Splits()  # the Lorenz experiment's split sizes, samples 0.04 apart
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.balance_steps:
         path = sb.balance_couplings(metrics["D_01"], c, fields=("B", "K"),
                                     steps=args.balance_steps, learning_rate=args.balance_lr)
-    table = _table(names, rows, values)
+    table = bias_report.sensitivity_table_markdown(names, rows, values)
     result = {
         "command": "sensitivity", "source": source, "drive": drive,
         "window": {"dt": args.dt, "steps": args.steps, "burn": args.burn},
@@ -154,68 +155,10 @@ def run(args: argparse.Namespace) -> int:
                              "B": np.asarray(path.couplings.B).tolist(),
                              "K": np.asarray(path.couplings.K).tolist()}
     atomic_write_json(out / "sensitivity.json", result)
-    md = [f"# Bias sensitivity: {source}", "",
-          f"Drive: {drive}; window dt {args.dt}, {args.steps} steps, {args.burn} burn-in"
-          + ("" if args.no_shapley else f"; Shapley readouts with fixed ridge lam = {lam:g}")
-          + ".", "",
-          table, ""]
-    if path is not None:
-        d = np.asarray(path.value)
-        md += [f"Balancing search (projected Adam on D_01^2, sums of B and K fixed): D_01 "
-               f"{d[0]:+.4f} -> {d[-1]:+.4f}; final B = "
-               f"{np.round(np.asarray(path.couplings.B[-1]), 4).tolist()}, K = "
-               f"{np.round(np.asarray(path.couplings.K[-1]), 4).tolist()}.", ""]
-    md.append("![sensitivity](sensitivity.png)")
-    atomic_write_bytes(out / "sensitivity.md", ("\n".join(md) + "\n").encode())
-    _figure(out / "sensitivity.png", names, rows, path)
+    ridge = None if args.no_shapley else lam
+    atomic_write_bytes(out / "sensitivity.md", bias_report.sensitivity_markdown(
+        source, drive, window, table, ridge, path).encode())
+    bias_report.write_sensitivity_figure(out / "sensitivity.png", names, rows, path)
     print(table)
     print(f"wrote {out}/sensitivity.json, sensitivity.md, sensitivity.png")
     return 0
-
-
-def _table(names, rows, values) -> str:
-    head = "| metric | value | " + " | ".join(f"d/d{n}" for n in names) + " |"
-    lines = [head, "| --- | --- |" + " --- |" * len(names)]
-    for k, g in rows.items():
-        lines.append(f"| {k} | {values[k]:+.4g} | " + " | ".join(f"{x:+.3g}" for x in g) + " |")
-    return "\n".join(lines)
-
-
-def _figure(path, names, rows, balance) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from xmodal.report import atomic_savefig
-
-    grads = np.stack([np.asarray(v) for v in rows.values()])
-    fig, ax = plt.subplots(1, 3 if balance is not None else 1, figsize=(16, 4.2),
-                           constrained_layout=True, squeeze=False)
-    ax = ax[0]
-    scale = np.abs(grads).max(1, keepdims=True)
-    im = ax[0].imshow(grads / np.where(scale > 0, scale, 1), cmap="RdBu_r", vmin=-1, vmax=1,
-                      aspect="auto")
-    ax[0].set_xticks(range(len(names)), names, rotation=60, fontsize=8)
-    ax[0].set_yticks(range(len(rows)), list(rows), fontsize=8)
-    for i in range(grads.shape[0]):
-        for j in range(grads.shape[1]):
-            ax[0].text(j, i, f"{grads[i, j]:.2g}", ha="center", va="center", fontsize=6)
-    ax[0].set_title("gradient (colour: per row / max |row|)")
-    fig.colorbar(im, ax=ax[0])
-    if balance is not None:
-        d = np.asarray(balance.value)
-        ax[1].plot(d, "o-")
-        ax[1].axhline(0, color="k", lw=0.8)
-        ax[1].set(xlabel="step", ylabel="D_01", title="balancing search")
-        B, K = np.asarray(balance.couplings.B), np.asarray(balance.couplings.K)
-        ax[2].plot(B[:, 0, 1], B[:, 1, 0], "o-", label="B (cross: [0,1] vs [1,0])")
-        ax[2].plot(K[:, 0, 1], K[:, 1, 0], "s-", label="K (cross: [0,1] vs [1,0])")
-        ax[2].plot(B[0, 0, 1], B[0, 1, 0], "k*", ms=10)
-        ax[2].plot(K[0, 0, 1], K[0, 1, 0], "k*", ms=10, label="start")
-        ax[2].set(xlabel="[0,1] (modality 0 attends to 1)",
-                  ylabel="[1,0] (modality 1 attends to 0)", title="path at fixed totals")
-        ax[2].legend(fontsize=8)
-    atomic_savefig(fig, path)
-    plt.close(fig)
