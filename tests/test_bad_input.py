@@ -115,6 +115,10 @@ CASES = [
     dict(id="sweep-force-over-a-sweep",
          argv="sweep {tmp}/small.json --out {tmp}/wdiv --quiet --force", code=0,
          json=["{tmp}/wdiv/sweep.json"]),
+    dict(id="sweep-resume-another-configuration",
+         argv="sweep {tmp}/small20.json --out {tmp}/wdiv --quiet --resume", code=2,
+         msg="made by another configuration; differs in config (config.run.steps: store 10, "
+         "now 20)"),
     # ------------------------------------------------------------------------ fit
     dict(id="fit-no-bundle", argv="fit {tmp}/none.bundle --out {tmp}/f1", code=2,
          msg="BUNDLE {tmp}/none.bundle: no such file", absent="{tmp}/f1"),
@@ -249,6 +253,8 @@ def _setup(tmp: Path) -> None:
                      ["order_parameter", "modality_attention"]}}
     specs = {
         "small": dict(small, axes={"beta_cross": {"values": [0.1, 0.5]}}),
+        "small20": dict(small, axes={"beta_cross": {"values": [0.1, 0.5]}},
+                        run=dict(small["run"], steps=20)),
         "huge": dict(small, axes={"beta_self": {"linear": [0.0, 1.0, 10**6]},
                                   "beta_cross": {"linear": [0.0, 1.0, 10**6]}}),
         "huge_axis": dict(small, axes={"beta_self": {"linear": [0.0, 1.0, 10**15]}}),

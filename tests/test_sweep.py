@@ -199,7 +199,7 @@ exec(SYSTEM.replace("DTYPE", "jnp.float64").replace("STEPS", "60").replace("0.7 
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(config={"dt": 0.02}), r"config \(config: store \{\"dt\": 0.01\}, now \{\"dt\": 0.02\}\)"),
+    (dict(config={"dt": 0.02}), r"config \(config\.dt: store 0\.01, now 0\.02\)"),
     (dict(points=plane(5, 4)), "points"),
     (dict(chunk_size=5), r"chunk size \(chunk_size: store 4, now 5\)"),
     (dict(fn=_other_steps), "function name .*lowered one-point program"),

@@ -87,6 +87,36 @@ def _short(value, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _differences(old, new, at: str, limit: int = 3) -> list[str]:
+    """``"at.field: store X, now Y"`` for the first ``limit`` leaves where two JSON values
+    differ (nested objects and equal-length lists are compared field by field)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            if old.get(k, _MISSING) != new.get(k, _MISSING):
+                out += _differences(old.get(k, _MISSING), new.get(k, _MISSING), f"{at}.{k}",
+                                    limit - len(out))
+            if len(out) >= limit:
+                break
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new)):
+            if a != b:
+                out += _differences(a, b, f"{at}[{i}]", limit - len(out))
+            if len(out) >= limit:
+                break
+        return out
+
+    def show(v):
+        return "(absent)" if v is _MISSING else _short(v)
+
+    return [f"{at}: store {show(old)}, now {show(new)}"]
+
+
+_MISSING = object()
+
+
 def _chunk_path(root: Path, k: int) -> Path:
     return root / f"chunk-{k:05d}.npz"
 
@@ -125,8 +155,8 @@ class Store:
             if not resume:
                 raise SweepStoreError(
                     f"store {root}: already holds a sweep ({len(chunks)} of "
-                    f"{old.get('n_chunks', '?')} chunks); pass resume=True (--resume) to "
-                    f"continue it, or choose another directory"
+                    f"{old.get('n_chunks', '?')} chunks); pass resume=True to continue it, "
+                    f"or choose another directory"
                 )
             diff = [key for key in self.CHECKED if old.get(key) != self.manifest[key]]
             if len(diff) > 1:
@@ -134,8 +164,10 @@ class Store:
             if diff:
                 raise SweepStoreError(
                     f"store {mpath}: made by another configuration; differs in "
-                    + "; ".join(f"{self.CHECKED[key]} ({key}: store {_short(old.get(key))}, "
-                                f"now {_short(self.manifest[key])})" for key in diff)
+                    + "; ".join(f"{self.CHECKED[key]} ("
+                                + "; ".join(_differences(old.get(key, _MISSING),
+                                                         self.manifest[key], key)) + ")"
+                                for key in diff)
                     + ". Use another directory for this configuration."
                 )
         else:
