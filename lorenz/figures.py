@@ -80,7 +80,7 @@ def prediction(path, ts, z, preds, test):
         a.plot(ts[test], z[test], "k", lw=1.2, label="true z")
         a.plot(ts[test], p["z_hat"][test], "C1", lw=1, label="surrogate readout")
         a.set(ylabel="z", title=f"{name}: beta_self={p['beta_self']:.2g}, "
-              f"beta_cross={p['beta_cross']:.2g}, test NMSE={p['nmse_test']:.3g}")
+              f"beta_cross={p['beta_cross']:.2g}, test NMSE={p['nmse']:.3g}")
         a.legend(loc="upper right", fontsize=8)
     ax[-1, 0].set_xlabel("t (Lorenz time units)")
     _save(fig, path)
@@ -97,14 +97,58 @@ def attractor(path, raw, z_hat, test):
     _save(fig, path)
 
 
+def lyapunov_map(path, betas, lyap, title):
+    """Largest conditional Lyapunov exponent over the plane (negative: the echo-state property)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
+    lim = max(np.nanmax(np.abs(lyap)), 1e-12)
+    im = ax.imshow(lyap, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   extent=_log_extent(betas), aspect="auto")
+    fig.colorbar(im, ax=ax, label="largest conditional exponent (1 / time unit)")
+    ax.set(xlabel="log10 beta_cross", ylabel="log10 beta_self", title=title)
+    ax.title.set_fontsize(9)
+    _save(fig, path)
+
+
+def anchor_scan(path, scan):
+    """Test NMSE against anchor strength h, one line per coupling K."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    nmse = np.asarray(scan["nmse"])
+    for k, kappa in enumerate(scan["kappas"]):
+        ax.loglog(scan["anchors"], nmse[:, k], "o-", label=f"K = {kappa:g}")
+    ax.set(xlabel="anchor strength h", ylabel="test NMSE",
+           title=f"observer NMSE against anchoring and coupling (B = {scan['beta']:g})")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def echo(path, preds):
+    """Distance of two copies from different phases under one drive, best and worst points."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
+    for name, p in preds.items():
+        ax.semilogy(p["echo_ts"], np.maximum(p["echo_distance"], 1e-16), label=name)
+    ax.set(xlabel="t (Lorenz time units)", ylabel="phase distance of the two copies",
+           title="echo-state property: two copies, one drive")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def write_figures(out: Path, arrays: dict) -> list[str]:
-    """phase_map.png, shapley.png, prediction.png, attractor.png in ``out``."""
+    """The experiment's figures in ``out``; returns their file names."""
     out = Path(out)
-    betas, nmse, phi = arrays["betas"], arrays["nmse"], arrays["phi"]
-    raw, test, preds = arrays["series_raw"], arrays["test"], arrays["preds"]
-    ts = arrays["ts"]
-    phase_map(out / "phase_map.png", betas, nmse, phi)
-    shapley_map(out / "shapley.png", betas, phi)
-    prediction(out / "prediction.png", ts, raw[:, 2], preds, test)
+    betas, raw, test, preds = arrays["betas"], arrays["series_raw"], arrays["test"], arrays["preds"]
+    names = []
+    for reading, plane in arrays["planes"].items():
+        phase_map(out / f"phase_map_{reading}.png", betas, plane["nmse"], plane["phi"])
+        shapley_map(out / f"shapley_{reading}.png", betas, plane["phi"])
+        lyapunov_map(out / f"lyapunov_{reading}.png", betas, plane["lyapunov"],
+                     f"largest conditional Lyapunov exponent ({reading} coupling)")
+        names += [f"phase_map_{reading}.png", f"shapley_{reading}.png",
+                  f"lyapunov_{reading}.png"]
+    prediction(out / "prediction.png", arrays["ts"], raw[:, 2], preds, test)
     attractor(out / "attractor.png", raw, preds["best"]["z_hat"], test)
-    return ["phase_map.png", "shapley.png", "prediction.png", "attractor.png"]
+    anchor_scan(out / "anchor.png", arrays["anchor_scan"])
+    echo(out / "echo.png", preds)
+    return names + ["prediction.png", "attractor.png", "anchor.png", "echo.png"]

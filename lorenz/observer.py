@@ -1,4 +1,4 @@
-"""The Lorenz observer task through the surrogate (DESIGN.md section 5).
+"""The Lorenz observer task through the surrogate (docs/lorenz.md).
 
 Population X is driven by x(t), population Y by y(t) (standardised); a ridge readout of the
 features sin(theta), cos(theta) predicts z(t). The surrogate is integrated with one RK4 step per
@@ -30,6 +30,7 @@ __all__ = [
     "evaluate_observer",
     "observer_point",
     "surrogate_features",
+    "driven",
 ]
 
 
@@ -44,7 +45,7 @@ def modality_masks(net: sg.Network) -> jax.Array:
     return jnp.concatenate([onehot, onehot], -1)
 
 
-def _driven(sur: sg.Surrogate, series: LorenzSeries) -> sg.Surrogate:
+def driven(sur: sg.Surrogate, series: LorenzSeries) -> sg.Surrogate:
     """The surrogate with X <- x(t), Y <- y(t) (modalities 0 and 1)."""
     if sur.network.n_populations != 2:
         raise ValueError(f"the observer needs 2 modalities, got {sur.network.n_populations}")
@@ -85,14 +86,14 @@ def observer_statistics(
     ids = jnp.asarray(ids.reshape(n_blocks, block), jnp.int32)
     zb = jnp.concatenate([z[1:], jnp.zeros((pad,) + z.shape[1:], z.dtype)])
     zb = zb.reshape(n_blocks, block, -1).astype(stats_dtype())
-    driven = _driven(sur, series)
+    forced = driven(sur, series)
     dt = series.delta
     init = NormalEquations.zeros(3, 2 * sur.network.n, z.shape[-1], stats_dtype())
 
     def body(carry, xs):
         theta, stats = carry
         k, split, zk = xs
-        traj = sg.simulate(driven, theta, dt=dt, n_steps=block, t0=k * block * dt)
+        traj = sg.simulate(forced, theta, dt=dt, n_steps=block, t0=k * block * dt)
         f = features(traj.ys[1:]).astype(stats_dtype())
         return (traj.ys[-1], accumulate(stats, split, f, zk)), None
 
@@ -155,6 +156,6 @@ def observer_point(sur, theta0, series, splits, *, block: int = 50) -> ObserverR
 
 def surrogate_features(sur, theta0, series) -> jax.Array:
     """Stored features (T, 2N) of the driven surrogate over the whole series (for figures)."""
-    traj = sg.simulate(_driven(sur, series), theta0, dt=series.delta,
+    traj = sg.simulate(driven(sur, series), theta0, dt=series.delta,
                        n_steps=series.u.shape[0] - 1)
     return features(traj.ys)

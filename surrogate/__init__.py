@@ -45,6 +45,7 @@ from surrogate.fitting import (
     model_from_json,
 )
 from surrogate.batch import FusedRun, fold_batch, simulate_batch
+from surrogate.echo import EchoDistance, echo_distance, phase_distance
 from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
 from surrogate.lyapunov import (
     LyapunovSpectrum,
@@ -82,6 +83,9 @@ from surrogate.network import Network, build_network, cross_links, from_adjacenc
 from surrogate.sweeping import Points, SweepStoreError, as_points, grid, init_multihost, sweep
 
 __all__ = [
+    "EchoDistance",
+    "echo_distance",
+    "phase_distance",
     "NORMALISATIONS",
     "CouplingTables",
     "RK4",

@@ -141,7 +141,7 @@ def simulate(
         path: "fast" (fixed-step RK4, scan) or "diffrax".
         kind: evaluation of the vector field: "auto", "dense", "sparse" or "reference".
         solver, stepsize_controller, saveat, adjoint, max_steps: diffrax path only; defaults
-            Tsit5, ConstantStepSize, the save grid above, RecursiveCheckpointAdjoint and
+            Tsit5, ConstantStepSize, the save grid above, RecursiveCheckpointAdjoint with one checkpoint per step and
             ``n_steps`` (times 16 with an adaptive controller).
 
     Returns:
@@ -176,7 +176,10 @@ def simulate(
         args=sur,
         saveat=saveat,
         stepsize_controller=controller,
-        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(),
+        # One checkpoint per step: with diffrax 0.7.2's default (checkpoints derived from
+        # max_steps) the gradient through dense SaveAt(ts) saves was wrong (10 % off the
+        # finite difference for one save per step, tests/test_anchoring.py); memory O(steps N).
+        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps),
         max_steps=max_steps,
     )
     return Trajectory(ts=sol.ts, ys=sol.ys)
