@@ -3,7 +3,8 @@
 - Atomic writes: a reader sees the old file or the new one, never a partial one.
 - Strict JSON: what is written parses with any JSON parser. Python's ``json`` writes ``NaN`` and
   ``Infinity``, which are not JSON (browsers, jq and most languages reject the file); here a
-  non-finite number is written as ``null`` and the file records where, under ``"non_finite"``.
+  non-finite number is written as ``null`` and the file records where, under ``"non_finite"``
+  (JSON Pointers, RFC 6901: ``{"/metrics/dominance/min": "nan", "/exponents/2": "inf"}``).
 """
 
 from __future__ import annotations
@@ -69,15 +70,20 @@ def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, **kwargs))
 
 
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
 def _word(x: float) -> str:
     return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
 
 
 def strict_json(obj: Any) -> tuple[Any, dict[str, str]]:
     """``(clean, where)``: ``obj`` with every non-finite float replaced by None, and
-    ``{location: "nan" | "inf" | "-inf"}`` of the replaced values (locations like
-    ``metrics.dominance.min`` or ``exponents[2]``). Tuples become lists; NumPy and JAX arrays
-    and scalars become lists and Python numbers; mapping keys become strings."""
+    ``{pointer: "nan" | "inf" | "-inf"}`` of the replaced values, where ``pointer`` is the
+    value's JSON Pointer (RFC 6901: ``/metrics/dominance/min``, ``/exponents/2``; ``""`` for
+    the whole document). Tuples become lists; NumPy and JAX arrays and scalars become lists and
+    Python numbers; mapping keys become strings."""
     where: dict[str, str] = {}
 
     def walk(x, at: str):
@@ -86,24 +92,24 @@ def strict_json(obj: Any) -> tuple[Any, dict[str, str]]:
         if isinstance(x, float):
             if math.isfinite(x):
                 return x
-            where[at or "(top level)"] = _word(x)
+            where[at] = _word(x)
             return None
         if isinstance(x, dict):
-            return {str(k): walk(v, f"{at}.{k}" if at else str(k)) for k, v in x.items()}
+            return {str(k): walk(v, f"{at}/{_escape(str(k))}") for k, v in x.items()}
         if isinstance(x, (list, tuple)):
-            return [walk(v, f"{at}[{i}]") for i, v in enumerate(x)]
+            return [walk(v, f"{at}/{i}") for i, v in enumerate(x)]
         if hasattr(x, "tolist") and hasattr(x, "dtype"):  # NumPy/JAX arrays and scalars
             return walk(x.tolist(), at)
         if isinstance(x, os.PathLike):
             return os.fspath(x)
-        raise TypeError(f"{at or '(top level)'}: {type(x).__name__} is not JSON-serialisable")
+        raise TypeError(f"{at or '/'}: {type(x).__name__} is not JSON-serialisable")
 
     return walk(obj, ""), where
 
 
 def strict_json_dumps(obj: Any, *, indent: int | None = 2) -> tuple[str, dict[str, str]]:
     """``(text, where)``: strict JSON text of ``obj`` (see ``strict_json``); a JSON object with
-    non-finite values gets a ``"non_finite"`` entry ``{location: "nan" | ...}`` saying where
+    non-finite values gets a ``"non_finite"`` entry ``{pointer: "nan" | ...}`` saying where
     nulls stand for them."""
     clean, where = strict_json(obj)
     if where and isinstance(clean, dict):

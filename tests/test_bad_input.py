@@ -145,6 +145,10 @@ CASES = [
     dict(id="sensitivity-huge-seed",
          argv="sensitivity --preset paper --seed 99999999999999999999 --out {tmp}/e3", code=2,
          msg="argument --seed", absent="{tmp}/e3"),
+    dict(id="sensitivity-divergent",
+         argv="sensitivity --preset paper --beta-self 1e30 --beta-cross=-1e30 --no-shapley "
+         "--balance-steps 0 --steps 20 --burn 10 --out {tmp}/ediv", code=0,
+         json=["{tmp}/ediv/sensitivity.json"], nonfinite=True),
     # ------------------------------------------------------------------------ lorenz
     dict(id="lorenz-huge-grid", argv="lorenz --grid 10000000 --out {tmp}/l1", code=2,
          msg="--grid 10000000 (100000000000000 points) needs about", absent="{tmp}/l1"),
@@ -322,11 +326,12 @@ def test_case(batch, case_id):
     assert not list(tmp.rglob(".xmodal-write-test-*"))  # probe files removed
 
 
-def _lookup(doc, where: str):
-    """The value at a location like ``metrics.dominance.min`` or ``exponents[2]``."""
+def _lookup(doc, pointer: str):
+    """The value at a JSON Pointer (RFC 6901) like ``/metrics/dominance/min``."""
     x = doc
-    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", where):
-        x = x[int(index)] if index else x[name]
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        x = x[int(part)] if isinstance(x, list) else x[part]
     return x
 
 
@@ -334,10 +339,10 @@ def test_divergent_runs_record_where(batch):
     """What the divergent runs wrote: nulls exactly where the record says, finite elsewhere."""
     tmp, _, results, _, _ = batch
     metrics = strict_load((tmp / "sdiv" / "metrics.json").read_text())
-    assert metrics["non_finite"]["dominance_01"] == "nan" and metrics["dominance_01"] is None
+    assert metrics["non_finite"]["/dominance_01"] == "nan" and metrics["dominance_01"] is None
     assert metrics["graph_density"] is not None  # finite values stay
     lyap = strict_load(results["lyapunov-divergent-json"]["stdout"])
-    assert lyap["exponents"] == [None, None, None] and lyap["non_finite"]["sum"] == "nan"
+    assert lyap["exponents"] == [None, None, None] and lyap["non_finite"]["/sum"] == "nan"
     assert lyap["dt"] == 0.01 and lyap["n_steps"] == 2000
     params = strict_load((tmp / "f5" / "params.json").read_text())
     assert isinstance(params, dict) and params

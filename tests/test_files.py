@@ -22,7 +22,7 @@ def test_non_finite_numbers_become_null_and_are_recorded(tmp_path):
     obj = {"a": 1.5, "b": [0.0, math.nan, {"c": math.inf}], "d": np.array([[1.0, -np.inf]]),
            "e": np.float32("nan"), "f": (1, 2), "g": True, "h": None, "i": np.int64(7)}
     where = write_strict_json(tmp_path / "x.json", obj)
-    assert where == {"b[1]": "nan", "b[2].c": "inf", "d[0][1]": "-inf", "e": "nan"}
+    assert where == {"/b/1": "nan", "/b/2/c": "inf", "/d/0/1": "-inf", "/e": "nan"}
     back = json.loads((tmp_path / "x.json").read_text(), parse_constant=_refuse)
     assert back["b"] == [0.0, None, {"c": None}] and back["d"] == [[1.0, None]]
     assert back["e"] is None and back["f"] == [1, 2] and back["g"] is True and back["i"] == 7
@@ -38,11 +38,13 @@ def test_finite_objects_are_written_unchanged():
 
 
 def test_top_level_list_and_scalar():
-    assert strict_json([math.nan, 1.0]) == ([None, 1.0], {"[0]": "nan"})
-    assert strict_json(math.inf) == (None, {"(top level)": "inf"})
+    assert strict_json([math.nan, 1.0]) == ([None, 1.0], {"/0": "nan"})
+    assert strict_json(math.inf) == (None, {"": "inf"})  # the pointer of the whole document
     text, where = strict_json_dumps([math.inf])
-    assert json.loads(text) == [None] and where == {"[0]": "inf"}  # no room for a record
-    with pytest.raises(TypeError, match="a.b: object is not JSON-serialisable"):
+    assert json.loads(text) == [None] and where == {"/0": "inf"}  # no room for a record
+    # keys with "/" and "~" are escaped (RFC 6901), brackets are plain characters
+    assert strict_json({"a/b": {"c~[0]": math.nan}})[1] == {"/a~1b/c~0[0]": "nan"}
+    with pytest.raises(TypeError, match="/a/b: object is not JSON-serialisable"):
         strict_json({"a": {"b": object()}})
 
 

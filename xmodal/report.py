@@ -32,7 +32,6 @@ __all__ = [
     "atomic_write_npz",
     "check_coordinator",
     "check_memory",
-    "check_out_dir",
     "check_out_file",
     "check_steps",
     "check_torch_device",
@@ -103,11 +102,6 @@ def prepare_out(path, *, force: bool = False, resume: bool | None = None,
         raise ValueError(f"{arg} {path}: cannot create directory ({err.strerror})") from None
     _CREATED.extend(reversed(missing))
     return path
-
-
-def check_out_dir(path) -> Path:
-    """``prepare_out`` for a command without --force (kept for callers of the old helper)."""
-    return prepare_out(path, force=True)
 
 
 def remove_created_dirs() -> list[Path]:
@@ -282,7 +276,7 @@ def _warn_non_finite(name: str, where: dict[str, str]) -> None:
 
     groups: dict[str, dict[str, int]] = {}
     for key, word in where.items():
-        field = re.sub(r"\[\d+\]", "[]", key)
+        field = re.sub(r"/\d+(?=/|$)", "/*", key) or "/"
         groups.setdefault(field, {}).setdefault(word, 0)
         groups[field][word] += 1
     listed = ", ".join(f"{field} ({', '.join(f'{n} {w}' for w, n in words.items())})"
