@@ -1,4 +1,5 @@
-"""The ``xmodal`` command line: a thin dispatcher over ``xmodal.commands.<name>`` modules."""
+"""The ``xmodal`` command line: a thin dispatcher over ``xmodal.commands.<name>`` modules, and
+the one place where errors become exit codes (``error_message``, ``main``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ from xmodal import __version__
 
 #: Subcommand modules under ``xmodal.commands``, in the order ``--help`` lists them.
 COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion", "fit", "sensitivity")
+
+#: Commands that need an extra: (extra, the packages it provides that the command imports);
+#: checked before the command runs.
+NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers")),
+               "emotion": ("probe", ("torch", "transformers", "soundfile", "av", "PIL")),
+               "lorenz": ("lorenz", ("reservoirpy",))}  # its baselines, after the sweep
+#: Python packages of the extras, for the message when an import fails anyway.
+EXTRAS = {"torch": "probe", "transformers": "probe", "soundfile": "probe", "av": "probe",
+          "PIL": "probe", "torchvision": "vision", "timm": "vision", "reservoirpy": "lorenz",
+          "jsonschema": "test", "hypothesis": "test"}
+
+
+def _missing(modules) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,16 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Commands that need an extra: (extra, the packages it provides that the command imports).
-NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers")),
-               "emotion": ("probe", ("torch", "transformers", "soundfile", "av", "PIL")),
-               "lorenz": ("lorenz", ("reservoirpy",))}  # its baselines, after the sweep
-
-
-def _missing(modules) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
 def _cpu_devices() -> None:
     """One JAX CPU device per available core (unless XLA_FLAGS says otherwise), so that sweeps,
     which shard over devices, use every core; single-threaded OpenBLAS under XLA's threads (see
@@ -54,10 +59,6 @@ def _cpu_devices() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores or 1}".strip()
 
 
-#: Python packages of the extras, for the message when one is missing.
-EXTRAS = {"torch": "probe", "transformers": "probe", "soundfile": "probe", "av": "probe",
-          "PIL": "probe", "torchvision": "vision", "timm": "vision", "reservoirpy": "lorenz",
-          "jsonschema": "test", "hypothesis": "test"}
 
 
 def error_message(err: BaseException) -> str | None:
