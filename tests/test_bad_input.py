@@ -48,8 +48,9 @@ CASES = [
          code=2, msg="is not a directory", untouched="{tmp}/afile"),
     dict(id="simulate-out-unwritable", argv="simulate --duration 0.2 --out /proc/sys --force",
          code=2, msg="--out /proc/sys: cannot write there"),
-    dict(id="simulate-fails-after-out-checked", argv="simulate --sizes 4,4 --out {tmp}/s5/deep",
-         code=2, msg="k must be smaller than n", absent="{tmp}/s5"),
+    dict(id="simulate-sizes-below-degree", argv="simulate --sizes 4,4 --out {tmp}/s5/deep",
+         code=2, msg="--sizes 4,4: each modality needs more than 10 oscillators",
+         absent="{tmp}/s5"),
     dict(id="simulate-divergent", argv="simulate --beta-self 1e30 --beta-cross=-1e30 "
          "--omega-spread 1e30 --sizes 12,12 --duration 1 --dt 0.1 --save-every 1 "
          "--out {tmp}/sdiv", code=0, json=["{tmp}/sdiv/metrics.json"], nonfinite=True),

@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
             f"--save-every {args.save_every}"
         )
     n_steps -= n_steps % args.save_every
+    if min(args.sizes) <= 10:  # the preset's Watts-Strogatz degree inside each modality
+        raise ValueError(f"--sizes {','.join(map(str, args.sizes))}: each modality needs more "
+                         f"than 10 oscillators (the paper preset links each to its 10 nearest)")
     check_steps(n_steps, f"--duration {args.duration} / --dt {args.dt}")
     n, m = sum(args.sizes), len(args.sizes)
     item = 8 if args.float64 else 4
