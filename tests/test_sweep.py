@@ -159,6 +159,39 @@ def test_progress_reports_rate_and_eta(capsys):
     assert "4/4 points (100.0%)" in err and "points/s, ETA 0:00:00" in err
 
 
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    """On a terminal (a pty) the sweep draws a tqdm bar and no summary line; the line above is
+    what a log or pipe gets instead."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    script = tmp_path / "run.py"
+    script.write_text("import numpy as np\nimport surrogate as sg\n"
+                      "sg.sweep(lambda p: {'x': 2 * p['a']}, sg.grid(a=np.arange(6.0)), "
+                      "chunk_size=2)\n")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=follower, stdout=follower,
+                            stderr=follower, env=_env())
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0, out.decode(errors="replace")
+    text = out.decode(errors="replace")
+    assert "sweep: 100%|" in text and "6/6 [" in text and "points/s]" in text, text
+    assert "6/6 points (100.0%)" not in text, text
+
+
 # -------------------------------------------------------------------------------- stores
 
 

@@ -94,11 +94,12 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.enabled and self.start is not None and self.done >= self.total:
+        elif self.enabled and not self.tty and self.start is not None \
+                and self.done >= self.total:
             rate = self.computed / max(time.perf_counter() - self.start, 1e-9)
             print(f"sweep: {self.done}/{self.total} points (100.0%), {rate:.4g} points/s, "
                   f"ETA 0:00:00", file=self.stream, flush=True)
-            self.start = None
+        self.start = None
 
 
 def _device_bytes(devices) -> int | None:
