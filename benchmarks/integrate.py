@@ -6,7 +6,7 @@ Each variant is compiled ahead of time (compile time reported apart), run once t
 timed over ``--repeats`` runs (best). A batch is a vmap over (beta_self, beta_cross) points of
 the paper preset (K = B), undriven, from one initial phase vector; the final phases are returned,
 so no trajectory is stored. "pair-evals/s" counts 4 N^2 pair evaluations per RK4 step (6 N^2 per
-Tsit5 step) per point, dense-equivalent, as in shared/notes/performance.md. The baseline of the
+Tsit5 step) per point, dense-equivalent, as in docs/performance.md. The baseline of the
 ratio column is the diffrax path with its default solver, Tsit5 at a constant step.
 """
 

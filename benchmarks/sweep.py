@@ -5,7 +5,7 @@
     python benchmarks/sweep.py --cpu-devices 8 --only engine     # engine on 8 simulated devices
     python benchmarks/sweep.py --grid 64 --only naive pallas --pallas 16:4:rc16  # GPU
 
-Problem (shared/notes/performance.md): 2 x 50 oscillators, Watts-Strogatz k = 10 inside each
+Problem (docs/performance.md): 2 x 50 oscillators, Watts-Strogatz k = 10 inside each
 modality plus 10 % random cross links, Lorenz drive (x(t) -> modality 0, y(t) -> modality 1,
 standardised), RK4 dt = 0.01, ``--steps`` steps from one initial phase vector, a ``--grid`` x
 ``--grid`` log grid of (beta_self, beta_cross) in 1e-4..1 with K = B, float32. Every variant
@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--knobs", action="store_true",
                    help="also time the fast path with unrolled stages / several steps per loop")
     p.add_argument("--anchor", type=float, default=4.0,
-                   help="anchoring strength h of every oscillator (0: the additive drive only)")
+                   help="anchoring strength h of every oscillator (default 4; 0: the model "
+                        "without the anchoring term)")
     p.add_argument("--pallas", default=None, metavar="SPECS",
                    help="settings of the fused Pallas kernel (surrogate.kernels), comma-separated "
                         "POINTS_PER_PROGRAM:NUM_WARPS[:expf][:rcN][:r1], e.g. 16:4:rc16,8:2 "
@@ -117,6 +118,8 @@ def problem(sizes=(50, 50), steps=None):
     steps = steps or ARGS.steps
     sur = sg.paper_preset(jax.random.key(0), sizes=sizes, dtype=DTYPE, anchor=ARGS.anchor,
                           drive=lorenz_drive(steps, ARGS.dt))
+    if ARGS.anchor == 0:  # the model without the anchoring term (and without its cost)
+        sur = sg.replace(sur, anchor=None, encoding_gain=None, encoding_offset=None)
     theta0 = sg.initial_phases(jax.random.key(1), sur.network.n, DTYPE)
     return sur, theta0
 
@@ -143,9 +146,11 @@ def naive_final(sur, theta0, steps, dt):
             e = a * jnp.exp(beta * jnp.cos(d))
             alpha = e / e.sum(-1, keepdims=True)
             p = sur.params
-            psi = p.encoding_gain * u_t[pop] + p.encoding_offset
-            return (p.omega + p.gain * u_t[pop] + p.anchor * jnp.sin(psi - theta)
-                    + jnp.sum(beta * alpha * jnp.sin(d), -1))
+            out = p.omega + p.gain * u_t[pop] + jnp.sum(beta * alpha * jnp.sin(d), -1)
+            if p.anchored:
+                out = out + p.anchor * jnp.sin(p.encoding_gain * u_t[pop] + p.encoding_offset
+                                               - theta)
+            return out
 
         def step(theta, u3):
             k1 = f(theta, u3[0])

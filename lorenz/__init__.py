@@ -1,4 +1,4 @@
-"""lorenz: the Lorenz experiment (DESIGN.md section 5) and its low-dimensional test systems.
+"""lorenz: the Lorenz experiment (docs/lorenz.md) and its low-dimensional test systems.
 
 Test systems (``lorenz.systems``): Lorenz-63, Roessler and Henon with their standard chaotic
 parameters, and a fixed-step RK4 trajectory (``lax.scan``) for any ``f(t, y, args)``.

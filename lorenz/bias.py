@@ -1,4 +1,4 @@
-"""Differentiable dynamical Shapley values of the Lorenz observer (DESIGN.md section 5).
+"""Differentiable dynamical Shapley values of the Lorenz observer (docs/lorenz.md).
 
 ``observer.evaluate_observer`` picks the ridge regularisation on a validation split (an argmin,
 and an eigendecomposition whose derivative is singular for masked features). Here the

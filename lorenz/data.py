@@ -16,7 +16,7 @@ from lorenz.systems import LorenzParams, lorenz63, rk4_trajectory
 
 __all__ = ["Splits", "LorenzSeries", "lorenz_series", "LYAPUNOV_TIME"]
 
-#: Lorenz-63 Lyapunov time 1 / 0.9056 (DESIGN.md section 4).
+#: Lorenz-63 Lyapunov time 1 / 0.9056 (Sprott; docs/lyapunov.md).
 LYAPUNOV_TIME = 1.0 / 0.9056
 
 

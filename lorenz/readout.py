@@ -14,7 +14,7 @@ are needed). NMSE = mean((z_hat - z)^2) / var(z), per target.
 
 Feature groups (modalities) are selected by a 0/1 mask over features: the masked problem is the
 ridge problem on those features only, so Shapley values of the groups follow from one set of
-statistics (DESIGN.md section 5): v(S) = -NMSE(S), v(empty) = -1.
+statistics (docs/lorenz.md): v(S) = -NMSE(S), v(empty) = -1.
 """
 
 from __future__ import annotations

@@ -201,6 +201,8 @@ def validate_bundle(bundle: Bundle, source: str = "<in memory>") -> None:
         raise _fail(source, "block_mass", f"expected 4 dimensions (L, H, M, M), got shape "
                                           f"{getattr(bm, 'shape', None)}")
     H = bm.shape[1]
+    if H == 0:
+        raise _fail(source, "block_mass", f"no heads: shape {bm.shape} has H = 0")
     _check_array(source, "block_mass", bm, (L, H, M, M), probability=True)
     tm = bundle.token_modality
     if not isinstance(tm, np.ndarray) or tm.ndim != 1:
@@ -358,7 +360,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if meta.get("format") != FORMAT:
         raise _fail(path, "format", f"expected {FORMAT!r}, got {meta.get('format')!r}")
     version = meta.get("format_version")
-    if version not in SUPPORTED_VERSIONS:
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:  # True == 1 in Python
         raise _fail(path, "format_version", f"unknown version {version!r} (this reader knows "
                                             f"{list(SUPPORTED_VERSIONS)})")
     for field in ("modalities", "layer_types"):

@@ -141,7 +141,7 @@ def build_network(
     p: float = 0.01,
     cross_density: float = 0.1,
 ) -> Network:
-    """The semantic network of DESIGN.md section 3.
+    """The semantic network (docs/model.md).
 
     Args:
         key: PRNG key; the graph is a deterministic function of it.

@@ -1,4 +1,4 @@
-"""Lyapunov spectra against published values (DESIGN.md section 4), invariants and exact cases."""
+"""Lyapunov spectra against published values (docs/lyapunov.md), invariants and exact cases."""
 
 import math
 

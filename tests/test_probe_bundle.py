@@ -1,5 +1,6 @@
 """The attention-bundle file format: round trip, validation, corrupted files, no torch import."""
 
+import dataclasses
 import json
 import os
 import struct
@@ -19,6 +20,7 @@ from mllm_probe.bundle import (
     load_bundle,
     make_bundle,
     save_bundle,
+    validate_bundle,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +151,9 @@ def test_corrupted_files_raise_clear_errors(tmp_path):
     with pytest.raises(BundleError, match="version.bundle: field 'format_version': unknown "
                                           f"version {FORMAT_VERSION + 98}"):
         load_bundle(version)
+    _rewrite_header(version, _set_meta("format_version", True))  # True == 1, still refused
+    with pytest.raises(BundleError, match="format_version': unknown version True"):
+        load_bundle(version)
 
     nan = tmp_path / "nan.bundle"
     nan.write_bytes(raw)
@@ -227,3 +232,10 @@ def test_core_install_reads_bundles_without_torch(tmp_path):
                          env={**os.environ, "PYTHONPATH": ROOT}, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3 ['audio_tower']"
+
+
+def test_zero_heads_is_named_as_such():
+    good = synthetic()
+    empty = dataclasses.replace(good, block_mass=good.block_mass[:, :0])
+    with pytest.raises(BundleError, match="block_mass.*no heads"):
+        validate_bundle(empty, "zero.bundle")
