@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(value) and 0 <= value <= 1e3):
             raise ValueError(f"--{name} must be a number in [0, 1000], got {value}")
     check_memory(16 * 8 * args.grid**2, f"--grid {args.grid} ({args.grid**2} points)")
+    readings = 2 if args.coupling == "both" else 1
+    points = args.grid**2 * readings * args.seeds
+    if points > 10**6:  # about 0.5 s per point on 2 CPU cores: days
+        raise ValueError(f"--grid {args.grid} x --seeds {args.seeds} x {readings} reading(s) is "
+                         f"{points} sweep points (about 0.5 s each on 2 CPU cores); at most 1e6")
     out = prepare_out(args.out, force=args.force, resume=args.resume)
     if args.force and not args.resume and (out / "sweep").is_dir():
         for store in sorted((out / "sweep").iterdir()):  # one store per reading and seed
