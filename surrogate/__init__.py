@@ -1,7 +1,8 @@
 """surrogate: phase oscillators on a semantic network, coupled by attention (JAX only).
 
-Public API; implementation in modules named for concepts (network, model, rk4, integrate,
-batch, metrics, lyapunov, ...). ``fused_simulate`` (the Pallas GPU kernel) is imported on first
+Public API: what a user calls (presets, simulate, metrics, sweep, Lyapunov and attractor
+analysis, fit, bias); implementation and internals (``surrogate.model.rhs``, coupling tables,
+``surrogate.rk4``, ...) in modules named for concepts. ``fused_simulate`` (the Pallas GPU kernel) is imported on first
 use, so ``import surrogate`` does not load Pallas or Triton.
 """
 
@@ -11,12 +12,9 @@ from surrogate.attractor import (
     RecurrenceQuantification,
     Synchrony,
     correlation_dimension,
-    correlation_sum,
     cross_population_locking,
     locking_clusters,
-    locking_matrix,
     phase_clusters,
-    recurrence_matrix,
     recurrence_quantification,
     synchrony,
 )
@@ -46,7 +44,7 @@ from surrogate.fitting import (
 )
 from surrogate.batch import FusedRun, fold_batch, simulate_batch
 from surrogate.echo import EchoDistance, echo_distance, phase_distance
-from surrogate.integrate import RK4, SPARSE_BELOW, Trajectory, fold, resolve_kind, simulate
+from surrogate.integrate import RK4, Trajectory, fold, simulate
 from surrogate.lyapunov import (
     LyapunovSpectrum,
     conditional_lyapunov_exponents,
@@ -64,32 +62,24 @@ from surrogate.metrics import (
     order_parameter,
 )
 from surrogate.model import (
-    NORMALISATIONS,
-    CouplingTables,
     Params,
     Surrogate,
     attention_weights,
     block_matrix,
-    coupling_tables,
     initial_phases,
-    input_terms,
     make_drive,
     paper_preset,
     replace,
-    rhs,
     vector_field,
 )
-from surrogate.network import Network, build_network, cross_links, from_adjacency, watts_strogatz
+from surrogate.network import Network, build_network, from_adjacency
 from surrogate.sweeping import Points, SweepStoreError, as_points, grid, init_multihost, sweep
 
 __all__ = [
     "EchoDistance",
     "echo_distance",
     "phase_distance",
-    "NORMALISATIONS",
-    "CouplingTables",
     "RK4",
-    "SPARSE_BELOW",
     "Network",
     "Params",
     "Surrogate",
@@ -97,8 +87,6 @@ __all__ = [
     "attention_weights",
     "block_matrix",
     "build_network",
-    "coupling_tables",
-    "cross_links",
     "cross_modal_share",
     "dominance",
     "dominance_index",
@@ -116,11 +104,8 @@ __all__ = [
     "order_parameter",
     "paper_preset",
     "replace",
-    "resolve_kind",
-    "rhs",
     "simulate",
     "vector_field",
-    "watts_strogatz",
     "Points",
     "SweepStoreError",
     "as_points",
@@ -133,14 +118,11 @@ __all__ = [
     "conditional_lyapunov_exponents",
     "kaplan_yorke_dimension",
     "CorrelationDimension",
-    "correlation_sum",
     "correlation_dimension",
     "RecurrenceQuantification",
-    "recurrence_matrix",
     "recurrence_quantification",
     "PhaseClusters",
     "phase_clusters",
-    "locking_matrix",
     "locking_clusters",
     "cross_population_locking",
     "Synchrony",

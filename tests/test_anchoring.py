@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import surrogate as sg
+from surrogate.model import rhs
 
 F64 = jnp.float64
 
@@ -85,7 +86,7 @@ def test_every_path_agrees_with_anchoring_float64():
     # the vector field itself: the literal formula against the identity-based forms
     u = sur.drive_at(0.3)
     for kind in ("dense", "sparse"):
-        np.testing.assert_allclose(sg.rhs(theta0, u, sur, kind), sg.rhs(theta0, u, sur),
+        np.testing.assert_allclose(rhs(theta0, u, sur, kind), rhs(theta0, u, sur),
                                    rtol=0, atol=1e-13)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import surrogate as sg
+from surrogate.model import NORMALISATIONS
 
 F64, F32 = jnp.float64, jnp.float32
 STEPS = 200
@@ -51,7 +52,7 @@ def vmapped(sur, theta0, params):
 
 
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (F32, 1e-5)])
-@pytest.mark.parametrize("normalisation", sg.NORMALISATIONS)
+@pytest.mark.parametrize("normalisation", NORMALISATIONS)
 def test_batch_equals_vmapped_fold(dtype, tol, normalisation):
     sur, theta0 = system(dtype, normalisation)
     params = batch_params(sur)

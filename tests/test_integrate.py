@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import surrogate as sg
+from surrogate.model import NORMALISATIONS, rhs
 
 F64 = jnp.float64
 
@@ -26,19 +27,19 @@ def lorenz_like_drive(m=2, dtype=F64):
 
 
 @pytest.mark.parametrize("unroll", [64, 0], ids=["slot loop", "gather and reduce"])
-@pytest.mark.parametrize("normalisation", sg.NORMALISATIONS)
+@pytest.mark.parametrize("normalisation", NORMALISATIONS)
 def test_evaluations_agree(system, normalisation, unroll, monkeypatch):
     """Both sparse forms: the slot loop (D <= SLOT_LOOP_MAX) and gather-then-reduce (larger D)."""
     monkeypatch.setattr(sys.modules["surrogate.model"], "SLOT_LOOP_MAX", unroll)
     sur, theta = system
     sur = sg.Surrogate(sur.network, sur.params, normalisation=normalisation)
     u = jnp.asarray([0.3, -0.7], F64)
-    ref = sg.rhs(theta, u, sur, "reference")
+    ref = rhs(theta, u, sur, "reference")
     for kind in ("dense", "sparse"):
-        np.testing.assert_allclose(sg.rhs(theta, u, sur, kind), ref, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(rhs(theta, u, sur, kind), ref, rtol=0, atol=1e-13)
     f32 = jax.tree.map(lambda x: x.astype(jnp.float32) if x.dtype == F64 else x, sur)
     for kind in ("dense", "sparse"):
-        got = sg.rhs(theta.astype(jnp.float32), u.astype(jnp.float32), f32, kind)
+        got = rhs(theta.astype(jnp.float32), u.astype(jnp.float32), f32, kind)
         assert got.dtype == jnp.float32
         np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import surrogate as sg
+from surrogate.network import watts_strogatz
 
 
 def clustering(a: np.ndarray) -> float:
@@ -18,7 +19,7 @@ def clustering(a: np.ndarray) -> float:
 
 def test_ring_lattice_is_exact():
     n, k = 40, 6
-    a = sg.watts_strogatz(jax.random.key(0), n, k, 0.0)
+    a = watts_strogatz(jax.random.key(0), n, k, 0.0)
     assert (a == a.T).all() and not a.diagonal().any()
     assert (a.sum(1) == k).all()
     for j in range(1, k // 2 + 1):
@@ -29,7 +30,7 @@ def test_ring_lattice_is_exact():
 
 def test_rewiring_statistics():
     n, k, p = 2000, 10, 0.05
-    a = sg.watts_strogatz(jax.random.key(1), n, k, p)
+    a = watts_strogatz(jax.random.key(1), n, k, p)
     assert (a == a.T).all() and not a.diagonal().any()
     assert a.sum() // 2 == n * k // 2  # rewiring keeps the edge count
     assert a.sum(1).mean() == pytest.approx(k)
