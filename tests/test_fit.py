@@ -212,3 +212,17 @@ def test_sensitivity_paper_preset_with_shapley(tmp_path, capsys):
     assert set(result["metrics"]) == {"D_01", "cross_share[0]", "cross_share[1]", "phi_Y-phi_X"}
     assert all(np.all(np.isfinite(m["gradient"])) for m in result["metrics"].values())
     assert "| phi_Y-phi_X |" in stdout
+
+
+def test_curvature_of_a_steep_float32_jacobian():
+    """A float32 Jacobian with entries ~1e24 (a fit stopped early in a steep region) squares past
+    float32's range; the curvature is computed in float64 and stays finite, and a non-finite
+    Jacobian is an error naming the cause, not numpy's 'Eigenvalues did not converge'."""
+    from surrogate.fitting.identifiability import curvature
+
+    jac = np.array([[1e24, 1.0], [2.0, 3e-3]], np.float32)
+    c = curvature(jac, ("B[0,0]", "gain[0]"), "kl", 1e-3)
+    assert np.all(np.isfinite(c.eigvals)) and c.eigvals[-1] > 1e47
+    assert c.unidentified == ("gain[0]",)
+    with pytest.raises(ValueError, match="Jacobian at the best fit is not finite"):
+        curvature(np.array([[np.nan, 1.0]]), ("B[0,0]", "gain[0]"), "kl", 1e-3)

@@ -48,7 +48,10 @@ def curvature(jac: np.ndarray, names: tuple[str, ...], divergence: str,
     """Curvature analysis from the Jacobian (residuals, P) of the whitened residuals (for the KL
     divergence J^T J is the Fisher information of the row distributions; for "mse" the Hessian is
     2 J^T J)."""
-    jac = np.asarray(jac)
+    jac = np.asarray(jac, np.float64)  # J^T J overflows float32 for steep directions
+    if not np.all(np.isfinite(jac)):
+        raise ValueError("fit failed: the Jacobian at the best fit is not finite (the model "
+                         "diverges there); try smaller initial couplings or a shorter horizon")
     hess = jac.T @ jac * (2.0 if divergence == "mse" else 1.0)
     hess = 0.5 * (hess + hess.T)
     evals, evecs = np.linalg.eigh(hess)
