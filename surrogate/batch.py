@@ -104,8 +104,12 @@ def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params):
     params = sur.params if params is None else params
     g = batch_size(params, theta0)
 
-    def lanes(x, shape, name):  # (G, *shape) -> (*shape, G)
-        return None if x is None else jnp.moveaxis(batch_leaf(x, shape, g, dtype, name), 0, -1)
+    def lanes(x, shape, name):  # (G, *shape) -> (*shape, G); shared leaves (*shape, 1)
+        if x is None:
+            return None
+        if jnp.shape(x) == shape:  # broadcast inside the step: sin/cos of a shared input
+            return jnp.asarray(x, dtype)[..., None]  # encoding are computed once, not G times
+        return jnp.moveaxis(batch_leaf(x, shape, g, dtype, name), 0, -1)
 
     shapes = {"B": (m, m), "K": (m, m)}
     p = Params(**{name: lanes(getattr(params, name), shapes.get(name, (n,)), f"params.{name}")
@@ -117,7 +121,8 @@ def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params):
     def step(theta, u4):
         return rk4.step(f, theta, zero_u if u4 is None else u4, dt)
 
-    return rk4.fold(step, lanes(theta0, (n,), "theta0"), init, update,
+    theta0 = jnp.moveaxis(batch_leaf(theta0, (n,), g, dtype, "theta0"), 0, -1)
+    return rk4.fold(step, theta0, init, update,
                     run_drive(sur, t0, dt, n_steps), n_steps)
 
 
