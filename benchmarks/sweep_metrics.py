@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 import surrogate as sg  # noqa: E402
 from surrogate.sweeping import SweepModel, chunk_function, load_spec, point_function  # noqa: E402
-from xmodal.commands.sweep import lorenz_drive_samples  # noqa: E402
+from lorenz.data import lorenz_xy  # noqa: E402
 
 
 def main() -> int:
@@ -57,7 +57,7 @@ def main() -> int:
         spec = load_spec(path)
     points = sg.grid(**spec.axis_values)
     dtype = jax.numpy.float64 if spec.run.float64 else jax.numpy.float32
-    model = SweepModel(spec, lorenz_drive_samples(spec.run, dtype))
+    model = SweepModel(spec, lorenz_xy(spec.run.drive_samples, spec.run.dt, dtype))
     dev = jax.devices()
     print(f"# {len(dev)} x {dev[0].device_kind} ({dev[0].platform}), jax {jax.__version__}; "
           f"{side}^2 grid, N = {sum(spec.model.sizes)}, {ARGS.transient} + {ARGS.steps} steps, "

@@ -14,7 +14,7 @@ from flax import struct
 
 from lorenz.systems import LorenzParams, lorenz63, rk4_trajectory
 
-__all__ = ["Splits", "LorenzSeries", "lorenz_series", "LYAPUNOV_TIME"]
+__all__ = ["Splits", "LorenzSeries", "lorenz_series", "lorenz_xy", "LYAPUNOV_TIME"]
 
 #: Lorenz-63 Lyapunov time 1 / 0.9056 (Sprott; docs/lyapunov.md).
 LYAPUNOV_TIME = 1.0 / 0.9056
@@ -103,3 +103,11 @@ def lorenz_series(
     ts = delta * jnp.arange(splits.total, dtype=dtype)
     return LorenzSeries(ts=ts, u=((ys - mean) / std).astype(dtype), mean=mean.astype(dtype),
                         std=std.astype(dtype), delta=float(delta))
+
+
+def lorenz_xy(n_samples: int, dt: float, dtype=jnp.float32, transient_time: float = 20.0):
+    """x(t), y(t) of Lorenz-63 (raw, not standardised) at t = 0, dt, ..., (n_samples, 2), from
+    (1, 1, 1) after ``transient_time`` time units (RK4 at ``dt``): the drive of sweep specs."""
+    _, ys = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
+                           n_steps=n_samples - 1, transient=round(transient_time / dt))
+    return ys[:, :2]

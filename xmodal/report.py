@@ -96,8 +96,8 @@ def prepare_out(path, *, force: bool = False, resume: bool | None = None,
     while p != base:
         missing.append(p)
         p = p.parent
-    try:
-        path.mkdir(parents=True)
+    try:  # exist_ok: the other processes of a multi-host run may have just made it
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"{arg} {path}: cannot create directory ({err.strerror})") from None
     _CREATED.extend(reversed(missing))

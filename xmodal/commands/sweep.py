@@ -119,18 +119,6 @@ def _start_processes(coordinator, num_processes, process_id, timeout: int) -> No
             f"detects (SLURM, Open MPI, ...)") from None
 
 
-def lorenz_drive_samples(run, dtype):
-    """x(t), y(t) of Lorenz-63 at t = 0, dt, ... (``run.drive_samples`` samples) from (1, 1, 1)
-    after 20 time units: the samples of the spec's "lorenz" drive."""
-    import jax.numpy as jnp
-
-    from lorenz.systems import lorenz63, rk4_trajectory
-
-    _, ys = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=run.dt,
-                           n_steps=run.drive_samples - 1, transient=round(20.0 / run.dt))
-    return ys[:, :2]
-
-
 def run(args: argparse.Namespace) -> int:
     from surrogate.sweeping import load_spec
 
@@ -165,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
     drive = None
     if run_.drive == "lorenz":
-        drive = lorenz_drive_samples(run_, jnp.float64 if run_.float64 else jnp.float32)
+        from lorenz.data import lorenz_xy
+
+        drive = lorenz_xy(run_.drive_samples, run_.dt,
+                          jnp.float64 if run_.float64 else jnp.float32)
     t0 = time.perf_counter()
     points, res = run_spec(spec, out / "chunks", drive_samples=drive, resume=args.resume,
                            progress=not args.quiet)
