@@ -324,6 +324,10 @@ def test_case(batch, case_id):
         for d in docs:
             for where in d.get("non_finite", {}):
                 assert _lookup(d, where) is None, where
+    if case_id == "fit-one-restart":  # no spread over one restart: null with its reason
+        u = docs[0]["uncertainty"]
+        assert u["restart_std"] is None and "2 converged" in u["restart_std_note"]
+        assert "non_finite" not in docs[0] and "non-finite" not in err
     assert not list(tmp.rglob(".xmodal-write-test-*"))  # probe files removed
 
 

@@ -72,7 +72,10 @@ class FitResult:
                        "omega_spread": float(p.omega_spread),
                        "gain": np.asarray(p.gain).tolist(),
                        "times": np.asarray(p.times).tolist()},
-            "uncertainty": {"restart_std": self.spread,
+            # a spread needs two converged restarts: null then, with the reason (not a NaN)
+            "uncertainty": {"restart_std": self.spread if self.converged.sum() > 1 else None,
+                            **({} if self.converged.sum() > 1 else
+                               {"restart_std_note": "needs >= 2 converged restarts"}),
                             "converged_restarts": int(self.converged.sum()),
                             "restarts": int(self.converged.size)},
             "identifiability": {"unidentified": list(self.unidentified),
