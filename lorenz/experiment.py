@@ -103,6 +103,10 @@ class LorenzConfig:
     def readings(self) -> tuple[str, ...]:
         return READINGS if self.coupling == "both" else (self.coupling,)
 
+    def kappa_of(self, reading: str) -> float | None:
+        """K of a reading: None (K = B) for "tied", ``kappa`` for "fixed"."""
+        return None if reading == "tied" else self.kappa
+
 
 def point_surrogate(base: sg.Surrogate, beta_self, beta_cross, kappa=None) -> sg.Surrogate:
     """``base`` at one point of the plane: B = [[b_s, b_c], [b_c, b_s]] and K = B (tied,
@@ -123,7 +127,7 @@ def _model(config: LorenzConfig, seed: int):
 
 def _plane(config, base, theta0, series, splits, reading, store, resume, progress, log):
     """Sweep one reading's plane: arrays (g, g) of nmse, nmse_x/y, phi (g, g, 2), lyapunov."""
-    kappa = None if reading == "tied" else config.kappa
+    kappa = config.kappa_of(reading)
     g, betas = config.grid, config.betas
     bs, bc = np.meshgrid(betas, betas, indexing="ij")  # [i, j]: beta_self[i], beta_cross[j]
     points = {"beta_self": jnp.asarray(bs.ravel(), base.dtype),
@@ -218,17 +222,18 @@ def run_experiment(config: LorenzConfig, out: Path | None = None, *, resume: boo
     t0 = time.perf_counter()
     planes = {reading: [] for reading in config.readings}
     for s in range(config.seeds):
-        base, theta0, _ = _model(config, config.seed + s)
+        model = _model(config, config.seed + s)
+        if s == 0:
+            base, theta0, k_esn = model  # the first seed's model for everything below
         for reading in config.readings:
             store = None if stores is None else stores / f"{reading}-seed{config.seed + s}"
-            arr = _plane(config, base, theta0, series, splits, reading, store, resume,
+            arr = _plane(config, *model[:2], series, splits, reading, store, resume,
                          progress, log)
-            kappa = None if reading == "tied" else config.kappa
-            planes[reading].append((arr, _reading_results(betas, arr, reading, kappa)))
+            planes[reading].append(
+                (arr, _reading_results(betas, arr, reading, config.kappa_of(reading))))
     sweep_s = time.perf_counter() - t0
     log(f"sweeps done in {sweep_s:.1f} s")
 
-    base, theta0, k_esn = _model(config, config.seed)
     readings = {}
     for reading, runs in planes.items():
         res = dict(runs[0][1])

@@ -99,7 +99,7 @@ def _reading_lines(name: str, r: dict, cfg: dict) -> list[str]:
     if "seeds" in r:
         s = r["seeds"]
         n = s["n_seeds"]
-        k = {key: v for key, v in s["claim_numbers"].items()}
+        k = s["claim_numbers"]
         lines += [
             f"Over {n} graphs and frequency draws (seeds {cfg['seed']}..{cfg['seed'] + n - 1}): "
             f"the claim holds on {sum(s['claim_holds'])} of {n}; best NMSE "

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from surrogate import rk4
-from surrogate.integrate import run_drive
+from surrogate.integrate import driven_step, run_drive
 from surrogate.model import (
     NORMALISATIONS,
     SLOT_LOOP_MAX,
@@ -114,13 +114,8 @@ def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params):
     shapes = {"B": (m, m), "K": (m, m)}
     p = Params(**{name: lanes(getattr(params, name), shapes.get(name, (n,)), f"params.{name}")
                   for name in params.__dataclass_fields__})
-    f = _lanes_rhs(sur, p)
     dt = jnp.asarray(dt, dtype)
-    zero_u = jnp.zeros((4, m), dtype)
-
-    def step(theta, u4):
-        return rk4.step(f, theta, zero_u if u4 is None else u4, dt)
-
+    step = driven_step(_lanes_rhs(sur, p), dt, m, dtype)
     theta0 = jnp.moveaxis(batch_leaf(theta0, (n,), g, dtype, "theta0"), 0, -1)
     return rk4.fold(step, theta0, init, update,
                     run_drive(sur, t0, dt, n_steps), n_steps)

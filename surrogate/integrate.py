@@ -27,8 +27,8 @@ from surrogate import rk4
 from surrogate.model import Surrogate, prepare_rhs, rhs
 from surrogate.rk4 import RK4
 
-__all__ = ["RK4", "Trajectory", "simulate", "fold", "resolve_kind", "surrogate_step",
-           "run_drive", "SPARSE_BELOW"]
+__all__ = ["RK4", "Trajectory", "simulate", "fold", "resolve_kind", "driven_step",
+           "surrogate_step", "run_drive", "SPARSE_BELOW"]
 
 #: ``kind="auto"`` gathers neighbours when fewer than this fraction of pairs are edges. Measured
 #: on 2 CPU cores (docs/performance.md): sparse gather 2.2x the naive dense at density 0.15.
@@ -52,12 +52,16 @@ def resolve_kind(sur: Surrogate, kind: str) -> str:
     return kind
 
 
-def surrogate_step(sur: Surrogate, dt, kind: str):
-    """``step(theta, u4) -> theta_next``: one RK4 step of ``sur``'s field by ``kind`` (coupling
-    tables built once, here); ``u4`` (4, M) drive at the stage times, or None (no drive)."""
-    f = prepare_rhs(sur, kind)
-    zero_u = jnp.zeros((4, sur.network.n_populations), sur.dtype)
+def driven_step(f, dt, n_populations: int, dtype):
+    """``step(theta, u4) -> theta_next``: one RK4 step of ``f(theta, u)``; ``u4`` (4, M) the
+    drive at the stage times, or None (no drive: zeros)."""
+    zero_u = jnp.zeros((4, n_populations), dtype)
     return lambda theta, u4: rk4.step(f, theta, zero_u if u4 is None else u4, dt)
+
+
+def surrogate_step(sur: Surrogate, dt, kind: str):
+    """``driven_step`` of ``sur``'s field by ``kind`` (coupling tables built once, here)."""
+    return driven_step(prepare_rhs(sur, kind), dt, sur.network.n_populations, sur.dtype)
 
 
 def run_drive(sur: Surrogate, t0, dt, n_steps: int):

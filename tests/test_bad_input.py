@@ -23,8 +23,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from cli_files import strict_load, write_bundle
 
 #: (id, argv, expected exit code, fragment of stderr; checks: "untouched" (a path whose tree
 #: must not change), "absent" (a path that must not exist afterwards), "json" (files that must
@@ -198,30 +199,6 @@ DRIVER = textwrap.dedent("""
         with open(sys.argv[2], "w") as f:
             json.dump(results, f)
 """)
-
-
-def _refuse(constant):
-    raise ValueError(f"not strict JSON: {constant}")
-
-
-def strict_load(text: str):
-    """Python's json with NaN/Infinity refused, as other languages' parsers do."""
-    return json.loads(text, parse_constant=_refuse)
-
-
-def write_bundle(path: Path) -> None:
-    """A small valid attention bundle: 3 layers, 2 heads, audio and vision rows."""
-    from mllm_probe.bundle import make_bundle, save_bundle
-
-    block = np.zeros((3, 2, 4, 4), np.float32)
-    block[:, 0, 1] = [0.2, 0.6, 0.2, 0.0]
-    block[:, 1, 1] = [0.0, 0.4, 0.4, 0.2]
-    block[:, :, 2] = [0.5, 0.25, 0.25, 0.0]
-    block[:, :, 0] = [1.0, 0.0, 0.0, 0.0]
-    block[:, :, 3] = [0.0, 0.0, 0.0, 1.0]
-    tm = np.array([0, 0, 1, 1, 1, 2, 2])
-    save_bundle(path, make_bundle(block, ("text", "audio", "vision", "special"),
-                                  ("full_attention",) * 3, tm, np.arange(2, 7)))
 
 
 def _free_port() -> int:

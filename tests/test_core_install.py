@@ -9,37 +9,18 @@ Slow (a venv and the JAX stack installed: about a minute or more); ``.ci/run`` r
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import venv
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from cli_files import strict_load, write_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-
-def _refuse(constant):
-    raise ValueError(f"not strict JSON: {constant}")
-
-
-def _bundle(path: Path) -> None:
-    """A small valid attention bundle (3 layers, 2 heads), written by the full install."""
-    from mllm_probe.bundle import make_bundle, save_bundle
-
-    block = np.zeros((3, 2, 4, 4), np.float32)
-    block[:, 0, 1] = [0.2, 0.6, 0.2, 0.0]
-    block[:, 1, 1] = [0.0, 0.4, 0.4, 0.2]
-    block[:, :, 2] = [0.5, 0.25, 0.25, 0.0]
-    block[:, :, 0] = [1.0, 0.0, 0.0, 0.0]
-    block[:, :, 3] = [0.0, 0.0, 0.0, 1.0]
-    save_bundle(path, make_bundle(block, ("text", "audio", "vision", "special"),
-                                  ("full_attention",) * 3, np.array([0, 0, 1, 1, 1, 2, 2]),
-                                  np.arange(2, 7)))
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +58,13 @@ def test_core_venv_has_no_extras(core):
 
 def test_fit_runs_on_a_bundle(core):
     where = core[3]
-    _bundle(where / "b.bundle")
+    write_bundle(where / "b.bundle")
     proc = _run(core, "fit", str(where / "b.bundle"), "--out", str(where / "fit"),
                 "--restarts", "2", "--steps", "5", "--n-total", "8", "--k", "2",
                 "--polish-steps", "2", "--initial", "1", "--horizon", "1", "--dt", "0.1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    params = json.loads((where / "fit" / "params.json").read_text(), parse_constant=_refuse)
+    params = strict_load((where / "fit" / "params.json").read_text())
     assert isinstance(params, dict) and params["versions"]["jax"]
     for name in ("report.md", "loss.png", "residuals.png"):
         assert (where / "fit" / name).stat().st_size > 0, name
