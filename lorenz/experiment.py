@@ -38,7 +38,7 @@ READINGS = ("tied", "fixed")
 
 @dataclasses.dataclass(frozen=True)
 class LorenzConfig:
-    """Every setting of the experiment (defaults: the main job, about 2 minutes on 2 CPU cores).
+    """Every setting of the experiment (defaults: the main job, about 1 minute on 2 quiet CPU cores).
 
     The anchor strength and the data lengths were chosen by the validation scan of
     docs/lorenz.md (``benchmarks/lorenz_scan.py``; validation NMSE only).
@@ -55,7 +55,7 @@ class LorenzConfig:
     encoding_scale: float = float(np.pi / 2)  # c_i ~ N(0, encoding_scale^2)
     dt: float = 0.01  # Lorenz RK4 step
     sample_every: int = 4  # samples (and surrogate RK4 steps) every dt * sample_every = 0.04
-    washout: int = 250  # samples: 10 time units (two copies then agree to < 1e-6)
+    washout: int = 250  # samples: 10 time units, about 9 Lyapunov times
     train: int = 2000
     val: int = 125
     test: int = 250
