@@ -38,7 +38,7 @@ READINGS = ("tied", "fixed")
 
 @dataclasses.dataclass(frozen=True)
 class LorenzConfig:
-    """Every setting of the experiment (defaults: the main job, about 1 minute on 2 quiet CPU cores).
+    """Every setting of the experiment (defaults: the main job, about 1 minute on 2 CPU cores).
 
     The anchor strength and the data lengths were chosen by the validation scan of
     docs/lorenz.md (``benchmarks/lorenz_scan.py``; validation NMSE only).
