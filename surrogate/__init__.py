@@ -2,7 +2,8 @@
 
 Public API: what a user calls (presets, simulate, metrics, sweep, Lyapunov and attractor
 analysis, fit, bias); implementation and internals (``surrogate.model.rhs``, coupling tables,
-``surrogate.rk4``, ...) in modules named for concepts. ``fused_simulate`` (the Pallas GPU kernel) is imported on first
+``surrogate.rk4``, ...) in modules named for concepts. ``fused_simulate`` (the Pallas GPU
+kernel) is imported on first
 use, so ``import surrogate`` does not load Pallas or Triton.
 """
 

@@ -145,7 +145,8 @@ def simulate(
         path: "fast" (fixed-step RK4, scan) or "diffrax".
         kind: evaluation of the vector field: "auto", "dense", "sparse" or "reference".
         solver, stepsize_controller, saveat, adjoint, max_steps: diffrax path only; defaults
-            Tsit5, ConstantStepSize, the save grid above, RecursiveCheckpointAdjoint with one checkpoint per step and
+            Tsit5, ConstantStepSize, the save grid above, RecursiveCheckpointAdjoint with one
+            checkpoint per step and
             ``n_steps`` (times 16 with an adaptive controller).
 
     Returns:

@@ -1,7 +1,8 @@
 """Lyapunov spectra by Benettin's method: tangent vectors, QR re-orthonormalisation.
 
 A fixed-step RK4 step (``surrogate.rk4``) of ``f(t, y, args)`` is linearised with
-``jax.linearize`` (a forward-mode ``jvp``); the derivative of the RK4 map equals RK4 applied to the variational equation
+``jax.linearize`` (a forward-mode ``jvp``); the derivative of the RK4 map equals RK4 applied to
+the variational equation
 ``dv/dt = Df(t, y) v``, so the k tangent vectors advance exactly as the discrete flow does. Every
 ``renorm_every`` steps the tangent frame is QR-factorised with the diagonal of R made positive; the
 logarithms of that diagonal add up to the exponents. Maps ``g(y, args)`` use the same loop with the
