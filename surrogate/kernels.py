@@ -118,7 +118,8 @@ def _kernel(th0_ref, local_ref, coef_ref, idx_ref, bias_ref, deg_ref, chunk_ref,
     total_slab = 4
     dtype = th0_ref.dtype
     stage_dt = [np.asarray(dt, dtype) * np.asarray(a, dtype) for a in rk4.STAGE_A]
-    final_dt = np.asarray(dt, dtype) / np.asarray(6, dtype)
+    weights = [np.asarray(x, dtype) for x in rk4.BUTCHER[0]]
+    final_dt = np.asarray(dt, dtype) / np.asarray(rk4.BUTCHER[1], dtype)
 
     def at(row0, k=0):  # flat addresses (RC, 1, GB) of rows row0.. of slab k
         return offs + (k * r + row0) * gb
@@ -192,12 +193,12 @@ def _kernel(th0_ref, local_ref, coef_ref, idx_ref, bias_ref, deg_ref, chunk_ref,
             f = (input_terms(None, u.astype(dtype), local(here), (c, s))
                  + _combine(c, s, z, sw, cw, norm, deg))
             if j == 0:
-                total = rk4.WEIGHTS[0] * f
+                total = weights[0] * f
                 if means:
                     out_refs[1][here] = out_refs[1][here] + c
                     out_refs[2][here] = out_refs[2][here] + s
             else:
-                total = scratch[at(row0, total_slab)] + rk4.WEIGHTS[j] * f
+                total = scratch[at(row0, total_slab)] + weights[j] * f
             if j < 3:
                 scratch[at(row0, total_slab)] = total
                 y = theta + stage_dt[j + 1] * f

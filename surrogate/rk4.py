@@ -11,6 +11,10 @@ low-dimensional test systems; the fused GPU kernel reads the same coefficients, 
 the same tableau as a diffrax solver. Classic RK4 only uses the sub-diagonal of its Butcher
 matrix, so the stages carry just the last slope and the weighted sum of slopes: elementwise
 operations, no stage axis, no matmul (which would run at TF32 precision on GPUs).
+
+The final sum has two roundings, ``BUTCHER`` (the surrogate's paths) and ``TEXTBOOK`` (the
+low-dimensional systems and tangent dynamics): the same method, kept as each path first shipped
+so that results of earlier releases are reproduced to the bit.
 """
 
 from __future__ import annotations
@@ -23,21 +27,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["NODES", "STAGE_A", "WEIGHTS", "TABLEAU", "RK4", "step", "flow_step", "fold",
-           "stage_times",
-           "stage_drive", "check_steps"]
+__all__ = ["NODES", "STAGE_A", "BUTCHER", "TEXTBOOK", "TABLEAU", "RK4", "step", "flow_step",
+           "fold", "stage_times", "stage_drive", "check_steps"]
 
 #: Stage nodes c_j: stage j evaluates the field at t + c_j dt.
 NODES = (0.0, 0.5, 0.5, 1.0)
 #: Sub-diagonal of the Butcher matrix: stage j's state is y + dt a_j k_{j-1} (a_1 unused, 0).
 STAGE_A = (0.0, 0.5, 0.5, 1.0)
-#: Weights times 6: y(t + dt) = y + (dt / 6) sum_j WEIGHTS[j] k_j (exact small integers).
-WEIGHTS = (1.0, 2.0, 2.0, 1.0)
+#: Weights as ``(w, d)``: y(t + dt) = y + (dt / d) sum_j w_j k_j, with w_j / d = (1, 2, 2, 1) / 6.
+#: ``BUTCHER``: the weights b_j rounded to the dtype, d = 1 (dt / 1 is exact).
+#: ``TEXTBOOK``: exact integer weights over d = 6. They differ by float rounding only.
+BUTCHER = ((1 / 6, 1 / 3, 1 / 3, 1 / 6), 1.0)
+TEXTBOOK = ((1.0, 2.0, 2.0, 1.0), 6.0)
 
 #: The same method as a diffrax Butcher tableau (diffrax checks its consistency on creation).
 TABLEAU = diffrax.ButcherTableau(
     c=np.array(NODES[1:]),
-    b_sol=np.array(WEIGHTS) / 6,
+    b_sol=np.array(BUTCHER[0]),
     b_error=np.zeros(4),
     a_lower=tuple(np.eye(j + 1)[j] * STAGE_A[j + 1] for j in range(3)),
 )
@@ -63,7 +69,7 @@ STAGE_LOOP = True
 STEP_UNROLL = 1
 
 
-def step(f: Callable, y, xs, dt, *, stage_loop: bool | None = None):
+def step(f: Callable, y, xs, dt, *, weights=BUTCHER, stage_loop: bool | None = None):
     """One RK4 step of ``f(y, x) -> dy/dt`` (``y`` any PyTree of arrays).
 
     Args:
@@ -71,6 +77,7 @@ def step(f: Callable, y, xs, dt, *, stage_loop: bool | None = None):
         y: the state.
         xs: stage inputs with a leading axis of 4 (a PyTree), e.g. ``stage_times(t, dt)``.
         dt: the step (an array of the state's dtype).
+        weights: ``BUTCHER`` or ``TEXTBOOK``, the rounding of the final sum.
         stage_loop: run the stages in a ``fori_loop`` (one field evaluation in the program:
             short compiles for large fields) or unrolled (XLA fuses across stages: faster for
             small fields); default ``STAGE_LOOP``. The two round differently (fused
@@ -81,7 +88,7 @@ def step(f: Callable, y, xs, dt, *, stage_loop: bool | None = None):
     """
     dtype = jax.tree.leaves(y)[0].dtype
     a = jnp.asarray(STAGE_A, dtype)
-    w = jnp.asarray(WEIGHTS, dtype)
+    w, d = jnp.asarray(weights[0], dtype), weights[1]
     tmap = jax.tree.map
 
     def stage(j, carry):
@@ -96,14 +103,14 @@ def step(f: Callable, y, xs, dt, *, stage_loop: bool | None = None):
     else:
         for j in range(4):
             carry = stage(j, carry)
-    return tmap(lambda y_, s: y_ + dt / 6 * s, y, carry[1])
+    return tmap(lambda y_, s: y_ + dt / d * s, y, carry[1])
 
 
 def flow_step(vector_field: Callable, t, y, args, dt):
     """One RK4 step of a diffrax-style field ``vector_field(t, y, args)`` from (t, y) over dt,
-    stages unrolled (the low-dimensional systems and tangent dynamics)."""
+    stages unrolled, ``TEXTBOOK`` sum (the low-dimensional systems and tangent dynamics)."""
     return step(lambda y_, t_: vector_field(t_, y_, args), y, stage_times(t, dt), dt,
-                stage_loop=False)
+                weights=TEXTBOOK, stage_loop=False)
 
 
 def stage_times(t, dt) -> jax.Array:

@@ -76,7 +76,9 @@ def test_shared_leaves_broadcast_and_default_params():
                              n_steps=50, params=shared.replace(
                                  omega=jnp.broadcast_to(sur.params.omega, (3, sur.network.n)),
                                  gain=jnp.broadcast_to(sur.params.gain, (3, sur.network.n))))
-    np.testing.assert_array_equal(out.theta, full.theta)
+    # One ulp at most: the Butcher weights' products round, so a fused multiply-add that the
+    # compiler picks for one layout and not the other can move the last bit.
+    np.testing.assert_array_max_ulp(out.theta, full.theta, maxulp=1)
     one = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=50)
     assert one.mean_cos is None
     ref = sg.simulate(sur, theta0, dt=0.01, n_steps=50, save_every=50, kind="sparse").ys[-1]

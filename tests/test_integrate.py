@@ -87,6 +87,36 @@ def test_rk4_convergence_order(system):
     assert np.all((orders > 3.6) & (orders < 4.4)), (errs, orders)
 
 
+def test_rk4_step_roundings():
+    """rk4.step's two roundings of the final sum are the hand-written formulas, bit for bit
+    (op by op, float32), and the same method: they differ in the last bits only."""
+    from surrogate import rk4
+
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=64).astype(np.float32)
+    xs = rng.normal(size=(4, 64)).astype(np.float32)
+    dt = np.float32(0.03)
+
+    def f(y_, x):
+        return np.sin(3 * y_) * x - np.float32(0.5) * y_
+
+    k1 = f(y, xs[0])
+    k2 = f(y + dt * np.float32(0.5) * k1, xs[1])
+    k3 = f(y + dt * np.float32(0.5) * k2, xs[2])
+    k4 = f(y + dt * k3, xs[3])
+    b = np.asarray(rk4.BUTCHER[0], np.float32)
+    want = {"textbook": y + dt / np.float32(6) * (k1 + 2 * k2 + 2 * k3 + k4),
+            "butcher": y + dt * (b[0] * k1 + b[1] * k2 + b[2] * k3 + b[3] * k4)}
+    jf = lambda y_, x: jnp.sin(3 * y_) * x - 0.5 * y_  # noqa: E731
+    got = {name: np.asarray(rk4.step(jf, jnp.asarray(y), jnp.asarray(xs), jnp.asarray(dt),
+                                     weights=weights, stage_loop=False))
+           for name, weights in (("textbook", rk4.TEXTBOOK), ("butcher", rk4.BUTCHER))}
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert not np.array_equal(got["textbook"], got["butcher"])
+    np.testing.assert_array_max_ulp(got["textbook"], got["butcher"], maxulp=4)
+
+
 def test_beta_zero_is_classic_kuramoto():
     """B = 0: alpha_ij = a_ij / deg_i, i.e. Kuramoto with coupling K / deg_i on the graph."""
     net = sg.build_network(jax.random.key(5), (20, 20), k=4, p=0.2, cross_density=0.15)
