@@ -108,8 +108,8 @@ DTYPE = jnp.float64 if ARGS.float64 else jnp.float32
 
 def lorenz_drive(n_steps: int, dt: float):
     """Standardised Lorenz x(t), y(t) sampled at the step times, as a linear interpolation."""
-    _, ys = rk4_trajectory(lorenz63, jnp.ones(3, DTYPE), dt=dt, n_steps=n_steps + 1,
-                           transient=2000)
+    ys = rk4_trajectory(lorenz63, jnp.ones(3, DTYPE), dt=dt, n_steps=n_steps + 1,
+                        transient=2000).ys
     xy = (ys[:, :2] - ys[:, :2].mean(0)) / ys[:, :2].std(0)
     return sg.make_drive(dt * jnp.arange(n_steps + 2, dtype=DTYPE), xy)
 
@@ -179,7 +179,7 @@ def batch_final(sur, theta0, steps, dt):
     def final(b_self, b_cross):
         B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, DTYPE))(b_self, b_cross)
         return sg.simulate_batch(sur, theta0, params=sur.params.replace(B=B, K=B), dt=dt,
-                                 n_steps=steps).theta
+                                 n_steps=steps).y1
 
     final.batched = True
     return final
@@ -246,7 +246,7 @@ def pallas_final(sur, theta0, steps, dt, spec):
                               num_warps=int(warps), approx_exp="expf" not in flags,
                               rows_per_chunk=rc[0] if rc else 16,
                               reduce_once="r1" in flags,
-                              interpret=ARGS.pallas_interpret).theta
+                              interpret=ARGS.pallas_interpret).y1
 
     final.batched = True
     return final

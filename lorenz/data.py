@@ -95,8 +95,8 @@ def lorenz_series(
         raise ValueError(f"sample_every must be a positive integer, got {sample_every!r}")
     work = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     n_steps = (splits.total - 1) * sample_every
-    _, ys = rk4_trajectory(lorenz63, jnp.asarray(y0, work), params, dt=dt, n_steps=n_steps,
-                           transient=transient, save_every=sample_every)
+    ys = rk4_trajectory(lorenz63, jnp.asarray(y0, work), params, dt=dt, n_steps=n_steps,
+                        transient=transient, save_every=sample_every).ys
     train = ys[splits.slices()["train"]]
     mean, std = train.mean(0), train.std(0)
     delta = dt * sample_every
@@ -108,6 +108,6 @@ def lorenz_series(
 def lorenz_xy(n_samples: int, dt: float, dtype=jnp.float32, transient_time: float = 20.0):
     """x(t), y(t) of Lorenz-63 (raw, not standardised) at t = 0, dt, ..., (n_samples, 2), from
     (1, 1, 1) after ``transient_time`` time units (RK4 at ``dt``): the drive of sweep specs."""
-    _, ys = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
-                           n_steps=n_samples - 1, transient=round(transient_time / dt))
+    ys = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
+                        n_steps=n_samples - 1, transient=round(transient_time / dt)).ys
     return ys[:, :2]

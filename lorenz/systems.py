@@ -17,6 +17,7 @@ from flax import struct
 
 from surrogate import rk4
 from surrogate.lyapunov import cached_jit
+from surrogate.rk4 import Solution
 
 __all__ = [
     "SYSTEMS",
@@ -116,7 +117,7 @@ def rk4_trajectory(
     transient: int = 0,
     save_every: int = 1,
     t0: float = 0.0,
-) -> tuple[jax.Array, jax.Array]:
+) -> Solution:
     """Fixed-step RK4 trajectory of ``vector_field(t, y, args)`` by ``lax.scan``.
 
     ``transient`` steps are taken first and dropped; then ``n_steps`` steps are taken and every
@@ -129,7 +130,8 @@ def rk4_trajectory(
         n_steps: steps after the transient; must be a multiple of ``save_every``.
 
     Returns:
-        ``(ts, ys)``: ts (n_steps / save_every + 1,) times, ys (n_steps / save_every + 1, n).
+        ``Solution`` with ``ts`` (n_steps / save_every + 1,) times, ``ys``
+        (n_steps / save_every + 1, n) and ``y1`` = ``ys[-1]``.
     """
     _check_counts(n_steps=(n_steps, 1), transient=(transient, 0), save_every=(save_every, 1))
     if n_steps % save_every:
@@ -158,9 +160,9 @@ def _trajectory(vector_field, y0, args, dt, t0, *, n_steps, transient, save_ever
 
     n_save = n_steps // save_every
     starts = transient + save_every * jnp.arange(n_save)
-    _, ys = jax.lax.scan(block, y, starts)
+    y1, ys = jax.lax.scan(block, y, starts)
     ts = t0 + dt * (transient + save_every * jnp.arange(n_save + 1)).astype(dtype)
-    return ts, jnp.concatenate([y[None], ys])
+    return Solution(y1=y1, ts=ts, ys=jnp.concatenate([y[None], ys]))
 
 
 _trajectory_jit = jax.jit(

@@ -43,9 +43,9 @@ from surrogate.fitting import (
     load_target,
     model_from_json,
 )
-from surrogate.batch import FusedRun, fold_batch, simulate_batch
+from surrogate.batch import PhaseMeans, fold_batch, simulate_batch
 from surrogate.echo import EchoDistance, echo_distance, phase_distance
-from surrogate.integrate import RK4, Trajectory, fold, simulate
+from surrogate.integrate import RK4, Solution, fold, simulate
 from surrogate.lyapunov import (
     LyapunovSpectrum,
     conditional_lyapunov_exponents,
@@ -84,7 +84,7 @@ __all__ = [
     "Network",
     "Params",
     "Surrogate",
-    "Trajectory",
+    "Solution",
     "attention_weights",
     "block_matrix",
     "build_network",
@@ -92,7 +92,7 @@ __all__ = [
     "dominance",
     "dominance_index",
     "fold",
-    "FusedRun",
+    "PhaseMeans",
     "fused_simulate",
     "fold_batch",
     "simulate_batch",

@@ -3,7 +3,8 @@
 ``simulate_batch(sur, theta0, params=..., dt=..., n_steps=...)`` integrates G systems that share
 a graph, a drive and a normalisation but not their parameters (a sweep over B, K, omega, gains),
 with the RK4 scheme and the neighbour-slot evaluation of ``simulate(path="fast", kind="sparse")``,
-and returns what ``fused_simulate`` returns (final phases, optionally mean cos and sin).
+and returns what ``fused_simulate`` returns: a ``Solution`` of the final phases and, on request,
+the means of cos and sin (``PhaseMeans``).
 
 Why a batched function, against the rule "act on one system, vmap at the call site": under
 ``vmap`` the batch axis is the major one, so each neighbour slot gathers single elements. Here
@@ -17,10 +18,10 @@ same arithmetic as ``fold`` (bit-identical on CPU, tests/test_batch.py). The Pal
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from surrogate import rk4
 from surrogate.integrate import driven_step, run_drive
@@ -33,19 +34,17 @@ from surrogate.model import (
     input_terms,
     slot_sums,
 )
+from surrogate.rk4 import Solution
 
-__all__ = ["FusedRun", "fold_batch", "simulate_batch", "batch_leaf", "batch_size"]
+__all__ = ["PhaseMeans", "fold_batch", "simulate_batch", "batch_leaf", "batch_size"]
 
 
-@struct.dataclass
-class FusedRun:
-    """Result of ``simulate_batch`` and ``fused_simulate``: ``theta`` (G, N) phases at
-    t0 + n_steps dt, radians, not wrapped; ``mean_cos``, ``mean_sin`` (G, N) means over the
-    states after steps 1..n_steps, or None when not requested."""
+class PhaseMeans(NamedTuple):
+    """``acc`` of a batch run with ``means=True``: the means of cos theta and sin theta over
+    the states after steps 1..n_steps, (G, N) each."""
 
-    theta: jax.Array
-    mean_cos: jax.Array | None = None
-    mean_sin: jax.Array | None = None
+    cos: jax.Array
+    sin: jax.Array
 
 
 def batch_leaf(x, shape, g: int, dtype, name: str) -> jax.Array:
@@ -94,8 +93,8 @@ def _lanes_rhs(sur: Surrogate, p: Params):
     return f
 
 
-def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params):
-    """(theta (N, G), acc) after ``n_steps`` steps; ``update(acc, n, theta (N, G))``."""
+def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params) -> Solution:
+    """``Solution`` (y1 (N, G), acc) after ``n_steps`` steps; ``update(acc, n, theta (N, G))``."""
     if sur.normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, "
                          f"got {sur.normalisation!r}")
@@ -131,17 +130,17 @@ def fold_batch(
     n_steps: int,
     t0: float = 0.0,
     params: Params | None = None,
-):
+) -> Solution:
     """``fold`` for a batch of G systems on the shared graph of ``sur``: fold
     ``acc = update(acc, n, theta_n)`` over the states after each RK4 step, ``theta_n`` (G, N) at
     t0 + n dt, n = 1..n_steps (int32). ``theta0`` and ``params`` as in ``simulate_batch``.
 
     Returns:
-        (theta (G, N) at t0 + n_steps dt, final accumulator).
+        ``Solution`` with ``y1`` (G, N) the phases at t0 + n_steps dt and ``acc``.
     """
-    theta, acc = _lanes_fold(sur, theta0, init, lambda a, i, th: update(a, i, th.T), dt,
-                             n_steps, t0, params)
-    return theta.T, acc
+    sol = _lanes_fold(sur, theta0, init, lambda a, i, th: update(a, i, th.T), dt, n_steps, t0,
+                      params)
+    return sol.replace(y1=sol.y1.T)
 
 
 def simulate_batch(
@@ -153,7 +152,7 @@ def simulate_batch(
     t0: float = 0.0,
     params: Params | None = None,
     means: bool = False,
-) -> FusedRun:
+) -> Solution:
     """Integrate a batch of G systems by fixed-step RK4 on the shared graph of ``sur``.
 
     Args:
@@ -167,7 +166,8 @@ def simulate_batch(
         means: also return the means of cos theta and sin theta over steps 1..n_steps.
 
     Returns:
-        ``FusedRun`` with ``theta`` (G, N) (and the means (G, N) if asked).
+        ``Solution`` with ``y1`` (G, N) the phases at t0 + n_steps dt and, if asked,
+        ``acc`` = ``PhaseMeans``.
     """
     if means:
         n, dtype = sur.network.n, sur.dtype
@@ -182,7 +182,6 @@ def simulate_batch(
         def update(acc, _, theta):
             return acc
 
-    theta, acc = _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params)
-    if not means:
-        return FusedRun(theta.T)
-    return FusedRun(theta.T, acc[0].T / n_steps, acc[1].T / n_steps)
+    sol = _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params)
+    acc = PhaseMeans(sol.acc[0].T / n_steps, sol.acc[1].T / n_steps) if means else None
+    return Solution(y1=sol.y1.T, acc=acc)

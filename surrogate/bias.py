@@ -103,9 +103,8 @@ def mean_attention(c: Couplings, sur: Surrogate, theta0: jax.Array, window: Wind
     def update(acc, n, theta):
         return acc + jnp.where(n > window.n_burn, modality_attention(theta, s), 0.0) / n_avg
 
-    _, acc = fold(s, theta0, jnp.zeros((m, m), s.dtype), update, dt=window.dt,
-                  n_steps=window.n_steps, kind=kind)
-    return acc
+    return fold(s, theta0, jnp.zeros((m, m), s.dtype), update, dt=window.dt,
+                n_steps=window.n_steps, kind=kind).acc
 
 
 def dominance_metric(c: Couplings, sur: Surrogate, theta0: jax.Array, window: Window = Window(),

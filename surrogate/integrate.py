@@ -9,7 +9,7 @@ Both evaluate the vector field by ``kind``: the one-exp-per-pair ``"dense"`` or 
 ``"auto"`` (sparse when the graph density is below ``SPARSE_BELOW``), or the literal formula
 ``"reference"`` (what ``vector_field`` computes).
 
-Both return a ``Trajectory`` of unwrapped phases (radians) and are jit-, vmap- and grad-able.
+Both return a ``Solution`` of unwrapped phases (radians) and are jit-, vmap- and grad-able.
 ``RK4`` (``surrogate.rk4``, the project's one RK4) is the same method as a diffrax solver, so
 the two paths can run the identical scheme.
 """
@@ -21,26 +21,17 @@ from collections.abc import Callable
 import diffrax
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from surrogate import rk4
 from surrogate.model import Surrogate, prepare_rhs, rhs
-from surrogate.rk4 import RK4
+from surrogate.rk4 import RK4, Solution
 
-__all__ = ["RK4", "Trajectory", "simulate", "fold", "resolve_kind", "driven_step",
+__all__ = ["RK4", "Solution", "simulate", "fold", "resolve_kind", "driven_step",
            "surrogate_step", "run_drive", "SPARSE_BELOW"]
 
 #: ``kind="auto"`` gathers neighbours when fewer than this fraction of pairs are edges. Measured
 #: on 2 CPU cores (docs/performance.md): sparse gather 2.2x the naive dense at density 0.15.
 SPARSE_BELOW = 0.35
-
-
-@struct.dataclass
-class Trajectory:
-    """Saved states: ``ts`` (T,) times, ``ys`` (T, N) phases in radians (not wrapped)."""
-
-    ts: jax.Array
-    ys: jax.Array
 
 
 def resolve_kind(sur: Surrogate, kind: str) -> str:
@@ -86,9 +77,9 @@ def _fast(sur, theta0, t0, dt, n_steps, save_every, kind):
         return theta, theta
 
     theta0 = jnp.asarray(theta0, dtype)
-    _, ys = jax.lax.scan(block, theta0, u, length=n_save)
+    y1, ys = jax.lax.scan(block, theta0, u, length=n_save)
     ts = t0 + dt * save_every * jnp.arange(n_save + 1, dtype=dtype)
-    return Trajectory(ts=ts, ys=jnp.concatenate([theta0[None], ys]))
+    return Solution(y1=y1, ts=ts, ys=jnp.concatenate([theta0[None], ys]))
 
 
 def fold(
@@ -101,7 +92,7 @@ def fold(
     n_steps: int,
     t0: float = 0.0,
     kind: str = "auto",
-):
+) -> Solution:
     """Fold ``acc = update(acc, n, theta_n)`` over the states after each fixed RK4 step.
 
     The streaming counterpart of ``simulate(path="fast")``: nothing of the trajectory is stored,
@@ -109,7 +100,7 @@ def fold(
     fit in memory. ``n`` runs 1..n_steps (int32), ``theta_n`` is the state at t0 + n dt.
 
     Returns:
-        (theta at t0 + n_steps dt, final accumulator).
+        ``Solution`` with ``y1`` (N,) the phases at t0 + n_steps dt and ``acc``.
     """
     rk4.check_steps(dt, n_steps)
     theta0 = jnp.asarray(theta0, sur.dtype)
@@ -133,7 +124,7 @@ def simulate(
     saveat: diffrax.SaveAt | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
     max_steps: int | None = None,
-) -> Trajectory:
+) -> Solution:
     """Integrate the surrogate from ``theta0`` (N,) over [t0, t0 + n_steps dt].
 
     Args:
@@ -150,7 +141,8 @@ def simulate(
             ``n_steps`` (times 16 with an adaptive controller).
 
     Returns:
-        ``Trajectory`` with ``ts`` (T,) and ``ys`` (T, N); for a custom ``saveat`` whatever it asks.
+        ``Solution`` with ``ts`` (T,), ``ys`` (T, N) and ``y1`` = ``ys[-1]``; for a custom
+        ``saveat`` whatever it asks (``y1`` None when it saves no states).
     """
     rk4.check_steps(dt, n_steps, save_every)
     theta0 = jnp.asarray(theta0, sur.dtype)
@@ -187,4 +179,4 @@ def simulate(
         adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps),
         max_steps=max_steps,
     )
-    return Trajectory(ts=sol.ts, ys=sol.ys)
+    return Solution(y1=None if sol.ys is None else sol.ys[-1], ts=sol.ts, ys=sol.ys)

@@ -38,9 +38,10 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from surrogate import rk4
-from surrogate.batch import FusedRun, batch_leaf, batch_size
+from surrogate.batch import PhaseMeans, batch_leaf, batch_size
 from surrogate.integrate import run_drive
 from surrogate.model import NORMALISATIONS, Params, Surrogate, input_terms
+from surrogate.rk4 import Solution
 
 __all__ = ["fused_simulate"]
 
@@ -246,7 +247,7 @@ def fused_simulate(
     reduce_once: bool = False,
     approx_exp: bool = True,
     interpret: bool = False,
-) -> FusedRun:
+) -> Solution:
     """Integrate a batch of G systems by RK4 in one kernel (``simulate_batch`` on a GPU).
 
     Args:
@@ -269,7 +270,8 @@ def fused_simulate(
         interpret: run in the Pallas interpreter (any backend; slow, for tests).
 
     Returns:
-        ``FusedRun`` with ``theta`` (G, N) (and the means (G, N) if asked).
+        ``Solution`` with ``y1`` (G, N) the phases at t0 + n_steps dt and, if asked,
+        ``acc`` = ``PhaseMeans``.
     """
     if sur.normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, "
@@ -346,4 +348,4 @@ def fused_simulate(
       jnp.asarray(bias, dtype).reshape(-1), jnp.asarray(deg, dtype).reshape(-1),
       jnp.asarray(chunks), u)
     out = [unflat(x) for x in out[:-1]]
-    return FusedRun(*out) if means else FusedRun(out[0])
+    return Solution(y1=out[0], acc=PhaseMeans(*out[1:]) if means else None)

@@ -20,15 +20,16 @@ so that results of earlier releases are reproduced to the bit.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
-__all__ = ["NODES", "STAGE_A", "BUTCHER", "TEXTBOOK", "TABLEAU", "RK4", "step", "flow_step",
-           "fold", "stage_times", "stage_drive", "check_steps"]
+__all__ = ["NODES", "STAGE_A", "BUTCHER", "TEXTBOOK", "TABLEAU", "RK4", "Solution", "step",
+           "flow_step", "fold", "stage_times", "stage_drive", "check_steps"]
 
 #: Stage nodes c_j: stage j evaluates the field at t + c_j dt.
 NODES = (0.0, 0.5, 0.5, 1.0)
@@ -47,6 +48,26 @@ TABLEAU = diffrax.ButcherTableau(
     b_error=np.zeros(4),
     a_lower=tuple(np.eye(j + 1)[j] * STAGE_A[j + 1] for j in range(3)),
 )
+
+
+@struct.dataclass
+class Solution:
+    """What a fixed-step run returns (``simulate``, ``fold``, ``simulate_batch``,
+    ``fold_batch``, ``fused_simulate``, ``lorenz.rk4_trajectory``).
+
+    Attributes:
+        y1: the final state (the last saved one for ``simulate(path="diffrax")``): (N,) phases
+            of one surrogate, radians, not wrapped; (G, N) of a batch; (n,) of a flow.
+        ts: (T,) save times, or None where nothing is saved (folds, batches).
+        ys: (T, ...) the states at ``ts``, or None.
+        acc: the final accumulator of a fold (``PhaseMeans`` of a batch run with
+            ``means=True``), or None.
+    """
+
+    y1: Any
+    ts: jax.Array | None = None
+    ys: Any = None
+    acc: Any = None
 
 
 class RK4(diffrax.AbstractERK):
@@ -75,7 +96,8 @@ def step(f: Callable, y, xs, dt, *, weights=BUTCHER, stage_loop: bool | None = N
     Args:
         f: the field; ``x`` is the stage's slice of ``xs``.
         y: the state.
-        xs: stage inputs with a leading axis of 4 (a PyTree), e.g. ``stage_times(t, dt)``.
+        xs: the four stage inputs, ``xs[j]`` for stage j: an array with a leading axis of 4,
+            or (unrolled stages only) a sequence of four, e.g. ``stage_times(t, dt)``.
         dt: the step (an array of the state's dtype).
         weights: ``BUTCHER`` or ``TEXTBOOK``, the rounding of the final sum.
         stage_loop: run the stages in a ``fori_loop`` (one field evaluation in the program:
@@ -93,15 +115,16 @@ def step(f: Callable, y, xs, dt, *, weights=BUTCHER, stage_loop: bool | None = N
 
     def stage(j, carry):
         k, acc = carry
-        k = f(tmap(lambda y_, k_: y_ + dt * a[j] * k_, y, k), tmap(lambda x: x[j], xs))
+        k = f(tmap(lambda y_, k_: y_ + dt * a[j] * k_, y, k), xs[j])
         return k, tmap(lambda s, k_: s + w[j] * k_, acc, k)
 
-    zero = tmap(jnp.zeros_like, y)
-    carry = (zero, zero)
     if STAGE_LOOP if stage_loop is None else stage_loop:
-        carry = jax.lax.fori_loop(0, 4, stage, carry)
-    else:
-        for j in range(4):
+        zero = tmap(jnp.zeros_like, y)
+        carry = jax.lax.fori_loop(0, 4, stage, (zero, zero))
+    else:  # unrolled, stage 1 at y itself starts the sum (no update by a zero slope)
+        k = f(y, xs[0])
+        carry = (k, tmap(lambda k_: w[0] * k_, k))
+        for j in range(1, 4):
             carry = stage(j, carry)
     return tmap(lambda y_, s: y_ + dt / d * s, y, carry[1])
 
@@ -113,9 +136,10 @@ def flow_step(vector_field: Callable, t, y, args, dt):
                 weights=TEXTBOOK, stage_loop=False)
 
 
-def stage_times(t, dt) -> jax.Array:
-    """(4,) stage times t + c_j dt of the step from t: the ``xs`` of a field ``f(t, y, args)``."""
-    return t + dt * jnp.asarray(NODES, jnp.result_type(t, dt))
+def stage_times(t, dt) -> tuple:
+    """The four stage times t + c_j dt of the step from t, the ``xs`` of a field
+    ``f(t, y, args)``: scalars, t and t + dt without a multiply by c = 0 or 1."""
+    return tuple(t if c == 0 else t + dt if c == 1 else t + c * dt for c in NODES)
 
 
 def stage_drive(drive_at: Callable, t0, dt, n_steps: int, dtype) -> jax.Array:
@@ -126,10 +150,10 @@ def stage_drive(drive_at: Callable, t0, dt, n_steps: int, dtype) -> jax.Array:
     return jax.vmap(jax.vmap(drive_at))(stage_t)
 
 
-def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int):
-    """(y, acc) after ``n_steps`` steps ``y = step_fn(y, x)``, ``acc = update(acc, n, y_n)``
-    after each (n = 1..n_steps, int32); ``xs``: per-step inputs with a leading axis n_steps, or
-    None. Nothing of the trajectory is stored."""
+def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int) -> Solution:
+    """``Solution(y1, acc=acc)`` after ``n_steps`` steps ``y = step_fn(y, x)``, with
+    ``acc = update(acc, n, y_n)`` after each (n = 1..n_steps, int32); ``xs``: per-step inputs
+    with a leading axis n_steps, or None. Nothing of the trajectory is stored."""
 
     def body(carry, x):
         y, acc = carry
@@ -139,7 +163,7 @@ def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int):
 
     ns = jnp.arange(1, n_steps + 1, dtype=jnp.int32)
     (y, acc), _ = jax.lax.scan(body, (y0, init), (ns, xs), unroll=min(STEP_UNROLL, n_steps))
-    return y, acc
+    return Solution(y1=y, acc=acc)
 
 
 def check_steps(dt, n_steps: int, save_every: int = 1) -> None:

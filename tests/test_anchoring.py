@@ -81,7 +81,7 @@ def test_every_path_agrees_with_anchoring_float64():
     for kind in ("reference", "dense", "sparse"):
         got = sg.simulate(sur, theta0, kind=kind, **run).ys[-1]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10, err_msg=kind)
-    batch = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=100).theta[0]
+    batch = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=100).y1[0]
     np.testing.assert_allclose(batch, want, rtol=0, atol=1e-10)
     # the vector field itself: the literal formula against the identity-based forms
     u = sur.drive_at(0.3)
@@ -98,7 +98,7 @@ def test_paths_agree_with_anchoring_float32():
         got = sg.simulate(sur, theta0, kind=kind, **run).ys[-1]
         assert got.dtype == jnp.float32
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5, err_msg=kind)
-    batch = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=100).theta[0]
+    batch = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=100).y1[0]
     np.testing.assert_allclose(batch, want, rtol=0, atol=2e-5)
 
 
@@ -132,8 +132,8 @@ def test_zero_anchor_is_the_first_release_model_bit_for_bit():
         a = sg.simulate(zero, theta0, dt=0.01, n_steps=200, kind=kind).ys
         b = sg.simulate(none, theta0, dt=0.01, n_steps=200, kind=kind).ys
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(sg.simulate_batch(zero, theta0, dt=0.01, n_steps=200).theta,
-                                  sg.simulate_batch(none, theta0, dt=0.01, n_steps=200).theta)
+    np.testing.assert_array_equal(sg.simulate_batch(zero, theta0, dt=0.01, n_steps=200).y1,
+                                  sg.simulate_batch(none, theta0, dt=0.01, n_steps=200).y1)
 
 
 def test_two_copies_under_one_lorenz_drive_converge_at_the_default_anchor():

@@ -39,8 +39,8 @@ def test_correlation_sum_matches_brute_force():
 
 def test_correlation_dimension_lorenz():
     """Grassberger-Procaccia 1983: D2 = 2.05 +- 0.01 (here within 0.1 from 5000 points)."""
-    _, ys = rk4_trajectory(lorenz63, jnp.array([1.0, 1.0, 1.0]), dt=0.01, n_steps=50_000,
-                           transient=2000, save_every=10)
+    ys = rk4_trajectory(lorenz63, jnp.array([1.0, 1.0, 1.0]), dt=0.01, n_steps=50_000,
+                        transient=2000, save_every=10).ys
     res = jax.jit(lambda y: correlation_dimension(y, theiler=10))(ys)
     assert abs(float(res.dimension) - 2.05) < 0.1
     lo, hi = (float(v) for v in res.scaling_range)
@@ -211,7 +211,7 @@ def test_synchrony_of_a_strongly_coupled_surrogate():
 
 @pytest.mark.slow
 def test_correlation_dimension_lorenz_20000_points():
-    _, ys = rk4_trajectory(lorenz63, jnp.array([1.0, 1.0, 1.0]), dt=0.01, n_steps=200_000,
-                           transient=2000, save_every=10)
+    ys = rk4_trajectory(lorenz63, jnp.array([1.0, 1.0, 1.0]), dt=0.01, n_steps=200_000,
+                        transient=2000, save_every=10).ys
     res = correlation_dimension(ys, theiler=10, n_radii=50)
     assert abs(float(res.dimension) - 2.05) < 0.05

@@ -43,10 +43,11 @@ def vmapped(sur, theta0, params):
 
     def one(p, th):
         init = (jnp.zeros(n, sur.dtype), jnp.zeros(n, sur.dtype))
-        theta, (c, s) = sg.fold(dataclasses.replace(sur, params=p), th, init,
-                                lambda acc, _, t: (acc[0] + jnp.cos(t), acc[1] + jnp.sin(t)),
-                                dt=0.01, n_steps=STEPS, kind="sparse")
-        return theta, c / STEPS, s / STEPS
+        sol = sg.fold(dataclasses.replace(sur, params=p), th, init,
+                      lambda acc, _, t: (acc[0] + jnp.cos(t), acc[1] + jnp.sin(t)),
+                      dt=0.01, n_steps=STEPS, kind="sparse")
+        c, s = sol.acc
+        return sol.y1, c / STEPS, s / STEPS
 
     return jax.vmap(one)(params, theta0)
 
@@ -59,11 +60,11 @@ def test_batch_equals_vmapped_fold(dtype, tol, normalisation):
     th0 = theta0 + jnp.linspace(-1, 1, 5, dtype=dtype)[:, None]
     out = sg.simulate_batch(sur, th0, params=params, dt=0.01, n_steps=STEPS, means=True)
     ref = vmapped(sur, th0, params)
-    assert out.theta.shape == out.mean_cos.shape == (5, sur.network.n)
-    assert out.theta.dtype == dtype
-    for got, want in zip((out.theta, out.mean_cos, out.mean_sin), ref):
+    assert out.y1.shape == out.acc.cos.shape == (5, sur.network.n)
+    assert out.y1.dtype == dtype
+    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref):
         np.testing.assert_allclose(got, want, rtol=0, atol=tol)
-    assert float(jnp.abs(out.theta - th0).max()) > 0.1  # it moved
+    assert float(jnp.abs(out.y1 - th0).max()) > 0.1  # it moved
 
 
 def test_shared_leaves_broadcast_and_default_params():
@@ -78,11 +79,11 @@ def test_shared_leaves_broadcast_and_default_params():
                                  gain=jnp.broadcast_to(sur.params.gain, (3, sur.network.n))))
     # One ulp at most: the Butcher weights' products round, so a fused multiply-add that the
     # compiler picks for one layout and not the other can move the last bit.
-    np.testing.assert_array_max_ulp(out.theta, full.theta, maxulp=1)
+    np.testing.assert_array_max_ulp(out.y1, full.y1, maxulp=1)
     one = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=50)
-    assert one.mean_cos is None
+    assert one.acc is None and one.ts is None and one.ys is None
     ref = sg.simulate(sur, theta0, dt=0.01, n_steps=50, save_every=50, kind="sparse").ys[-1]
-    np.testing.assert_allclose(one.theta[0], ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one.y1[0], ref, rtol=0, atol=1e-12)
 
 
 def test_bad_batches_are_rejected():
@@ -112,7 +113,7 @@ def test_batched_sweep_equals_vmapped_sweep():
         B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, F64))(p["beta_self"],
                                                                   p["beta_cross"])
         return sg.simulate_batch(sur, theta0, params=sur.params.replace(B=B, K=B), dt=0.01,
-                                 n_steps=60).theta
+                                 n_steps=60).y1
 
     want = sg.sweep(one, pts, chunk_size=5, progress=False)
     got = sg.sweep(chunk, pts, chunk_size=5, progress=False, batched=True)
@@ -135,15 +136,16 @@ def test_fold_batch_equals_vmapped_fold():
         assert theta.shape == (4, sur.network.n)
         return jnp.where(i % 7 == 0, acc + jax.vmap(stat)(params, theta), acc)
 
-    theta, acc = sg.fold_batch(sur, th0, jnp.zeros((4, 2), F64), update_batch, dt=0.01,
-                               n_steps=STEPS, t0=0.5, params=params)
+    sol = sg.fold_batch(sur, th0, jnp.zeros((4, 2), F64), update_batch, dt=0.01,
+                        n_steps=STEPS, t0=0.5, params=params)
 
     def one(p, th):
         return sg.fold(dataclasses.replace(sur, params=p), th, jnp.zeros(2, F64),
                        lambda a, i, t: jnp.where(i % 7 == 0, a + stat(p, t), a), dt=0.01,
                        n_steps=STEPS, t0=0.5, kind="sparse")
 
-    ref_theta, ref_acc = jax.vmap(one)(params, th0)
-    np.testing.assert_allclose(theta, ref_theta, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(acc, ref_acc, rtol=0, atol=1e-12)
+    ref = jax.vmap(one)(params, th0)
+    np.testing.assert_allclose(sol.y1, ref.y1, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sol.acc, ref.acc, rtol=0, atol=1e-12)
+    acc = sol.acc
     assert float(acc.min()) > 0 and float(jnp.abs(acc - acc[0]).max()) > 1e-3  # systems differ

@@ -209,8 +209,10 @@ def test_fold_streams_the_same_states_as_simulate(system):
         keep = (n > 40).astype(theta.dtype)
         return acc[0] + keep * jnp.sin(theta), acc[1] + keep
 
-    final, (total, count) = sg.fold(sur, theta0, (jnp.zeros(100, F64), 0.0), update, dt=0.01,
-                                    n_steps=120)
-    np.testing.assert_allclose(final, traj.ys[-1], rtol=0, atol=1e-13)
+    sol = sg.fold(sur, theta0, (jnp.zeros(100, F64), 0.0), update, dt=0.01, n_steps=120)
+    total, count = sol.acc
+    assert sol.ts is None and sol.ys is None
+    np.testing.assert_allclose(sol.y1, traj.ys[-1], rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(traj.y1, traj.ys[-1])
     assert float(count) == 80
     np.testing.assert_allclose(total, jnp.sin(traj.ys[41:]).sum(0), rtol=0, atol=1e-11)

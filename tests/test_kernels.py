@@ -75,16 +75,16 @@ def test_matches_fold_float64(anchored):
     def one(B, om, gn, th, ex):
         s = dataclasses.replace(sur, params=sg.Params(omega=om, gain=gn, B=B, K=B, **ex))
         init = (jnp.zeros(n, F64), jnp.zeros(n, F64))
-        theta, (c, si) = sg.fold(s, th, init, lambda acc, _, t: (acc[0] + jnp.cos(t),
-                                                                 acc[1] + jnp.sin(t)),
-                                 dt=0.01, n_steps=STEPS, kind="sparse")
-        return theta, c / STEPS, si / STEPS
+        sol = sg.fold(s, th, init, lambda acc, _, t: (acc[0] + jnp.cos(t), acc[1] + jnp.sin(t)),
+                      dt=0.01, n_steps=STEPS, kind="sparse")
+        c, si = sol.acc
+        return sol.y1, c / STEPS, si / STEPS
 
     ref = jax.vmap(one)(Bs, omega, gain, th0, extra)
     params = sg.Params(omega=omega, gain=gain, B=Bs, K=Bs, **extra)
     out = fused_simulate(sur, th0, params=params, dt=0.01, n_steps=STEPS, means=True,
                          points_per_program=2, interpret=True)
-    for got, want in zip((out.theta, out.mean_cos, out.mean_sin), ref):
+    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref):
         assert got.shape == (g, n) and got.dtype == F64
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
@@ -96,8 +96,8 @@ def test_paper_graph_float32():
     Bs = betas(F32)
     out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
                          n_steps=STEPS, interpret=True)
-    assert out.theta.shape == (5, 100) and out.theta.dtype == F32
-    np.testing.assert_allclose(out.theta, fast_final(sur, theta0, Bs), rtol=0, atol=2e-5)
+    assert out.y1.shape == (5, 100) and out.y1.dtype == F32
+    np.testing.assert_allclose(out.y1, fast_final(sur, theta0, Bs), rtol=0, atol=2e-5)
 
 
 @pytest.mark.slow
@@ -106,7 +106,7 @@ def test_paper_graph_float64():
     Bs = betas(F64)
     out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
                          n_steps=STEPS, interpret=True)
-    np.testing.assert_allclose(out.theta, fast_final(sur, theta0, Bs), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out.y1, fast_final(sur, theta0, Bs), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("normalisation", ["mean", "none"])
@@ -116,7 +116,7 @@ def test_normalisations(normalisation):
     ref = fast_final(sur, theta0, Bs)
     out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
                          n_steps=STEPS, interpret=True)
-    np.testing.assert_allclose(out.theta, ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out.y1, ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.slow
@@ -126,7 +126,7 @@ def test_lanes3d_reduce_once(normalisation):
     Bs = betas(F64, 3)
     out = fused_simulate(sur, theta0, params=sur.params.replace(B=Bs, K=Bs), dt=0.01,
                          n_steps=STEPS, reduce_once=True, interpret=True)
-    np.testing.assert_allclose(out.theta, fast_final(sur, theta0, Bs), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out.y1, fast_final(sur, theta0, Bs), rtol=0, atol=1e-12)
 
 
 def test_bad_arguments():
@@ -149,4 +149,4 @@ def test_bad_arguments():
         fused_simulate(bad, theta0, **run)
     with pytest.raises(ValueError, match="concrete graph"):
         jax.jit(lambda net: fused_simulate(dataclasses.replace(sur, network=net), theta0,
-                                           **run).theta)(sur.network)
+                                           **run).y1)(sur.network)

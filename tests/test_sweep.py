@@ -554,8 +554,8 @@ def test_chunk_function_equals_point_function(tmp_path):
                 "metrics": ["order_parameter", "modality_attention", "lyapunov"]},
     }))
     spec = load_spec(spec_file)
-    _, ys = rk4_trajectory(lorenz63, jnp.ones(3, F64), dt=spec.run.dt,
-                           n_steps=spec.run.drive_samples - 1, transient=500)
+    ys = rk4_trajectory(lorenz63, jnp.ones(3, F64), dt=spec.run.dt,
+                        n_steps=spec.run.drive_samples - 1, transient=500).ys
     model = SweepModel(spec, ys[:, :2])
     pts = sg.grid(**spec.axis_values)
     batch = sg.sweep(chunk_function(model), pts, chunk_size=5, batched=True, progress=False)
@@ -665,8 +665,8 @@ def test_loop_structure_variants_integrate_the_same(monkeypatch):
 
     def run():
         traj = sg.simulate(sur, ns["THETA0"], dt=0.01, n_steps=90, save_every=30, kind="sparse")
-        _, acc = sg.fold(sur, ns["THETA0"], jnp.zeros(12, F64),
-                         lambda a, n, th: a + jnp.cos(th), dt=0.01, n_steps=90, kind="sparse")
+        acc = sg.fold(sur, ns["THETA0"], jnp.zeros(12, F64),
+                      lambda a, n, th: a + jnp.cos(th), dt=0.01, n_steps=90, kind="sparse").acc
         return traj.ys, acc
 
     base = run()

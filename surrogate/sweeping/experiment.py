@@ -150,17 +150,17 @@ def point_function(spec):
         sur = model.surrogate(params)
         theta = model.theta0
         if transient:
-            theta, _ = fold(sur, theta, (), lambda acc, i, th: acc, dt=dt,
-                            n_steps=transient, kind=run.kind)
+            theta = fold(sur, theta, (), lambda acc, i, th: acc, dt=dt, n_steps=transient,
+                         kind=run.kind).y1
         theta_start = theta
 
         def update(acc, i, th):
             return jax.lax.cond(i % every == 0, lambda a: model.sample(params, th, a),
                                 lambda a: a, acc)
 
-        theta, acc = fold(sur, theta, model.zeros, update, dt=dt, n_steps=steps,
-                          t0=transient * dt, kind=run.kind)
-        return model.outputs(params, theta_start, theta, acc)
+        sol = fold(sur, theta, model.zeros, update, dt=dt, n_steps=steps, t0=transient * dt,
+                   kind=run.kind)
+        return model.outputs(params, theta_start, sol.y1, sol.acc)
 
     return fn
 
@@ -179,8 +179,8 @@ def chunk_function(spec):
         g = params.B.shape[0]
         theta = jnp.broadcast_to(model.theta0, (g, model.theta0.shape[0]))
         if transient:
-            theta, _ = fold_batch(model.base, theta, (), lambda acc, i, th: acc, dt=dt,
-                                  n_steps=transient, params=params)
+            theta = fold_batch(model.base, theta, (), lambda acc, i, th: acc, dt=dt,
+                               n_steps=transient, params=params).y1
         theta_start = theta
         sample = jax.vmap(model.sample)
 
@@ -189,9 +189,9 @@ def chunk_function(spec):
                                 acc)
 
         zeros = jax.tree.map(lambda z: jnp.broadcast_to(z, (g,) + z.shape), model.zeros)
-        theta, acc = fold_batch(model.base, theta, zeros, update, dt=dt, n_steps=steps,
-                                t0=transient * dt, params=params)
-        return jax.vmap(model.outputs)(params, theta_start, theta, acc)
+        sol = fold_batch(model.base, theta, zeros, update, dt=dt, n_steps=steps,
+                         t0=transient * dt, params=params)
+        return jax.vmap(model.outputs)(params, theta_start, sol.y1, sol.acc)
 
     return fn
 

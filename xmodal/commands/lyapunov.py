@@ -131,9 +131,9 @@ def _lorenz_drive(jnp, dtype, dt, n_steps):
     import surrogate as sg
     from lorenz.systems import lorenz63, rk4_trajectory
 
-    ts, ys = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
-                            n_steps=n_steps + 1, transient=round(20 / dt))
-    xy = ys[:, :2]
+    sol = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
+                         n_steps=n_steps + 1, transient=round(20 / dt))
+    ts, xy = sol.ts, sol.ys[:, :2]
     xy = (xy - xy.mean(0)) / xy.std(0)
     return sg.make_drive(ts - ts[0], xy)
 
