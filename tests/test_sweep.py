@@ -530,7 +530,8 @@ def test_two_processes_sweep_like_one_and_resume(tmp_path):
     assert "made by another configuration" in foreign[1].stderr
 
 
-def test_chunk_function_equals_point_function(tmp_path):
+@pytest.mark.parametrize("anchored", [False, True], ids=["no anchoring", "anchor swept"])
+def test_chunk_function_equals_point_function(tmp_path, anchored):
     """xmodal sweep's batched chunk function (points on the minor axis) against the per-point
     reference under vmap: every metric, every sweepable parameter, a Lorenz drive."""
     import dataclasses
@@ -547,16 +548,19 @@ def test_chunk_function_equals_point_function(tmp_path):
     spec_file = tmp_path / "all.json"
     spec_file.write_text(json.dumps({
         "axes": {"beta_self": {"values": [0.2, 1.0]}, "kappa_cross": {"values": [0.05, 0.8]},
-                 "omega_spread": {"values": [0.5, 1.5]}, "gain": {"values": [0.3, 2.0]}},
+                 "omega_spread": {"values": [0.5, 1.5]}, "gain": {"values": [0.3, 2.0]},
+                 **({"anchor": {"values": [0.5, 3.0]}} if anchored else {})},
         "model": {"sizes": [6, 8], "k": 2, "beta_cross": 0.3},
         "run": {"steps": 30, "transient": 10, "sample_every": 3, "float64": True,
                 "kind": "sparse", "drive": "lorenz",
                 "metrics": ["order_parameter", "modality_attention", "lyapunov"]},
     }))
     spec = load_spec(spec_file)
+    assert spec.anchored == anchored
     ys = rk4_trajectory(lorenz63, jnp.ones(3, F64), dt=spec.run.dt,
                         n_steps=spec.run.drive_samples - 1, transient=500).ys
     model = SweepModel(spec, ys[:, :2])
+    assert model.params({"beta_self": 0.2}).anchored == anchored
     pts = sg.grid(**spec.axis_values)
     batch = sg.sweep(chunk_function(model), pts, chunk_size=5, batched=True, progress=False)
     ref = sg.sweep(point_function(model), pts, chunk_size=5, progress=False)
@@ -572,6 +576,30 @@ def test_chunk_function_equals_point_function(tmp_path):
     with pytest.raises(ValueError, match=r"all\.json: field 'run\.drive': 'lorenz' needs the "
                                          r"drive samples"):
         SweepModel(spec)
+
+
+def test_anchored_sweep_exponent_is_the_locking_rate(tmp_path):
+    """Uncoupled (K = 0), undriven, anchored: each oscillator locks at rate
+    sqrt(h^2 - omega_i^2), so the sweep's lyapunov metric is -min_i sqrt(h^2 - omega_i^2) at
+    every anchor strength of the axis (h > max |omega_i|), up to the random start frame's bias,
+    about log(sqrt(N)) / T (0.017 here)."""
+    from surrogate.sweeping import SweepModel, load_spec
+
+    spec_file = tmp_path / "anchor.json"
+    spec_file.write_text(json.dumps({
+        "axes": {"anchor": {"values": [3.5, 5.0]}},
+        "model": {"sizes": [6, 8], "k": 2, "kappa_self": 0.0, "kappa_cross": 0.0},
+        "run": {"steps": 8000, "transient": 500, "sample_every": 10, "float64": True,
+                "metrics": ["lyapunov"]},
+    }))
+    spec = load_spec(spec_file)
+    model = SweepModel(spec)
+    omega = np.asarray(model.base.params.omega)
+    hs = spec.axis_values["anchor"]
+    assert np.abs(omega).max() < hs.min()
+    _, out = sg.sweeping.run_spec(spec, progress=False)
+    want = -np.sqrt(hs[:, None] ** 2 - omega[None] ** 2).min(1)
+    np.testing.assert_allclose(out["lyapunov"], want, rtol=1e-2)
 
 
 def test_cli_toml_spec(tmp_path):
@@ -611,6 +639,9 @@ def test_cli_toml_spec(tmp_path):
     ({"model": {"sizes": [6]}}, "field 'model.sizes': must be two integers >= 2"),
     ({"model": {"k": 3}}, "field 'model.k': must be even"),
     ({"model": {"normalisation": "l2"}}, "field 'model.normalisation'"),
+    ({"model": {"anchor": -1.0}}, "field 'model.anchor': must be >= 0.0, got -1.0"),
+    ({"axes": {"anchor": {"values": [1.0, -2.0]}}}, "field 'axes.anchor.values[1]': must be "
+                                                    ">= 0.0, got -2.0"),
 ])
 def test_cli_rejects_bad_spec_fields(tmp_path, capsys, patch, message):
     spec = json.loads(json.dumps(SPEC))

@@ -4,10 +4,11 @@ Per point, over the ``run.steps`` measured steps after ``run.transient`` discard
 sampled every ``run.sample_every`` steps): ``order_parameter`` gives ``order_parameter`` (mean
 Kuramoto R per modality) and ``order_parameter_final``; ``modality_attention`` gives the mean
 modality attention matrix P, ``cross_share`` (row sums of P off the diagonal) and ``dominance``
-(D_01 = log P10 / P01); ``lyapunov`` the largest conditional Lyapunov exponent transverse to the
-common phase shift (Benettin on the reference vector field, renormalised every
-``run.lyapunov_renorm_every`` steps; costly: it differentiates the dense field). All points share
-the graph, the unit natural frequencies and the initial phases drawn from ``run.seed``.
+(D_01 = log P10 / P01); ``lyapunov`` the largest conditional Lyapunov exponent (Benettin on the
+reference vector field, renormalised every ``run.lyapunov_renorm_every`` steps; costly: it
+differentiates the dense field), transverse to the common phase shift unless the model is
+anchored (the shift is no symmetry then). All points share the graph, the unit natural
+frequencies, the input encodings and the initial phases drawn from ``run.seed``.
 
 Two paths compute the same numbers: ``point_function`` (one point, ``fold``; vmapped by the
 engine) and ``chunk_function`` (a chunk with the points on the minor axis, ``fold_batch``, the
@@ -54,6 +55,7 @@ class SweepModel:
     def __init__(self, spec: SweepSpec, drive_samples=None):
         model, run = spec.model, spec.run
         self.model, self.run, self.metrics = model, run, run.metrics
+        self.anchored = spec.anchored
         self.dtype = dtype = jnp.float64 if run.float64 else jnp.float32
         k_model, k_theta = jax.random.split(jax.random.key(run.seed))
         drive = None
@@ -68,26 +70,35 @@ class SweepModel:
         self.base = paper_preset(
             k_model, sizes=tuple(model.sizes), k=model.k, p=model.p,
             cross_density=model.cross_density, omega_spread=1.0, gain=1.0,
-            normalisation=model.normalisation, drive=drive, dtype=dtype,
+            encoding_scale=model.encoding_scale, normalisation=model.normalisation,
+            drive=drive, dtype=dtype,
         )
         self.theta0 = initial_phases(k_theta, self.base.network.n, dtype)
         self.m = self.base.network.n_populations
         self.zeros = (jnp.zeros((self.m,), dtype), jnp.zeros((self.m, self.m), dtype))
 
     def params(self, point):
-        """``Params`` of one point (name -> scalar); K = B unless kappa_* are given."""
+        """``Params`` of one point (name -> scalar); K = B unless kappa_* are given; the
+        anchoring fields only when the spec is ``anchored``."""
         def get(name, default=None):
             value = point[name] if name in point else getattr(self.model, name)
             return default if value is None else jnp.asarray(value, self.dtype)
 
         b_self, b_cross = get("beta_self"), get("beta_cross")
-        unit_omega = self.base.params.omega  # N(0, 1) draws, scaled by omega_spread
+        base = self.base.params
+        unit_omega = base.omega  # N(0, 1) draws, scaled by omega_spread
+        anchoring = {}
+        if self.anchored:  # encodings drawn once for all points
+            anchoring = dict(anchor=jnp.full(unit_omega.shape, get("anchor"), self.dtype),
+                             encoding_gain=base.encoding_gain,
+                             encoding_offset=base.encoding_offset)
         return Params(
             omega=get("omega_spread") * unit_omega,
             gain=jnp.full(unit_omega.shape, get("gain"), self.dtype),
             B=block_matrix(b_self, b_cross, self.m, self.dtype),
             K=block_matrix(get("kappa_self", b_self), get("kappa_cross", b_cross), self.m,
-                              self.dtype))
+                           self.dtype),
+            **anchoring)
 
     def surrogate(self, params):
         return dataclasses.replace(self.base, params=params)
@@ -118,7 +129,7 @@ class SweepModel:
             res = conditional_lyapunov_exponents(
                 sur, theta_start, dt=run.dt, n_steps=run.steps, k=1,
                 renorm_every=run.lyapunov_renorm_every, n_records=1,
-                t0=run.transient * run.dt)
+                t0=run.transient * run.dt, modulo_phase_shift=not self.anchored)
             out["lyapunov"] = res.exponents[0]
         return out
 

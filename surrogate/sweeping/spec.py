@@ -16,7 +16,10 @@ from typing import Any
 __all__ = ["METRICS", "SWEEPABLE", "Axis", "ModelSpec", "RunSpec", "SweepSpec", "load_spec"]
 
 #: Parameters a spec may sweep (per-point values; the graph is shared by all points).
-SWEEPABLE = ("beta_self", "beta_cross", "kappa_self", "kappa_cross", "gain", "omega_spread")
+SWEEPABLE = ("beta_self", "beta_cross", "kappa_self", "kappa_cross", "gain", "omega_spread",
+             "anchor")
+#: Sweepable parameters that must not be negative.
+NON_NEGATIVE = ("anchor",)
 METRICS = ("order_parameter", "modality_attention", "lyapunov")
 NORMALISATIONS = ("softmax", "mean", "none")
 KINDS = ("auto", "dense", "sparse")
@@ -26,7 +29,9 @@ DRIVES = ("none", "lorenz")
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """The ``[model]`` table: the paper preset's graph and the values of unswept parameters
-    (numbers kept as written in the file)."""
+    (numbers kept as written in the file). ``anchor``: the anchoring strength h of every
+    oscillator (0, and not swept: the model without the anchoring term); ``encoding_scale``:
+    the encoding gains c_i ~ N(0, encoding_scale^2) of the input phases."""
 
     sizes: tuple[int, ...] = (50, 50)
     beta_self: float = 0.1
@@ -39,6 +44,8 @@ class ModelSpec:
     normalisation: str = "softmax"
     kappa_self: float | None = None
     kappa_cross: float | None = None
+    anchor: float = 0.0
+    encoding_scale: float = math.pi / 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +109,11 @@ class SweepSpec:
     def shape(self) -> tuple[int, ...]:
         """The grid shape (one length per axis), known without allocating the axes."""
         return tuple(len(a) for a in self.axes)
+
+    @property
+    def anchored(self) -> bool:
+        """Whether the model has the anchoring term: ``anchor`` swept or non-zero."""
+        return any(a.name == "anchor" for a in self.axes) or self.model.anchor != 0
 
     @property
     def axis_values(self) -> dict:
@@ -195,13 +207,14 @@ def _axis(check: _Checker, name: str, value) -> Axis:
     sub = f"{field}.{kind}"
     if not isinstance(args, list) or not args:
         raise check.error(sub, f"must be a non-empty list, got {args!r}")
+    low = 0.0 if name in NON_NEGATIVE else None
     if kind == "values":
-        return Axis(name, kind, values=tuple(float(check.number(f"{sub}[{i}]", v))
+        return Axis(name, kind, values=tuple(float(check.number(f"{sub}[{i}]", v, minimum=low))
                                              for i, v in enumerate(args)))
     if len(args) != 3:
         raise check.error(sub, f"must be [start, stop, count], got {args!r}")
-    start = float(check.number(f"{sub}[0]", args[0], positive=kind == "log"))
-    stop = float(check.number(f"{sub}[1]", args[1], positive=kind == "log"))
+    start = float(check.number(f"{sub}[0]", args[0], positive=kind == "log", minimum=low))
+    stop = float(check.number(f"{sub}[1]", args[1], positive=kind == "log", minimum=low))
     count = check.integer(f"{sub}[2]", args[2], 1)
     return Axis(name, kind, start=start, stop=stop, count=count)
 
@@ -223,6 +236,8 @@ def _model(check: _Checker, given: Any) -> ModelSpec:
             raise check.error(f"model.{name}", f"must be in [0, 1], got {v!r}")
     for name in ("beta_self", "beta_cross", "omega_spread", "gain"):
         check.number(f"model.{name}", getattr(m, name))
+    for name in ("anchor", "encoding_scale"):
+        check.number(f"model.{name}", getattr(m, name), minimum=0.0)
     for name in ("kappa_self", "kappa_cross"):
         if getattr(m, name) is not None:
             check.number(f"model.{name}", getattr(m, name))

@@ -2,7 +2,8 @@
 
 A spec (JSON or TOML) names the grid axes and, optionally, the model and the run::
 
-    [axes]     # any of beta_self, beta_cross, kappa_self, kappa_cross, gain, omega_spread
+    [axes]     # any of beta_self, beta_cross, kappa_self, kappa_cross, gain, omega_spread,
+               # anchor
     beta_self  = { log = [1e-4, 1.0, 16] }      # start, stop, count (log-spaced, start > 0)
     beta_cross = { linear = [0.0, 1.0, 5] }     # or { values = [0.1, 0.5, 1.0] }
 
@@ -15,6 +16,8 @@ A spec (JSON or TOML) names the grid axes and, optionally, the model and the run
     cross_density = 0.1
     omega_spread = 1.0
     gain = 1.0
+    anchor = 0.0                         # anchoring strength h (0, not swept: no term)
+    encoding_scale = 1.5708              # encoding gains c_i ~ N(0, scale^2), pi / 2
     normalisation = "softmax"
 
     [run]
@@ -33,9 +36,9 @@ Metrics, per point, over the ``steps`` measured steps (states sampled every ``sa
 ``order_parameter`` gives ``order_parameter`` (mean Kuramoto R per modality) and
 ``order_parameter_final``; ``modality_attention`` gives the mean modality attention matrix P,
 ``cross_share`` (row sums of P off the diagonal) and ``dominance`` (D_01 = log P10 / P01);
-``lyapunov`` the largest conditional Lyapunov exponent transverse to the common phase shift
-(Benettin on the reference vector field, renormalised every ``lyapunov_renorm_every`` steps;
-costly: it differentiates the dense field).
+``lyapunov`` the largest conditional Lyapunov exponent (Benettin on the reference vector field,
+renormalised every ``lyapunov_renorm_every`` steps; costly: it differentiates the dense field),
+transverse to the common phase shift unless the model is anchored.
 
 Writes ``--out DIR``: ``sweep.npz`` (axes and metrics in grid layout, axis order as in the spec),
 ``sweep.json`` (spec, shapes, summary, versions) and ``chunks/`` (the resumable store); see
