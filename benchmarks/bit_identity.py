@@ -59,7 +59,7 @@ PLANE = ("nmse", "nmse_x_only", "nmse_y_only", "phi_x", "phi_y")
 def run(checkout: Path, *args: str, code: str = CLI) -> str:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     out = subprocess.run([sys.executable, "-c", code, *args], cwd=checkout, env=env,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     if out.returncode:
         sys.exit(f"{checkout}: {' '.join(args) or 'script'} failed:\n{out.stderr[-2000:]}")
     return out.stdout
@@ -73,7 +73,7 @@ def compare(name: str, old: dict, new: dict) -> int:
         same = a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
         differ += not same
         note = "identical" if same else f"DIFFERS, max |diff| {np.nanmax(np.abs(a - b)):.3g}"
-        print(f"  {name:14s} {key:24s} {str(a.shape):14s} {note}")
+        print(f"  {name:18s} {key:24s} {a.shape!s:14s} {note}")
     return differ
 
 

@@ -24,16 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def arguments(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The problem's options (shared with benchmarks/fit_polish.py)."""
     ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--restarts", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--couplings", choices=("free", "tied"), default="free")
-    ap.add_argument("--float64", action="store_true")
-    args = ap.parse_args()
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
+    return ap.parse_args()
+
+
+def problem(args: argparse.Namespace):
+    """(config, target, true parameters, key): a synthetic bundle from known couplings,
+    written and read back in the bundle format."""
     from mllm_probe.bundle import save_bundle
     from surrogate import fitting as sf
 
@@ -50,6 +52,21 @@ def main() -> None:
         path = os.path.join(tmp, "synthetic.bundle")
         save_bundle(path, sf.synthetic_bundle(key, true, config.replace(sizes=sizes)))
         target = sf.load_target(path)
+    return config, target, true, key
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--float64", action="store_true")
+    args = arguments(ap)
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+    from surrogate import fitting as sf
+
+    dtype = jnp.result_type(float)
+    config, target, true, key = problem(args)
+    B, K = true.B, true.K
+    sizes = sf.sizes_from_counts((30, 18), config.n_total, config.k + 2)
 
     # baseline: one forward evaluation of all restarts and initial draws (compiled first)
     model = sf.make_model(jax.random.split(key)[0], sizes, config, dtype)

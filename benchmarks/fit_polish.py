@@ -13,8 +13,6 @@ and K, and the fit's wall time.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 
 import jax
@@ -56,30 +54,17 @@ def optimistix_polish(max_steps: int):
 
 
 def main() -> None:
+    from fit import arguments, problem  # benchmarks/fit.py: the same bundle
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--layers", type=int, default=28)
-    ap.add_argument("--restarts", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--couplings", choices=("free", "tied"), default="free")
     ap.add_argument("--optx-steps", type=int, default=50)
-    args = ap.parse_args()
-    from mllm_probe.bundle import save_bundle
+    args = arguments(ap)
     from surrogate import fitting as sf
     from surrogate.fitting import optimise
 
-    dtype = jnp.result_type(float)
-    config = sf.FitConfig(restarts=args.restarts, steps=args.steps, couplings=args.couplings)
-    sizes = sf.sizes_from_counts((30, 18), config.n_total, config.k + 2)
-    B = jnp.asarray([[2.0, 1.0], [1.5, 2.5]], dtype)
-    K = B if args.couplings == "tied" else jnp.asarray([[1.5, 0.8], [1.0, 2.0]], dtype)
-    true = sf.FitParams(B=B, K=K, omega_spread=jnp.asarray(0.5, dtype),
-                        gain=jnp.asarray([0.2, -0.2], dtype),
-                        times=sf.layer_times(jnp.zeros((0,)), args.layers, config.horizon, dtype))
-    key = jax.random.key(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "synthetic.bundle")
-        save_bundle(path, sf.synthetic_bundle(key, true, config.replace(sizes=sizes)))
-        target = sf.load_target(path)
+    config, target, true, key = problem(args)
+    B, K = true.B, true.K
+    dtype = B.dtype
 
     own = optimise.polish
     variants = {f"project LM ({config.polish_steps} steps)": own,

@@ -89,9 +89,9 @@ class SweepModel:
         unit_omega = base.omega  # N(0, 1) draws, scaled by omega_spread
         anchoring = {}
         if self.anchored:  # encodings drawn once for all points
-            anchoring = dict(anchor=jnp.full(unit_omega.shape, get("anchor"), self.dtype),
-                             encoding_gain=base.encoding_gain,
-                             encoding_offset=base.encoding_offset)
+            anchoring = {"anchor": jnp.full(unit_omega.shape, get("anchor"), self.dtype),
+                         "encoding_gain": base.encoding_gain,
+                         "encoding_offset": base.encoding_offset}
         return Params(
             omega=get("omega_spread") * unit_omega,
             gain=jnp.full(unit_omega.shape, get("gain"), self.dtype),
