@@ -87,7 +87,7 @@ def test_rk4_convergence_order(system):
     assert np.all((orders > 3.6) & (orders < 4.4)), (errs, orders)
 
 
-def test_rk4_step_roundings():
+def test_rk4_roundings():
     """rk4.step's two roundings of the final sum are the hand-written formulas, bit for bit
     (op by op, float32), and the same method: they differ in the last bits only."""
     from surrogate import rk4
