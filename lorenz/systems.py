@@ -133,11 +133,8 @@ def rk4_trajectory(
         ``Solution`` with ``ts`` (n_steps / save_every + 1,) times, ``ys``
         (n_steps / save_every + 1, n) and ``y1`` = ``ys[-1]``.
     """
-    _check_counts(n_steps=(n_steps, 1), transient=(transient, 0), save_every=(save_every, 1))
-    if n_steps % save_every:
-        raise ValueError(f"n_steps={n_steps} must be a multiple of save_every={save_every}")
-    if isinstance(dt, (int, float)) and not dt > 0:
-        raise ValueError(f"dt must be positive, got dt={dt!r}")
+    rk4.check_steps(dt, n_steps, save_every)
+    _check_counts(transient=(transient, 0))
     y0 = _initial_state(y0)
     run = cached_jit(_trajectory_jit, _trajectory, vector_field)
     return run(vector_field, y0, args, dt, t0, n_steps=n_steps, transient=transient,
