@@ -24,13 +24,13 @@ import surrogate as sg
 
 
 def variants(dt):
-    tsit5 = dict(path="diffrax", solver=diffrax.Tsit5())
+    tsit5 = dict(solver=diffrax.Tsit5())
     return {
-        "diffrax Tsit5, constant dt (baseline)": (dict(tsit5, kind="auto"), 6),
-        "diffrax Tsit5, reference field": (dict(tsit5, kind="reference"), 6),
-        "diffrax RK4 (same scheme as fast)": (dict(path="diffrax", solver=sg.RK4()), 4),
-        "fast RK4 scan, dense": (dict(path="fast", kind="dense"), 4),
-        "fast RK4 scan, sparse": (dict(path="fast", kind="sparse"), 4),
+        "diffrax Tsit5, constant dt (baseline)": (dict(tsit5, field=sg.Auto()), 6),
+        "diffrax Tsit5, reference field": (dict(tsit5, field=sg.Reference()), 6),
+        "diffrax RK4 (same scheme as fast)": (dict(solver=sg.RK4()), 4),
+        "fast RK4 scan, dense": (dict(field=sg.Dense()), 4),
+        "fast RK4 scan, sparse": (dict(field=sg.Sparse()), 4),
     }
 
 

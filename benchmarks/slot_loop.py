@@ -1,5 +1,5 @@
 """Benchmark: the neighbour-slot loop of ``simulate_batch`` rolled against unrolled, by oscillator
-count (the choice ``surrogate.model.SLOT_LOOP_MAX`` makes), one process, one device.
+count (the choice ``surrogate.Sparse(slot_loop_max=...)`` makes), one process, one device.
 
     python benchmarks/slot_loop.py                     # N = 100, 500, 1000; 256 points
     python benchmarks/slot_loop.py --n 1000 --steps 50
@@ -21,7 +21,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import surrogate as sg  # noqa: E402
-from surrogate import batch  # noqa: E402
 
 
 def run(n: int, points: int, steps: int, unrolled: bool):
@@ -32,15 +31,11 @@ def run(n: int, points: int, steps: int, unrolled: bool):
     B = jax.vmap(lambda x: sg.block_matrix(x, 0.1 * x, 2))(b)
     params = sur.params.replace(B=B, K=B)
     theta0 = sg.initial_phases(jax.random.key(1), sur.network.n)
-    saved = batch.SLOT_LOOP_MAX
-    batch.SLOT_LOOP_MAX = 1 << 30 if unrolled else 0  # read when the program is traced
-    try:
-        t = time.perf_counter()
-        compiled = jax.jit(lambda p: sg.simulate_batch(sur, theta0, dt=0.01, n_steps=steps,
-                                                       params=p).y1).lower(params).compile()
-        compile_s = time.perf_counter() - t
-    finally:
-        batch.SLOT_LOOP_MAX = saved
+    field = sg.Sparse(unroll_slots=unrolled, slot_loop_max=1 << 30)
+    t = time.perf_counter()
+    compiled = jax.jit(lambda p: sg.simulate_batch(sur, theta0, dt=0.01, n_steps=steps, params=p,
+                                                   field=field).y1).lower(params).compile()
+    compile_s = time.perf_counter() - t
     compiled(params).block_until_ready()  # warm-up
     t = time.perf_counter()
     out = compiled(params).block_until_ready()
@@ -55,7 +50,7 @@ def main() -> int:
     args = p.parse_args()
     dev = jax.devices()[0]
     print(f"# {dev.device_kind} ({dev.platform}), jax {jax.__version__}; {args.points} points, "
-          f"{args.steps} steps; SLOT_LOOP_MAX = {batch.SLOT_LOOP_MAX}")
+          f"{args.steps} steps; default slot_loop_max = {sg.Sparse().slot_loop_max}")
     print("| N | slots | rolled compile s | rolled run s | unrolled compile s | unrolled run s "
           "| unrolled speed-up | max |diff| |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -12,9 +12,9 @@ standardised), RK4 dt = 0.01, ``--steps`` steps from one initial phase vector, a
 returns the final phases of every point, so no trajectory is stored.
 
 Main table, measured side by side: the naive dense baseline written here (exp, cos and sin per
-pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulate(path=
-"diffrax")`` with the same RK4 scheme, and with Tsit5 at a constant step), the fast path
-(``simulate(path="fast")``, dense and sparse evaluations), ``simulate_batch`` (the same sparse
+pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulate(solver=
+surrogate.RK4())`` with the same RK4 scheme, and with Tsit5 at a constant step), the fast path
+(``simulate(solver=FixedStep())``, dense and sparse evaluations), ``simulate_batch`` (the same sparse
 RK4 on the whole grid at once, points on the minor axis) and the sweep engine (``surrogate.sweep``
 over the fast sparse function, vmapped, and over ``simulate_batch`` with ``batched=True``:
 chunking and sharding over all devices included) and, on a GPU (or in the Pallas interpreter
@@ -34,7 +34,6 @@ on long ones).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -189,31 +188,31 @@ def engine_final(sur, theta0, steps, dt):
     """The sweep engine's per-chunk function for the tables after the main one (--engine)."""
     if ARGS.engine == "batch":
         return batch_final(sur, theta0, steps, dt)
-    return surrogate_final(sur, theta0, steps, dt, kind="sparse")
+    return surrogate_final(sur, theta0, steps, dt, field=sg.Sparse())
 
 
 def variants(sur, theta0, steps, dt):
-    """name -> (fn(beta_self, beta_cross) -> final phases, RK stages per step, loop knobs)."""
-    rk4 = dict(path="diffrax", solver=sg.RK4())
-    tsit5 = dict(path="diffrax", solver=diffrax.Tsit5())
-    sparse = surrogate_final(sur, theta0, steps, dt, kind="sparse")
+    """name -> (fn(beta_self, beta_cross) -> final phases, RK stages per step)."""
+    sparse = sg.Sparse()
+    rk4 = dict(solver=sg.RK4(), field=sparse)
+    tsit5 = dict(solver=diffrax.Tsit5(), field=sparse)
     out = {
-        "naive dense (baseline)": (naive_final(sur, theta0, steps, dt), 4, {}),
-        "diffrax RK4, sparse field": (surrogate_final(sur, theta0, steps, dt, **rk4,
-                                                      kind="sparse"), 4, {}),
-        "diffrax Tsit5, sparse field": (surrogate_final(sur, theta0, steps, dt, **tsit5,
-                                                        kind="sparse"), 6, {}),
-        "fast RK4, dense": (surrogate_final(sur, theta0, steps, dt, kind="dense"), 4, {}),
-        "fast RK4, sparse": (sparse, 4, {}),
-        "batched RK4, sparse, points on lanes": (batch_final(sur, theta0, steps, dt), 4, {}),
+        "naive dense (baseline)": (naive_final(sur, theta0, steps, dt), 4),
+        "diffrax RK4, sparse field": (surrogate_final(sur, theta0, steps, dt, **rk4), 4),
+        "diffrax Tsit5, sparse field": (surrogate_final(sur, theta0, steps, dt, **tsit5), 6),
+        "fast RK4, dense": (surrogate_final(sur, theta0, steps, dt, field=sg.Dense()), 4),
+        "fast RK4, sparse": (surrogate_final(sur, theta0, steps, dt, field=sparse), 4),
+        "batched RK4, sparse, points on lanes": (batch_final(sur, theta0, steps, dt), 4),
     }
-    if ARGS.knobs:  # loop structure of the RK4 core (surrogate/rk4.py)
-        out["fast RK4, sparse, stages unrolled"] = (sparse, 4, dict(STAGE_LOOP=False))
-        out["fast RK4, sparse, 4 steps per iteration"] = (sparse, 4, dict(STEP_UNROLL=4))
-        out["fast RK4, sparse, stages unrolled, 4 steps per iteration"] = (
-            sparse, 4, dict(STAGE_LOOP=False, STEP_UNROLL=4))
+    if ARGS.knobs:  # loop structure of the RK4 core: surrogate.FixedStep's options
+        for label, solver in (("stages unrolled", sg.FixedStep(stage_loop=False)),
+                              ("4 steps per iteration", sg.FixedStep(unroll=4)),
+                              ("stages unrolled, 4 steps per iteration",
+                               sg.FixedStep(stage_loop=False, unroll=4))):
+            out[f"fast RK4, sparse, {label}"] = (
+                surrogate_final(sur, theta0, steps, dt, field=sparse, solver=solver), 4)
     for spec in pallas_specs():
-        out[f"pallas {spec}"] = (pallas_final(sur, theta0, steps, dt, spec), 4, {})
+        out[f"pallas {spec}"] = (pallas_final(sur, theta0, steps, dt, spec), 4)
     return out
 
 
@@ -252,30 +251,15 @@ def pallas_final(sur, theta0, steps, dt, spec):
     return final
 
 
-@contextlib.contextmanager
-def knobs(**values):
-    """Set loop-structure knobs of surrogate.rk4 while a function is traced."""
-    module = sys.modules["surrogate.rk4"]
-    old = {k: getattr(module, k) for k in values}
-    try:
-        for k, v in values.items():
-            setattr(module, k, v)
-        yield
-    finally:
-        for k, v in old.items():
-            setattr(module, k, v)
-
-
 def selected(name: str) -> bool:
     return ARGS.only is None or any(s in name for s in ARGS.only)
 
 
-def time_direct(fn, pts, knob_values=None):
+def time_direct(fn, pts):
     bs, bc = (jnp.asarray(pts.columns[k], DTYPE) for k in ("beta_self", "beta_cross"))
     t0 = time.perf_counter()
     batched = fn if getattr(fn, "batched", False) else jax.vmap(fn)
-    with knobs(**(knob_values or {})):
-        compiled = jax.jit(batched).lower(bs, bc).compile()
+    compiled = jax.jit(batched).lower(bs, bc).compile()
     compile_s = time.perf_counter() - t0
     if not ARGS.no_warmup:
         compiled(bs, bc).block_until_ready()
@@ -320,14 +304,14 @@ def main_table():
     todo["sweep engine, fast sparse, all devices"] = (todo["fast RK4, sparse"][0], 4, {})
     todo["sweep engine, batched sparse, all devices"] = (
         todo["batched RK4, sparse, points on lanes"][0], 4, {})
-    for name, (fn, stages, knob_values) in todo.items():
+    for name, (fn, stages) in todo.items():
         if not selected(name):
             continue
         try:
             if name.startswith("sweep engine"):
                 c, t, out = time_engine(fn, pts)
             else:
-                c, t, out = time_direct(fn, pts, knob_values)
+                c, t, out = time_direct(fn, pts)
         except Exception:  # noqa: BLE001  (one failing variant must not stop the table)
             print(f"  FAILED: {name}:\n{traceback.format_exc()}", flush=True)
             continue
@@ -407,16 +391,16 @@ def check():
     pts = plane(min(ARGS.grid, 8))
     outs = {}
     failed = []
-    for name, (fn, _, knob_values) in variants(sur, theta0, steps, ARGS.dt).items():
+    for name, (fn, _) in variants(sur, theta0, steps, ARGS.dt).items():
         if selected(name):
             try:
-                outs[name] = time_direct(fn, pts, knob_values)[2]
+                outs[name] = time_direct(fn, pts)[2]
             except Exception:  # noqa: BLE001
                 print(f"  FAILED: {name}:\n{traceback.format_exc()}", flush=True)
                 failed.append(name)
     if selected("engine"):
         outs["sweep engine"] = time_engine(
-            surrogate_final(sur, theta0, steps, ARGS.dt, kind="sparse"), pts)[2]
+            surrogate_final(sur, theta0, steps, ARGS.dt, field=sg.Sparse()), pts)[2]
     ref_name = "naive dense (baseline)" if "naive dense (baseline)" in outs else next(iter(outs))
     ref = outs[ref_name]
     print(f"\n## agreement after {steps} steps ({len(pts)} points): max |sin(theta) - "

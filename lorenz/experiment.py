@@ -133,7 +133,7 @@ def _plane(config, base, theta0, series, splits, reading, store, resume, progres
     points = {"beta_self": jnp.asarray(bs.ravel(), base.dtype),
               "beta_cross": jnp.asarray(bc.ravel(), base.dtype)}
     lyap = dict(dt=series.delta, n_steps=config.lyapunov_steps, transient=config.washout,
-                k=1, n_records=1, modulo_phase_shift=False, kind="sparse")
+                k=1, n_records=1, modulo_phase_shift=False, field="sparse")
 
     def fn(point):
         sur = point_surrogate(base, point["beta_self"], point["beta_cross"], kappa)
@@ -255,7 +255,7 @@ def run_experiment(config: LorenzConfig, out: Path | None = None, *, resume: boo
             p = res[name]
             sur = point_surrogate(base, p["beta_self"], p["beta_cross"], kappa)
             echo = sg.echo_distance(driven(sur, series), theta0, theta_b, dt=series.delta,
-                                    n_steps=splits.total - 1, kind="sparse")
+                                    n_steps=splits.total - 1, field="sparse")
             d = np.asarray(echo.distance)
             p["echo"] = {"distance_after_washout": float(d[splits.washout]),
                          "distance_end": float(d[-1]), "distance_start": float(d[0]),

@@ -45,7 +45,7 @@ from surrogate.fitting import (
 )
 from surrogate.batch import PhaseMeans, fold_batch, simulate_batch
 from surrogate.echo import EchoDistance, echo_distance, phase_distance
-from surrogate.integrate import RK4, Solution, fold, simulate
+from surrogate.integrate import RK4, FixedStep, Solution, fold, simulate
 from surrogate.lyapunov import (
     LyapunovSpectrum,
     conditional_lyapunov_exponents,
@@ -63,7 +63,12 @@ from surrogate.metrics import (
     order_parameter,
 )
 from surrogate.model import (
+    Auto,
+    Dense,
+    Field,
     Params,
+    Reference,
+    Sparse,
     Surrogate,
     attention_weights,
     block_matrix,
@@ -81,6 +86,12 @@ __all__ = [
     "echo_distance",
     "phase_distance",
     "RK4",
+    "FixedStep",
+    "Field",
+    "Reference",
+    "Dense",
+    "Sparse",
+    "Auto",
     "Network",
     "Params",
     "Surrogate",

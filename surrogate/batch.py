@@ -2,7 +2,7 @@
 
 ``simulate_batch(sur, theta0, params=..., dt=..., n_steps=...)`` integrates G systems that share
 a graph, a drive and a normalisation but not their parameters (a sweep over B, K, omega, gains),
-with the RK4 scheme and the neighbour-slot evaluation of ``simulate(path="fast", kind="sparse")``,
+with the RK4 scheme and the neighbour-slot evaluation of ``simulate(field=Sparse())``,
 and returns what ``fused_simulate`` returns: a ``Solution`` of the final phases and, on request,
 the means of cos and sin (``PhaseMeans``).
 
@@ -27,14 +27,14 @@ from surrogate import rk4
 from surrogate.integrate import driven_step, run_drive
 from surrogate.model import (
     NORMALISATIONS,
-    SLOT_LOOP_MAX,
     CouplingTables,
     Params,
+    Sparse,
     Surrogate,
     input_terms,
     slot_sums,
 )
-from surrogate.rk4 import Solution
+from surrogate.rk4 import FixedStep, Solution
 
 __all__ = ["PhaseMeans", "fold_batch", "simulate_batch", "batch_leaf", "batch_size"]
 
@@ -74,16 +74,17 @@ def batch_size(params: Params, theta0) -> int:
     return sizes.pop() if sizes else 1
 
 
-def _lanes_rhs(sur: Surrogate, p: Params):
+def _lanes_rhs(sur: Surrogate, p: Params, field: Sparse):
     """f(theta (N, G), u (M,)) -> dtheta/dt (N, G) for per-system parameters ``p`` on lanes:
-    per-oscillator leaves (N, G), B and K (M, M, G)."""
+    per-oscillator leaves (N, G), B and K (M, M, G); always the neighbour-slot loop, unrolled
+    as ``field`` says when the graph has at most ``field.slot_loop_max`` slots."""
     net = sur.network
     pop, nbr = net.population, net.neighbours
     pj = pop[nbr]
     tab = CouplingTables(beta=p.B[pop[:, None], pj], kappa=p.K[pop[:, None], pj],  # (N, D, G)
                          mask=net.neighbour_mask.astype(sur.dtype)[:, :, None],  # (N, D, 1)
                          shift=jnp.max(jnp.abs(p.B), axis=1)[pop],  # (N, G)
-                         unroll_slots=nbr.shape[1] <= SLOT_LOOP_MAX)  # rolled: faster above
+                         unroll_slots=field.unroll_slots and nbr.shape[1] <= field.slot_loop_max)
 
     def f(theta, u):
         c, s = jnp.cos(theta), jnp.sin(theta)
@@ -93,8 +94,12 @@ def _lanes_rhs(sur: Surrogate, p: Params):
     return f
 
 
-def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params) -> Solution:
+def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params, field, solver) -> Solution:
     """``Solution`` (y1 (N, G), acc) after ``n_steps`` steps; ``update(acc, n, theta (N, G))``."""
+    if not isinstance(field, Sparse):
+        raise ValueError(f"the batched path evaluates the field by surrogate.Sparse, got {field!r}")
+    if not isinstance(solver, FixedStep):
+        raise ValueError(f"the batched path needs a surrogate.FixedStep solver, got {solver!r}")
     if sur.normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, "
                          f"got {sur.normalisation!r}")
@@ -114,10 +119,10 @@ def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params) -> Solution:
     p = Params(**{name: lanes(getattr(params, name), shapes.get(name, (n,)), f"params.{name}")
                   for name in params.__dataclass_fields__})
     dt = jnp.asarray(dt, dtype)
-    step = driven_step(_lanes_rhs(sur, p), dt, m, dtype)
+    step = driven_step(_lanes_rhs(sur, p, field), dt, m, dtype, solver)
     theta0 = jnp.moveaxis(batch_leaf(theta0, (n,), g, dtype, "theta0"), 0, -1)
     return rk4.fold(step, theta0, init, update,
-                    run_drive(sur, t0, dt, n_steps), n_steps)
+                    run_drive(sur, t0, dt, n_steps), n_steps, unroll=solver.unroll)
 
 
 def fold_batch(
@@ -130,6 +135,8 @@ def fold_batch(
     n_steps: int,
     t0: float = 0.0,
     params: Params | None = None,
+    field: Sparse = Sparse(),
+    solver: FixedStep = FixedStep(),
 ) -> Solution:
     """``fold`` for a batch of G systems on the shared graph of ``sur``: fold
     ``acc = update(acc, n, theta_n)`` over the states after each RK4 step, ``theta_n`` (G, N) at
@@ -139,7 +146,7 @@ def fold_batch(
         ``Solution`` with ``y1`` (G, N) the phases at t0 + n_steps dt and ``acc``.
     """
     sol = _lanes_fold(sur, theta0, init, lambda a, i, th: update(a, i, th.T), dt, n_steps, t0,
-                      params)
+                      params, field, solver)
     return sol.replace(y1=sol.y1.T)
 
 
@@ -152,6 +159,8 @@ def simulate_batch(
     t0: float = 0.0,
     params: Params | None = None,
     means: bool = False,
+    field: Sparse = Sparse(),
+    solver: FixedStep = FixedStep(),
 ) -> Solution:
     """Integrate a batch of G systems by fixed-step RK4 on the shared graph of ``sur``.
 
@@ -164,6 +173,7 @@ def simulate_batch(
             B, K (M, M)) or batched with a leading axis G, for example
             ``sur.params.replace(B=Bs, K=Bs)``; default ``sur.params``.
         means: also return the means of cos theta and sin theta over steps 1..n_steps.
+        field, solver: the slot loop's and the RK4 loop's options (``Sparse``, ``FixedStep``).
 
     Returns:
         ``Solution`` with ``y1`` (G, N) the phases at t0 + n_steps dt and, if asked,
@@ -182,6 +192,6 @@ def simulate_batch(
         def update(acc, _, theta):
             return acc
 
-    sol = _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params)
+    sol = _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params, field, solver)
     acc = PhaseMeans(sol.acc[0].T / n_steps, sol.acc[1].T / n_steps) if means else None
     return Solution(y1=sol.y1.T, acc=acc)

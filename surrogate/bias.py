@@ -104,7 +104,7 @@ def mean_attention(c: Couplings, sur: Surrogate, theta0: jax.Array, window: Wind
         return acc + jnp.where(n > window.n_burn, modality_attention(theta, s), 0.0) / n_avg
 
     return fold(s, theta0, jnp.zeros((m, m), s.dtype), update, dt=window.dt,
-                n_steps=window.n_steps, kind=kind).acc
+                n_steps=window.n_steps, field=kind).acc
 
 
 def dominance_metric(c: Couplings, sur: Surrogate, theta0: jax.Array, window: Window = Window(),

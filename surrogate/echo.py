@@ -34,11 +34,11 @@ def phase_distance(theta_a: jax.Array, theta_b: jax.Array) -> jax.Array:
 
 def echo_distance(sur: Surrogate, theta_a: jax.Array, theta_b: jax.Array, *, dt: float,
                   n_steps: int, save_every: int = 1, t0: float = 0.0,
-                  kind: str = "auto") -> EchoDistance:
+                  field="auto") -> EchoDistance:
     """Drive two copies of ``sur`` (its drive, its parameters) from phases ``theta_a`` and
     ``theta_b`` (N,) and return their distance over time (fixed-step RK4, ``simulate``'s
     arguments)."""
     run = jax.vmap(lambda th: simulate(sur, th, dt=dt, n_steps=n_steps, t0=t0,
-                                       save_every=save_every, kind=kind))
+                                       save_every=save_every, field=field))
     traj = run(jnp.stack([jnp.asarray(theta_a, sur.dtype), jnp.asarray(theta_b, sur.dtype)]))
     return EchoDistance(ts=traj.ts[0], distance=phase_distance(traj.ys[0], traj.ys[1]))

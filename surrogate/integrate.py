@@ -1,13 +1,12 @@
-"""Integration of the surrogate: one ``simulate`` API with two paths.
+"""Integration of the surrogate: one ``simulate`` API; the solver object picks the path.
 
-* ``path="diffrax"``: ``diffrax.diffeqsolve`` with any solver, step-size controller, ``SaveAt``
-  and adjoint (default: Tsit5 with a constant step ``dt``).
-* ``path="fast"``: classic fixed-step RK4 in ``lax.scan``; the drive is evaluated once, before the
-  loop, at every stage time.
+* ``solver=FixedStep(...)`` (the default): classic fixed-step RK4 in ``lax.scan``; the drive is
+  evaluated once, before the loop, at every stage time.
+* ``solver=`` any diffrax solver (``diffrax.Tsit5()``, ``surrogate.RK4()``, ...):
+  ``diffrax.diffeqsolve`` with any step-size controller, ``SaveAt`` and adjoint.
 
-Both evaluate the vector field by ``kind``: the one-exp-per-pair ``"dense"`` or ``"sparse"`` forms,
-``"auto"`` (sparse when the graph density is below ``SPARSE_BELOW``), or the literal formula
-``"reference"`` (what ``vector_field`` computes).
+Both evaluate the vector field by the strategy ``field`` (``surrogate.model``: ``Auto()``,
+``Dense()``, ``Sparse()``, ``Reference()``, or their shorthand strings).
 
 Both return a ``Solution`` of unwrapped phases (radians) and are jit-, vmap- and grad-able.
 ``RK4`` (``surrogate.rk4``, the project's one RK4) is the same method as a diffrax solver, so
@@ -23,36 +22,26 @@ import jax
 import jax.numpy as jnp
 
 from surrogate import rk4
-from surrogate.model import Surrogate, prepare_rhs, rhs
-from surrogate.rk4 import RK4, Solution
+from surrogate.model import Auto, Field, Surrogate, prepare_rhs, resolve_field, rhs
+from surrogate.rk4 import RK4, FixedStep, Solution
 
-__all__ = ["RK4", "Solution", "simulate", "fold", "resolve_kind", "driven_step",
-           "surrogate_step", "run_drive", "SPARSE_BELOW"]
-
-#: ``kind="auto"`` gathers neighbours when fewer than this fraction of pairs are edges. Measured
-#: on 2 CPU cores (docs/performance.md): sparse gather 2.2x the naive dense at density 0.15.
-SPARSE_BELOW = 0.35
+__all__ = ["RK4", "FixedStep", "Solution", "simulate", "fold", "driven_step", "surrogate_step",
+           "run_drive"]
 
 
-def resolve_kind(sur: Surrogate, kind: str) -> str:
-    """'dense' or 'sparse' for ``kind="auto"`` from the graph density; checks explicit values."""
-    if kind == "auto":
-        return "sparse" if sur.network.density < SPARSE_BELOW else "dense"
-    if kind not in ("dense", "sparse", "reference"):
-        raise ValueError(f"kind must be 'auto', 'dense', 'sparse' or 'reference', got {kind!r}")
-    return kind
-
-
-def driven_step(f, dt, n_populations: int, dtype):
+def driven_step(f, dt, n_populations: int, dtype, solver: FixedStep = FixedStep()):
     """``step(theta, u4) -> theta_next``: one RK4 step of ``f(theta, u)``; ``u4`` (4, M) the
     drive at the stage times, or None (no drive: zeros)."""
     zero_u = jnp.zeros((4, n_populations), dtype)
-    return lambda theta, u4: rk4.step(f, theta, zero_u if u4 is None else u4, dt)
+    return lambda theta, u4: rk4.step(f, theta, zero_u if u4 is None else u4, dt,
+                                      stage_loop=solver.stage_loop)
 
 
-def surrogate_step(sur: Surrogate, dt, kind: str):
-    """``driven_step`` of ``sur``'s field by ``kind`` (coupling tables built once, here)."""
-    return driven_step(prepare_rhs(sur, kind), dt, sur.network.n_populations, sur.dtype)
+def surrogate_step(sur: Surrogate, dt, field: Field | str = Auto(),
+                   solver: FixedStep = FixedStep()):
+    """``driven_step`` of ``sur``'s field evaluated by ``field`` (coupling tables built once,
+    here)."""
+    return driven_step(prepare_rhs(sur, field), dt, sur.network.n_populations, sur.dtype, solver)
 
 
 def run_drive(sur: Surrogate, t0, dt, n_steps: int):
@@ -62,18 +51,18 @@ def run_drive(sur: Surrogate, t0, dt, n_steps: int):
     return rk4.stage_drive(sur.drive_at, t0, dt, n_steps, sur.dtype)
 
 
-def _fast(sur, theta0, t0, dt, n_steps, save_every, kind):
+def _fast(sur, theta0, t0, dt, n_steps, save_every, field, solver):
     dtype = sur.dtype
     n_save = n_steps // save_every
     dt = jnp.asarray(dt, dtype)
-    step = surrogate_step(sur, dt, kind)
+    step = surrogate_step(sur, dt, field, solver)
     u = run_drive(sur, t0, dt, n_steps)
     if u is not None:
         u = u.reshape(n_save, save_every, 4, -1)
 
     def block(theta, u_block):
         theta, _ = jax.lax.scan(lambda th, u4: (step(th, u4), None), theta, u_block,
-                                length=save_every, unroll=min(rk4.STEP_UNROLL, save_every))
+                                length=save_every, unroll=min(solver.unroll, save_every))
         return theta, theta
 
     theta0 = jnp.asarray(theta0, dtype)
@@ -91,11 +80,12 @@ def fold(
     dt: float,
     n_steps: int,
     t0: float = 0.0,
-    kind: str = "auto",
+    field: Field | str = Auto(),
+    solver: FixedStep = FixedStep(),
 ) -> Solution:
     """Fold ``acc = update(acc, n, theta_n)`` over the states after each fixed RK4 step.
 
-    The streaming counterpart of ``simulate(path="fast")``: nothing of the trajectory is stored,
+    The streaming counterpart of ``simulate`` with a ``FixedStep`` solver: nothing of the trajectory is stored,
     so statistics (for example the normal equations of a readout) of long runs over large batches
     fit in memory. ``n`` runs 1..n_steps (int32), ``theta_n`` is the state at t0 + n dt.
 
@@ -105,8 +95,11 @@ def fold(
     rk4.check_steps(dt, n_steps)
     theta0 = jnp.asarray(theta0, sur.dtype)
     dt = jnp.asarray(dt, sur.dtype)
-    step = surrogate_step(sur, dt, resolve_kind(sur, kind))
-    return rk4.fold(step, theta0, init, update, run_drive(sur, t0, dt, n_steps), n_steps)
+    if not isinstance(solver, FixedStep):
+        raise ValueError(f"fold needs a surrogate.FixedStep solver, got {solver!r}")
+    step = surrogate_step(sur, dt, field, solver)
+    return rk4.fold(step, theta0, init, update, run_drive(sur, t0, dt, n_steps), n_steps,
+                    unroll=solver.unroll)
 
 
 def simulate(
@@ -117,9 +110,8 @@ def simulate(
     n_steps: int,
     t0: float = 0.0,
     save_every: int = 1,
-    path: str = "fast",
-    kind: str = "auto",
-    solver: diffrax.AbstractSolver | None = None,
+    field: Field | str = Auto(),
+    solver: FixedStep | diffrax.AbstractSolver = FixedStep(),
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
     saveat: diffrax.SaveAt | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
@@ -133,12 +125,13 @@ def simulate(
         dt: step (fast path), initial step ``dt0`` (diffrax path).
         n_steps: number of steps of size dt; the horizon is n_steps * dt.
         save_every: states are saved at t0 + dt * save_every * (0, 1, ..., n_steps / save_every).
-        path: "fast" (fixed-step RK4, scan) or "diffrax".
-        kind: evaluation of the vector field: "auto", "dense", "sparse" or "reference".
-        solver, stepsize_controller, saveat, adjoint, max_steps: diffrax path only; defaults
-            Tsit5, ConstantStepSize, the save grid above, RecursiveCheckpointAdjoint with one
-            checkpoint per step and
-            ``n_steps`` (times 16 with an adaptive controller).
+        field: evaluation of the vector field (``Auto()``, ``Dense()``, ``Sparse()``,
+            ``Reference()`` or their shorthand strings).
+        solver: ``FixedStep(...)`` (fixed-step RK4 in a scan) or a diffrax solver
+            (``diffeqsolve``).
+        stepsize_controller, saveat, adjoint, max_steps: diffrax solvers only; defaults
+            ConstantStepSize, the save grid above, RecursiveCheckpointAdjoint with one
+            checkpoint per step and ``n_steps`` (times 16 with an adaptive controller).
 
     Returns:
         ``Solution`` with ``ts`` (T,), ``ys`` (T, N) and ``y1`` = ``ys[-1]``; for a custom
@@ -148,12 +141,15 @@ def simulate(
     theta0 = jnp.asarray(theta0, sur.dtype)
     if theta0.shape != (sur.network.n,):
         raise ValueError(f"theta0 must have shape ({sur.network.n},), got {theta0.shape}")
-    if path == "fast":
-        if any(x is not None for x in (solver, stepsize_controller, saveat, adjoint, max_steps)):
-            raise ValueError("solver/stepsize_controller/saveat/adjoint/max_steps need path='diffrax'")
-        return _fast(sur, theta0, t0, dt, n_steps, save_every, resolve_kind(sur, kind))
-    if path != "diffrax":
-        raise ValueError(f"path must be 'fast' or 'diffrax', got {path!r}")
+    field = resolve_field(sur, field)
+    if isinstance(solver, FixedStep):
+        if any(x is not None for x in (stepsize_controller, saveat, adjoint, max_steps)):
+            raise ValueError("stepsize_controller/saveat/adjoint/max_steps need a diffrax solver, "
+                             "not FixedStep")
+        return _fast(sur, theta0, t0, dt, n_steps, save_every, field, solver)
+    if not isinstance(solver, diffrax.AbstractSolver):
+        raise ValueError(f"solver must be a surrogate.FixedStep or a diffrax solver, "
+                         f"got {solver!r}")
     controller = stepsize_controller or diffrax.ConstantStepSize()
     if max_steps is None:
         adaptive = not isinstance(controller, diffrax.ConstantStepSize)
@@ -162,10 +158,9 @@ def simulate(
         n_save = n_steps // save_every
         ts = t0 + dt * save_every * jnp.arange(n_save + 1, dtype=sur.dtype)
         saveat = diffrax.SaveAt(ts=ts)
-    kind = resolve_kind(sur, kind)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: rhs(y, args.drive_at(t), args, kind, tables=None)),
-        solver or diffrax.Tsit5(),
+        diffrax.ODETerm(lambda t, y, args: rhs(y, args.drive_at(t), args, field, tables=None)),
+        solver,
         t0=t0,
         t1=t0 + n_steps * dt,
         dt0=dt,

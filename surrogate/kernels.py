@@ -119,8 +119,8 @@ def _kernel(th0_ref, local_ref, coef_ref, idx_ref, bias_ref, deg_ref, chunk_ref,
     total_slab = 4
     dtype = th0_ref.dtype
     stage_dt = [np.asarray(dt, dtype) * np.asarray(a, dtype) for a in rk4.STAGE_A]
-    weights = [np.asarray(x, dtype) for x in rk4.BUTCHER[0]]
-    final_dt = np.asarray(dt, dtype) / np.asarray(rk4.BUTCHER[1], dtype)
+    weights = [np.asarray(x, dtype) for x in rk4.WEIGHTS[0]]
+    final_dt = np.asarray(dt, dtype) / np.asarray(rk4.WEIGHTS[1], dtype)
 
     def at(row0, k=0):  # flat addresses (RC, 1, GB) of rows row0.. of slab k
         return offs + (k * r + row0) * gb

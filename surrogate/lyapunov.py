@@ -15,6 +15,7 @@ perturbed. ``conditional_lyapunov_exponents`` applies this to the surrogate.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 from flax import struct
 
 from surrogate import rk4
+from surrogate.model import Reference, Sparse, coupling_tables, resolve_field, rhs, vector_field
 
 __all__ = [
     "LyapunovSpectrum",
@@ -301,7 +303,7 @@ def conditional_lyapunov_exponents(
     n_records: int = 100,
     t0: float = 0.0,
     modulo_phase_shift: bool | None = None,
-    kind: str = "reference",
+    field="reference",
     key: jax.Array | None = None,
 ) -> LyapunovSpectrum:
     """Conditional Lyapunov exponents of the driven surrogate (same drive u(t), perturbed phases).
@@ -319,21 +321,23 @@ def conditional_lyapunov_exponents(
     exponents are the meaningful ones; an uncoupled anchored oscillator relaxes at the rate
     sqrt(h^2 - omega^2)). Exponents in 1 / surrogate time unit.
 
-    ``kind``: evaluation of the vector field, "reference" (default: ``surrogate.vector_field``),
-    "dense", "sparse" or "auto" as in ``surrogate.simulate`` (the same function; on CPU the
-    reference compiled and ran fastest for N <= 64 in our measurements). ``key``: the initial
+    ``field``: evaluation of the vector field, ``Reference()`` (default:
+    ``surrogate.vector_field``), ``Dense()``, ``Sparse()`` or ``Auto()`` (or their shorthand
+    strings) as in ``surrogate.simulate`` (the same function; on CPU the reference compiled and
+    ran fastest for N <= 64 in our measurements); a sparse slot loop runs rolled here (25x
+    shorter compiles of the tangent dynamics). ``key``: the initial
     tangent frame is random (drawn from ``key``, default ``jax.random.key(0)``) rather than the
     first unit vectors: in a nearly uncoupled network the Jacobian is nearly diagonal and unit
     vectors would measure the first oscillators' own rates, not the largest.
     """
     if modulo_phase_shift is None:
         modulo_phase_shift = not _anchored(surrogate)
-    kind = _resolve_kind(surrogate, kind)
-    vector_field, args = _surrogate_field(kind), surrogate
-    if kind != "reference":  # coupling tables built once, outside the time loop; a rolled
-        from surrogate.model import coupling_tables  # slot loop: 25x shorter compile here
-
-        args = (surrogate, coupling_tables(surrogate, kind, unroll_slots=False))
+    field = resolve_field(surrogate, field)
+    if isinstance(field, Sparse):
+        field = dataclasses.replace(field, unroll_slots=False)
+    vector_field, args = _surrogate_field(field), surrogate
+    if not isinstance(field, Reference):  # coupling tables built once, outside the time loop
+        args = (surrogate, coupling_tables(surrogate, field))
     theta0 = jnp.asarray(theta0, surrogate.dtype)
     n = theta0.shape[-1] if theta0.ndim else 0
     kw = {"dt": dt, "n_steps": n_steps, "transient": transient, "renorm_every": renorm_every,
@@ -367,27 +371,19 @@ def _anchored(surrogate) -> bool:
                          "pass modulo_phase_shift=True or False explicitly") from None
 
 
-def _resolve_kind(surrogate, kind: str) -> str:
-    from surrogate.integrate import resolve_kind
-
-    return resolve_kind(surrogate, kind)
-
-
 @cache
-def _surrogate_field(kind: str) -> Callable:
-    """The surrogate's vector field by one evaluation kind (one function object per kind, so
-    compiled spectra are cached across calls): ``f(t, theta, sur)`` for "reference",
+def _surrogate_field(field) -> Callable:
+    """The surrogate's vector field by one evaluation (one function object per field, so
+    compiled spectra are cached across calls): ``f(t, theta, sur)`` for ``Reference()``,
     ``f(t, theta, (sur, tables))`` otherwise."""
-    from surrogate.model import rhs, vector_field
-
-    if kind == "reference":
+    if isinstance(field, Reference):
         return vector_field
 
-    def field(t, theta, args):
+    def f(t, theta, args):
         sur, tables = args
-        return rhs(theta, sur.drive_at(t), sur, kind, tables)
+        return rhs(theta, sur.drive_at(t), sur, field, tables)
 
-    return field
+    return f
 
 
 def kaplan_yorke_dimension(exponents: jax.Array) -> jax.Array:

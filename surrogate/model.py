@@ -11,13 +11,16 @@ oscillator toward its own phase encoding psi_i of the current input (the forced 
 h = 0 is the purely additive drive g u of the first release. Phases are in radians, time in
 surrogate units.
 
-Three evaluations of the same function are provided:
+Three evaluations of the same function are provided, as strategy objects (``field=``):
 
-* ``"reference"``: the formula as written (cos, sin and exp per pair); used by ``vector_field``, the
-  diffrax path and as the check of the others;
-* ``"dense"``: masked dense (N, N) with the identities cos(tj - ti) = cj ci + sj si and
+* ``Reference()``: the formula as written (cos, sin and exp per pair); used by ``vector_field``,
+  the check of the others;
+* ``Dense()``: masked dense (N, N) with the identities cos(tj - ti) = cj ci + sj si and
   sin(tj - ti) = sj ci - cj si, so one exp per pair is the only transcendental;
-* ``"sparse"``: the same on gathered neighbour lists (N, D), D the largest degree.
+* ``Sparse()``: the same on gathered neighbour lists (N, D), D the largest degree;
+
+and ``Auto()`` picks ``Sparse`` or ``Dense`` from the graph density. The strings "reference",
+"dense", "sparse" and "auto" are shorthands for the default objects.
 
 The per-oscillator terms (frequency, drive, anchoring) are ``input_terms``, the coupling sums
 ``coupling``; every path (the batched one and the fused kernel's reference included) calls them.
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal
 
 import diffrax
 import jax
@@ -37,6 +39,13 @@ from flax import struct
 from surrogate.network import Network, build_network
 
 __all__ = [
+    "Field",
+    "Reference",
+    "Dense",
+    "Sparse",
+    "Auto",
+    "as_field",
+    "resolve_field",
     "Params",
     "Surrogate",
     "input_terms",
@@ -52,12 +61,76 @@ __all__ = [
     "coupling_tables",
     "prepare_rhs",
     "slot_sums",
-    "SLOT_LOOP_MAX",
     "replace",
 ]
 
 NORMALISATIONS = ("softmax", "mean", "none")
-Kind = Literal["reference", "dense", "sparse"]
+
+
+class Field:
+    """A strategy for evaluating the vector field (``Reference``, ``Dense``, ``Sparse``,
+    ``Auto``): small frozen objects whose fields are static (part of the jit cache key)."""
+
+
+@struct.dataclass
+class Reference(Field):
+    """The literal formula: cos, sin and exp per pair, (N, N)."""
+
+
+@struct.dataclass
+class Dense(Field):
+    """Masked dense (N, N), one exp per pair (the trig identities)."""
+
+
+@struct.dataclass
+class Sparse(Field):
+    """Gathered neighbour lists (N, D), one exp per edge.
+
+    Attributes:
+        slot_loop_max: loop over the D neighbour slots when D is at most this (every operation
+            elementwise over the rows: XLA:CPU reduces over a slot axis ~10x slower than it
+            adds; measured on 2 cores, 16 x 16 grid: about 2.5x faster than gather-then-reduce);
+            above it, gather the (N, D) block and reduce.
+        unroll_slots: unroll that loop (1.5-3x faster to run up to ~50 slots, 2x slower at 83,
+            benchmarks/slot_loop.py) or keep it rolled (fastest to compile: the tangent dynamics
+            of the unrolled loop take ~80 s to compile on CPU against ~3 s rolled, so
+            ``surrogate.lyapunov`` asks for ``Sparse(unroll_slots=False)``).
+    """
+
+    slot_loop_max: int = struct.field(pytree_node=False, default=64)
+    unroll_slots: bool = struct.field(pytree_node=False, default=True)
+
+
+@struct.dataclass
+class Auto(Field):
+    """``Sparse()`` when fewer than ``sparse_below`` of the ordered pairs are edges, else
+    ``Dense()`` (measured on 2 CPU cores, docs/performance.md: sparse gather 2.2x the naive dense
+    at density 0.15)."""
+
+    sparse_below: float = struct.field(pytree_node=False, default=0.35)
+
+
+_SHORTHANDS = {"reference": Reference, "dense": Dense, "sparse": Sparse, "auto": Auto}
+
+
+def as_field(field) -> Field:
+    """A ``Field`` from a ``Field`` or its shorthand string ("reference", "dense", "sparse",
+    "auto"); ValueError naming anything else."""
+    if isinstance(field, Field):
+        return field
+    if isinstance(field, str) and field in _SHORTHANDS:
+        return _SHORTHANDS[field]()
+    raise ValueError(f"field must be a surrogate.Field or one of {sorted(_SHORTHANDS)}, "
+                     f"got {field!r}")
+
+
+def resolve_field(sur: Surrogate, field) -> Field:
+    """The concrete evaluation (``Reference``, ``Dense`` or ``Sparse``) of ``field`` for ``sur``
+    (``Auto`` decided by the graph density, which is static)."""
+    field = as_field(field)
+    if isinstance(field, Auto):
+        return Sparse() if sur.network.density < field.sparse_below else Dense()
+    return field
 
 
 @struct.dataclass
@@ -231,22 +304,22 @@ def input_terms(theta, u_i, p: Params, cs=None):
     return out + p.anchor * (jnp.sin(psi) * c - jnp.cos(psi) * s)
 
 
-def _columns(x: jax.Array, sur: Surrogate, kind: Kind) -> jax.Array:
+def _columns(x: jax.Array, sur: Surrogate, field: Field) -> jax.Array:
     """Values of a per-oscillator array x (N,) at the columns j of each row: (N, D) or (1, N)."""
-    if kind == "sparse":
+    if isinstance(field, Sparse):
         return x[sur.network.neighbours]
     return x[None, :]
 
 
 @struct.dataclass
 class CouplingTables:
-    """Per-pair constants of one evaluation kind, rows over i and columns over j ((N, D) sparse,
-    (N, N) otherwise): block sharpness ``beta``, coupling ``kappa``, edge ``mask``, and the
-    per-row softmax shift (N,) = max_b |B[sigma(i), b]| (cancels in the softmax, keeps exp <= 1).
+    """Per-pair constants of one field evaluation, rows over i and columns over j ((N, D)
+    sparse, (N, N) otherwise): block sharpness ``beta``, coupling ``kappa``, edge ``mask``, and
+    the per-row softmax shift (N,) = max_b |B[sigma(i), b]| (cancels in the softmax, keeps
+    exp <= 1).
 
     They depend on the parameters but not on the phases: integrators build them once per solve.
-    Static ``unroll_slots`` (sparse form): unroll the loop over neighbour slots (fastest to
-    run) or keep it rolled (fastest to compile, for tangent dynamics: see ``SLOT_LOOP_MAX``).
+    Static ``unroll_slots`` (sparse form): as ``Sparse.unroll_slots``.
     """
 
     beta: jax.Array
@@ -256,30 +329,20 @@ class CouplingTables:
     unroll_slots: bool = struct.field(pytree_node=False, default=True)
 
 
-def coupling_tables(sur: Surrogate, kind: Kind, *, unroll_slots: bool = True) -> CouplingTables:
-    """Build the ``CouplingTables`` of ``sur`` for the evaluation ``kind``."""
-    if kind not in ("reference", "dense", "sparse"):
-        raise ValueError(f"kind must be 'reference', 'dense' or 'sparse', got {kind!r}")
+def coupling_tables(sur: Surrogate, field) -> CouplingTables:
+    """Build the ``CouplingTables`` of ``sur`` for the evaluation ``field``."""
+    field = resolve_field(sur, field)
     pop = sur.network.population
-    pj = _columns(pop, sur, kind)
-    if kind == "sparse":
+    pj = _columns(pop, sur, field)
+    if isinstance(field, Sparse):
         mask = sur.network.neighbour_mask.astype(sur.dtype)
     else:
         mask = sur.network.adjacency.astype(sur.dtype)
     B, K = sur.params.B, sur.params.K
     shift = jnp.max(jnp.abs(B), axis=1)[pop]
+    unroll = isinstance(field, Sparse) and field.unroll_slots
     return CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj], mask=mask,
-                          shift=shift, unroll_slots=unroll_slots)
-
-
-#: The sparse form loops over the D neighbour slots when D is at most this, so that every
-#: operation is elementwise over the rows: XLA:CPU reduces over a slot axis ~10x slower than it
-#: adds (measured on 2 cores, 16 x 16 grid: vmapped fast path about 2.5x faster than gather-
-#: then-reduce). Unrolled, the loop runs 1.5-3x faster than rolled up to ~50 slots, but 2x slower
-#: at 83 (N = 1000; benchmarks/slot_loop.py), and the tangent dynamics of the unrolled loop
-#: (``jax.linearize`` + ``vmap``, the Lyapunov spectra) take ~80 s to compile on CPU against
-#: ~3 s rolled, so ``surrogate.lyapunov`` asks for ``unroll_slots=False``.
-SLOT_LOOP_MAX = 64
+                          shift=shift, unroll_slots=unroll)
 
 
 def slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):
@@ -324,48 +387,52 @@ def _attention(cos_d, tab: CouplingTables, normalisation: str):
 def attention_weights(theta: jax.Array, sur: Surrogate) -> jax.Array:
     """Attention matrix alpha_ij at phases theta (N,): (N, N), zero off the graph."""
     cos_d = jnp.cos(theta[None, :] - theta[:, None])
-    return _attention(cos_d, coupling_tables(sur, "dense"), sur.normalisation)
+    return _attention(cos_d, coupling_tables(sur, Dense()), sur.normalisation)
 
 
 def rhs(
     theta: jax.Array,
     u: jax.Array,
     sur: Surrogate,
-    kind: Kind = "reference",
+    field: Field | str = Reference(),
     tables: CouplingTables | None = None,
 ) -> jax.Array:
-    """dtheta/dt at phases theta (N,) under drive value u (M,), by the chosen evaluation.
+    """dtheta/dt at phases theta (N,) under drive value u (M,), by the evaluation ``field``.
 
-    ``tables`` (from ``coupling_tables(sur, kind)``) may be passed to hoist them out of a loop.
+    ``tables`` (from ``coupling_tables(sur, field)``) may be passed to hoist them out of a loop.
     """
+    field = resolve_field(sur, field)
     theta = jnp.asarray(theta, sur.dtype)
-    tab = coupling_tables(sur, kind) if tables is None else tables
+    tab = coupling_tables(sur, field) if tables is None else tables
     u_i = u[sur.network.population]
-    if kind == "reference":
+    if isinstance(field, Reference):
         d = theta[None, :] - theta[:, None]
         w = tab.kappa * _attention(jnp.cos(d), tab, sur.normalisation)
         return input_terms(theta, u_i, sur.params) + jnp.sum(w * jnp.sin(d), axis=-1)
     c, s = jnp.cos(theta), jnp.sin(theta)
-    if kind == "sparse" and tab.mask.shape[1] <= SLOT_LOOP_MAX:
+    if isinstance(field, Sparse) and tab.mask.shape[1] <= field.slot_loop_max:
         coupling = slot_sums(c, s, tab, sur.network.neighbours, sur.normalisation)
     else:
-        cj, sj = _columns(c, sur, kind), _columns(s, sur, kind)
+        cj, sj = _columns(c, sur, field), _columns(s, sur, field)
         cos_d = c[:, None] * cj + s[:, None] * sj
         w = tab.kappa * _attention(cos_d, tab, sur.normalisation)
         coupling = c * jnp.sum(w * sj, -1) - s * jnp.sum(w * cj, -1)
     return input_terms(theta, u_i, sur.params, (c, s)) + coupling
 
 
-def prepare_rhs(sur: Surrogate, kind: Kind = "reference", tables: CouplingTables | None = None):
-    """``f(theta, u) -> dtheta/dt`` equal to ``rhs(theta, u, sur, kind)``, with the phase-independent
-    coupling tables built once, here: integrators call this outside their time loop."""
-    tab = coupling_tables(sur, kind) if tables is None else tables
-    return lambda theta, u: rhs(theta, u, sur, kind, tab)
+def prepare_rhs(sur: Surrogate, field: Field | str = Reference(),
+                tables: CouplingTables | None = None):
+    """``f(theta, u) -> dtheta/dt`` equal to ``rhs(theta, u, sur, field)``, with the
+    phase-independent coupling tables built once, here: integrators call this outside their
+    time loop."""
+    field = resolve_field(sur, field)
+    tab = coupling_tables(sur, field) if tables is None else tables
+    return lambda theta, u: rhs(theta, u, sur, field, tab)
 
 
 def vector_field(t, theta: jax.Array, args: Surrogate) -> jax.Array:
     """The surrogate's vector field f(t, theta, args) -> dtheta/dt, (N,) -> (N,) (diffrax style)."""
-    return rhs(theta, args.drive_at(t), args, "reference")
+    return rhs(theta, args.drive_at(t), args, Reference())
 
 
 def replace(sur: Surrogate, **params) -> Surrogate:

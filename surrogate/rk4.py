@@ -12,9 +12,9 @@ the same tableau as a diffrax solver. Classic RK4 only uses the sub-diagonal of 
 matrix, so the stages carry just the last slope and the weighted sum of slopes: elementwise
 operations, no stage axis, no matmul (which would run at TF32 precision on GPUs).
 
-The final sum has two roundings, ``BUTCHER`` (the surrogate's paths) and ``TEXTBOOK`` (the
-low-dimensional systems and tangent dynamics): the same method, kept as each path first shipped
-so that results of earlier releases are reproduced to the bit.
+The loop structure is a strategy, ``FixedStep(stage_loop, unroll)``: a small frozen object whose
+fields are static (they enter the jit cache key), passed to ``simulate``, ``fold`` and the batched
+paths as ``solver=``, as a diffrax solver object is passed to ``diffeqsolve``.
 """
 
 from __future__ import annotations
@@ -28,23 +28,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-__all__ = ["NODES", "STAGE_A", "BUTCHER", "TEXTBOOK", "TABLEAU", "RK4", "Solution", "step",
+__all__ = ["NODES", "STAGE_A", "WEIGHTS", "TABLEAU", "RK4", "FixedStep", "Solution", "step",
            "flow_step", "fold", "stage_times", "stage_drive", "check_steps"]
 
 #: Stage nodes c_j: stage j evaluates the field at t + c_j dt.
 NODES = (0.0, 0.5, 0.5, 1.0)
 #: Sub-diagonal of the Butcher matrix: stage j's state is y + dt a_j k_{j-1} (a_1 unused, 0).
 STAGE_A = (0.0, 0.5, 0.5, 1.0)
-#: Weights as ``(w, d)``: y(t + dt) = y + (dt / d) sum_j w_j k_j, with w_j / d = (1, 2, 2, 1) / 6.
-#: ``BUTCHER``: the weights b_j rounded to the dtype, d = 1 (dt / 1 is exact).
-#: ``TEXTBOOK``: exact integer weights over d = 6. They differ by float rounding only.
-BUTCHER = ((1 / 6, 1 / 3, 1 / 3, 1 / 6), 1.0)
-TEXTBOOK = ((1.0, 2.0, 2.0, 1.0), 6.0)
+#: Weights as ``(w, d)``: y(t + dt) = y + (dt / d) sum_j w_j k_j, exact integers w = (1, 2, 2, 1)
+#: over d = 6 (the Butcher weights b_j = w_j / d).
+WEIGHTS = ((1.0, 2.0, 2.0, 1.0), 6.0)
 
 #: The same method as a diffrax Butcher tableau (diffrax checks its consistency on creation).
 TABLEAU = diffrax.ButcherTableau(
     c=np.array(NODES[1:]),
-    b_sol=np.array(BUTCHER[0]),
+    b_sol=np.array(WEIGHTS[0]) / WEIGHTS[1],
     b_error=np.zeros(4),
     a_lower=tuple(np.eye(j + 1)[j] * STAGE_A[j + 1] for j in range(3)),
 )
@@ -83,14 +81,27 @@ class RK4(diffrax.AbstractERK):
         return 4
 
 
-#: Loop structure, read when a function is traced: the four stages run in a ``fori_loop`` (one
-#: field evaluation in the compiled program) rather than unrolled; ``STEP_UNROLL`` time steps per
-#: iteration of ``fold``. benchmarks/sweep.py times the alternatives side by side.
-STAGE_LOOP = True
-STEP_UNROLL = 1
+@struct.dataclass
+class FixedStep:
+    """Fixed-step RK4 with its loop structure (every field static: part of the jit cache key).
+
+    Attributes:
+        stage_loop: run the four stages in a ``fori_loop`` (one field evaluation in the compiled
+            program: short compiles for large fields) or unrolled (XLA fuses across stages:
+            faster for small fields). The two differ by float rounding only (fused
+            multiply-adds). benchmarks/sweep.py times the alternatives side by side.
+        unroll: time steps per iteration of the scan over steps.
+    """
+
+    stage_loop: bool = struct.field(pytree_node=False, default=True)
+    unroll: int = struct.field(pytree_node=False, default=1)
+
+    def __post_init__(self):
+        if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or self.unroll < 1:
+            raise ValueError(f"FixedStep.unroll must be a positive integer, got {self.unroll!r}")
 
 
-def step(f: Callable, y, xs, dt, *, weights=BUTCHER, stage_loop: bool | None = None):
+def step(f: Callable, y, xs, dt, *, stage_loop: bool = True):
     """One RK4 step of ``f(y, x) -> dy/dt`` (``y`` any PyTree of arrays).
 
     Args:
@@ -99,18 +110,14 @@ def step(f: Callable, y, xs, dt, *, weights=BUTCHER, stage_loop: bool | None = N
         xs: the four stage inputs, ``xs[j]`` for stage j: an array with a leading axis of 4,
             or (unrolled stages only) a sequence of four, e.g. ``stage_times(t, dt)``.
         dt: the step (an array of the state's dtype).
-        weights: ``BUTCHER`` or ``TEXTBOOK``, the rounding of the final sum.
-        stage_loop: run the stages in a ``fori_loop`` (one field evaluation in the program:
-            short compiles for large fields) or unrolled (XLA fuses across stages: faster for
-            small fields); default ``STAGE_LOOP``. The two round differently (fused
-            multiply-adds), by float rounding only.
+        stage_loop: as ``FixedStep.stage_loop``.
 
     Returns:
         the state after the step.
     """
     dtype = jax.tree.leaves(y)[0].dtype
     a = jnp.asarray(STAGE_A, dtype)
-    w, d = jnp.asarray(weights[0], dtype), weights[1]
+    w, d = jnp.asarray(WEIGHTS[0], dtype), WEIGHTS[1]
     tmap = jax.tree.map
 
     def stage(j, carry):
@@ -118,7 +125,7 @@ def step(f: Callable, y, xs, dt, *, weights=BUTCHER, stage_loop: bool | None = N
         k = f(tmap(lambda y_, k_: y_ + dt * a[j] * k_, y, k), xs[j])
         return k, tmap(lambda s, k_: s + w[j] * k_, acc, k)
 
-    if STAGE_LOOP if stage_loop is None else stage_loop:
+    if stage_loop:
         zero = tmap(jnp.zeros_like, y)
         carry = jax.lax.fori_loop(0, 4, stage, (zero, zero))
     else:  # unrolled, stage 1 at y itself starts the sum (no update by a zero slope)
@@ -131,9 +138,9 @@ def step(f: Callable, y, xs, dt, *, weights=BUTCHER, stage_loop: bool | None = N
 
 def flow_step(vector_field: Callable, t, y, args, dt):
     """One RK4 step of a diffrax-style field ``vector_field(t, y, args)`` from (t, y) over dt,
-    stages unrolled, ``TEXTBOOK`` sum (the low-dimensional systems and tangent dynamics)."""
+    stages unrolled (the low-dimensional systems and tangent dynamics)."""
     return step(lambda y_, t_: vector_field(t_, y_, args), y, stage_times(t, dt), dt,
-                weights=TEXTBOOK, stage_loop=False)
+                stage_loop=False)
 
 
 def stage_times(t, dt) -> tuple:
@@ -150,10 +157,12 @@ def stage_drive(drive_at: Callable, t0, dt, n_steps: int, dtype) -> jax.Array:
     return jax.vmap(jax.vmap(drive_at))(stage_t)
 
 
-def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int) -> Solution:
+def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int, *,
+         unroll: int = 1) -> Solution:
     """``Solution(y1, acc=acc)`` after ``n_steps`` steps ``y = step_fn(y, x)``, with
     ``acc = update(acc, n, y_n)`` after each (n = 1..n_steps, int32); ``xs``: per-step inputs
-    with a leading axis n_steps, or None. Nothing of the trajectory is stored."""
+    with a leading axis n_steps, or None; ``unroll`` steps per scan iteration. Nothing of the
+    trajectory is stored."""
 
     def body(carry, x):
         y, acc = carry
@@ -162,7 +171,7 @@ def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int) -> Sol
         return (y, update(acc, n, y)), None
 
     ns = jnp.arange(1, n_steps + 1, dtype=jnp.int32)
-    (y, acc), _ = jax.lax.scan(body, (y0, init), (ns, xs), unroll=min(STEP_UNROLL, n_steps))
+    (y, acc), _ = jax.lax.scan(body, (y0, init), (ns, xs), unroll=min(unroll, n_steps))
     return Solution(y1=y, acc=acc)
 
 

@@ -76,10 +76,10 @@ def anchored_system(dtype=F64, sizes=(12, 9), anchor=2.0):
 def test_every_path_agrees_with_anchoring_float64():
     sur, theta0 = anchored_system()
     run = dict(dt=0.01, n_steps=100, save_every=100)
-    ref = sg.simulate(sur, theta0, path="diffrax", solver=sg.RK4(), kind="reference", **run)
+    ref = sg.simulate(sur, theta0, solver=sg.RK4(), field="reference", **run)
     want = np.asarray(ref.ys[-1])
     for kind in ("reference", "dense", "sparse"):
-        got = sg.simulate(sur, theta0, kind=kind, **run).ys[-1]
+        got = sg.simulate(sur, theta0, field=kind, **run).ys[-1]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10, err_msg=kind)
     batch = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=100).y1[0]
     np.testing.assert_allclose(batch, want, rtol=0, atol=1e-10)
@@ -93,9 +93,9 @@ def test_every_path_agrees_with_anchoring_float64():
 def test_paths_agree_with_anchoring_float32():
     sur, theta0 = anchored_system(jnp.float32)
     run = dict(dt=0.01, n_steps=100, save_every=100)
-    want = np.asarray(sg.simulate(sur, theta0, kind="reference", **run).ys[-1], np.float64)
+    want = np.asarray(sg.simulate(sur, theta0, field="reference", **run).ys[-1], np.float64)
     for kind in ("dense", "sparse"):
-        got = sg.simulate(sur, theta0, kind=kind, **run).ys[-1]
+        got = sg.simulate(sur, theta0, field=kind, **run).ys[-1]
         assert got.dtype == jnp.float32
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5, err_msg=kind)
     batch = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=100).y1[0]
@@ -106,12 +106,12 @@ def test_paths_agree_with_anchoring_float32():
 @pytest.mark.parametrize("name", ["anchor", "encoding_gain"])
 def test_metric_gradient_in_anchor_and_encoding_gain_matches_finite_differences(path, name):
     sur, theta0 = anchored_system()
-    opts = dict(solver=sg.RK4()) if path == "diffrax" else dict(kind="sparse")
+    opts = dict(solver=sg.RK4()) if path == "diffrax" else dict(field="sparse")
 
     def metric(scale):
         x = getattr(sur.params, name) * scale
         traj = sg.simulate(sg.replace(sur, **{name: x}), theta0, dt=0.01, n_steps=60,
-                           path=path, **opts)
+                           **opts)
         att = jax.vmap(sg.modality_attention, (0, None))(traj.ys, sur).mean(0)
         return sg.dominance_index(att) + jnp.mean(jnp.sin(traj.ys[-1]))
 
@@ -129,8 +129,8 @@ def test_zero_anchor_is_the_first_release_model_bit_for_bit():
                                                      gain=sur.params.gain, B=sur.params.B,
                                                      K=sur.params.K))
     for kind in ("reference", "dense", "sparse"):
-        a = sg.simulate(zero, theta0, dt=0.01, n_steps=200, kind=kind).ys
-        b = sg.simulate(none, theta0, dt=0.01, n_steps=200, kind=kind).ys
+        a = sg.simulate(zero, theta0, dt=0.01, n_steps=200, field=kind).ys
+        b = sg.simulate(none, theta0, dt=0.01, n_steps=200, field=kind).ys
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(sg.simulate_batch(zero, theta0, dt=0.01, n_steps=200).y1,
                                   sg.simulate_batch(none, theta0, dt=0.01, n_steps=200).y1)

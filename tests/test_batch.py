@@ -45,7 +45,7 @@ def vmapped(sur, theta0, params):
         init = (jnp.zeros(n, sur.dtype), jnp.zeros(n, sur.dtype))
         sol = sg.fold(dataclasses.replace(sur, params=p), th, init,
                       lambda acc, _, t: (acc[0] + jnp.cos(t), acc[1] + jnp.sin(t)),
-                      dt=0.01, n_steps=STEPS, kind="sparse")
+                      dt=0.01, n_steps=STEPS, field="sparse")
         c, s = sol.acc
         return sol.y1, c / STEPS, s / STEPS
 
@@ -82,7 +82,7 @@ def test_shared_leaves_broadcast_and_default_params():
     np.testing.assert_array_max_ulp(out.y1, full.y1, maxulp=1)
     one = sg.simulate_batch(sur, theta0, dt=0.01, n_steps=50)
     assert one.acc is None and one.ts is None and one.ys is None
-    ref = sg.simulate(sur, theta0, dt=0.01, n_steps=50, save_every=50, kind="sparse").ys[-1]
+    ref = sg.simulate(sur, theta0, dt=0.01, n_steps=50, save_every=50, field="sparse").ys[-1]
     np.testing.assert_allclose(one.y1[0], ref, rtol=0, atol=1e-12)
 
 
@@ -107,7 +107,7 @@ def test_batched_sweep_equals_vmapped_sweep():
     def one(p):
         B = sg.block_matrix(p["beta_self"], p["beta_cross"], 2, F64)
         return sg.simulate(sg.replace(sur, B=B, K=B), theta0, dt=0.01, n_steps=60,
-                           save_every=60, kind="sparse").ys[-1]
+                           save_every=60, field="sparse").ys[-1]
 
     def chunk(p):
         B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, F64))(p["beta_self"],
@@ -142,7 +142,7 @@ def test_fold_batch_equals_vmapped_fold():
     def one(p, th):
         return sg.fold(dataclasses.replace(sur, params=p), th, jnp.zeros(2, F64),
                        lambda a, i, t: jnp.where(i % 7 == 0, a + stat(p, t), a), dt=0.01,
-                       n_steps=STEPS, t0=0.5, kind="sparse")
+                       n_steps=STEPS, t0=0.5, field="sparse")
 
     ref = jax.vmap(one)(params, th0)
     np.testing.assert_allclose(sol.y1, ref.y1, rtol=0, atol=1e-12)

@@ -1,6 +1,5 @@
 """The two integration paths and the three evaluations compute the same dynamics."""
 
-import sys
 
 import diffrax
 import jax
@@ -26,20 +25,21 @@ def lorenz_like_drive(m=2, dtype=F64):
     return sg.make_drive(ts, jnp.stack([jnp.sin(1.3 * ts + i) for i in range(m)], -1))
 
 
-@pytest.mark.parametrize("unroll", [64, 0], ids=["slot loop", "gather and reduce"])
+@pytest.mark.parametrize("sparse", [sg.Sparse(), sg.Sparse(unroll_slots=False),
+                                    sg.Sparse(slot_loop_max=0)],
+                         ids=["slot loop", "rolled slot loop", "gather and reduce"])
 @pytest.mark.parametrize("normalisation", NORMALISATIONS)
-def test_evaluations_agree(system, normalisation, unroll, monkeypatch):
-    """Both sparse forms: the slot loop (D <= SLOT_LOOP_MAX) and gather-then-reduce (larger D)."""
-    monkeypatch.setattr(sys.modules["surrogate.model"], "SLOT_LOOP_MAX", unroll)
+def test_evaluations_agree(system, normalisation, sparse):
+    """Dense and every sparse form (the slot loop, unrolled or rolled, and gather-then-reduce)."""
     sur, theta = system
     sur = sg.Surrogate(sur.network, sur.params, normalisation=normalisation)
     u = jnp.asarray([0.3, -0.7], F64)
-    ref = rhs(theta, u, sur, "reference")
-    for kind in ("dense", "sparse"):
-        np.testing.assert_allclose(rhs(theta, u, sur, kind), ref, rtol=0, atol=1e-13)
+    ref = rhs(theta, u, sur, sg.Reference())
+    for field in (sg.Dense(), sparse):
+        np.testing.assert_allclose(rhs(theta, u, sur, field), ref, rtol=0, atol=1e-13)
     f32 = jax.tree.map(lambda x: x.astype(jnp.float32) if x.dtype == F64 else x, sur)
-    for kind in ("dense", "sparse"):
-        got = rhs(theta.astype(jnp.float32), u.astype(jnp.float32), f32, kind)
+    for field in (sg.Dense(), sparse):
+        got = rhs(theta.astype(jnp.float32), u.astype(jnp.float32), f32, field)
         assert got.dtype == jnp.float32
         np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
 
@@ -48,17 +48,17 @@ def test_fast_and_diffrax_paths_agree_float64(system):
     sur, theta0 = system
     sur = sg.Surrogate(sur.network, sur.params, drive=lorenz_like_drive())
     run = dict(dt=0.01, n_steps=400, save_every=20)
-    ref = sg.simulate(sur, theta0, path="diffrax", solver=sg.RK4(), kind="reference", **run)
+    ref = sg.simulate(sur, theta0, solver=sg.RK4(), field="reference", **run)
     assert ref.ys.shape == (21, 100)
     np.testing.assert_allclose(ref.ts, 0.2 * np.arange(21), atol=1e-12)
     for kind in ("dense", "sparse", "reference"):
-        fast = sg.simulate(sur, theta0, path="fast", kind=kind, **run)
+        fast = sg.simulate(sur, theta0, field=kind, **run)
         np.testing.assert_allclose(fast.ts, ref.ts, atol=1e-12)
         np.testing.assert_allclose(fast.ys, ref.ys, rtol=0, atol=1e-11)
     # An adaptive solver at tight tolerance agrees to RK4's truncation error (measured 3.6e-7; the
     # kinks of the piecewise-linear drive keep it above the smooth-case dt^4 ~ 1e-8).
     adaptive = sg.simulate(
-        sur, theta0, path="diffrax", solver=diffrax.Tsit5(),
+        sur, theta0, solver=diffrax.Tsit5(),
         stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10), **run,
     )
     np.testing.assert_allclose(adaptive.ys, ref.ys, rtol=0, atol=1e-6)
@@ -68,9 +68,9 @@ def test_fast_and_diffrax_paths_agree_float32(system):
     sur, theta0 = system
     f32 = jax.tree.map(lambda x: x.astype(jnp.float32) if x.dtype == F64 else x, sur)
     run = dict(dt=0.01, n_steps=200, save_every=50)
-    ref = sg.simulate(sur, theta0, path="diffrax", solver=sg.RK4(), **run)  # float64
-    for path, solver in (("fast", None), ("diffrax", sg.RK4())):
-        got = sg.simulate(f32, theta0.astype(jnp.float32), path=path, solver=solver, **run)
+    ref = sg.simulate(sur, theta0, solver=sg.RK4(), **run)  # float64
+    for solver in (sg.FixedStep(), sg.RK4()):
+        got = sg.simulate(f32, theta0.astype(jnp.float32), solver=solver, **run)
         assert got.ys.dtype == jnp.float32
         np.testing.assert_allclose(got.ys, ref.ys, rtol=0, atol=5e-5)
 
@@ -87,9 +87,9 @@ def test_rk4_convergence_order(system):
     assert np.all((orders > 3.6) & (orders < 4.4)), (errs, orders)
 
 
-def test_rk4_roundings():
-    """rk4.step's two roundings of the final sum are the hand-written formulas, bit for bit
-    (op by op, float32), and the same method: they differ in the last bits only."""
+def test_rk4_step_is_the_formula():
+    """rk4.step is y + dt/6 (k1 + 2 k2 + 2 k3 + k4), bit for bit (op by op, float32, stages
+    unrolled); the stage loop differs from it by float rounding only."""
     from surrogate import rk4
 
     rng = np.random.default_rng(2)
@@ -104,17 +104,11 @@ def test_rk4_roundings():
     k2 = f(y + dt * np.float32(0.5) * k1, xs[1])
     k3 = f(y + dt * np.float32(0.5) * k2, xs[2])
     k4 = f(y + dt * k3, xs[3])
-    b = np.asarray(rk4.BUTCHER[0], np.float32)
-    want = {"textbook": y + dt / np.float32(6) * (k1 + 2 * k2 + 2 * k3 + k4),
-            "butcher": y + dt * (b[0] * k1 + b[1] * k2 + b[2] * k3 + b[3] * k4)}
+    want = y + dt / np.float32(6) * (k1 + 2 * k2 + 2 * k3 + k4)
     jf = lambda y_, x: jnp.sin(3 * y_) * x - 0.5 * y_  # noqa: E731
-    got = {name: np.asarray(rk4.step(jf, jnp.asarray(y), jnp.asarray(xs), jnp.asarray(dt),
-                                     weights=weights, stage_loop=False))
-           for name, weights in (("textbook", rk4.TEXTBOOK), ("butcher", rk4.BUTCHER))}
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name])
-    assert not np.array_equal(got["textbook"], got["butcher"])
-    np.testing.assert_array_max_ulp(got["textbook"], got["butcher"], maxulp=4)
+    args = (jf, jnp.asarray(y), jnp.asarray(xs), jnp.asarray(dt))
+    np.testing.assert_array_equal(np.asarray(rk4.step(*args, stage_loop=False)), want)
+    np.testing.assert_array_max_ulp(np.asarray(rk4.step(*args, stage_loop=True)), want, maxulp=4)
 
 
 def test_beta_zero_is_classic_kuramoto():
@@ -147,7 +141,7 @@ def test_beta_zero_is_classic_kuramoto():
         sur = sg.Surrogate(net, params, normalisation=norm)
         for kind in ("dense", "sparse"):
             got = sg.simulate(sur, jnp.asarray(theta0), dt=0.01, n_steps=300, save_every=300,
-                              kind=kind).ys[-1]
+                              field=kind).ys[-1]
             np.testing.assert_allclose(got, numpy_rk4(z), rtol=0, atol=1e-11)
 
 
@@ -186,12 +180,14 @@ def test_bad_arguments(system):
         sg.simulate(sur, theta0, dt=-0.1, n_steps=10)
     with pytest.raises(ValueError, match=r"theta0 must have shape \(100,\)"):
         sg.simulate(sur, theta0[:10], dt=0.01, n_steps=10)
-    with pytest.raises(ValueError, match="path must be"):
-        sg.simulate(sur, theta0, dt=0.01, n_steps=10, path="euler")
-    with pytest.raises(ValueError, match="kind must be"):
-        sg.simulate(sur, theta0, dt=0.01, n_steps=10, kind="blocked")
-    with pytest.raises(ValueError, match="need path='diffrax'"):
-        sg.simulate(sur, theta0, dt=0.01, n_steps=10, solver=diffrax.Tsit5())
+    with pytest.raises(ValueError, match="solver must be"):
+        sg.simulate(sur, theta0, dt=0.01, n_steps=10, solver="euler")
+    with pytest.raises(ValueError, match="field must be"):
+        sg.simulate(sur, theta0, dt=0.01, n_steps=10, field="blocked")
+    with pytest.raises(ValueError, match="need a diffrax solver"):
+        sg.simulate(sur, theta0, dt=0.01, n_steps=10, saveat=diffrax.SaveAt(t1=True))
+    with pytest.raises(ValueError, match="FixedStep.unroll"):
+        sg.FixedStep(unroll=0)
     with pytest.raises(ValueError, match="normalisation must be one of"):
         sg.Surrogate(sur.network, sur.params, normalisation="l2")
     with pytest.raises(ValueError, match=r"params.B must have shape \(2, 2\)"):

@@ -76,7 +76,7 @@ def test_matches_fold_float64(anchored):
         s = dataclasses.replace(sur, params=sg.Params(omega=om, gain=gn, B=B, K=B, **ex))
         init = (jnp.zeros(n, F64), jnp.zeros(n, F64))
         sol = sg.fold(s, th, init, lambda acc, _, t: (acc[0] + jnp.cos(t), acc[1] + jnp.sin(t)),
-                      dt=0.01, n_steps=STEPS, kind="sparse")
+                      dt=0.01, n_steps=STEPS, field="sparse")
         c, si = sol.acc
         return sol.y1, c / STEPS, si / STEPS
 

@@ -60,8 +60,8 @@ def test_shares_are_row_normalised_for_every_mode(system, norm):
 
 def _loss(sur, theta0, path):
     """Dominance of modality 0 over 1 from the time-averaged modality attention matrix."""
-    traj = sg.simulate(sur, theta0, dt=0.02, n_steps=150, save_every=10, path=path,
-                       solver=sg.RK4() if path == "diffrax" else None)
+    traj = sg.simulate(sur, theta0, dt=0.02, n_steps=150, save_every=10,
+                       solver=sg.RK4() if path == "diffrax" else sg.FixedStep())
     p = jax.vmap(sg.modality_attention, (0, None))(traj.ys[1:], sur).mean(0)
     return sg.dominance_index(p, 0, 1)
 

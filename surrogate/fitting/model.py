@@ -162,7 +162,7 @@ def model_attention(model: FitModel, params: FitParams) -> jax.Array:
     sur = model.surrogate(params)
 
     def one(theta0):
-        ys = simulate(sur, theta0, dt=model.dt, n_steps=model.n_steps, kind=model.kind).ys
+        ys = simulate(sur, theta0, dt=model.dt, n_steps=model.n_steps, field=model.kind).ys
         return jax.vmap(modality_attention, (0, None))(ys, sur)
 
     grid = jax.vmap(one)(model.theta0).mean(0)  # (S + 1, M, M)

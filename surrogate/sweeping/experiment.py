@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from surrogate.batch import fold_batch
-from surrogate.integrate import fold, resolve_kind
+from surrogate.integrate import fold
+from surrogate.model import Sparse, resolve_field
 from surrogate.lyapunov import conditional_lyapunov_exponents
 from surrogate.metrics import dominance_index, modality_attention, order_parameter
 from surrogate.model import Params, block_matrix, initial_phases, make_drive, paper_preset
@@ -143,7 +144,7 @@ def sweep_function(spec):
     the neighbour-slot one ("sparse", or "auto" on a sparse graph), else ``point_function``;
     from a ``SweepSpec`` (no drive) or a ``SweepModel``."""
     model = _model(spec)
-    if resolve_kind(model.base, model.run.kind) == "sparse":
+    if isinstance(resolve_field(model.base, model.run.kind), Sparse):
         return chunk_function(model), True
     return point_function(model), False
 
@@ -162,7 +163,7 @@ def point_function(spec):
         theta = model.theta0
         if transient:
             theta = fold(sur, theta, (), lambda acc, i, th: acc, dt=dt, n_steps=transient,
-                         kind=run.kind).y1
+                         field=run.kind).y1
         theta_start = theta
 
         def update(acc, i, th):
@@ -170,7 +171,7 @@ def point_function(spec):
                                 lambda a: a, acc)
 
         sol = fold(sur, theta, model.zeros, update, dt=dt, n_steps=steps, t0=transient * dt,
-                   kind=run.kind)
+                   field=run.kind)
         return model.outputs(params, theta_start, sol.y1, sol.acc)
 
     return fn

@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--k {k}: at most {n - 1 if modulo else n} exponents for N={n}")
         theta0 = sg.initial_phases(k_theta, n, dtype)
         def compute(**s):
-            return conditional_lyapunov_exponents(sur, theta0, dt=dt, k=k, kind=args.kind,
+            return conditional_lyapunov_exponents(sur, theta0, dt=dt, k=k, field=args.kind,
                                                   modulo_phase_shift=modulo, **s)
         exact_sum, reference = None, None
         title = (f"surrogate {'x'.join(map(str, args.sizes))}, beta_self={args.beta_self:g}, "

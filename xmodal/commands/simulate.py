@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
                  f"(--duration / --dt / --save-every)")
     out = prepare_out(args.out, force=args.force)
 
+    import diffrax
     import jax
 
     if args.float64:
@@ -118,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
         omega_spread=args.omega_spread, normalisation=args.normalisation, dtype=dtype,
     )
     theta0 = sg.initial_phases(k_theta, sur.network.n, dtype)
+    solver = diffrax.Tsit5() if args.path == "diffrax" else sg.FixedStep()
     traj = jax.jit(
         lambda s, th: sg.simulate(
-            s, th, dt=args.dt, n_steps=n_steps, save_every=args.save_every, path=args.path
+            s, th, dt=args.dt, n_steps=n_steps, save_every=args.save_every, solver=solver
         )
     )(sur, theta0)
     r = jax.vmap(sg.order_parameter, (0, None))(traj.ys, sur)
