@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         "order_parameter_mean": np.asarray(r[half:].mean(0)).tolist(),
         "modality_attention_mean": np.asarray(p_mean).tolist(),
         "cross_share_mean": np.asarray(p_mean.sum(-1) - jnp.diagonal(p_mean)).tolist(),
-        "dominance_01": float(sg.dominance_index(p_mean, 0, 1)),
+        "dominance_01": float(sg.metrics.dominance_index(p_mean, 0, 1)),
         "graph_density": sur.network.density,
         "versions": versions(),
     }
