@@ -53,7 +53,7 @@ def parse_args(argv=None):
                    help="substrings of variant names to run (naive, diffrax, dense, sparse, "
                         "engine); default all")
     p.add_argument("--cpu-devices", type=int, default=None,
-                   help="simulate this many CPU devices (sets XLA_FLAGS before JAX starts)")
+                   help="simulate this many CPU devices (before JAX starts)")
     p.add_argument("--engine", choices=("batch", "fast"), default="batch",
                    help="what the sweep engine runs in the device and scaling tables: "
                         "simulate_batch (batched=True) or the vmapped fast sparse path")
@@ -87,15 +87,15 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
-if ARGS.cpu_devices:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={ARGS.cpu_devices}")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import diffrax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+if ARGS.cpu_devices:  # before JAX starts its backends
+    jax.config.update("jax_num_cpu_devices", ARGS.cpu_devices)
 
 import surrogate as sg  # noqa: E402
 from lorenz.systems import lorenz63, rk4_trajectory  # noqa: E402

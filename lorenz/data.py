@@ -101,7 +101,7 @@ def lorenz_series(
     mean, std = train.mean(0), train.std(0)
     delta = dt * sample_every
     ts = delta * jnp.arange(splits.total, dtype=dtype)
-    return LorenzSeries(ts=ts, u=((ys - mean) / std).astype(dtype), mean=mean.astype(dtype),
+    return LorenzSeries(ts=ts, u=((ys - mean[None, :]) / std[None, :]).astype(dtype), mean=mean.astype(dtype),
                         std=std.astype(dtype), delta=float(delta))
 
 

@@ -64,7 +64,7 @@ def test_matches_fold_float64(anchored):
     omega = jax.vmap(lambda k: jax.random.normal(k, (n,), F64))(jax.random.split(
         jax.random.key(2), g))
     gain = jnp.linspace(0.5, 2.0, g, dtype=F64)[:, None] * jnp.ones((g, n), F64)
-    th0 = theta0 + jnp.linspace(-1.0, 1.0, g, dtype=F64)[:, None]
+    th0 = theta0[None, :] + jnp.linspace(-1.0, 1.0, g, dtype=F64)[:, None]
 
     keys = jax.random.split(jax.random.key(3), 3)
     anchoring = dict(anchor=jnp.abs(jax.random.normal(keys[0], (g, n), F64)) + 1.0,
