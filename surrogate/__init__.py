@@ -53,6 +53,7 @@ from surrogate.lyapunov import (
     lyapunov_spectrum,
     lyapunov_spectrum_map,
 )
+from surrogate.lyapunov_batch import lyapunov_spectrum_batch, lyapunov_spectrum_map_batch
 from surrogate.metrics import (
     cross_modal_share,
     dominance,
@@ -127,6 +128,7 @@ __all__ = [
     "LyapunovSpectrum",
     "lyapunov_spectrum",
     "lyapunov_spectrum_map",
+    "lyapunov_spectrum_batch", "lyapunov_spectrum_map_batch",
     "conditional_lyapunov_exponents",
     "kaplan_yorke_dimension",
     "CorrelationDimension",
