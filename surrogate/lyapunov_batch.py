@@ -136,8 +136,8 @@ def lyapunov_spectrum_batch(
     arguments, same steps, the same result up to rounding), on lanes. ``renorm_every``: the
     frame of a low-dimensional flow stays well conditioned over several steps (Lorenz-63 at
     dt = 0.01: 8 steps shrink the third vector against the first by e^-1.2), and every QR
-    costs k logarithms and square roots per trajectory, the bulk of a step's transcendental
-    work; ``benchmarks/lyapunov.py`` uses 8.
+    costs k logarithms and square roots per trajectory, all the transcendental work of a
+    polynomial field; ``benchmarks/lyapunov.py`` uses 8.
 
     Args:
         vector_field: f(t, y, args) -> dy/dt for one state y (n,).
