@@ -173,32 +173,37 @@ def benettin(block, carry, log_shape, dtype, unit, n_steps, transient, renorm_ev
                             running=totals / per_time)
 
 
-def _benettin(step, y0, q0, unit, k, n_steps, transient, renorm_every, n_records):
-    """Benettin/QR run of one system ``step(i, y) -> y_next`` (i: global step index, traced
-    int): the step is linearised (``jax.linearize``) and the k tangent vectors advance with it.
-
-    ``q0``: initial orthonormal frame (n, k) or None (the first k unit vectors); ``unit``: time
-    per step.
+def qr_blocks(step, renorm_every: int):
+    """The ``block`` of ``benettin`` for ``step(i, y) -> y_next`` (i: global step index, traced
+    int): ``renorm_every`` steps of the state y and of its tangent frame q (n, k, *lanes), then
+    ``_qr_log``. Each step is linearised (``jax.linearize``) and the k columns of q advance
+    with it; y and the columns may carry trailing lane axes (``lyapunov_spectrum_batch``).
     """
 
-    def advance(i, carry):
-        y, q = carry
+    def advance(i, yq):
+        y, q = yq
         y_next, tangent = jax.linearize(lambda x: step(i, x), y)
         return y_next, jax.vmap(tangent, in_axes=1, out_axes=1)(q)
 
     def block(b, yq):
         i0 = b * renorm_every
         if renorm_every == 1:
-            y, q = advance(i0, yq)
-        else:
-            y, q = jax.lax.fori_loop(0, renorm_every, lambda j, c: advance(i0 + j, c), yq)
-        q, logs = _qr_log(q)
-        return (y, q), logs
+            yq = advance(i0, yq)
+        else:  # rolled: written out, XLA's fusion recomputed shared stages (24x slower at 8)
+            yq = jax.lax.fori_loop(0, renorm_every, lambda j, c: advance(i0 + j, c), yq)
+        q, logs = _qr_log(yq[1])
+        return (yq[0], q), logs
 
+    return block
+
+
+def _benettin(step, y0, q0, unit, k, n_steps, transient, renorm_every, n_records):
+    """Benettin/QR run of one system ``step(i, y) -> y_next``; ``q0``: initial orthonormal
+    frame (n, k) or None (the first k unit vectors); ``unit``: time per step."""
     dtype = y0.dtype
     q0 = jnp.eye(y0.shape[0], k, dtype=dtype) if q0 is None else q0.astype(dtype)
-    return benettin(block, (y0, q0), (k,), dtype, unit, n_steps, transient, renorm_every,
-                    n_records)
+    return benettin(qr_blocks(step, renorm_every), (y0, q0), (k,), dtype, unit, n_steps,
+                    transient, renorm_every, n_records)
 
 
 _STATIC = ("k", "n_steps", "transient", "renorm_every", "n_records")

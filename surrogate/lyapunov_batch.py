@@ -1,11 +1,12 @@
 """Lyapunov spectra of many trajectories at once: the batch laid out on lanes.
 
-The same Benettin/QR method as ``surrogate.lyapunov`` (its ``benettin`` accumulation and its
-Gram-Schmidt ``_qr_log``), with B trajectories held as state arrays of shape (n, L) and tangent
-frames of shape (n, k, L), L lanes per block: the batch is the minor (contiguous) axis, so every
-operation of the RK4 step, of its tangent map (``jax.linearize`` of the step on lanes) and of the
-written-out Gram-Schmidt is one vector operation across L trajectories. ``jax.vmap`` of the
-one-system path keeps the batch on the major axis instead, with (3,)-long minor axes.
+The same Benettin/QR method as ``surrogate.lyapunov``, with its code (``benettin``: the
+accumulation; ``qr_blocks``: tangent steps by ``jax.linearize``, Gram-Schmidt written out), on
+B trajectories held as state arrays of shape (n, L) and tangent frames of shape (n, k, L), L
+lanes per block: the batch is the minor (contiguous) axis, so every operation of the RK4 step,
+of its tangent map and of the Gram-Schmidt is one vector operation across L trajectories.
+``jax.vmap`` of the one-system path keeps the batch on the major axis instead, with (3,)-long
+minor axes on Lorenz-63 (4.4x slower in ``benchmarks/lyapunov.py``).
 
 The field and map keep their one-system signatures, ``f(t, y, args)`` and ``g(y, args)`` with
 y of shape (n,); they are vmapped over the lane axis inside. ``args`` is shared by the batch.
@@ -25,9 +26,9 @@ from surrogate.lyapunov import (
     _check,
     _check_frame,
     _is_count,
-    _qr_log,
     benettin,
     cached_jit,
+    qr_blocks,
 )
 
 __all__ = ["lyapunov_spectrum_batch", "lyapunov_spectrum_map_batch", "LANES"]
@@ -52,29 +53,17 @@ def _run(step, y0s, q0, unit, *, k, n_steps, transient, renorm_every, n_records,
     q0 = jnp.eye(n, k, dtype=dtype) if q0 is None else q0.astype(dtype)
     frame0 = jnp.broadcast_to(q0[:, :, None], (n, k, lanes))
 
-    def advance(i, yq):
-        y, q = yq
-        y_next, tangent = jax.linearize(lambda x: step(i, x), y)
-        return y_next, jnp.stack([tangent(q[:, j]) for j in range(k)], 1)
-
-    def block(bi, yq):
-        i0 = bi * renorm_every
-        # a rolled loop: written out, XLA's fusion recomputed shared stages (24x slower at 8)
-        yq = jax.lax.fori_loop(0, renorm_every, lambda j, c: advance(i0 + j, c), yq)
-        q, logs = _qr_log(yq[1])
-        return (yq[0], q), logs
-
     def one(y):
-        res = benettin(block, (y, frame0), (k, lanes), dtype, unit, n_steps, transient,
-                       renorm_every, n_records)
+        res = benettin(qr_blocks(step, renorm_every), (y, frame0), (k, lanes), dtype, unit,
+                       n_steps, transient, renorm_every, n_records)
         return res.exponents, res.running, res.times
 
     lam, running, times = jax.lax.map(one, blocks)
     # (blocks, k, L) -> (B, k); (blocks, R, k, L) -> (B, R, k)
     lam = lam.transpose(0, 2, 1).reshape(-1, k)[:b]
     running = running.transpose(0, 3, 1, 2).reshape(-1, running.shape[1], k)[:b]
-    return LyapunovSpectrum(exponents=lam, times=jnp.broadcast_to(times[0], (b,) + times.shape[1:]),
-                            running=running)
+    times = jnp.broadcast_to(times[0], (b,) + times.shape[1:])
+    return LyapunovSpectrum(exponents=lam, times=times, running=running)
 
 
 def _flow(vector_field, y0s, args, dt, t0, q0, **static):
