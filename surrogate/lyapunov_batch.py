@@ -6,7 +6,7 @@ B trajectories held as state arrays of shape (n, L) and tangent frames of shape 
 lanes per block: the batch is the minor (contiguous) axis, so every operation of the RK4 step,
 of its tangent map and of the Gram-Schmidt is one vector operation across L trajectories.
 ``jax.vmap`` of the one-system path keeps the batch on the major axis instead, with (3,)-long
-minor axes on Lorenz-63 (4.4x slower in ``benchmarks/lyapunov.py``).
+minor axes on Lorenz-63 (5x slower in ``benchmarks/lyapunov.py``).
 
 The field and map keep their one-system signatures, ``f(t, y, args)`` and ``g(y, args)`` with
 y of shape (n,); they are vmapped over the lane axis inside. ``args`` is shared by the batch.
