@@ -123,7 +123,7 @@ def problem(sizes=(50, 50), steps=None):
     return sur, theta0
 
 
-def plane(side: int) -> sg.Points:
+def plane(side: int) -> sg.sweeping.Points:
     axis = np.logspace(-4, 0, side)
     return sg.grid(beta_self=axis, beta_cross=axis)
 

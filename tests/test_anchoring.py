@@ -50,7 +50,7 @@ def test_single_oscillator_locks_and_relaxes_at_the_adler_rate(h, omega):
 def test_conditional_exponent_of_an_uncoupled_network_is_the_slowest_relaxation():
     h = 3.0
     sur = sg.paper_preset(jax.random.key(0), sizes=(6, 6), k=2, cross_density=0.0,
-                          anchor=h, dtype=F64, kappa=0.0)
+                          anchor=h, dtype=F64, coupling=sg.Fixed(0.0))
     sur = sur.replace(drive=sg.make_drive(jnp.asarray([0.0, 100.0], F64),
                                           jnp.full((2, 2), 0.4, F64)))
     omega = np.asarray(sur.params.omega) + 0.4 * np.asarray(sur.params.gain)  # with g u
@@ -113,7 +113,7 @@ def test_metric_gradient_in_anchor_and_encoding_gain_matches_finite_differences(
         traj = sg.simulate(sg.replace(sur, **{name: x}), theta0, dt=0.01, n_steps=60,
                            **opts)
         att = jax.vmap(sg.modality_attention, (0, None))(traj.ys, sur).mean(0)
-        return sg.dominance_index(att) + jnp.mean(jnp.sin(traj.ys[-1]))
+        return sg.metrics.dominance_index(att) + jnp.mean(jnp.sin(traj.ys[-1]))
 
     grad = jax.grad(metric)(1.0)
     eps = 1e-5

@@ -9,6 +9,8 @@ import importlib.util
 import os
 import sys
 
+from threadpoolctl import threadpool_limits
+
 from xmodal import __version__
 
 #: Subcommand modules under ``xmodal.commands``, in the order ``--help`` lists them.
@@ -48,15 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cpu_devices() -> None:
-    """One JAX CPU device per available core (unless XLA_FLAGS says otherwise), so that sweeps,
-    which shard over devices, use every core; single-threaded OpenBLAS under XLA's threads (see
-    surrogate/__init__.py). Set before JAX starts its backends."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    """One JAX CPU device per available core (unless XLA_FLAGS sets a count), so that sweeps,
+    which shard over devices, use every core. A JAX setting, not the environment: it takes
+    effect only before JAX starts its backends (a program that imported JAX keeps its own)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
         return
+    import jax
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores or 1}".strip()
+    try:
+        jax.config.update("jax_num_cpu_devices", cores or 1)
+    except RuntimeError:  # backends already started
+        pass
 
 
 
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"pip install 'xmodal[{extra}]'\n")
     forget_created_dirs()
     try:
-        code = int(args.run(args) or 0)
+        with threadpool_limits(1, user_api="blas"):  # BLAS threads under XLA's oversubscribe
+            code = int(args.run(args) or 0)
     except KeyboardInterrupt:
         remove_created_dirs()
         parser.exit(130, f"xmodal {args.command}: interrupted\n")

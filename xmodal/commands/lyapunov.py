@@ -346,17 +346,14 @@ def _table(result, title) -> None:
 
 
 def _plot(path, times, running, result, title) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from xmodal.report import atomic_savefig
 
     ref = (result["reference"] or {}).get("exponents")
     k = running.shape[1]
-    fig, axes = plt.subplots(k, 1, figsize=(7, 1.7 * k + 0.8), sharex=True, squeeze=False,
-                             constrained_layout=True)
+    fig = Figure(figsize=(7, 1.7 * k + 0.8), layout="constrained")
+    axes = fig.subplots(k, 1, sharex=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         ax.plot(times, running[:, i], lw=1.2, label="running estimate")
         if ref is not None:
@@ -367,4 +364,3 @@ def _plot(path, times, running, result, title) -> None:
     axes[-1, 0].set_xlabel("iterations" if result["dt"] is None else "time")
     fig.suptitle(f"Lyapunov exponents: {title}", fontsize=9)
     atomic_savefig(fig, path)
-    plt.close(fig)

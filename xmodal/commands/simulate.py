@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         "order_parameter_mean": np.asarray(r[half:].mean(0)).tolist(),
         "modality_attention_mean": np.asarray(p_mean).tolist(),
         "cross_share_mean": np.asarray(p_mean.sum(-1) - jnp.diagonal(p_mean)).tolist(),
-        "dominance_01": float(sg.dominance_index(p_mean, 0, 1)),
+        "dominance_01": float(sg.metrics.dominance_index(p_mean, 0, 1)),
         "graph_density": sur.network.density,
         "versions": versions(),
     }
@@ -162,15 +162,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _figure(path, ts, ys, r, p, sizes, args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     import numpy as np
 
     from xmodal.report import atomic_savefig
 
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    fig = Figure(figsize=(14, 3.8), layout="constrained")
+    ax = fig.subplots(1, 3)
     for m in range(r.shape[1]):
         ax[0].plot(ts, r[:, m], label=f"modality {m}")
         ax[2].plot(ts, p[:, m].sum(-1) - p[:, m, m], label=f"modality {m}")
@@ -186,4 +184,3 @@ def _figure(path, ts, ys, r, p, sizes, args) -> None:
     ax[2].legend()
     fig.suptitle(f"surrogate, beta_self={args.beta_self:g}, beta_cross={args.beta_cross:g}")
     atomic_savefig(fig, path)
-    plt.close(fig)

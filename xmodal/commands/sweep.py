@@ -112,7 +112,7 @@ def _start_processes(coordinator, num_processes, process_id, timeout: int) -> No
     # jax.distributed aborts the process (a C++ check failure, no Python exception) when the
     # coordinator cannot be reached or the port is taken: check both first, with a deadline.
     check_coordinator(coordinator, process_id=process_id, wait_s=timeout)
-    try:  # sg.init_multihost, with the timeout of the start
+    try:  # sg.sweeping.init_multihost, with the timeout of the start
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=timeout)
     except (ValueError, RuntimeError) as err:
