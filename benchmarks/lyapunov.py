@@ -27,6 +27,7 @@ nolds is not used: it estimates lambda_1 from a scalar time series (its "expecte
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -82,23 +83,31 @@ def engines(args, params):
     from surrogate.lyapunov_batch import lyapunov_spectrum_batch
 
     dt, n, tr, m = args.dt, args.steps, args.transient, args.renorm_every
-    rows = [(f"xmodal batch/{m}", lambda y0s: lyapunov_spectrum_batch(
-        lorenz63, y0s, params, dt=dt, n_steps=n, transient=tr, renorm_every=m, n_records=1,
-        lanes=args.lanes).exponents)]
+    def batch(y0s):
+        return lyapunov_spectrum_batch(lorenz63, y0s, params, dt=dt, n_steps=n, transient=tr,
+                                       renorm_every=m, n_records=1, lanes=args.lanes).exponents
+
+    def one(y):
+        return lyapunov_spectrum(lorenz63, y, params, dt=dt, n_steps=n, transient=tr,
+                                 n_records=1).exponents
+
+    rows = [(f"xmodal batch/{m}", batch)]
     if not args.no_vmap:
-        one = lambda y: lyapunov_spectrum(lorenz63, y, params, dt=dt, n_steps=n, transient=tr,
-                                          n_records=1).exponents
         rows.append(("xmodal vmap/1", jax.vmap(one)))
     if args.no_lyapax:
         return rows
     import lyapax
 
     step = lyapax.ode_step(lambda s: lorenz63(0.0, s, params), dt, integrator="rk4")
-    for every in dict.fromkeys((1, m)):
+
+    def theirs(y, every):
         # lyapax counts its transient in time and rounds it to whole blocks (at least one)
-        run = lambda y, e=every: lyapax.lyapunov_spectrum(
-            step, y, dt, n, k=3, renorm_every=e, t_transient=max(tr, e) * dt).exponents
-        rows.append((f"lyapax {lyapax.__version__}/{every}", jax.vmap(run)))
+        return lyapax.lyapunov_spectrum(step, y, dt, n, k=3, renorm_every=every,
+                                        t_transient=max(tr, every) * dt).exponents
+
+    for every in dict.fromkeys((1, m)):
+        run = jax.vmap(functools.partial(theirs, every=every))
+        rows.append((f"lyapax {lyapax.__version__}/{every}", run))
     return rows
 
 

@@ -92,9 +92,13 @@ def _linear_system():
     return jnp.asarray(p @ j @ np.linalg.inv(p)), np.array([-0.1, -0.1, -0.7, -1.5])
 
 
+def _linear_field(t, y, a):
+    return a @ y
+
+
 def test_linear_system_exact_exponents():
     a, expected = _linear_system()
-    field = lambda t, y, a: a @ y
+    field = _linear_field
     y0 = jnp.ones(4)
     res = lyapunov_spectrum(field, y0, a, dt=0.02, n_steps=100_000, transient=500, renorm_every=5)
     np.testing.assert_allclose(np.asarray(res.exponents), expected, atol=1e-3)
@@ -106,7 +110,9 @@ def test_linear_system_exact_exponents():
 
 def test_time_dependence_is_used():
     """dy/dt = (cos t - 1/2) y has exponent -1/2; a field evaluated at a frozen t would not."""
-    field = lambda t, y, args: (jnp.cos(t) - 0.5) * y
+    def field(t, y, args):
+        return (jnp.cos(t) - 0.5) * y
+
     res = lyapunov_spectrum(field, jnp.array([1.0]), dt=0.01, n_steps=20_000, t0=0.3)
     # exact over T = 200: -1/2 + (sin(t0 + T) - sin t0) / T
     exact = -0.5 + (math.sin(200.3) - math.sin(0.3)) / 200
@@ -116,8 +122,9 @@ def test_time_dependence_is_used():
 def test_jit_vmap_over_parameters_matches_single_runs():
     rhos = jnp.array([28.0, 45.0])
     params = LorenzParams(sigma=jnp.full(2, 10.0), rho=rhos, beta=jnp.full(2, 8 / 3))
-    run = lambda p: lyapunov_spectrum(lorenz63, jnp.array([1.0, 1.0, 1.0]), p, dt=0.01,
-                                      n_steps=300)
+    def run(p):
+        return lyapunov_spectrum(lorenz63, jnp.array([1.0, 1.0, 1.0]), p, dt=0.01, n_steps=300)
+
     batched = jax.jit(jax.vmap(run))(params)
     for i, rho in enumerate([28.0, 45.0]):
         single = run(LorenzParams(rho=rho))
@@ -139,7 +146,7 @@ def test_float32():
 
 def test_renorm_every_gives_same_spectrum():
     a, _expected = _linear_system()
-    field = lambda t, y, a: a @ y
+    field = _linear_field
     kw = {"dt": 0.02, "n_steps": 20_000, "transient": 500}
     r1 = lyapunov_spectrum(field, jnp.ones(4), a, renorm_every=1, **kw)
     r10 = lyapunov_spectrum(field, jnp.ones(4), a, renorm_every=10, **kw)
@@ -304,7 +311,7 @@ def test_batch_float32_published_spectrum_and_trace(lorenz_batch32):
 
 def test_batch_renorm_interval_does_not_change_spectrum(lorenz_batch32):
     a, expected = _linear_system()
-    field = lambda t, y, a: a @ y
+    field = _linear_field
     y0s = jnp.stack([jnp.ones(4), jnp.arange(1.0, 5.0)])
     kw = {"dt": 0.02, "n_steps": 20_000, "transient": 480}
     r1 = lyapunov_spectrum_batch(field, y0s, a, renorm_every=1, **kw)
