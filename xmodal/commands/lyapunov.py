@@ -169,9 +169,8 @@ def run(args: argparse.Namespace) -> int:
     from surrogate.lyapunov import (
         conditional_lyapunov_exponents,
         kaplan_yorke_dimension,
-        lyapunov_spectrum,
-        lyapunov_spectrum_map,
     )
+    from surrogate.lyapunov_batch import lyapunov_spectrum_batch, lyapunov_spectrum_map_batch
 
     dtype = jnp.float32 if args.float32 else jnp.float64
     settings = {
@@ -213,10 +212,12 @@ def run(args: argparse.Namespace) -> int:
         k = n if args.k is None else args.k
         if k > n:
             raise ValueError(f"--k {k}: {args.system} has dimension {n}")
-        def compute(**s):
+        def compute(**s):  # the batch engine, one trajectory
             if kind == "map":
-                return lyapunov_spectrum_map(fn, y0, params, k=k, **s)
-            return lyapunov_spectrum(fn, y0, params, dt=dt, k=k, **s)
+                res = lyapunov_spectrum_map_batch(fn, y0[None], params, k=k, **s)
+            else:
+                res = lyapunov_spectrum_batch(fn, y0[None], params, dt=dt, k=k, **s)
+            return jax.tree.map(lambda a: a[0], res)
         title = TITLES[args.system] + " (" + ", ".join(
             f"{f}={getattr(params, f):g}" for f in params.__dataclass_fields__) + ")"
         info = {"parameters": {f: float(getattr(params, f)) for f in params.__dataclass_fields__},
