@@ -148,7 +148,8 @@ def read_table(path) -> list[dict]:
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing} (a predictions table of "
                              f"`xmodal emotion` has {list(COLUMNS)})")
-        return [{**dict.fromkeys(OPTIONAL_COLUMNS, ""), **row} for row in reader]
+        absent = {c: "" for c in OPTIONAL_COLUMNS if c not in (reader.fieldnames or [])}
+        return [{**row, **absent} for row in reader]
 
 
 def label_set(text: str) -> frozenset[str]:

@@ -362,9 +362,9 @@ def claim_section(p: dict) -> list[str]:
     lines = ["## Claim test: Face+Voice errors track Face-only, not Voice-only", "",
              ("Three analyses kept apart: the unperturbed prompt (variant 0; **primary**), the "
               "perturbed prompts that allow the intended label (misperceptions) and those that "
-              "forbid it (forced fallbacks). Statistic: delta = JS(face_voice, voice_only) - "
-              "JS(face_voice, face_only) of the error targets (the predicted labels of the "
-              "errors); delta > 0 says Face+Voice errors look more like Face-only's. "
+              "forbid it (forced fallbacks). Statistic: delta = JSD(face_voice, voice_only) - "
+              "JSD(face_voice, face_only), Jensen-Shannon divergences (bits) of the error "
+              "targets (the predicted labels of the errors); delta > 0 says Face+Voice errors look more like Face-only's. "
               f"Null: within each clip and variant the labels of the conditions that erred are "
               f"exchangeable (one common error process; each condition keeps its error count), "
               f"{st['n_perm']} permutations. Verdict at alpha = {st['alpha']} (two-sided p, "
