@@ -15,8 +15,8 @@ of runs, the divergence in 97 %.) Plug-in divergences are biased upward, more fo
 with fewer errors, so delta alone is no test. Null: one common error process; within a cell,
 the labels of the conditions that erred are exchangeable. `claim` permutes them within every cell
 (each condition keeps its error count in every cell, so the null distribution carries the same
-bias) and gives the one-sided p-values p_supported = (1 + #{delta* >= delta}) / (1 + n_perm) and p_contradicted
-(<=); p = min(1, 2 min(...)). Verdict at level ``alpha``: "supported" / "contradicted" when
+bias) and gives the one-sided p-values p_supported = (1 + #{delta* >= delta}) / (1 + n_perm)
+and p_contradicted (<=); p = min(1, 2 min(...)). Verdict at level ``alpha``: "supported" / "contradicted" when
 p <= alpha (each direction one-sided at alpha / 2), else "no detectable effect"; "not testable"
 when a condition has fewer than ``min_errors`` errors or fewer than ``min_errors`` cells hold two
 or more errors (the permutation has nothing to move). The permutation is valid however cells

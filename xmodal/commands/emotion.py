@@ -224,7 +224,9 @@ def from_table(args) -> int:
                         "path": r.get("path") or None} for r in csv.DictReader(f)]
     out = prepare_out(Path(args.out), force=args.force)
     units = len({(r["clip"], r["condition"]) for r in rows})
-    summary = write_analysis(out, rows, args.conditions, seed=args.seed, n_boot=args.n_boot,
+    order = meta.get("conditions") or CONDITIONS  # the run's order, for the same summary
+    conditions = [c for c in order if c in args.conditions]
+    summary = write_analysis(out, rows, conditions, seed=args.seed, n_boot=args.n_boot,
                              n_perm=args.n_perm, min_share=args.min_share,
                              run_info={"source_table": str(path.resolve()),
                                        "model": {"id": meta.get("model", "unknown")},
@@ -364,7 +366,8 @@ def claim_section(p: dict) -> list[str]:
               "perturbed prompts that allow the intended label (misperceptions) and those that "
               "forbid it (forced fallbacks). Statistic: delta = JSD(face_voice, voice_only) - "
               "JSD(face_voice, face_only), Jensen-Shannon divergences (bits) of the error "
-              "targets (the predicted labels of the errors); delta > 0 says Face+Voice errors look more like Face-only's. "
+              "targets (the predicted labels of the errors); delta > 0 says Face+Voice errors "
+              "look more like Face-only's. "
               f"Null: within each clip and variant the labels of the conditions that erred are "
               f"exchangeable (one common error process; each condition keeps its error count), "
               f"{st['n_perm']} permutations. Verdict at alpha = {st['alpha']} (two-sided p, "
