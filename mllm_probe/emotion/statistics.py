@@ -31,6 +31,7 @@ kept-rank fractions. The two secondary analyses are Holm-corrected together; the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 
@@ -115,13 +116,19 @@ def cells(p: Predictions) -> Cells:
     return Cells(intended[ok], pred[ok], who[ok], actors.astype(object))
 
 
-# permutations of 3 slots that move only error slots, indexed by the error mask (bit j: slot j
-# erred), each listed as often as to make a uniform draw of one of 6 columns uniform over them
-_SWAP = {3: (1, 0, 2), 5: (2, 1, 0), 6: (0, 2, 1)}
-_PERMS = np.array([[(0, 1, 2)] * 6 if mask not in _SWAP and mask != 7
-                   else [(0, 1, 2), _SWAP[mask]] * 3 if mask != 7
-                   else [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
-                   for mask in range(8)])
+def _perm_table() -> np.ndarray:
+    """(8, 6, 3): for every error mask of a cell (bit j: condition j erred) six permutations of
+    its 3 slots that fix the correct slots, each allowed permutation equally often (1, 2 or 6 of
+    them), so a uniform draw of one of the six is uniform over the allowed ones."""
+    out = np.empty((8, 6, 3), np.int64)
+    for mask in range(8):
+        allowed = [q for q in itertools.permutations(range(3))
+                   if all(q[j] == j for j in range(3) if not mask >> j & 1)]
+        out[mask] = [allowed[k % len(allowed)] for k in range(6)]
+    return out
+
+
+_PERMS = _perm_table()
 
 
 def _counts(codes: np.ndarray) -> np.ndarray:
