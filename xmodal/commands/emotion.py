@@ -469,7 +469,7 @@ def render_report(s: dict) -> str:
               f"label's errors pruned):"), "", "![error-attractor graph](attractor_graph.png)", "",
               "![alluvial plot of the errors](sankey.png)", "",
               *claim_section(p), "",
-              ("Descriptive: Jensen-Shannon distance ({js}) between the conditions' error "
+              ("Descriptive: {js}, between the conditions' error "
                "distributions over all 57 variants pooled, {lv:.0%} intervals over actors "
                "({nb} resamples, seed {seed}); plug-in distances are biased upward, more for "
                "the condition with fewer errors, so they carry no verdict:").format(
