@@ -135,7 +135,7 @@ def test_agreement_on_hand_made_cells():
                                ("1002_AAA_ANG_XX", ("happy", "sad", "happy"))):
         rows += [{"clip": clip, "condition": c, "variant": "0", "intended": "angry",
                   "predicted": x, "forbidden": "", "perceived": ""}
-                 for c, x in zip(T.CLAIM_CONDITIONS, (fv, fo, vo))]
+                 for c, x in zip(T.CLAIM_CONDITIONS, (fv, fo, vo), strict=True)]
     g = T.agreement(T.cells(A.from_rows(rows)), rng=np.random.default_rng(0), n_boot=400)
     assert g["all"]["p_fv_fo"] == 0.75 and g["all"]["p_fv_vo"] == 0.25
     assert g["all"]["difference"] == 0.5
@@ -156,8 +156,8 @@ def test_kept_rank_of_a_clear_hierarchy():
     h = T.kept_rank(p.where(p.condition == "face_voice"), rng=np.random.default_rng(1),
                     n_boot=100)
     assert h[0]["label"] == "neutral" and h[0]["kept"] >= 0.95      # the planted attractor
-    assert h == [{**x, "kept": y["kept"]} for x, y in zip(A.hierarchy(
-        p.where(p.condition == "face_voice")), h)]                     # same point hierarchy
+    point = A.hierarchy(p.where(p.condition == "face_voice"))
+    assert h == [{**x, "kept": y["kept"]} for x, y in zip(point, h, strict=True)]
     assert all(0 <= x["kept"] <= 1 for x in h)
 
 

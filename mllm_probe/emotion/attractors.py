@@ -335,7 +335,8 @@ def analyze(p: Predictions, conditions, *, seed: int = 0, n_boot: int = 1000,
         conf = confusion(sub.intended, sub.predicted)
         per[cond] = {"accuracy": accuracy(sub), "confusion": conf.tolist(),
                      "error_graph": error_graph(conf, min_share),
-                     "attractor_strength": dict(zip(LABELS, attractor_strength(conf).tolist())),
+                     "attractor_strength": dict(zip(LABELS, attractor_strength(conf).tolist(),
+                                                     strict=True)),
                      "hierarchy": statistics.kept_rank(sub, rng=np.random.default_rng(seeds[0]),
                                                        n_boot=n_boot),
                      "errors": int((sub.predicted != sub.intended).sum())}

@@ -79,7 +79,7 @@ def simulate(rng, process: ErrorProcess, *, n_clips: int, n_actors: int | None =
     actor = np.arange(n_clips) % n_actors
     intended = rng.integers(0, K, n_clips)
     clips = np.array([f"{1001 + a}_{_letters(k // n_actors)}_{_CODE[LABELS[t]]}_XX"
-                      for k, (a, t) in enumerate(zip(actor, intended))], dtype=object)
+                      for k, (a, t) in enumerate(zip(actor, intended, strict=True))], dtype=object)
     groups, group = np.unique(np.asarray(process.attractors), axis=0, return_inverse=True)
     groups = groups / groups.sum(1, keepdims=True)
     if process.actor_concentration is None:
@@ -112,7 +112,7 @@ def simulate(rng, process: ErrorProcess, *, n_clips: int, n_actors: int | None =
 def table_rows(p: Predictions) -> list[dict]:
     """Predictions-table rows (`table.COLUMNS`; no scores, tokens or generated answers)."""
     def labels(mask):
-        return ":".join(label for label, m in zip(LABELS, mask) if m)
+        return ":".join(label for label, m in zip(LABELS, mask, strict=True) if m)
 
     return [{"clip": p.clip[i], "condition": p.condition[i], "variant": int(p.variant[i]),
              "forbidden": labels(p.forbidden[i]), "intended": LABELS[p.intended[i]],

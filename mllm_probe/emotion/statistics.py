@@ -16,11 +16,12 @@ with fewer errors, so delta alone is no test. Null: one common error process; wi
 the labels of the conditions that erred are exchangeable. `claim` permutes them within every cell
 (each condition keeps its error count in every cell, so the null distribution carries the same
 bias) and gives the one-sided p-values p_supported = (1 + #{delta* >= delta}) / (1 + n_perm)
-and p_contradicted (<=); p = min(1, 2 min(...)). Verdict at level ``alpha``: "supported" / "contradicted" when
-p <= alpha (each direction one-sided at alpha / 2), else "no detectable effect"; "not testable"
-when a condition has fewer than ``min_errors`` errors or fewer than ``min_errors`` cells hold two
-or more errors (the permutation has nothing to move). The permutation is valid however cells
-depend on each other (actors), as the labels are exchanged within cells only.
+and p_contradicted (<=); p = min(1, 2 min(...)). Verdict at level ``alpha``: "supported" /
+"contradicted" when p <= alpha (each direction one-sided at alpha / 2), else "no detectable
+effect"; "not testable" when a condition has fewer than ``min_errors`` errors or fewer than
+``min_errors`` cells hold two or more errors (the permutation has nothing to move). The
+permutation is valid however cells depend on each other (actors), as the labels are exchanged
+within cells only.
 
 Intervals are percentile intervals over actors resampled with replacement (the unit of
 replication: clips of one actor are not independent; `attractors.actor_of`): delta minus its
@@ -170,13 +171,13 @@ def claim(c: Cells, *, rng, n_perm: int = 1000, n_boot: int = 1000, alpha: float
     codes = c.codes
     errors = (codes >= 0).sum(0)
     informative = int(((codes >= 0).sum(1) >= 2).sum())
-    base = {"cells": len(c), "errors": dict(zip(CLAIM_CONDITIONS, errors.tolist())),
+    base = {"cells": len(c), "errors": dict(zip(CLAIM_CONDITIONS, errors.tolist(), strict=True)),
             "informative_cells": informative, "alpha": alpha, "n_perm": n_perm}
     if len(c) == 0 or errors.min() < min_errors or informative < min_errors:
         return {**base, "verdict": "not testable",
                 "reason": (f"too few errors: needs at least {min_errors} errors per condition "
                            f"and {min_errors} cells where two or more conditions err "
-                           f"(errors {dict(zip(CLAIM_CONDITIONS, errors.tolist()))}, "
+                           f"(errors {dict(zip(CLAIM_CONDITIONS, errors.tolist(), strict=True))}, "
                            f"{informative} such cells)")}
     delta = float(_delta(_counts(codes)))
     null = permutation_null(c, rng, n_perm)
@@ -256,7 +257,7 @@ def kept_rank(p: Predictions, *, rng, n_boot: int = 1000, max_levels: int = 5) -
     for table in boot:
         labels = [x["label"] for x in hierarchy_of_table(table, len(point))]
         kept += [k < len(labels) and labels[k] == x["label"] for k, x in enumerate(point)]
-    return [{**x, "kept": float(k / n_boot)} for x, k in zip(point, kept)]
+    return [{**x, "kept": float(k / n_boot)} for x, k in zip(point, kept, strict=True)]
 
 
 def analyses(p: Predictions, conditions, *, rng, n_perm: int = 1000, n_boot: int = 1000,
@@ -279,7 +280,8 @@ def analyses(p: Predictions, conditions, *, rng, n_perm: int = 1000, n_boot: int
                          agreement=agreement(c, rng=rng, n_boot=n_boot, level=level))
         out[a.name] = entry
     tested = [a.name for a in ANALYSES if a is not PRIMARY and "p_value" in out[a.name]["claim"]]
-    for name, adj in zip(tested, holm([out[n]["claim"]["p_value"] for n in tested])):
+    for name, adj in zip(tested, holm([out[n]["claim"]["p_value"] for n in tested]),
+                        strict=True):
         cl = out[name]["claim"]
         cl.update(p_adjusted=float(adj), correction=f"Holm over {len(tested)} secondary analyses",
                   verdict=verdict(adj, cl["p_supported"], cl["p_contradicted"], alpha))

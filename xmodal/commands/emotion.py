@@ -95,8 +95,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--conditions", type=_conditions, default=CONDITIONS,
                    help=f"comma-separated subset of {','.join(CONDITIONS)} (default: all)")
-    p.add_argument("--limit", type=_positive, help="use the first N clips that pass the file checks "
-                                               "(clips that then fail to decode count too)")
+    p.add_argument("--limit", type=_positive,
+                   help="use the first N clips that pass the file checks (clips that then fail "
+                        "to decode count too)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty --out (discarding the predictions there)")
@@ -455,7 +456,7 @@ def render_report(s: dict) -> str:
               "|---|" + "---|" * len(p["labels"])]
     for c in conds:
         st = p["per_condition"][c]["attractor_strength"]
-        lines.append(f"| {c} | " + " | ".join(_num(st[l]) for l in p["labels"]) + " |")
+        lines.append(f"| {c} | " + " | ".join(_num(st[x]) for x in p["labels"]) + " |")
     lines += ["", ("Attractor hierarchy (level k: where errors go when levels 1..k-1 are "
               "forbidden):"), ""]
     for c in conds:
