@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     from xmodal.report import forget_created_dirs, remove_created_dirs
 
     args = parser.parse_args(argv)
-    if args.command in NEEDS_EXTRA:  # before any work: a missing extra is one line, exit 2
+    # before any work: a missing extra is one line, exit 2 (re-analysing a table needs none)
+    if args.command in NEEDS_EXTRA and not getattr(args, "from_table", None):
         extra, modules = NEEDS_EXTRA[args.command]
         missing = _missing(modules)
         if missing:

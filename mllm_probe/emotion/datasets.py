@@ -196,14 +196,16 @@ def read_cremad(root, *, include_known_bad: bool = False) -> Dataset:
 
 #: Columns of a generic manifest (``id``, ``label`` and ``video`` required).
 MANIFEST_COLUMNS = ("id", "label", "video", "audio", "perceived_voice", "perceived_face",
-                    "perceived_multimodal")
+                    "perceived_multimodal", "actor")
 
 
 def read_manifest(path) -> Dataset:
     """Clips of a CSV manifest: ``id``, ``label`` (name, code or letter), ``video`` (any container
     PyAV reads; its audio track is used when there is no ``audio``), optional ``audio`` and
-    ``perceived_{voice,face,multimodal}`` (labels joined by ":" or "|"). Relative paths are
-    relative to the manifest. Other columns are ignored; bad rows raise naming line and field."""
+    ``perceived_{voice,face,multimodal}`` (labels joined by ":" or "|") and ``actor`` (the unit
+    the statistics resample; default: the CREMA-D actor id of a CREMA-D clip name, else the clip).
+    Relative paths are relative to the manifest. Other columns are ignored; bad rows raise
+    naming line and field."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"--manifest {path}: file does not exist")
@@ -231,7 +233,7 @@ def read_manifest(path) -> Dataset:
             skipped.append(Skipped(clip_id, f"{problem[0]}: {problem[1]}", media[problem[0]]))
             continue
         clips.append(Clip(clip_id, label, video=media["video"], audio=media["audio"],
-                          perceived=perceived))
+                          perceived=perceived, actor=(row.get("actor") or "").strip() or None))
     if not clips and not skipped:
         raise ValueError(f"--manifest {path}: lists no clips")
     return Dataset(tuple(clips), tuple(skipped), path)

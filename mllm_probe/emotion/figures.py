@@ -139,7 +139,8 @@ def sankey_figure(stats: dict):
 
 
 def distance_figure(stats: dict):
-    """JS distances between the conditions' error distributions with bootstrap intervals."""
+    """JS distances between the conditions' error distributions with intervals over actors
+    (descriptive: the claim's verdict comes from `statistics.claim`)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.38
@@ -158,8 +159,8 @@ def distance_figure(stats: dict):
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     level = stats["settings"]["level"]
-    ax.set_title(f"error distributions between conditions ({level:.0%} bootstrap intervals)",
-                 fontsize=9)
+    ax.set_title(f"error distributions between conditions, all variants ({level:.0%} intervals "
+                 f"over actors)", fontsize=9)
     fig.tight_layout()
     return fig
 

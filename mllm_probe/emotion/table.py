@@ -9,6 +9,8 @@ the units already done, so a killed run continues without duplicate or missing r
 Scores are log-probabilities in nats (``repr`` of the float, empty where the label is forbidden).
 ``tokens_text/audio/vision/special``: positions of each modality in the unit's media prefix (the
 same for all its variants); ``tokens_prompt``: positions of the whole prompt of the variant.
+``actor``: the clip's actor (CREMA-D id or manifest column; empty if unknown). Columns in
+`OPTIONAL_COLUMNS` came later: tables without them stay readable.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from mllm_probe.emotion.tokens import COLUMNS as TOKEN_COLUMNS
 
 SCORE_COLUMNS = tuple(f"score_{label}" for label in LABELS)
 COLUMNS = ("clip", "condition", "variant", "forbidden", "intended", "perceived", "predicted",
-           *SCORE_COLUMNS, *TOKEN_COLUMNS, "generated", "generated_label", "parse_status")
+           *SCORE_COLUMNS, *TOKEN_COLUMNS, "generated", "generated_label", "parse_status",
+           "actor")
+#: Columns a table written by an earlier version may lack (read as empty).
+OPTIONAL_COLUMNS = ("actor",)
 META_SUFFIX = ".meta.json"
 
 
@@ -133,13 +138,18 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def read_table(path) -> list[dict]:
-    """Rows of a predictions table (ValueError naming the file if the header is wrong)."""
+    """Rows of a predictions table; `OPTIONAL_COLUMNS` it lacks read as empty, columns it does
+    not know are kept (ValueError naming the file and the missing columns)."""
     path = os.fspath(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if list(reader.fieldnames or []) != list(COLUMNS):
-            raise ValueError(f"{path}: header {reader.fieldnames} differs from {list(COLUMNS)}")
-        return list(reader)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])
+                   and c not in OPTIONAL_COLUMNS]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing} (a predictions table of "
+                             f"`xmodal emotion` has {list(COLUMNS)})")
+        absent = {c: "" for c in OPTIONAL_COLUMNS if c not in (reader.fieldnames or [])}
+        return [{**row, **absent} for row in reader]
 
 
 def label_set(text: str) -> frozenset[str]:
@@ -149,6 +159,7 @@ def label_set(text: str) -> frozenset[str]:
 __all__ = [
     "COLUMNS",
     "META_SUFFIX",
+    "OPTIONAL_COLUMNS",
     "SCORE_COLUMNS",
     "PredictionTable",
     "label_set",
