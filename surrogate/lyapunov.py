@@ -87,17 +87,17 @@ def _qr_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
             v = q[:, j]
             for _ in range(2):
                 for c in cols:
-                    v = v - jnp.sum(c * v, axis=0) * c
-            norm = jnp.sqrt(jnp.sum(v * v, axis=0))
+                    v = v - jnp.sum(c * v, axis=0, keepdims=True) * c
+            norm = jnp.sqrt(jnp.sum(v * v, axis=0, keepdims=True))
             cols.append(v / norm)
-            logs.append(jnp.log(norm))
+            logs.append(jnp.log(norm[0]))
         return jnp.stack(cols, 1), jnp.stack(logs)
     if q.ndim > 2:
         return jax.vmap(_qr_log, in_axes=-1, out_axes=(-1, -1))(q)
     q, r = jnp.linalg.qr(q)
     d = jnp.diagonal(r)
     sign = jnp.where(d < 0, -1, 1).astype(q.dtype)
-    return q * sign, jnp.log(jnp.abs(d))
+    return q * sign[None, :], jnp.log(jnp.abs(d))
 
 
 def _is_count(value, minimum: int) -> bool:

@@ -294,7 +294,7 @@ def test_batch_equals_vmapped_one_system_path():
 def lorenz_batch32():
     """64 initial conditions x 500 time units, float32, QR every 8 steps."""
     y0s = jax.random.uniform(jax.random.key(3), (64, 3), jnp.float32, -10.0, 10.0) + jnp.array(
-        [0.0, 0.0, 25.0], jnp.float32)
+        [0.0, 0.0, 25.0], jnp.float32)[None, :]
     return lyapunov_spectrum_batch(lorenz63, y0s, dt=0.01, n_steps=50_000, transient=1000,
                                    renorm_every=8)
 
@@ -320,7 +320,7 @@ def test_batch_renorm_interval_does_not_change_spectrum(lorenz_batch32):
     np.testing.assert_allclose(r8.exponents, np.broadcast_to(expected, (2, 4)), atol=2e-3)
     # chaotic: every step against every 8th, batch means within the spread of lambda_1's mean
     y0s = jax.random.uniform(jax.random.key(3), (64, 3), jnp.float32, -10.0, 10.0) + jnp.array(
-        [0.0, 0.0, 25.0], jnp.float32)
+        [0.0, 0.0, 25.0], jnp.float32)[None, :]
     every = lyapunov_spectrum_batch(lorenz63, y0s, dt=0.01, n_steps=50_000, transient=1000)
     diff = np.asarray(every.exponents.mean(0) - lorenz_batch32.exponents.mean(0))
     assert np.all(np.abs(diff) < [0.005, 0.005, 0.01]), diff
