@@ -41,8 +41,8 @@ if ARGS.cpu_devices:  # before JAX starts its backends
     jax.config.update("jax_num_cpu_devices", ARGS.cpu_devices)
 
 import surrogate as sg  # noqa: E402
-from surrogate.sweeping import SweepModel, chunk_function, load_spec, point_function  # noqa: E402
 from lorenz.data import lorenz_xy  # noqa: E402
+from surrogate.sweeping import SweepModel, chunk_function, load_spec, point_function  # noqa: E402
 
 
 def main() -> int:

@@ -10,7 +10,13 @@ Pallas GPU kernel) is imported on first use, so ``import surrogate`` does not lo
 Triton.
 """
 
-from surrogate import attractor, bias, echo, fitting, lyapunov, metrics, sweeping
+from surrogate import attractor as attractor
+from surrogate import bias as bias
+from surrogate import echo as echo
+from surrogate import fitting as fitting
+from surrogate import lyapunov as lyapunov
+from surrogate import metrics as metrics
+from surrogate import sweeping as sweeping
 from surrogate.batch import fold_batch, simulate_batch
 from surrogate.bias import sensitivity
 from surrogate.coupling import Fixed, Tied, block_matrix

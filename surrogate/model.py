@@ -188,7 +188,7 @@ class Surrogate:
         given = [getattr(p, name) is not None for name in anchoring]
         if any(given) and not all(given):
             raise ValueError(f"params.anchor, encoding_gain and encoding_offset go together; "
-                             f"got {dict(zip(anchoring, given))} (True: given)")
+                             f"got {dict(zip(anchoring, given, strict=False))} (True: given)")
         shapes = [("omega", (n,)), ("gain", (n,)), ("B", (m, m)), ("K", (m, m))]
         shapes += [(name, (n,)) for name in anchoring if getattr(p, name) is not None]
         for name, shape in shapes:
@@ -240,7 +240,7 @@ def paper_preset(
     gain: float = 1.0,
     anchor: float = 0.0,
     encoding_scale: float = jnp.pi / 2,
-    coupling: "Coupling | None" = None,
+    coupling: Coupling | None = None,
     normalisation: str = "softmax",
     drive: diffrax.AbstractPath | None = None,
     dtype=jnp.float32,

@@ -62,7 +62,7 @@ def test_batch_equals_vmapped_fold(dtype, tol, normalisation):
     ref = vmapped(sur, th0, params)
     assert out.y1.shape == out.acc.cos.shape == (5, sur.network.n)
     assert out.y1.dtype == dtype
-    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref):
+    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref, strict=False):
         np.testing.assert_allclose(got, want, rtol=0, atol=tol)
     assert float(jnp.abs(out.y1 - th0).max()) > 0.1  # it moved
 

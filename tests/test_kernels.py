@@ -84,7 +84,7 @@ def test_matches_fold_float64(anchored):
     params = sg.Params(omega=omega, gain=gain, B=Bs, K=Bs, **extra)
     out = fused_simulate(sur, th0, params=params, dt=0.01, n_steps=STEPS, means=True,
                          points_per_program=2, interpret=True)
-    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref):
+    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref, strict=False):
         assert got.shape == (g, n) and got.dtype == F64
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 

@@ -125,7 +125,7 @@ def read_summary_table(path: str) -> dict[str, dict[str, frozenset[str]]]:
         if not name:
             raise ValueError(f"{path} line {line}, field 'FileName': empty")
         votes = {}
-        for cond, field in zip(PERCEPTION, ("VoiceVote", "FaceVote", "MultiModalVote")):
+        for cond, field in zip(PERCEPTION, ("VoiceVote", "FaceVote", "MultiModalVote"), strict=False):
             where = f"{path} line {line}, field {field!r}"
             votes[cond] = parse_label_set(row[field] or "", where)
             levels = [p for p in (row[field.replace("Vote", "Level")] or "").split(":") if p]

@@ -32,7 +32,7 @@ def _panels(stats: dict, width: float, height: float):
     if not conds:
         axes[0][0].axis("off")
         axes[0][0].text(0.5, 0.5, "no predictions", ha="center", va="center")
-    return plt, fig, list(zip(axes[0], conds))
+    return plt, fig, list(zip(axes[0], conds, strict=False))
 
 
 def confusion_figure(stats: dict):
@@ -61,7 +61,7 @@ def attractor_graph_figure(stats: dict):
     """Error graph per condition: labels on a circle, arrows true -> predicted, width ~ share."""
     _, fig, panels = _panels(stats, 4, 4)
     angles = np.pi / 2 - 2 * np.pi * np.arange(len(LABELS)) / len(LABELS)
-    xy = {label: np.array([np.cos(a), np.sin(a)]) for label, a in zip(LABELS, angles)}
+    xy = {label: np.array([np.cos(a), np.sin(a)]) for label, a in zip(LABELS, angles, strict=False)}
     for ax, cond in panels:
         per = stats["per_condition"][cond]
         strength = per["attractor_strength"]
