@@ -323,6 +323,14 @@ class CouplingTables:
     shift: jax.Array
     unroll_slots: bool = struct.field(pytree_node=False, default=True)
 
+    @classmethod
+    def build(cls, B, K, population, columns, mask, unroll_slots: bool = True) -> CouplingTables:
+        """The tables of blocks ``B``, ``K`` (M, M, *batch) for rows of ``population`` (N,) and
+        the populations of their ``columns`` ((N, D) neighbours or (1, N))."""
+        rows = population[:, None]
+        return cls(beta=B[rows, columns], kappa=K[rows, columns], mask=mask,
+                   shift=jnp.max(jnp.abs(B), axis=1)[population], unroll_slots=unroll_slots)
+
 
 def coupling_tables(sur: Surrogate, field) -> CouplingTables:
     """Build the ``CouplingTables`` of ``sur`` for the evaluation ``field``."""
@@ -333,11 +341,8 @@ def coupling_tables(sur: Surrogate, field) -> CouplingTables:
         mask = sur.network.neighbour_mask.astype(sur.dtype)
     else:
         mask = sur.network.adjacency.astype(sur.dtype)
-    B, K = sur.params.B, sur.params.K
-    shift = jnp.max(jnp.abs(B), axis=1)[pop]
     unroll = isinstance(field, Sparse) and field.unroll_slots
-    return CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj], mask=mask,
-                          shift=shift, unroll_slots=unroll)
+    return CouplingTables.build(sur.params.B, sur.params.K, pop, pj, mask, unroll)
 
 
 def slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):
