@@ -14,9 +14,10 @@ returns the final phases of every point, so no trajectory is stored.
 Main table, measured side by side: the naive dense baseline written here (exp, cos and sin per
 pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulate(solver=
 surrogate.RK4())`` with the same RK4 scheme, and with Tsit5 at a constant step), the fast path
-(``simulate(solver=FixedStep())``, dense and sparse evaluations), ``simulate_batch`` (the same sparse
-RK4 on the whole grid at once, points on the minor axis) and the sweep engine (``surrogate.sweep``
-over the fast sparse function, vmapped, and over ``simulate_batch`` with ``batched=True``:
+(``simulate(solver=FixedStep())``, dense and sparse evaluations), ``simulate_batch`` (the same
+sparse RK4 on the whole grid at once, points on the minor axis) and the sweep engine
+(``surrogate.sweep`` over the fast sparse function, vmapped, and over ``simulate_batch`` with
+``batched=True``:
 chunking and sharding over all devices included) and, on a GPU (or in the Pallas interpreter
 with ``--pallas-interpret``), the fused kernel ``surrogate.fused_simulate`` in the variants named
 by ``--pallas`` (rows "pallas ..."; the whole grid in one kernel call, not vmapped). Each is

@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "bundle": ("Bundle", "BundleError", "EncoderBlocks", "FORMAT_VERSION", "bundles_equal", "load_bundle",
-               "make_bundle", "save_bundle", "validate_bundle"),
+    "bundle": ("Bundle", "BundleError", "EncoderBlocks", "FORMAT_VERSION", "bundles_equal",
+               "load_bundle", "make_bundle", "save_bundle", "validate_bundle"),
     "modality": ("MODALITIES", "ModalitySpec", "spans", "spec_from_config", "token_modality"),
     "capture": ("CAPTURE_IMPLEMENTATION", "CapturePlan", "CaptureResult", "capture_attention",
                 "capturing", "register_capture"),
@@ -30,8 +30,8 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["Adapter", "BatchItem", "Bundle", "BundleError", "CAPTURE_IMPLEMENTATION",
-    "CapturePlan", "CaptureResult", "EncoderBlocks", "FORMAT_VERSION", "Gemma3nAdapter", "GenericAdapter",
-    "MODALITIES", "ModalitySpec", "Prompt", "QwenOmniAdapter", "bundles_equal",
+    "CapturePlan", "CaptureResult", "EncoderBlocks", "FORMAT_VERSION", "Gemma3nAdapter",
+    "GenericAdapter", "MODALITIES", "ModalitySpec", "Prompt", "QwenOmniAdapter", "bundles_equal",
     "capture_attention", "capture_prompt", "capturing", "file_sha256", "load_adapter",
     "load_audio", "load_bundle", "load_frames_folder", "load_image", "load_video_frames",
     "make_bundle", "plot_bundle", "probe", "probe_files", "read_manifest", "register_capture",

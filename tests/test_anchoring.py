@@ -158,8 +158,8 @@ def test_two_copies_under_one_lorenz_drive_converge_at_the_default_anchor():
     assert np.all(d[-50:] < 1e-6)  # the last 2 time units
     assert d[splits.washout:].max() < d[0]
     # without anchoring the copies never forget their start (a phase shift is a symmetry)
-    free = sg.echo_distance(sg.replace(sur, anchor=jnp.zeros(100, jnp.float32)), a, b, dt=series.delta,
-                            n_steps=splits.total - 1)
+    free = sg.echo_distance(sg.replace(sur, anchor=jnp.zeros(100, jnp.float32)), a, b,
+                            dt=series.delta, n_steps=splits.total - 1)
     assert float(free.distance[-1]) > 0.1
 
 

@@ -155,7 +155,7 @@ def test_js_distance_properties():
         assert 0 <= d <= 1 + 1e-12
         assert d == pytest.approx(float(A.js_distance(q, p)), abs=1e-12)      # symmetric
         assert float(A.js_distance(p, [scale * x for x in p])) == pytest.approx(0, abs=1e-7)
-        if not any(a and b for a, b in zip(p, q, strict=False)):                              # disjoint
+        if not any(a and b for a, b in zip(p, q, strict=False)):                      # disjoint
             assert d == pytest.approx(1.0)
 
     check()

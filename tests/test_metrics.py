@@ -44,7 +44,8 @@ def test_attention_rows_and_shares(system):
     p = np.asarray(sg.modality_attention(theta, sur))
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-14)
     np.testing.assert_allclose(p[0, 1], share[:50].mean(), atol=1e-14)
-    np.testing.assert_allclose(sg.metrics.modality_cross_share(theta, sur), [p[0, 1], p[1, 0]], atol=1e-14)
+    np.testing.assert_allclose(sg.metrics.modality_cross_share(theta, sur), [p[0, 1], p[1, 0]],
+                               atol=1e-14)
     assert float(sg.dominance(theta, sur)) == pytest.approx(np.log(p[1, 0] / p[0, 1]), rel=1e-12)
     assert float(sg.dominance(theta, sur, 1, 0)) == pytest.approx(-float(sg.dominance(theta, sur)))
     with pytest.raises(ValueError, match="must differ"):
@@ -88,6 +89,6 @@ def test_dominance_gradient_matches_finite_differences(system, path):
 
 def test_paths_give_the_same_gradient(system):
     sur, theta0 = system
-    g = [jax.grad(lambda B: _loss(sg.replace(sur, B=B, K=B), theta0, path))(sur.params.B)
-         for path in ("fast", "diffrax")]
+    g = [jax.grad(lambda B, path=path: _loss(sg.replace(sur, B=B, K=B), theta0, path))(
+         sur.params.B) for path in ("fast", "diffrax")]
     np.testing.assert_allclose(g[0], g[1], rtol=1e-9, atol=1e-12)

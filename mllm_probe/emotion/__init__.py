@@ -5,11 +5,11 @@ and the error-attractor analysis of the predictions.
 Modules: ``prompts`` (labels, template, the 57 variants, answer parsing), ``datasets`` (CREMA-D
 layout, generic manifest), ``preprocess`` (the model cards' media preprocessing: qwen-omni-utils
 for Qwen2.5-Omni), ``conditions`` (decoded media -> the three conditions), ``tokens`` (tokens
-per modality), ``plan`` (a run's clips, tokens, passes and memory before loading weights), ``scoring``
-(media prefix encoded once, its cache reused for all variants), ``table`` (resumable predictions
-CSV), ``attractors`` (numpy statistics: confusion, error graph, hierarchy, JS distances),
-``statistics`` (the claim test calibrated under its null, three analyses, actor resampling),
-``simulate`` (tables with a known answer),
+per modality), ``plan`` (a run's clips, tokens, passes and memory before loading weights),
+``scoring`` (media prefix encoded once, its cache reused for all variants), ``table`` (resumable
+predictions CSV), ``attractors`` (numpy statistics: confusion, error graph, hierarchy, JS
+distances), ``statistics`` (the claim test calibrated under its null, three analyses, actor
+resampling), ``simulate`` (tables with a known answer),
 ``figures`` (matplotlib), ``experiment`` (the run loop), ``tiny`` (tiny models for tests).
 Imports are lazy: ``attractors``, ``statistics``, ``simulate``, ``prompts``, ``table`` and
 ``datasets`` need no torch.
@@ -38,8 +38,8 @@ __all__ = ["CONDITIONS", "KNOWN_BAD", "LABELS", "Clip", "Dataset", "Media", "Pre
            "answer_text",
            "apply_condition", "build_prefix", "claim", "encode_prefix", "from_rows", "generate",
            "holm",
-           "js_distance", "label_scores", "label_scores_recomputed", "load_clip_media", "load_media",
-           "make_plan", "parse_answer",
+           "js_distance", "label_scores", "label_scores_recomputed", "load_clip_media",
+           "load_media", "make_plan", "parse_answer",
            "prompt_text", "read_cremad", "read_manifest", "read_table", "render_plan", "run",
            "variants"]
 

@@ -90,7 +90,8 @@ def media_problem(path: str | None) -> str | None:
 
 
 def parse_label(text: str, where: str) -> str:
-    """A label from its name (any case), CREMA-D code or vote letter; ValueError naming ``where``."""
+    """A label from its name (any case), CREMA-D code or vote letter; ValueError naming
+    ``where``."""
     t = text.strip()
     for table in (CODES, VOTE_LETTERS):
         if t.upper() in table:
@@ -125,7 +126,8 @@ def read_summary_table(path: str) -> dict[str, dict[str, frozenset[str]]]:
         if not name:
             raise ValueError(f"{path} line {line}, field 'FileName': empty")
         votes = {}
-        for cond, field in zip(PERCEPTION, ("VoiceVote", "FaceVote", "MultiModalVote"), strict=False):
+        for cond, field in zip(PERCEPTION, ("VoiceVote", "FaceVote", "MultiModalVote"),
+                               strict=False):
             where = f"{path} line {line}, field {field!r}"
             votes[cond] = parse_label_set(row[field] or "", where)
             levels = [p for p in (row[field.replace("Vote", "Level")] or "").split(":") if p]
@@ -221,7 +223,8 @@ def read_manifest(path) -> Dataset:
         media = {}
         for col in ("video", "audio"):
             value = (row.get(col) or "").strip()
-            media[col] = (value if os.path.isabs(value) else os.path.join(base, value)) if value else None
+            media[col] = ((value if os.path.isabs(value) else os.path.join(base, value))
+                          if value else None)
         if media["video"] is None:
             raise ValueError(f"{path} line {line}, field 'video': empty")
         perceived = {c: parse_label_set(row.get(f"perceived_{c}") or "",

@@ -96,7 +96,8 @@ def _band(ax, x0, x1, y0a, y0b, y1a, y1b, color):
 
 
 def sankey_figure(stats: dict):
-    """Alluvial plot per condition: intended label (left) -> predicted label (right), errors only."""
+    """Alluvial plot per condition: intended label (left) -> predicted label (right), errors
+    only."""
     plt, fig, panels = _panels(stats, 4, 4.5)
     gap = 0.02
     for ax, cond in panels:
