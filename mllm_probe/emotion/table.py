@@ -9,6 +9,8 @@ the units already done, so a killed run continues without duplicate or missing r
 Scores are log-probabilities in nats (``repr`` of the float, empty where the label is forbidden).
 ``tokens_text/audio/vision/special``: positions of each modality in the unit's media prefix (the
 same for all its variants); ``tokens_prompt``: positions of the whole prompt of the variant.
+``intervention``: the run's attention interventions (`mllm_probe.intervention`, '' for none);
+tables written before that column read (and resume) with '' there.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from mllm_probe.emotion.tokens import COLUMNS as TOKEN_COLUMNS
 
 SCORE_COLUMNS = tuple(f"score_{label}" for label in LABELS)
 COLUMNS = ("clip", "condition", "variant", "forbidden", "intended", "perceived", "predicted",
-           *SCORE_COLUMNS, *TOKEN_COLUMNS, "generated", "generated_label", "parse_status")
+           *SCORE_COLUMNS, *TOKEN_COLUMNS, "generated", "generated_label", "parse_status",
+           "intervention")
+#: Tables written before the ``intervention`` column (attention interventions, '' for none).
+LEGACY_COLUMNS = COLUMNS[:-1]
 META_SUFFIX = ".meta.json"
 
 
@@ -88,7 +93,9 @@ class PredictionTable:
         text = data[:cut].decode("utf-8", errors="replace")
         rows = list(csv.DictReader(io.StringIO(text)))
         header = text.split("\n", 1)[0].split(",")
-        if header != list(COLUMNS):
+        if header == list(LEGACY_COLUMNS):
+            cut = -1   # rewritten below with the current header
+        elif header != list(COLUMNS):
             raise ValueError(f"{self.path}: header {header} differs from {list(COLUMNS)}")
         units = defaultdict(list)
         for row in rows:
@@ -115,6 +122,7 @@ class PredictionTable:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         for row in rows:
+            row = {"intervention": self.config.get("intervention", ""), **row}
             writer.writerow([_format(row.get(c, "")) for c in COLUMNS])
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(out.getvalue())
@@ -137,9 +145,9 @@ def read_table(path) -> list[dict]:
     path = os.fspath(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if list(reader.fieldnames or []) != list(COLUMNS):
+        if list(reader.fieldnames or []) not in (list(COLUMNS), list(LEGACY_COLUMNS)):
             raise ValueError(f"{path}: header {reader.fieldnames} differs from {list(COLUMNS)}")
-        return list(reader)
+        return [{"intervention": "", **row} for row in reader]
 
 
 def label_set(text: str) -> frozenset[str]:
