@@ -79,9 +79,11 @@ from surrogate.model import (
     vector_field,
 )
 from surrogate.network import Network, build_network, from_adjacency
+from surrogate.response import BlockResponse, block_response, window_attention
 from surrogate.sweeping import Points, SweepStoreError, as_points, grid, init_multihost, sweep
 
 __all__ = [
+    "BlockResponse", "block_response", "window_attention",
     "EchoDistance",
     "echo_distance",
     "phase_distance",
