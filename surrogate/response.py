@@ -31,7 +31,7 @@ from surrogate.fitting.model import FitModel, FitParams
 from surrogate.integrate import simulate
 from surrogate.metrics import modality_attention
 
-__all__ = ["BlockResponse", "block_response", "layer_window", "window_attention"]
+__all__ = ["BlockResponse", "agreement", "block_response", "layer_window", "window_attention"]
 
 
 def layer_window(times, layers: tuple[int, int] | None) -> tuple[float, float]:
@@ -150,3 +150,22 @@ def _respond(model, params, log_step, log_f, window, drop, query, key) -> BlockR
     return BlockResponse(base=base, finite=changed - base, slope=slope, linear=slope * log_f,
                          dominance_base=d_base, dominance_finite=d_changed - d_base,
                          dominance_slope=d_slope, dominance_linear=d_slope * log_f)
+
+
+def agreement(measured, predicted, tol: float = 1e-7) -> dict:
+    """Agreement of predicted with measured changes (flat arrays of the same entries): ``n``
+    entries with a measured change (|x| > tol), ``sign_agree`` how many of them the prediction
+    gets the sign of, ``rho`` the Spearman rank correlation over all entries (None when it is
+    undefined: fewer than 3 entries, or a constant side)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(measured, float).ravel(), np.asarray(predicted, float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"measured {x.shape} and predicted {y.shape} entries differ")
+    changed = np.abs(x) > tol
+    ok = np.isfinite(y)
+    agree = int(np.sum(np.sign(x[changed & ok]) == np.sign(y[changed & ok])))
+    rho = None
+    if np.sum(ok) >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0:
+        rho = float(spearmanr(x[ok], y[ok]).statistic)
+    return {"n": int(np.sum(changed & ok)), "sign_agree": agree, "rho": rho}
