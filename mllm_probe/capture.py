@@ -427,10 +427,10 @@ def capture_attention(module, query, key, value, attention_mask, scaling=None, d
                 w = w + block_mask
         dead = None
         if edits:
-            w, dead = intervention.apply_knockout(edits, w, start)
+            w, dead = intervention.apply_knockout(edits, w, start, block_mask)
         w = torch.nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
         if dead is not None:
-            w = w.masked_fill(dead, 0.0)
+            w.masked_fill_(dead, 0.0)
         if role is not None:
             kind, where = role
             with torch.no_grad():

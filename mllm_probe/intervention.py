@@ -223,33 +223,49 @@ def active_interventions() -> tuple[Intervention, ...]:
     return state.interventions if state is not None else ()
 
 
+def _block(q, k, row_start: int, rows: int):
+    """(B, 1, C, Sk) bool: rows row_start.. of the call that are queries of the block, on its
+    keys."""
+    return (q[:, row_start:row_start + rows, None] & k[:, None, :])[:, None]
+
+
 def apply_to_logits(edits, logits, row_start: int):
-    """Scale the blocks of ``logits`` (B, H, C, Sk), rows row_start.. of the call (before the
-    mask)."""
+    """Multiply the scaled blocks of ``logits`` (B, H, C, Sk), rows row_start.. of the call, in
+    place (before the mask) by one (B, 1, C, Sk) factor for all heads (factors of blocks that
+    overlap multiply). Returns ``logits``."""
     import torch
 
+    scaled = [(i, q, k) for i, q, k in edits if not i.knockout]
+    if not scaled:
+        return logits
+    factor = torch.ones((logits.shape[0], 1, *logits.shape[2:]), dtype=logits.dtype,
+                        device=logits.device)
+    for i, q, k in scaled:
+        factor = torch.where(_block(q, k, row_start, logits.shape[2]), factor * i.factor, factor)
+    return logits.mul_(factor)
+
+
+def apply_knockout(edits, logits, row_start: int, mask=None):
+    """Set the knocked-out blocks of masked ``logits`` (B, H, C, Sk) to -inf in place; returns
+    (logits, dead (B, 1, C, 1) rows that see no key any more, or None). ``mask`` (B, 1, C, Sk),
+    boolean or additive, marks the keys each row may see (None: every key)."""
+    import torch
+
+    knocked = None
     for i, q, k in edits:
         if i.knockout:
-            continue
-        block = (q[:, row_start:row_start + logits.shape[2], None] & k[:, None, :])[:, None]
-        logits = torch.where(block, logits * i.factor, logits)
-    return logits
-
-
-def apply_knockout(edits, logits, row_start: int):
-    """Set the knocked-out blocks of masked ``logits`` (B, H, C, Sk) to -inf; returns (logits,
-    dead (B, H, C, 1) rows that see no key any more, or None)."""
-    import torch
-
-    knocked = [(q, k) for i, q, k in edits if i.knockout]
-    if not knocked:
+            block = _block(q, k, row_start, logits.shape[2])
+            knocked = block if knocked is None else knocked | block
+    if knocked is None:
         return logits, None
-    for q, k in knocked:
-        block = (q[:, row_start:row_start + logits.shape[2], None] & k[:, None, :])[:, None]
-        logits = logits.masked_fill(block, -math.inf)
-    floor = torch.finfo(logits.dtype).min / 2   # masked keys sit at finfo.min (or below)
-    dead = (logits <= floor).all(-1, keepdim=True)
-    return logits, dead
+    logits.masked_fill_(knocked, -math.inf)
+    if mask is None:
+        open_ = ~knocked
+    elif mask.dtype == torch.bool:
+        open_ = mask & ~knocked
+    else:
+        open_ = (mask > torch.finfo(mask.dtype).min / 2) & ~knocked
+    return logits, ~open_.any(-1, keepdim=True)
 
 
 @contextlib.contextmanager

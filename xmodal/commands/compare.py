@@ -202,11 +202,13 @@ def render(s: dict) -> str:
     q, k = i["query"], i["key"]
     lines += ["", f"Dominance D = log(P[{k}, {q}] / P[{q}, {k}]), change per layer:", "",
               "| layer | measured | predicted (finite) | predicted (linear) |", "|---|---|---|---|"]
-    for row in s["layers"]:
-        d = row["dominance"]
-        if d is not None:
-            lines.append(f"| {row['layer']} | {_num(d['measured'])} | {_num(d['finite'])} | "
-                         f"{_num(d['linear'])} |")
+    dominance = [(row["layer"], row["dominance"]) for row in s["layers"] if row["dominance"]]
+    for layer, d in dominance:
+        lines.append(f"| {layer} | {_num(d['measured'])} | {_num(d['finite'])} | "
+                     f"{_num(d['linear'])} |")
+    if not dominance:
+        lines += ["", f"(none: the bundles need query rows of both {q} and {k}, e.g. "
+                      f"`--query all`)"]
     lines += ["", "| prediction | entries with a measured change | sign agreement | "
               "Spearman rho |", "|---|---|---|---|"]
     for name, ag in s["agreement"].items():
