@@ -237,3 +237,43 @@ def test_gemma3n_interventions_are_exact():
     tm = token_modality(ids[0].numpy(), spec_from_config(model.config))
     check_exactness(model, inputs, tm, Intervention("text", "audio", 0.25, False, (1, 2)),
                     Intervention("text", "audio", knockout=True, layers=(1, 2)))
+
+
+# ----------------------------------------------------------------------------- records
+
+def test_bundle_records_interventions(tmp_path):
+    from mllm_probe.bundle import BundleError, load_bundle, make_bundle, save_bundle
+
+    ko = Intervention("text", "audio", knockout=True, layers=(0, 1))
+    fields = dict(block_mass=np.full((2, 1, 4, 4), 0.25), modalities=("text", "audio", "vision",
+                  "special"), layer_types=("full_attention",) * 2, token_modality=[0, 1, 2, 3],
+                  query_index=[3])
+    b = make_bundle(*fields.values(), interventions=[ko.to_json()])
+    save_bundle(tmp_path / "b.bundle", b)
+    back = load_bundle(tmp_path / "b.bundle")
+    assert [Intervention.from_json(i) for i in back.interventions] == [ko]
+    save_bundle(tmp_path / "a.bundle", make_bundle(*fields.values()))
+    assert load_bundle(tmp_path / "a.bundle").interventions == ()
+    with pytest.raises(BundleError, match="field 'interventions'"):
+        make_bundle(*fields.values(), interventions=[{"spec": "no block"}])
+
+
+def test_tables_without_the_intervention_column_still_read_and_resume(tmp_path):
+    import csv
+
+    from mllm_probe.emotion.table import COLUMNS, LEGACY_COLUMNS, PredictionTable, read_table
+
+    path = tmp_path / "predictions.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, LEGACY_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerow({c: "x" for c in LEGACY_COLUMNS} | {"clip": "c1", "condition": "face_only",
+                                                       "variant": "0"})
+    (tmp_path / "predictions.meta.json").write_text('{"model": "m"}')
+    rows = read_table(path)
+    assert len(rows) == 1 and rows[0]["intervention"] == "" and rows[0]["clip"] == "c1"
+    table = PredictionTable(path, {"model": "m"}, 1, resume=True)   # rewritten with the column
+    assert table.done == {("c1", "face_only")}
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    table.append([{"clip": "c2", "condition": "face_only", "variant": 0}])
+    assert [r["intervention"] for r in read_table(path)] == ["", ""]
