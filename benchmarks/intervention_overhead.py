@@ -5,7 +5,7 @@ S positions (a text / audio / vision / text layout of placeholder ids, no media 
 through the probe's attention function: plain (no intervention), two logit factors
 (text<-audio:scale=2, audio<-vision:scale=0.5, every layer) and a knockout (text<-audio, every
 layer). Ratios are against the plain pass measured in the same process (machine load cancels);
-time is the best of ``--repeat`` wall and CPU times; peak memory as in benchmarks/probe_memory.py.
+time is the best of ``--repeat`` rounds (every case once per round) of wall and CPU times; peak memory as in benchmarks/probe_memory.py.
 
     python benchmarks/intervention_overhead.py [--seq 512] [--models qwen,gemma] [--repeat 5]
 """
@@ -20,7 +20,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from probe_memory import _fix_malloc, measure  # noqa: E402
+from probe_memory import _fix_malloc, measure
 
 CASES = {
     "plain": (),
@@ -61,26 +61,24 @@ def run(kind: str, seq: int, repeat: int) -> list[dict]:
     from mllm_probe.intervention import intervening, parse_intervention
 
     model, ids = build(kind, seq)
-    rows = []
-    for name, specs in CASES.items():
-        interventions = [parse_intervention(s) for s in specs]
+    model.set_attn_implementation(register_capture())
 
-        def forward(model=model, interventions=interventions):
-            model.set_attn_implementation(register_capture())
-            with torch.no_grad(), intervening(model, interventions):
-                model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    def forward(interventions):
+        with torch.no_grad(), intervening(model, interventions):
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
 
-        forward()  # warm up
-        peak, wall, cpu = [], [], []
-        for _ in range(repeat):
+    cases = {name: [parse_intervention(s) for s in specs] for name, specs in CASES.items()}
+    best = {name: [float("inf")] * 3 for name in cases}   # peak, wall, cpu
+    for name in cases:  # warm up
+        forward(cases[name])
+    for _ in range(repeat):  # rounds over the cases: load spikes hit every case alike
+        for name, interventions in cases.items():
             c0 = time.process_time()
-            p, w = measure(forward, "cpu")
-            cpu.append(time.process_time() - c0)
-            peak.append(p)
-            wall.append(w)
-        rows.append({"model": kind, "seq": seq, "case": name, "peak": min(peak),
-                     "wall_s": min(wall), "cpu_s": min(cpu)})
-    return rows
+            peak, wall = measure(lambda i=interventions: forward(i), "cpu")
+            cpu = time.process_time() - c0
+            best[name] = [min(x, y) for x, y in zip(best[name], (peak, wall, cpu))]
+    return [{"model": kind, "seq": seq, "case": name, "peak": p, "wall_s": w, "cpu_s": c}
+            for name, (p, w, c) in best.items()]
 
 
 def main(argv=None) -> int:

@@ -11,15 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from mllm_probe.capture import (  # noqa: E402
+from mllm_probe.capture import (
     CapturePlan,
     capturing,
     language_attention_modules,
     register_capture,
 )
-from mllm_probe.intervention import Intervention, intervening, parse_intervention  # noqa: E402
-from mllm_probe.modality import spec_from_config, token_modality  # noqa: E402
-from mllm_probe.tiny import tiny_gemma3n_config, tiny_qwen_omni_thinker_config  # noqa: E402
+from mllm_probe.intervention import Intervention, intervening, parse_intervention
+from mllm_probe.modality import spec_from_config, token_modality
+from mllm_probe.tiny import tiny_gemma3n_config, tiny_qwen_omni_thinker_config
 
 TEXT, AUDIO, VISION = 0, 1, 2
 REFERENCE = "xmodal_test_reference"

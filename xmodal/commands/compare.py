@@ -182,18 +182,18 @@ def render(s: dict) -> str:
     """report.md of a comparison summary."""
     i = s["intervention"]
     lines = ["# Intervention: measured against predicted", "",
-             f"Intervention `{i['spec']}`; baseline `{s['baseline']}`, intervened "
-             f"`{s['intervened']}`; surrogate `{s['params']}` (modalities "
-             f"{', '.join(s['modalities'])}).", ""]
+             (f"Intervention `{i['spec']}`; baseline `{s['baseline']}`, intervened "
+              f"`{s['intervened']}`; surrogate `{s['params']}` (modalities "
+              f"{', '.join(s['modalities'])})."), ""]
     for w in s["warnings"]:
         lines.append(f"**Warning**: {w}.")
     if s["warnings"]:
         lines.append("")
-    lines += [f"Compared: {s['compared']}. Measured: the change of the bundle's share; "
-              "predicted: the surrogate's change for the same change of B_ab in the time window "
-              "of the layers (finite), and d/d log B_ab times log f (linear).", "",
-              "| layer | in range | share | baseline | measured | predicted (finite) | "
-              "predicted (linear) |", "|---|---|---|---|---|---|---|"]
+    lines += [(f"Compared: {s['compared']}. Measured: the change of the bundle's share; "
+               "predicted: the surrogate's change for the same change of B_ab in the time "
+               "window of the layers (finite), and d/d log B_ab times log f (linear)."), "",
+              ("| layer | in range | share | baseline | measured | predicted (finite) | "
+               "predicted (linear) |"), "|---|---|---|---|---|---|---|"]
     for row in s["layers"]:
         for key, v in row["shares"].items():
             lines.append(f"| {row['layer']} | {'yes' if row['in_range'] else 'no'} | {key} | "
@@ -207,15 +207,15 @@ def render(s: dict) -> str:
         lines.append(f"| {layer} | {_num(d['measured'])} | {_num(d['finite'])} | "
                      f"{_num(d['linear'])} |")
     if not dominance:
-        lines += ["", f"(none: the bundles need query rows of both {q} and {k}, e.g. "
-                      f"`--query all`)"]
-    lines += ["", "| prediction | entries with a measured change | sign agreement | "
-              "Spearman rho |", "|---|---|---|---|"]
+        lines += ["", (f"(none: the bundles need query rows of both {q} and {k}, e.g. "
+                       f"`--query all`)")]
+    lines += ["", ("| prediction | entries with a measured change | sign agreement | "
+                   "Spearman rho |"), "|---|---|---|---|"]
     for name, ag in s["agreement"].items():
         if ag is not None:
             rho = "n/a" if ag["rho"] is None else f"{ag['rho']:+.2f}"
             lines.append(f"| {name} | {ag['n']} | {ag['sign_agree']} | {rho} |")
-    lines += ["", "One input and one pair of runs: these numbers describe this model on this "
-              "input, not a test of the surrogate in general. A random-weight tiny model has no "
-              "reason to behave as the surrogate predicts.", ""]
+    lines += ["", ("One input and one pair of runs: these numbers describe this model on this "
+                   "input, not a test of the surrogate in general. A random-weight tiny model has "
+                   "no reason to behave as the surrogate predicts."), ""]
     return "\n".join(lines)
