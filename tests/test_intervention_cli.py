@@ -139,6 +139,7 @@ def test_probe_then_compare(files, tmp_path, capsys):
         assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_emotion_run_records_the_intervention(files, tmp_path_factory, capsys):
     from emotion_media import cremad_folder, tiny_model
 
