@@ -27,14 +27,17 @@ _EXPORTS = {
     "probe": ("capture_prompt", "probe", "probe_files", "resolve_query_set"),
     "figures": ("plot_bundle",),
     "batch": ("BatchItem", "read_manifest", "run_batch"),
+    "intervention": ("Intervention", "intervening", "parse_intervention"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["Adapter", "BatchItem", "Bundle", "BundleError", "CAPTURE_IMPLEMENTATION",
     "CapturePlan", "CaptureResult", "EncoderBlocks", "FORMAT_VERSION", "Gemma3nAdapter",
-    "GenericAdapter", "MODALITIES", "ModalitySpec", "Prompt", "QwenOmniAdapter", "bundles_equal",
-    "capture_attention", "capture_prompt", "capturing", "file_sha256", "load_adapter",
+    "GenericAdapter", "Intervention", "MODALITIES", "ModalitySpec", "Prompt", "QwenOmniAdapter",
+    "bundles_equal", "capture_attention", "capture_prompt", "capturing", "file_sha256",
+    "intervening", "load_adapter",
     "load_audio", "load_bundle", "load_frames_folder", "load_image", "load_video_frames",
-    "make_bundle", "plot_bundle", "probe", "probe_files", "read_manifest", "register_capture",
+    "make_bundle", "parse_intervention", "plot_bundle", "probe", "probe_files", "read_manifest",
+    "register_capture",
     "resolve_query_set", "run_batch", "save_bundle", "spans", "spec_from_config",
     "token_modality", "validate_bundle"]
 

@@ -35,7 +35,9 @@ Metadata (the safetensors header entry ``xmodal_bundle``, a JSON object):
 query rows were chosen, {"kind": "all" | "last" | "answer" | "indices" | ...}), and free-form
 ``model`` (id, revision, config_hash, architecture), ``prompt``, ``inputs`` (path, kind, sha256),
 ``versions`` (library versions), ``extra``; version 2 adds ``encoders`` ({name: {"modalities":
-[M_e names], "layer_types": [L_e strings]}} for the encoders with blocks).
+[M_e names], "layer_types": [L_e strings]}} for the encoders with blocks) and, optionally,
+``interventions`` (the attention interventions the run carried, `mllm_probe.intervention`: a
+list of {"query", "key", "factor", "knockout", "layers", "spec"}; absent or [] for none).
 
 Format: safetensors (8-byte little-endian header length, JSON header, raw little-endian arrays),
 read and written with ``safetensors.numpy`` (a core dependency; no torch). See docs/bundle.md.
@@ -100,6 +102,7 @@ class Bundle:
     inputs: tuple[Mapping[str, Any], ...] = ()
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    interventions: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -152,8 +155,9 @@ def _coerce_optional(fields: dict) -> dict:
             tuple(v.modalities), tuple(v.layer_types),
             np.asarray(v.block_mass, dtype=np.float32),
             np.asarray(v.visible_count, dtype=np.float32)) for k, v in out["encoders"].items()}
-    if "inputs" in out:
-        out["inputs"] = tuple(dict(i) for i in out["inputs"])
+    for name in ("inputs", "interventions"):
+        if name in out:
+            out[name] = tuple(dict(i) for i in out[name])
     return out
 
 
@@ -246,6 +250,9 @@ def validate_bundle(bundle: Bundle, source: str = "<in memory>") -> None:
         _check_array(source, field, ent, ent.shape)
     for name, enc in bundle.encoders.items():
         _check_encoder(source, name, enc, bundle.encoder_entropy.get(name))
+    if not all(isinstance(i, Mapping) and {"query", "key"} <= set(i) for i in bundle.interventions):
+        raise _fail(source, "interventions", f"expected objects with 'query' and 'key', got "
+                                             f"{list(bundle.interventions)!r}")
 
 
 def _check_encoder(source: str, name: str, enc: EncoderBlocks, entropy) -> None:
@@ -307,6 +314,8 @@ def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
                             "layer_types": list(enc.layer_types)}
                      for name, enc in bundle.encoders.items()},
     }
+    if bundle.interventions:
+        meta["interventions"] = [dict(i) for i in bundle.interventions]
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file(arrays, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     os.replace(tmp, path)
@@ -334,6 +343,14 @@ def _read_encoders(path: str, meta, arrays: dict) -> dict[str, EncoderBlocks]:
         out[name] = EncoderBlocks(tuple(info["modalities"]), tuple(info["layer_types"]),
                                   got["block_mass"], got["visible_count"])
     return out
+
+
+def _read_interventions(path: str, value) -> tuple[dict, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
+        raise _fail(path, "interventions", f"expected a list of objects, got {value!r}")
+    return tuple(value)
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
@@ -403,6 +420,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         inputs=tuple(meta.get("inputs") or ()),
         versions=meta.get("versions") or {},
         extra=meta.get("extra") or {},
+        interventions=_read_interventions(path, meta.get("interventions")),
     )
     validate_bundle(bundle, path)
     return bundle
@@ -420,6 +438,8 @@ def bundles_equal(a: Bundle, b: Bundle, *, atol: float = 0.0) -> bool:
     if dict(a.query_set) != dict(b.query_set) or dict(a.model) != dict(b.model):
         return False
     if a.prompt != b.prompt or [dict(i) for i in a.inputs] != [dict(i) for i in b.inputs]:
+        return False
+    if [dict(i) for i in a.interventions] != [dict(i) for i in b.interventions]:
         return False
     arrays = ("block_mass", "token_modality", "query_index", "row_mass", "visible_count",
               "row_visible", "entropy")

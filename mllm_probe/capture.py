@@ -18,6 +18,8 @@ import re
 import numpy as np
 import torch
 
+from mllm_probe import intervention
+
 #: Name under which the capture function is registered with transformers.
 CAPTURE_IMPLEMENTATION = "xmodal_capture"
 #: Default cap on the elements of one block of attention weights (batch x heads x rows x keys).
@@ -388,7 +390,8 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 def capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                       softcap=None, **kwargs):
-    """Eager attention for transformers' `AttentionInterface`, reduced while `capturing`.
+    """Eager attention for transformers' `AttentionInterface`, reduced while `capturing`, with
+    the modality-block changes of `mllm_probe.intervention` while `intervening`.
 
     query (B, H, Sq, D), key/value (B, Hkv, Sk, D), attention_mask additive (B, 1, Sq, Sk) or
     None. Returns (output (B, Sq, H, D), None): weights are never returned whole.
@@ -406,19 +409,28 @@ def capture_attention(module, query, key, value, attention_mask, scaling=None, d
     rows = max(1, budget // max(1, B * H * Sk))
     mask = attention_mask[:, :, :, :Sk] if attention_mask is not None else None
     training = getattr(module, "training", False)
+    state = intervention.active()
+    edits = state.blocks(module, B, Sq, Sk, query.device) if state is not None else []
     outputs = []
     for start in range(0, Sq, rows):
         stop = min(Sq, start + rows)
         w = torch.matmul(query[:, :, start:stop], key.transpose(2, 3)) * scaling
         if softcap is not None:
             w = torch.tanh(w / softcap) * softcap
+        if edits:
+            w = intervention.apply_to_logits(edits, w, start)
         block_mask = mask[:, :, start:stop] if mask is not None else None
         if block_mask is not None:
             if block_mask.dtype == torch.bool:
                 w = w.masked_fill(~block_mask, torch.finfo(w.dtype).min)
             else:
                 w = w + block_mask
+        dead = None
+        if edits:
+            w, dead = intervention.apply_knockout(edits, w, start, block_mask)
         w = torch.nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)
+        if dead is not None:
+            w.masked_fill_(dead, 0.0)
         if role is not None:
             kind, where = role
             with torch.no_grad():

@@ -19,6 +19,7 @@ from mllm_probe.capture import (
     CaptureResult,
     capturing,
 )
+from mllm_probe.intervention import Intervention, active_interventions, intervening
 
 #: Query-set names besides modality names and explicit positions.
 QUERY_KINDS = ("all", "last", "answer")
@@ -99,12 +100,22 @@ def capture_prompt(adapter: Adapter, prompt: Prompt, query_index: np.ndarray, *,
 def probe(adapter: Adapter, prompt: Prompt, *, query: str | Sequence[int] = "last",
           answer_tokens: int = 0, full_map_layers: Iterable[int] = (),
           inputs: Sequence[Mapping[str, Any]] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-          extra: Mapping[str, Any] | None = None) -> Bundle:
+          extra: Mapping[str, Any] | None = None,
+          interventions: Sequence[Intervention] = ()) -> Bundle:
     """Capture the modality-block attention of ``prompt`` and return it as a bundle.
 
     ``answer_tokens`` > 0 first generates that many answer tokens greedily and appends them (the
     query set "answer" then selects them). ``inputs`` describes the input files (path, kind, sha256).
+    ``interventions`` act on the answer and the captured pass (`mllm_probe.intervention`); those
+    of an enclosing `intervening` context act too. The bundle records the ones that acted.
     """
+    with intervening(adapter, interventions):
+        return _probe(adapter, prompt, query, answer_tokens, full_map_layers, inputs,
+                      chunk_elements, extra)
+
+
+def _probe(adapter, prompt, query, answer_tokens, full_map_layers, inputs, chunk_elements,
+           extra) -> Bundle:
     extra = dict(extra or {})
     if answer_tokens > 0:
         answer = adapter.generate(prompt, max_new_tokens=answer_tokens)
@@ -128,7 +139,8 @@ def probe(adapter: Adapter, prompt: Prompt, *, query: str | Sequence[int] = "las
         visible_count=result.visible_count, row_visible=result.row_visible, entropy=result.entropy,
         full_maps=result.full_maps, encoder_entropy=result.encoder_entropy, encoders=encoders,
         model=adapter.describe(), prompt=prompt.text, inputs=tuple(dict(i) for i in inputs),
-        versions=library_versions(), extra=extra)
+        versions=library_versions(), extra=extra,
+        interventions=tuple(i.to_json() for i in active_interventions()))
 
 
 def probe_files(adapter: Adapter, text: str, *, audio=None, video=None, frames=None, image=None,

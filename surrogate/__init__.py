@@ -16,6 +16,7 @@ from surrogate import echo as echo
 from surrogate import fitting as fitting
 from surrogate import lyapunov as lyapunov
 from surrogate import metrics as metrics
+from surrogate import response as response
 from surrogate import sweeping as sweeping
 from surrogate.batch import fold_batch, simulate_batch
 from surrogate.bias import sensitivity

@@ -14,7 +14,8 @@ from threadpoolctl import threadpool_limits
 from xmodal import __version__
 
 #: Subcommand modules under ``xmodal.commands``, in the order ``--help`` lists them.
-COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion", "fit", "sensitivity")
+COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion", "fit", "sensitivity",
+            "compare")
 
 #: Commands that need an extra: (extra, the packages it provides that the command imports);
 #: checked before the command runs.

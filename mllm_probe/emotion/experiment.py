@@ -25,6 +25,7 @@ from mllm_probe.emotion.datasets import Clip, Dataset, Skipped
 from mllm_probe.emotion.preprocess import Preprocessing, load_clip_media
 from mllm_probe.emotion.prompts import LABELS, TEMPLATE, parse_answer, prompt_text, variants
 from mllm_probe.emotion.table import PredictionTable
+from mllm_probe.intervention import describe
 from mllm_probe.modality import token_modality
 
 
@@ -39,6 +40,7 @@ class RunConfig:
     batch_size: int = 64
     bundles: int = 0
     processor_kwargs: dict | None = None
+    interventions: tuple = ()   # `mllm_probe.intervention.Intervention`s the run carries
 
     def fingerprint(self, adapter: Adapter, dataset: Dataset) -> dict:
         """What must match for a table to be resumed."""
@@ -47,7 +49,8 @@ class RunConfig:
                 "preprocessing": self.preprocessing.describe(), "generate": self.generate,
                 "max_new_tokens": self.max_new_tokens, "template": TEMPLATE,
                 "labels": list(LABELS), "processor_kwargs": self.processor_kwargs or {},
-                "dtype": str(adapter.model.dtype)}
+                "dtype": str(adapter.model.dtype),
+                **({"intervention": describe(self.interventions)} if self.interventions else {})}
 
 
 def _fmt_seconds(s: float) -> str:

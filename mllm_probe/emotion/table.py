@@ -9,8 +9,9 @@ the units already done, so a killed run continues without duplicate or missing r
 Scores are log-probabilities in nats (``repr`` of the float, empty where the label is forbidden).
 ``tokens_text/audio/vision/special``: positions of each modality in the unit's media prefix (the
 same for all its variants); ``tokens_prompt``: positions of the whole prompt of the variant.
-``actor``: the clip's actor (CREMA-D id or manifest column; empty if unknown). Columns in
-`OPTIONAL_COLUMNS` came later: tables without them stay readable.
+``actor``: the clip's actor (CREMA-D id or manifest column; empty if unknown);
+``intervention``: the run's attention interventions (`mllm_probe.intervention`, '' for none).
+Columns in `OPTIONAL_COLUMNS` came later: tables without them stay readable (and resumable).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from mllm_probe.emotion.tokens import COLUMNS as TOKEN_COLUMNS
 SCORE_COLUMNS = tuple(f"score_{label}" for label in LABELS)
 COLUMNS = ("clip", "condition", "variant", "forbidden", "intended", "perceived", "predicted",
            *SCORE_COLUMNS, *TOKEN_COLUMNS, "generated", "generated_label", "parse_status",
-           "actor")
+           "actor", "intervention")
 #: Columns a table written by an earlier version may lack (read as empty).
-OPTIONAL_COLUMNS = ("actor",)
+OPTIONAL_COLUMNS = ("actor", "intervention")
 META_SUFFIX = ".meta.json"
 
 
@@ -93,7 +94,9 @@ class PredictionTable:
         text = data[:cut].decode("utf-8", errors="replace")
         rows = list(csv.DictReader(io.StringIO(text)))
         header = text.split("\n", 1)[0].split(",")
-        if header != list(COLUMNS):
+        if header != list(COLUMNS) and _legacy(header):
+            cut = -1   # rewritten below with the current header
+        elif header != list(COLUMNS):
             raise ValueError(f"{self.path}: header {header} differs from {list(COLUMNS)}")
         units = defaultdict(list)
         for row in rows:
@@ -120,6 +123,7 @@ class PredictionTable:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         for row in rows:
+            row = {"intervention": self.config.get("intervention", ""), **row}
             writer.writerow([_format(row.get(c, "")) for c in COLUMNS])
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(out.getvalue())
@@ -135,6 +139,12 @@ def _write_atomic(path: str, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _legacy(header: list[str]) -> bool:
+    """A header of an earlier version: the columns in order, some optional ones missing."""
+    return (header == [c for c in COLUMNS if c in header]
+            and set(COLUMNS) - set(header) <= set(OPTIONAL_COLUMNS))
 
 
 def read_table(path) -> list[dict]:

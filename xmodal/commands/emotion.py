@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from xmodal.commands.probe import add_intervene_option
+
 CONDITIONS = ("face_voice", "face_only", "voice_only")
 
 
@@ -146,6 +148,7 @@ def register(subparsers) -> None:
                    help="let transformers download a hub id that is not cached")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     p.add_argument("--device", default="cpu", help="torch device, or 'auto' to spread over GPUs")
+    add_intervene_option(p)
     p.set_defaults(run=run)
 
 
@@ -259,13 +262,18 @@ def run(args) -> int:
     from mllm_probe.emotion import experiment
     from xmodal.commands.probe import load_model
 
+    from mllm_probe.intervention import intervening
+    from xmodal.commands.probe import check_interventions
+
     adapter = load_model(args)
-    config = experiment.RunConfig(conditions=tuple(args.conditions),
+    check_interventions(args, adapter)
+    config = experiment.RunConfig(interventions=tuple(args.intervene),conditions=tuple(args.conditions),
                                   preprocessing=preprocessing(args, adapter),
                                   generate=args.generate, max_new_tokens=args.max_new_tokens,
                                   batch_size=args.batch_size, bundles=args.bundles,
                                   processor_kwargs=args.processor_kwargs)
-    result = experiment.run(adapter, dataset, out, config, resume=args.resume, limit=args.limit)
+    with intervening(adapter, config.interventions):
+        result = experiment.run(adapter, dataset, out, config, resume=args.resume, limit=args.limit)
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

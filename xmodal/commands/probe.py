@@ -24,6 +24,39 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _intervention(text: str):
+    from mllm_probe.intervention import parse_intervention
+
+    try:
+        return parse_intervention(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_intervene_option(p) -> None:
+    """``--intervene SPEC`` (repeatable), shared by the commands that run a model."""
+    p.add_argument("--intervene", type=_intervention, action="append", default=[],
+                   metavar="SPEC",
+                   help="change the attention logits of a modality block in a layer range: "
+                        "QUERY<-KEY:scale=F[:layers=A-B] (logits times F) or "
+                        "QUERY<-KEY:knockout[:layers=A-B] (block removed, rows renormalised); "
+                        "modalities text, audio, vision, special; layers 0-based, inclusive "
+                        "(default all); repeatable. See docs/interventions.md")
+
+
+def check_interventions(args, adapter) -> None:
+    """ValueError naming ``--intervene`` if a layer range does not fit the loaded model."""
+    from mllm_probe.capture import language_attention_modules
+
+    if args.intervene:
+        layers = len(language_attention_modules(adapter.model))
+        for i in args.intervene:
+            try:
+                i.check_layers(layers)
+            except ValueError as err:
+                raise ValueError(f"--intervene: {err}") from None
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "probe", help="capture modality-block attention of a multimodal model into a bundle",
@@ -63,6 +96,7 @@ def register(subparsers) -> None:
     p.add_argument("--figure", action="store_true",
                    help="also write an attention figure (PNG) beside each bundle")
     p.add_argument("--figure-layer", type=int, help="layer of the figure's heatmap (default last)")
+    add_intervene_option(p)
     p.set_defaults(run=run)
 
 
@@ -138,12 +172,14 @@ def run(args) -> int:
     from mllm_probe.probe import probe_files
 
     adapter = load_model(args)
+    check_interventions(args, adapter)
 
     def one(audio, video, frames, image, prompt, out):
         bundle = probe_files(adapter, prompt, audio=audio, video=video, frames=frames, image=image,
                              num_frames=args.num_frames or None, system=args.system,
                              query=args.query, answer_tokens=args.answer_tokens,
-                             full_map_layers=args.full_map_layers)
+                             full_map_layers=args.full_map_layers,
+                             interventions=args.intervene)
         save_bundle(out, bundle)
         if args.figure:
             from mllm_probe.figures import plot_bundle
