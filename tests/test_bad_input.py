@@ -138,7 +138,7 @@ CASES = [
          json=["{tmp}/f5/params.json"]),
     # ------------------------------------------------------------------------ sensitivity
     dict(id="sensitivity-not-json", argv="sensitivity {tmp}/notjson.json --out {tmp}/e1",
-         code=2, msg="PARAMS.json {tmp}/notjson.json: not JSON", absent="{tmp}/e1"),
+         code=2, msg="PARAMS.json {tmp}/notjson.json: not valid JSON", absent="{tmp}/e1"),
     dict(id="sensitivity-out-not-empty", argv="sensitivity --preset paper --out {tmp}/keep",
          code=2, msg="exists and is not empty; pass --force", untouched="{tmp}/keep"),
     dict(id="sensitivity-3e9-steps",

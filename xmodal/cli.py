@@ -4,6 +4,7 @@ the one place where errors become exit codes (``error_message``, ``main``)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
@@ -19,6 +20,10 @@ COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion", "fit"
 NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers")),
                "emotion": ("probe", ("torch", "transformers", "soundfile", "av", "PIL")),
                "lorenz": ("lorenz", ("reservoirpy",))}  # its baselines, after the sweep
+#: Commands that start JAX: its backend and flags are tried first (``check_jax_environment``).
+JAX_COMMANDS = ("simulate", "lorenz", "lyapunov", "sweep", "fit", "sensitivity")
+#: Commands whose result is printed on stdout: refused when it is closed.
+STDOUT_COMMANDS = ("lyapunov",)
 #: Python packages of the extras, for the message when an import fails anyway.
 EXTRAS = {"torch": "probe", "transformers": "probe", "soundfile": "probe", "av": "probe",
           "PIL": "probe", "torchvision": "vision", "timm": "vision", "reservoirpy": "lorenz",
@@ -75,6 +80,9 @@ def error_message(err: BaseException) -> str | None:
         return ("out of memory; reduce the sizes (grid points, oscillators, steps or saved "
                 "frames)")
     if isinstance(err, OSError):  # unwritable or vanished paths, full disks, ...
+        if isinstance(err, BrokenPipeError) or (err.filename is None and err.errno in (
+                errno.EBADF, errno.ENOSPC, errno.EPIPE)):
+            return f"cannot write the output to stdout ({err.strerror or err})"
         where = f"{err.filename}: " if err.filename else ""
         return f"{where}{err.strerror or err}"
     if isinstance(err, (ValueError, OverflowError)):  # bad values found after parsing
@@ -106,7 +114,15 @@ def main(argv: list[str] | None = None) -> int:
                            f"pip install 'xmodal[{extra}]'\n")
     forget_created_dirs()
     try:
+        from xmodal.report import check_jax_environment, check_stdout
+
+        if args.command in STDOUT_COMMANDS:
+            check_stdout()
+        if args.command in JAX_COMMANDS:
+            check_jax_environment()
         code = int(args.run(args) or 0)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a full disk or a closed pipe: said now, not lost at exit
     except KeyboardInterrupt:
         remove_created_dirs()
         parser.exit(130, f"xmodal {args.command}: interrupted\n")

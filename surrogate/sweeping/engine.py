@@ -19,7 +19,8 @@ bit-identical to an uninterrupted run on the same platform and device count (the
 program on the same inputs). Multi-host runs: ``surrogate.sweeping.multihost``. See docs/sweep.md.
 
 Progress: compile and resume messages on stderr, and a tqdm bar of the points done when stderr
-is a terminal; elsewhere (logs, pipes) one line when the sweep has finished.
+is a terminal; elsewhere (logs, pipes) a line every ``LOG_SECONDS`` and one when the sweep has
+finished.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ MEMORY_FRACTION = 0.5
 #: 512 points per device, 167 at 2048, 105 at 8192).
 MAX_POINTS_PER_DEVICE = 1 << 16
 MAX_POINTS_PER_CPU_DEVICE = 512
+#: Seconds between progress lines when stderr is not a terminal.
+LOG_SECONDS = 30.0
 
 
 class _Progress:
@@ -69,13 +72,14 @@ class _Progress:
         self.tty = enabled and getattr(self.stream, "isatty", lambda: False)()
         self.start = None
         self.bar = None
+        self.logged = 0.0
 
     def say(self, text: str) -> None:
         if self.enabled:
             print(f"sweep: {text}", file=self.stream, flush=True)
 
     def begin(self) -> None:
-        self.start = time.perf_counter()
+        self.start = self.logged = time.perf_counter()
         if self.tty:
             from tqdm.auto import tqdm
 
@@ -87,6 +91,14 @@ class _Progress:
         self.computed += n
         if self.bar is not None:
             self.bar.update(n)
+        elif self.enabled and not self.tty and self.done < self.total \
+                and time.perf_counter() - self.logged > LOG_SECONDS:
+            self.logged = time.perf_counter()
+            rate = self.computed / max(self.logged - self.start, 1e-9)
+            eta = int((self.total - self.done) / max(rate, 1e-9))
+            print(f"sweep: {self.done}/{self.total} points ({100 * self.done / self.total:.1f}%), "
+                  f"{rate:.4g} points/s, ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
+                  file=self.stream, flush=True)
         if self.done >= self.total:
             self.close()
 
@@ -302,4 +314,6 @@ def sweep(
             finish(*pending)
         finally:
             progress_.close()
+            if st is not None:
+                st.flush()  # the digests of the chunks written
     return jax.tree.unflatten(treedef, results)
