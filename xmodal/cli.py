@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     is removed again if it is still empty. ``XMODAL_TRACEBACK=1`` shows tracebacks instead."""
     _cpu_devices()
     parser = build_parser()
-    from xmodal.report import forget_created_dirs, remove_created_dirs
+    from xmodal.report import forget_created_dirs, release_locks, remove_created_dirs
 
     args = parser.parse_args(argv)
     if args.command in NEEDS_EXTRA:  # before any work: a missing extra is one line, exit 2
@@ -124,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stdout is not None:
             sys.stdout.flush()  # a full disk or a closed pipe: said now, not lost at exit
     except KeyboardInterrupt:
+        release_locks()
         remove_created_dirs()
         parser.exit(130, f"xmodal {args.command}: interrupted\n")
     except Exception as err:
+        release_locks()
         remove_created_dirs()
         if os.environ.get("XMODAL_TRACEBACK"):
             raise
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"xmodal {args.command}: error: {msg}\n")
         parser.exit(1, f"xmodal {args.command}: internal error: {type(err).__name__}: {err} "
                        f"(a bug; rerun with XMODAL_TRACEBACK=1 to see where)\n")
+    release_locks()
     forget_created_dirs()
     return code
 

@@ -43,6 +43,8 @@ __all__ = [
     "dumps_json",
     "prepare_out",
     "forget_created_dirs",
+    "hold_lock",
+    "release_locks",
     "remove_created_dirs",
     "remove_store",
     "seed_int",
@@ -56,6 +58,8 @@ _CREATED: list[Path] = []
 
 #: Largest step count of a single integration (the step counters of the compiled loops).
 MAX_STEPS = 2**31 - 1
+#: Longest file or folder name, in bytes (Linux, macOS, Windows file systems).
+NAME_MAX = 255
 
 
 def _probe_writable(folder: Path, arg: str, given: Path | None = None) -> None:
@@ -77,12 +81,23 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _check_name_lengths(path: Path, arg: str) -> None:
+    """ValueError naming ``arg`` if a component of ``path`` is longer than file systems allow
+    (checked first: the OS then refuses even to look the path up)."""
+    for part in path.parts:
+        n = len(os.fsencode(part))
+        if n > NAME_MAX:
+            raise ValueError(f"{arg} {path}: a name in it has {n} bytes, more than the "
+                             f"{NAME_MAX} a file system allows")
+
+
 def prepare_out(path, *, force: bool = False, resume: bool | None = None,
                 arg: str = "--out") -> Path:
     """The policy above for ``arg`` = ``path``: ValueError naming it when refused or not
     writable, else the directory (created, with its parents, when missing). ``resume`` None:
     the command has no ``--resume``."""
     path = Path(path)
+    _check_name_lengths(path, arg)
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise ValueError(f"{arg} {path}: exists and is not a directory")
@@ -156,6 +171,7 @@ def check_out_file(path, arg: str, inputs=()) -> Path:
     for the file system, or one of ``inputs`` (``(option, path)`` pairs: the command's own input
     files). Checked before the computation."""
     path = Path(path)
+    _check_name_lengths(path, arg)
     if path.is_dir():
         raise ValueError(f"{arg} {path}: is a directory; give a file name")
     if path.exists() and not path.is_file():
@@ -168,13 +184,6 @@ def check_out_file(path, arg: str, inputs=()) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"{arg} {path}: folder {folder} does not exist")
-    try:
-        longest = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        longest = 255
-    if len(os.fsencode(path.name)) > longest:
-        raise ValueError(f"{arg} {path}: the file name has {len(os.fsencode(path.name))} bytes, "
-                         f"more than the {longest} the file system allows")
     _probe_writable(folder, arg, path)
     return path
 
@@ -245,6 +254,20 @@ def store_lock(out, what: str = "--out"):
 
 #: The lock file of a run folder (``store_lock``).
 LOCK_FILE = ".xmodal.lock"
+
+#: Locks taken with ``hold_lock`` in this process, released by ``release_locks``.
+_HELD = contextlib.ExitStack()
+
+
+def hold_lock(out, what: str = "--out") -> Path:
+    """``store_lock(out, what)`` held until the command ends (``xmodal.cli.main`` calls
+    ``release_locks``): one line after ``prepare_out`` in a command that writes a run folder."""
+    return _HELD.enter_context(store_lock(out, what))
+
+
+def release_locks() -> None:
+    """Release the locks of ``hold_lock`` (and remove their lock files)."""
+    _HELD.close()
 
 #: Results of ``check_jax_environment``'s child process, per environment.
 _JAX_CHECKED: dict = {}
@@ -414,7 +437,14 @@ def check_coordinator(text: str | None, *, process_id: int | None = None,
 def check_torch_device(text: str, arg: str = "--device") -> None:
     """A torch device that exists here ("auto": accelerate's placement over what there is):
     ValueError naming ``arg`` otherwise, before a model is loaded."""
-    if text in ("cpu", "auto"):
+    if text == "auto":
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise ValueError(f"{arg} auto: needs the Python package 'accelerate' (transformers "
+                             f"places the model with it); pip install 'xmodal[probe]'")
+        return
+    if text == "cpu":
         return
     import torch
 

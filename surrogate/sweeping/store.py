@@ -7,10 +7,11 @@ name, the user's ``config`` (JSON), a hash of the points, the chunk size and a h
 lowered (StableHLO) program of one point (so a changed computation or constant is caught even
 when ``config`` does not say so), and ``chunk_sha256``, the SHA-256 of every finished chunk file
 (recorded at most every ``FLUSH_SECONDS`` and when the sweep ends; a chunk written after the
-last record, by a run killed within those seconds, gets the other checks only). A store made by another configuration, a chunk file that is
-truncated or damaged (npz members carry a CRC) or holds other indices, a chunk whose content is not the one recorded, or stray chunk files without a manifest
-raise ``SweepStoreError`` naming the file and field; nothing is mixed or
-overwritten. The format is described in docs/sweep.md.
+last record, by a run killed within those seconds, gets the other checks only). A store made
+by another configuration, a chunk file that is truncated or damaged (npz members carry a CRC),
+holds other indices or differs from its recorded digest, or stray chunk files without a
+manifest raise ``SweepStoreError`` naming the file and field; nothing is mixed or overwritten.
+The format is described in docs/sweep.md.
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def _check_outputs(args) -> None:
     check_out_file(args.out, "--out", inputs)
     if args.figure:
         figure = os.path.splitext(args.out)[0] + ".png"
-        check_out_file(figure, f"--figure (writes {figure})", inputs)
+        check_out_file(figure, "--figure", inputs)
 
 
 def _check_figure_layer(args, adapter) -> None:
