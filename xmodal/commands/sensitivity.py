@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"PARAMS.json {args.params}: expected a JSON object")
     check_steps(args.steps, f"--steps {args.steps}")
     out = prepare_out(args.out, force=args.force)
+    print(f"sensitivity: {args.steps} steps per evaluation; compiling the metrics and their "
+          f"gradients", file=sys.stderr, flush=True)
 
     import jax
 
