@@ -228,6 +228,9 @@ CASES = [
          absent="{tmp}/q7"),
     dict(id="sensitivity-params-duplicate-key", argv="sensitivity {tmp}/pdup.json "
          "--out {tmp}/q8", code=2, msg="field 'seed' given twice", absent="{tmp}/q8"),
+    dict(id="sensitivity-huge-sizes", argv="sensitivity {tmp}/phuge.json --out {tmp}/q10",
+         code=2, msg="PARAMS.json {tmp}/phuge.json: field 'surrogate.sizes' (2000000 "
+         "oscillators) needs about", absent="{tmp}/q10"),
     dict(id="sensitivity-bad-sizes", argv="sensitivity {tmp}/psizes.json --out {tmp}/q9",
          code=2, msg="field 'surrogate.sizes': must be >= 2 integers", absent="{tmp}/q9"),
     # lyapunov: options named, figure checked first, closed stdout, first line at once
@@ -416,6 +419,8 @@ def _setup_issue27(tmp: Path, small: dict) -> None:
                                                                           [0.1, 1.0]]))))
     params("pshape", json.dumps(dict(PARAMS, params=dict(PARAMS["params"], B=[1.0, 2.0, 3.0]))))
     params("pdup", json.dumps(PARAMS).replace('"seed": 0', '"seed": 0, "seed": 1'))
+    params("phuge", json.dumps(dict(PARAMS, surrogate=dict(PARAMS["surrogate"],
+                                                           sizes=[10**6, 10**6]))))
     params("psizes", json.dumps(dict(PARAMS, surrogate=dict(PARAMS["surrogate"], sizes=[0, -1]))))
     (tmp / "platin1.json").write_bytes(json.dumps(PARAMS).replace(
         '"audio"', '"audió"').encode("latin-1"))

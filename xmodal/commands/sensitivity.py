@@ -12,6 +12,7 @@ from xmodal.commands.simulate import finite_float, positive_float, positive_int
 from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
+    check_memory,
     check_steps,
     prepare_out,
     seed_int,
@@ -65,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
         obj = read_json_file(args.params, f"PARAMS.json {args.params}")
         if not isinstance(obj, dict):
             raise ValueError(f"PARAMS.json {args.params}: expected a JSON object")
+        sizes = obj.get("surrogate", {}).get("sizes") if isinstance(obj.get("surrogate"),
+                                                                     dict) else None
+        if isinstance(sizes, list) and all(type(v) is int and v > 0 for v in sizes):
+            n = sum(sizes)  # dense couplings, their gradients and the tangent work, float64
+            check_memory(8 * 8 * n * n, f"PARAMS.json {args.params}: field 'surrogate.sizes' "
+                         f"({n} oscillators)")
     check_steps(args.steps, f"--steps {args.steps}")
     out = prepare_out(args.out, force=args.force)
     print(f"sensitivity: {args.steps} steps per evaluation; compiling the metrics and their "
