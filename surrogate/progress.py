@@ -1,6 +1,7 @@
 """Progress of long jobs, one protocol for every command: a tqdm bar on a terminal; elsewhere
-(a log file, a pipe) no bar, and one final line with the count and the rate. Messages
-(``say``) go to the same stream, prefixed with the job's name."""
+(a log file, a pipe) a line every ``every`` seconds and one final line, with the count, the
+rate and the time left. Messages (``say``) go to the same stream, prefixed with the job's
+name."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ class Progress:
     Use as a context manager, or call ``begin``, ``update`` and ``close``."""
 
     def __init__(self, total: int, *, desc: str, unit: str = "items", enabled: bool = True,
-                 stream=None, done: int = 0):
+                 stream=None, done: int = 0, every: float = 30.0):
         self.total, self.done, self.computed = int(total), int(done), 0
+        self.every, self.logged = every, 0.0
         self.desc, self.unit, self.enabled = desc, unit, enabled
         self.stream = stream or sys.stderr
         self.tty = enabled and getattr(self.stream, "isatty", lambda: False)()
@@ -35,7 +37,7 @@ class Progress:
                 print(f"{self.desc}: {text}", file=self.stream, flush=True)
 
     def begin(self) -> Progress:
-        self.start = time.perf_counter()
+        self.start = self.logged = time.perf_counter()
         if self.tty:
             from tqdm.auto import tqdm
 
@@ -48,8 +50,20 @@ class Progress:
         self.computed += n
         if self.bar is not None:
             self.bar.update(n)
+        elif self.enabled and self.start is not None and self.done < self.total \
+                and time.perf_counter() - self.logged > self.every:
+            self.logged = time.perf_counter()
+            self._line(self.logged)
         if self.done >= self.total:
             self.close()
+
+    def _line(self, now: float) -> None:
+        rate = self.computed / max(now - self.start, 1e-9)
+        eta = int((self.total - self.done) / max(rate, 1e-9))
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit} "
+              f"({100 * self.done / max(self.total, 1):.1f}%), {rate:.4g} {self.unit}/s, "
+              f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}", file=self.stream,
+              flush=True)
 
     def close(self) -> None:
         """Close the bar, or print the final line when the job finished (not after an error)."""
@@ -58,9 +72,7 @@ class Progress:
             self.bar = None
         elif self.enabled and not self.tty and self.start is not None \
                 and self.done >= self.total:
-            rate = self.computed / max(time.perf_counter() - self.start, 1e-9)
-            print(f"{self.desc}: {self.done}/{self.total} {self.unit} (100.0%), "
-                  f"{rate:.4g} {self.unit}/s, ETA 0:00:00", file=self.stream, flush=True)
+            self._line(time.perf_counter())
         self.start = None
 
     def __enter__(self) -> Progress:

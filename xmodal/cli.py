@@ -4,6 +4,7 @@ the one place where errors become exit codes (``error_message``, ``main``)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
@@ -22,6 +23,10 @@ COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion", "fit"
 NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers")),
                "emotion": ("probe", ("torch", "transformers", "soundfile", "av", "PIL")),
                "lorenz": ("lorenz", ("reservoirpy",))}  # its baselines, after the sweep
+#: Commands that start JAX: its backend and flags are tried first (``check_jax_environment``).
+JAX_COMMANDS = ("simulate", "lorenz", "lyapunov", "sweep", "fit", "sensitivity")
+#: Commands whose result is printed on stdout: refused when it is closed.
+STDOUT_COMMANDS = ("lyapunov",)
 #: Python packages of the extras, for the message when an import fails anyway.
 EXTRAS = {"torch": "probe", "transformers": "probe", "soundfile": "probe", "av": "probe",
           "PIL": "probe", "torchvision": "vision", "timm": "vision", "reservoirpy": "lorenz",
@@ -82,6 +87,9 @@ def error_message(err: BaseException) -> str | None:
         return ("out of memory; reduce the sizes (grid points, oscillators, steps or saved "
                 "frames)")
     if isinstance(err, OSError):  # unwritable or vanished paths, full disks, ...
+        if isinstance(err, BrokenPipeError) or (err.filename is None and err.errno in (
+                errno.EBADF, errno.ENOSPC, errno.EPIPE)):
+            return f"cannot write the output to stdout ({err.strerror or err})"
         where = f"{err.filename}: " if err.filename else ""
         return f"{where}{err.strerror or err}"
     if isinstance(err, (ValueError, OverflowError)):  # bad values found after parsing
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     is removed again if it is still empty. ``XMODAL_TRACEBACK=1`` shows tracebacks instead."""
     _cpu_devices()
     parser = build_parser()
-    from xmodal.report import forget_created_dirs, remove_created_dirs
+    from xmodal.report import forget_created_dirs, release_locks, remove_created_dirs
 
     args = parser.parse_args(argv)
     # before any work: a missing extra is one line, exit 2 (re-analysing a table needs none)
@@ -114,12 +122,22 @@ def main(argv: list[str] | None = None) -> int:
                            f"pip install 'xmodal[{extra}]'\n")
     forget_created_dirs()
     try:
+        from xmodal.report import check_jax_environment, check_stdout
+
+        if args.command in STDOUT_COMMANDS:
+            check_stdout()
+        if args.command in JAX_COMMANDS:
+            check_jax_environment()
         with threadpool_limits(1, user_api="blas"):  # BLAS threads under XLA's oversubscribe
             code = int(args.run(args) or 0)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a full disk or a closed pipe: said now, not lost at exit
     except KeyboardInterrupt:
+        release_locks()
         remove_created_dirs()
         parser.exit(130, f"xmodal {args.command}: interrupted\n")
     except Exception as err:
+        release_locks()
         remove_created_dirs()
         if os.environ.get("XMODAL_TRACEBACK"):
             raise
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"xmodal {args.command}: error: {msg}\n")
         parser.exit(1, f"xmodal {args.command}: internal error: {type(err).__name__}: {err} "
                        f"(a bug; rerun with XMODAL_TRACEBACK=1 to see where)\n")
+    release_locks()
     forget_created_dirs()
     return code
 

@@ -97,38 +97,93 @@ def model_from_json(obj: dict, source: str = "<params>", dtype=None
     """Rebuild the fitted model and parameters from ``FitResult.to_json()`` output (in ``dtype``,
     default JAX's float); ValueError naming ``source`` and the field if it does not parse."""
     try:
-        if obj.get("format") != FORMAT:
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise KeyError("format")
         s, p = obj["surrogate"], obj["params"]
-        config = FitConfig(modalities=tuple(obj["modalities"]), sizes=tuple(s["sizes"]),
-                           k=int(s["k"]), p=float(s["p"]), cross_density=float(s["cross_density"]),
-                           normalisation=s["normalisation"], n_initial=int(s["n_initial"]),
-                           horizon=float(s["horizon"]), dt=float(s["dt"]))
+        if not isinstance(s, dict) or not isinstance(p, dict):
+            raise KeyError("surrogate" if not isinstance(s, dict) else "params")
+        sizes = s["sizes"]
+        if not isinstance(sizes, list) or len(sizes) < 2 or not all(
+                _is_int(v) and 1 <= v <= 10**6 for v in sizes):
+            raise ValueError(f"field 'surrogate.sizes': must be >= 2 integers in 1 .. 10**6, "
+                             f"got {sizes!r}")
+        modalities = obj["modalities"]
+        if not isinstance(modalities, list) or len(modalities) != len(sizes) or not all(
+                isinstance(m, str) for m in modalities):
+            raise ValueError(f"field 'modalities': must be {len(sizes)} names (one per "
+                             f"'surrogate.sizes' entry), got {modalities!r}")
+        ints = {name: _integer(s, name, 0 if name == "k" else 1) for name in ("k", "n_initial")}
+        reals = {name: _finite(s, name) for name in ("p", "cross_density", "horizon", "dt")}
+        if not isinstance(s["normalisation"], str):
+            raise ValueError(f"field 'surrogate.normalisation': must be a string, "
+                             f"got {s['normalisation']!r}")
+        try:
+            config = FitConfig(modalities=tuple(modalities), sizes=tuple(sizes), k=ints["k"],
+                               p=reals["p"], cross_density=reals["cross_density"],
+                               normalisation=s["normalisation"], n_initial=ints["n_initial"],
+                               horizon=reals["horizon"], dt=reals["dt"])
+        except ValueError as err:
+            raise ValueError(f"fields 'surrogate.*' do not describe a model ({err})") from None
         if "key" in obj:
-            key = jax.random.wrap_key_data(np.asarray(obj["key"], np.uint32))
+            data = obj["key"]
+            if not isinstance(data, list) or not data or not all(
+                    _is_int(v) and 0 <= v < 2**32 for v in data):
+                raise ValueError(f"field 'key': must be a list of integers in 0 .. 2**32 - 1 "
+                                 f"(the data of a PRNG key), got {data!r}")
+            try:
+                key = jax.random.wrap_key_data(np.asarray(data, np.uint32))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"field 'key': not the data of a PRNG key ({err})") from None
         else:
-            key = jax.random.key(int(obj["seed"]))
+            seed = obj["seed"]
+            if not _is_int(seed) or not -(2**63) <= seed < 2**63:
+                raise ValueError(f"field 'seed': must be an integer in -2**63 .. 2**63 - 1, "
+                                 f"got {seed!r}")
+            key = jax.random.key(seed)
         dtype = jnp.result_type(float) if dtype is None else dtype
         arr = lambda name, shape: _field_array(p, name, shape, dtype, source)  # noqa: E731
         m = len(config.sizes)
+        times = p["times"]
         params = FitParams(B=arr("B", (m, m)), K=arr("K", (m, m)),
                            omega_spread=arr("omega_spread", ()), gain=arr("gain", (m,)),
-                           times=arr("times", (len(p["times"]),)))
+                           times=arr("times", (len(times) if isinstance(times, list) else 0,)))
     except KeyError as err:
         raise ValueError(f"{source}: field {err.args[0]!r} missing or wrong (not an xmodal fit "
                          f"parameters file)") from None
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{source}: {err}") from None
     k_model, _ = jax.random.split(key)
     return make_model(k_model, config.sizes, config, dtype), params
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _integer(table, name, low):
+    v = table[name]
+    if not _is_int(v) or not low <= v < 2**31:
+        raise ValueError(f"field 'surrogate.{name}': must be an integer in {low} .. 2**31 - 1, "
+                         f"got {v!r}")
+    return v
+
+
+def _finite(table, name):
+    v = table[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(float(v)):
+        raise ValueError(f"field 'surrogate.{name}': must be a finite number, got {v!r}")
+    return float(v)
+
+
 def _field_array(p, name, shape, dtype, source):
     try:
         a = np.asarray(p[name], float)
-    except (TypeError, ValueError):
-        raise ValueError(f"field 'params.{name}': not numeric") from None
-    if a.shape != shape or not np.all(np.isfinite(a)):
-        raise ValueError(f"field 'params.{name}': expected finite values of shape {shape}, "
-                         f"got shape {a.shape}")
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"field 'params.{name}': not numeric (numbers of shape {shape} "
+                         f"expected)") from None
+    if a.shape != shape:
+        raise ValueError(f"field 'params.{name}': expected shape {shape}, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"field 'params.{name}': holds non-finite values (NaN or infinity); "
+                         f"finite numbers expected")
     return jnp.asarray(a, dtype)

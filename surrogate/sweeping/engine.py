@@ -19,7 +19,8 @@ bit-identical to an uninterrupted run on the same platform and device count (the
 program on the same inputs). Multi-host runs: ``surrogate.sweeping.multihost``. See docs/sweep.md.
 
 Progress: compile and resume messages on stderr, and a tqdm bar of the points done when stderr
-is a terminal; elsewhere (logs, pipes) one line when the sweep has finished.
+is a terminal; elsewhere (logs, pipes) a line every 30 s and one when the sweep has finished
+(``surrogate.progress``).
 """
 
 from __future__ import annotations
@@ -260,4 +261,6 @@ def sweep(
             finish(*pending)
         finally:
             progress_.close()
+            if st is not None:
+                st.flush()  # the digests of the chunks written
     return jax.tree.unflatten(treedef, results)

@@ -77,11 +77,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for path in args.bundles:
+        if os.path.isdir(path):
+            raise ValueError(f"BUNDLE {path}: is a directory, not a bundle file")
         if not os.path.isfile(path):
             raise ValueError(f"BUNDLE {path}: no such file")
     if args.polish_steps < 0:
         raise ValueError(f"--polish-steps must be >= 0, got {args.polish_steps}")
     check_steps(round(args.horizon / args.dt), f"--horizon {args.horizon} / --dt {args.dt}")
+    steps = args.horizon / args.dt
+    if abs(steps - round(steps)) > 1e-6 or round(steps) < 2:
+        raise ValueError(f"--horizon {args.horizon} must be a multiple (>= 2) of --dt {args.dt}")
+    if args.sizes is not None:
+        if len(args.sizes) != len(args.modalities):
+            raise ValueError(f"--sizes {','.join(map(str, args.sizes))}: give one size per "
+                             f"--modalities entry ({', '.join(args.modalities)})")
+        if min(args.sizes) < 1:
+            raise ValueError(f"--sizes {','.join(map(str, args.sizes))}: sizes must be >= 1")
+    if not 0 <= args.cross_density <= 1:
+        raise ValueError(f"--cross-density must be in [0, 1], got {args.cross_density}")
+    if args.k < 0 or args.k % 2:
+        raise ValueError(f"--k {args.k}: the Watts-Strogatz degree must be even and >= 0")
     n = sum(args.sizes) if args.sizes else args.n_total
     item = 8 if args.float64 else 4  # dense couplings and their gradients, per evaluation
     check_memory(6 * args.restarts * args.initial * n * n * item,

@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 
 from xmodal.commands.simulate import finite_float, positive_float, positive_int, sizes_list
-from xmodal.report import check_memory, check_out_file, check_steps, dumps_json, seed_int
+from xmodal.report import (
+    check_figure_format,
+    check_memory,
+    check_out_file,
+    check_steps,
+    dumps_json,
+    seed_int,
+)
 
 #: Published values at the default parameters (Sprott, "Chaos and Time-Series Analysis", 2003).
 REFERENCE = {
@@ -141,6 +148,7 @@ def _lorenz_drive(jnp, dtype, dt, n_steps):
 def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         check_out_file(args.plot, "--plot")
+        check_figure_format(args.plot, "--plot")
     dt0, steps0, transient0, renorm0 = DEFAULTS[args.system]
     dt = dt0 if args.dt is None else args.dt
     if args.system == "henon" and args.dt is not None:
@@ -154,11 +162,18 @@ def run(args: argparse.Namespace) -> int:
         check_steps(n_steps + transient, "--steps + --transient (with --float32)")
     if args.system == "surrogate":  # dense couplings and the tangent frame, float64
         n = sum(args.sizes)
+        if args.degree % 2 or args.degree >= min(args.sizes):
+            raise ValueError(f"--degree {args.degree}: the Watts-Strogatz degree must be even "
+                             f"and smaller than every --sizes entry "
+                             f"({','.join(map(str, args.sizes))})")
         check_memory(8 * 8 * n * n, f"--sizes {','.join(map(str, args.sizes))} ({n} oscillators)")
     if args.system == "surrogate" and args.drive == "lorenz":  # the drive is tabulated
         check_memory(48 * (n_steps + transient), f"--steps + --transient = "
                      f"{n_steps + transient:.4g} with --drive lorenz (a tabulated drive)")
 
+    print(f"lyapunov: {args.system}, {n_steps + transient:.4g} steps (transient {transient}); "
+          f"compiling, then running (progress on stderr every 30 s)", file=sys.stderr,
+          flush=True)
     import jax
 
     if not args.float32:
@@ -291,22 +306,26 @@ def _duration(s: float) -> str:
 
 
 class _Heartbeat:
-    """While the compiled run blocks the main thread: elapsed time against the estimate on
-    stderr, after 10 s and then every 2 % of it (at most every 5 min, at least 10 s apart)."""
+    """While the compiled run blocks the main thread: elapsed time on stderr every 30 s, or,
+    with an estimate ``eta``, against it after 10 s and then every 2 % of it (10 to 30 s
+    apart)."""
 
     def __init__(self, eta: float | None, quiet: bool):
         import threading
 
         self.eta, self.stop = eta, threading.Event()
-        self.thread = None if eta is None or quiet else threading.Thread(
-            target=self._beat, daemon=True)
+        self.thread = None if quiet else threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
-        t0, every = time.perf_counter(), min(max(self.eta / 50, 10.0), 300.0)
-        wait = 10.0  # the first after 10 s: the user sees it is running
+        t0 = time.perf_counter()
+        every = 30.0 if self.eta is None else min(max(self.eta / 50, 10.0), 30.0)
+        wait = 30.0 if self.eta is None else 10.0  # the first after 10 s with an estimate
         while not self.stop.wait(wait):
             wait = every
             el = time.perf_counter() - t0
+            if self.eta is None:
+                print(f"lyapunov: running for {_duration(el)}", file=sys.stderr, flush=True)
+                continue
             print(f"lyapunov: {_duration(el)} of about {_duration(self.eta)} "
                   f"(~{min(99, 100 * el / self.eta):.0f} %, estimated)", file=sys.stderr,
                   flush=True)

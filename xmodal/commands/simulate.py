@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from xmodal.report import (
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                  f"--sizes {','.join(map(str, args.sizes))} with {frames} saved frames "
                  f"(--duration / --dt / --save-every)")
     out = prepare_out(args.out, force=args.force)
+    print(f"simulate: {n_steps} steps of {n} oscillators, {frames} saved frames; compiling, "
+          f"then integrating", file=sys.stderr, flush=True)
 
     import diffrax
     import jax
