@@ -21,7 +21,7 @@ Closed-loop forecasting of u = (x, y, z) (``ngrc_forecast``, ``esn_forecast``): 
 learns the one-sample increment u(t + delta) - u(t) (lam, and for the ESN its hyperparameters,
 chosen on the validation split's one-step NMSE), then the model runs on its own predictions.
 
-reservoirpy computes in NumPy float64; the readout in ``stats_dtype()``.
+reservoirpy computes in NumPy float64, and so does the readout.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from lorenz.data import LorenzSeries, Splits
-from lorenz.readout import RidgeFit, fit_ridge, normal_equations, stats_dtype
+from lorenz.readout import LAMBDAS, RidgeFit, fit_ridge, normal_equations
 
 __all__ = [
     "ESN",
     "ESN_GRID",
+    "FORECAST_LAMBDAS",
     "Baseline",
     "make_esn",
     "esn_states",
@@ -118,37 +119,35 @@ class Baseline:
     seconds: float
 
     @property
-    def nmse(self) -> jax.Array:
+    def nmse(self) -> np.ndarray:
         """(3, Z) NMSE per split (train, validation, test) and target."""
         return self.fit.nmse
 
     @property
-    def lam(self) -> jax.Array:
+    def lam(self) -> np.ndarray:
         """(Z,) regularisation chosen on the validation split."""
         return self.fit.lam
 
 
-@jax.jit
-def _readout(f: jax.Array, z: jax.Array, ids: jax.Array) -> RidgeFit:
-    return fit_ridge(normal_equations(f, z, ids))
+#: Ridge grid of every forecaster's increment readout (the surrogate's too): below 1e-9 the
+#: one-step validation error still falls a little while the closed loop turns unstable
+#: (NG-RC: VPT 4.4 Lyapunov times with this grid, 0.04 with ``readout.LAMBDAS`` down to 1e-16).
+FORECAST_LAMBDAS = tuple(10.0 ** k for k in range(-9, 2))
 
 
-def _fit(f, z, ids) -> RidgeFit:
-    """Ridge readout of targets z (T, Z) on features f (T, F), split ids (T,). One at a time:
-    independent LAPACK calls side by side in one XLA:CPU program deadlocked it with several
-    host devices (measured, jax 0.10.2)."""
-    dtype = stats_dtype()
-    return jax.block_until_ready(_readout(jnp.asarray(f, dtype), jnp.asarray(z, dtype),
-                                          jnp.asarray(ids)))
+def _fit(f, z, ids, lambdas=LAMBDAS) -> RidgeFit:
+    """Ridge readout (``readout.fit_ridge``, float64) of targets z (T, Z) on features f (T, F),
+    split ids (T,)."""
+    return fit_ridge(normal_equations(f, z, ids), lambdas=lambdas)
 
 
-def _tune_esn(esn: ESN, u_in, z, ids, grid) -> tuple[ESN, RidgeFit]:
+def _tune_esn(esn: ESN, u_in, z, ids, grid, lambdas=LAMBDAS) -> tuple[ESN, RidgeFit]:
     """The ESN of ``grid`` (name -> values, every combination) with the lowest validation NMSE
     (mean over targets), and its fit; the seed and the other settings stay those of ``esn``."""
     best = None
     for values in itertools.product(*grid.values()):
         cand = dataclasses.replace(esn, **{n: float(v) for n, v in zip(grid, values)})
-        fit = _fit(esn_states(cand, u_in), z, ids)
+        fit = _fit(esn_states(cand, u_in), z, ids, lambdas)
         err = float(jnp.mean(fit.nmse[1]))
         if best is None or err < best[0]:
             best = (err, cand, fit)
@@ -209,7 +208,7 @@ def ngrc_forecast(series: LorenzSeries, splits: Splits, starts, horizon: int, *,
     back = (k - 1) * skip
     starts = _check_starts(starts, back, u.shape[0], horizon)
     f = ngrc_features(u, k, skip)
-    fit = _fit(f[:-1], du, ids)
+    fit = _fit(f[:-1], du, ids, FORECAST_LAMBDAS)
     w, b = np.asarray(fit.w, np.float64), np.asarray(fit.b, np.float64)
     nvar = _reservoirpy().nodes.NVAR(delay=k, order=2, strides=skip)
     nvar.run(u[:k * skip])  # initialise; the delay line is set per start below
@@ -238,10 +237,10 @@ def esn_forecast(esn: ESN, series: LorenzSeries, splits: Splits, starts, horizon
     u, du, ids = _increments(series, splits)
     starts = _check_starts(starts, 0, u.shape[0], horizon)
     if grid:
-        esn, _ = _tune_esn(esn, u[:-1], du, ids, grid)
+        esn, _ = _tune_esn(esn, u[:-1], du, ids, grid, FORECAST_LAMBDAS)
     node = esn.reservoir()
     r = node.run(u)  # r[t]: the state after input u[t]
-    fit = _fit(r[:-1], du, ids)
+    fit = _fit(r[:-1], du, ids, FORECAST_LAMBDAS)
     w, b = np.asarray(fit.w, np.float64), np.asarray(fit.b, np.float64)
     preds = np.empty((starts.size, horizon, 3))
     for i, s in enumerate(starts):
