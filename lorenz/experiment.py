@@ -221,7 +221,8 @@ class LorenzResult:
     baselines: dict
     forecast: dict
     lyapunov: dict | None  # reading -> (g, g) largest conditional exponent (opt-in)
-    timing: dict
+    timing: dict  # stage -> wall seconds
+    cpu_timing: dict  # stage -> process CPU seconds
     device: dict
 
 
@@ -420,4 +421,5 @@ def run_experiment(config: LorenzConfig, out: Path | None = None, *, log=print,
         betas=config.betas, planes=planes, verdicts=verdicts, preds=preds,
         series_raw=np.asarray(series[0].raw), ts=np.asarray(series[0].ts), anchor_scan=scan,
         baselines=baselines, forecast=forecast, lyapunov=lyap, timing=stages.seconds,
+        cpu_timing=stages.cpu_seconds,
         device={"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count()})

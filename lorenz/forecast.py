@@ -1,8 +1,9 @@
 """Autonomous (closed-loop) forecasting of Lorenz-63 and the valid prediction time.
 
-Both forecasters learn the one-sample increment u(t + delta) - u(t) of the standardised state
-u = (x, y, z) by ridge (regularisation chosen on the validation split), then run on their own
-predictions from several starts in the test split:
+Every forecaster gets the same inputs, x and y (``baselines.forecast_targets``): its ridge
+readout (regularisation chosen on the validation split) learns the one-sample increments of x
+and y and z itself; from several starts in the test split it then runs on its own x, y and reads
+z out of its state:
 
 * NG-RC and an echo-state network (reservoirpy, in ``lorenz.baselines``, re-exported here);
 * the surrogate: population X driven by x, Y by y; features sin/cos of its phases. In closed
@@ -21,7 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import surrogate as sg
-from lorenz.baselines import FORECAST_LAMBDAS, esn_forecast, ngrc_forecast  # noqa: F401
+from lorenz.baselines import (  # noqa: F401 (the forecasters re-exported)
+    FORECAST_LAMBDAS,
+    forecast_targets,
+    esn_forecast,
+    ngrc_forecast,
+)
 from lorenz.data import LYAPUNOV_TIME, LorenzSeries, Splits
 from lorenz.lanes import lane_statistics
 from lorenz.observer import driven, features
@@ -65,7 +71,8 @@ def _closed_loop(sur, thetas, u, w, b, starts, delta, horizon: int):
     def run(start):
         def step(carry, _):
             theta, ut = carry
-            nxt = ut + features(theta) @ w + b
+            o = features(theta) @ w + b  # increments of x, y and z itself (forecast_targets)
+            nxt = jnp.concatenate([ut[:2] + o[:2], o[2:]])
             drive = sg.make_drive(jnp.asarray([0.0, delta], sur.dtype),
                                   jnp.stack([ut[:2], nxt[:2]]).astype(sur.dtype))
             theta = sg.fold(sur.replace(drive=drive), theta, (), lambda a, i, t: a, dt=delta,
@@ -84,8 +91,8 @@ def surrogate_forecast(sur: sg.Surrogate, theta0: jax.Array, series: LorenzSerie
     The readout of the increments is fitted from the batched engine's statistics
     (``lorenz.lanes``, one lane) by ``readout.fit_ridge``; the starts run side by side.
     """
-    u = np.asarray(series.u, np.float64)
-    du = np.concatenate([u[1:] - u[:-1], np.zeros((1, 3))])
+    u, targets, _ = forecast_targets(series, splits)
+    du = np.concatenate([targets, np.zeros((1, 3))])
     xy = jnp.asarray(series.u[None, :, :2], sur.dtype)
     ls = lane_statistics(sur, sur.params, theta0, xy, du[None], splits, delta=series.delta)
     fit = fit_ridge(jax.tree.map(lambda x: x[0, 0], ls.stats), lambdas=FORECAST_LAMBDAS)

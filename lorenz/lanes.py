@@ -5,7 +5,8 @@ state is (N, P), every operation elementwise along P) for R replications (indepe
 series, ``vmap`` over the drive) in blocks of ``block`` samples. Each block returns the features
 sin/cos of the phases of its samples (float32); the host adds them to the normal equations of
 every split by one float64 matrix product per block and split run, X^T X with X = [f, 1, z]
-(``readout.NormalEquations.from_gram``). The statistics are float64 whatever the process-wide
+(``readout.NormalEquations.from_gram``). With several devices (``xmodal`` makes one per CPU
+core) the lanes are split over them. The statistics are float64 whatever the process-wide
 JAX flags; the dynamics keep the surrogate's dtype. The next block is dispatched before the
 host accumulates the last one, so the two overlap.
 
@@ -81,6 +82,27 @@ def _final(base, params, theta, ts, xy, *, n_steps: int, delta: float):
     return jax.vmap(one)(theta, xy)
 
 
+def _sharded(params: sg.Params, theta, g: int):
+    """``params`` leaves batched over the G lanes and theta (R, G, N) split along the lanes
+    over the backend's devices (XLA partitions the step; no communication inside it), when
+    there are several and they divide G."""
+    devices = jax.devices()
+    if len(devices) == 1 or g % len(devices):
+        return params, theta
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("lanes",))
+    spec = jax.sharding.PartitionSpec
+
+    def put(x, batched_ndim):
+        if x is None or jnp.ndim(x) != batched_ndim:
+            return x
+        return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec("lanes")))
+
+    params = sg.Params(**{k: put(getattr(params, k), 3 if k in ("B", "K") else 2)
+                          for k in params.__dataclass_fields__})
+    theta = jax.device_put(theta, jax.sharding.NamedSharding(mesh, spec(None, "lanes")))
+    return params, theta
+
+
 def wrapped_distance(sin_a, cos_a, sin_b, cos_b) -> np.ndarray:
     """Largest wrapped phase distance |a - b| (mod 2 pi, in [0, pi]) over the last axis, from
     the sines and cosines of two phase vectors."""
@@ -133,6 +155,7 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     g = batch_size(params, jnp.zeros(base.network.n))
     n, z_dim = base.network.n, targets.shape[-1]
     theta = jnp.broadcast_to(jnp.asarray(theta0, base.dtype), (r, g, n))
+    params, theta = _sharded(params, theta, g)
     ts = delta * jnp.arange(total, dtype=base.dtype)
     ids = np.concatenate([splits.ids(), -np.ones(block, int)])
     width = 2 * n + 1 + z_dim
@@ -170,7 +193,8 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     add(*pending)
     distance = None
     if theta_b is not None:
-        theta_b = jnp.broadcast_to(jnp.asarray(theta_b, base.dtype), (r, g, n))
+        theta_b = _sharded(params, jnp.broadcast_to(jnp.asarray(theta_b, base.dtype),
+                                                    (r, g, n)), g)[1]
         other = np.asarray(_final(base, params, theta_b, ts, xy, n_steps=first, delta=delta))
         distance = wrapped_distance(at_first[..., :n], at_first[..., n:], np.sin(other),
                                     np.cos(other))

@@ -90,6 +90,7 @@ def to_json(res) -> dict:
         "lyapunov": None if res.lyapunov is None else {k: v.tolist()
                                                        for k, v in res.lyapunov.items()},
         "timing_s": {**res.timing, "total": float(sum(res.timing.values()))},
+        "cpu_s": {**res.cpu_timing, "total": float(sum(res.cpu_timing.values()))},
         "device": res.device,
     }
     return out
@@ -171,7 +172,9 @@ def render_report(r: dict) -> str:
         f"surrogate at the validation-best point of the {fc['surrogate_point']['coupling']} "
         f"reading.", "",
         "## Run time", "",
-        ", ".join(f"{k} {v:.1f} s" for k, v in r["timing_s"].items())
-        + f" on {r['device']['count']} x {r['device']['kind']}.", "",
+        "Wall (process CPU) seconds: " + ", ".join(
+            f"{k} {v:.1f}" + (f" ({r['cpu_s'][k]:.1f})" if k in r["cpu_s"] else "")
+            for k, v in r["timing_s"].items())
+        + f"; on {r['device']['count']} x {r['device']['kind']}.", "",
     ]
     return "\n".join(lines)

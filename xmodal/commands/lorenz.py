@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out / "results.json", results)
     atomic_write_bytes(out / "report.md", render_report(results).encode())
     for reading, r in results["readings"].items():
-        words = ", ".join(f"{k.split('_')[0]}: {v['word']}" for k, v in r["verdicts"].items())
+        words = "; ".join(f"{k} {v['word']}" for k, v in r["verdicts"].items())
         print(f"{reading}: best (validation) test NMSE {r['best']['nmse_test']['mean']:.3g}; "
               f"{words}")
     b, fc = results["baselines"], results["forecast"]
