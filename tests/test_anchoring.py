@@ -148,7 +148,7 @@ def test_two_copies_under_one_lorenz_drive_converge_at_the_default_anchor():
     splits = config.splits
     series = lorenz_series(splits, dt=config.dt, sample_every=config.sample_every)
     k_model, k_theta, _ = jax.random.split(jax.random.key(0), 3)
-    base = sg.paper_preset(k_model, anchor=config.anchor, gain=config.gain)
+    base = sg.paper_preset(k_model, anchor=4.0, gain=config.gain)
     sur = driven(point_surrogate(base, config.beta_min, config.beta_min), series)
     a = sg.initial_phases(k_theta, 100)
     b = sg.initial_phases(jax.random.key(2), 100)
