@@ -37,10 +37,9 @@ from surrogate.fitting import (
     FitParams,
     FitResult,
     Target,
-    bundle_target,
     combine_targets,
     fit,
-    load_target,
+    make_target,
     model_from_json,
 )
 from surrogate.batch import PhaseMeans, fold_batch, simulate_batch
@@ -154,10 +153,9 @@ __all__ = [
     "FitParams",
     "FitResult",
     "Target",
-    "bundle_target",
     "combine_targets",
     "fit",
-    "load_target",
+    "make_target",
     "model_from_json",
 ]
 

@@ -12,13 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from surrogate.fitting.config import FitConfig
-from surrogate.fitting.model import FitModel, FitParams, RawParams, make_model
+from surrogate.fitting.intervals import Intervals
+from surrogate.fitting.model import FitModel, FitParams, RawParams, fit_keys, make_model
 from surrogate.fitting.target import Target
 
 __all__ = ["FORMAT", "FitResult", "model_from_json"]
 
 #: The ``format`` field of a params.json file.
 FORMAT = "xmodal-fit"
+#: Version 2: the anchored ensemble model (anchor, encoding_scale, realizations) and intervals.
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -52,6 +55,7 @@ class FitResult:
     spread: dict
     unidentified: tuple[str, ...]
     sloppy_directions: tuple[str, ...]
+    intervals: Intervals | None
     seconds: float
 
     def to_json(self) -> dict:
@@ -59,7 +63,7 @@ class FitResult:
         c, p = self.config, self.params
         return {
             "format": FORMAT,
-            "format_version": 1,
+            "format_version": FORMAT_VERSION,
             "seed": self.seed,
             "key": list(self.key_data),
             "modalities": list(self.target.modalities),
@@ -67,11 +71,16 @@ class FitResult:
             "surrogate": {"sizes": list(self.sizes), "k": c.k, "p": c.p,
                           "cross_density": c.cross_density, "normalisation": c.normalisation,
                           "n_initial": c.n_initial, "horizon": c.horizon, "dt": c.dt,
+                          "anchored": c.anchored, "encoding_scale": c.encoding_scale,
+                          "realizations": c.realizations,
                           "drive": "constant unit drive per modality"},
             "params": {"B": np.asarray(p.B).tolist(), "K": np.asarray(p.K).tolist(),
                        "omega_spread": float(p.omega_spread),
                        "gain": np.asarray(p.gain).tolist(),
+                       "anchor": float(p.anchor),
                        "times": np.asarray(p.times).tolist()},
+            "intervals": None if self.intervals is None else self.intervals.to_json(),
+            "interval_method": None if self.intervals is None else self._interval_method(),
             # a spread needs two converged restarts: null then, with the reason (not a NaN)
             "uncertainty": {"restart_std": self.spread if self.converged.sum() > 1 else None,
                             **({} if self.converged.sum() > 1 else
@@ -82,6 +91,11 @@ class FitResult:
                                 "sloppy_directions": list(self.sloppy_directions),
                                 "hessian_eigenvalues": np.asarray(self.hessian_eigvals).tolist(),
                                 "sloppy_ratio": c.sloppy_ratio},
+            "noise": None if self.intervals is None else {
+                "realization_sd": np.asarray(self.intervals.noise_sd).tolist(),
+                "fisher_sd": dict(zip(self.param_names,
+                                      np.asarray(self.intervals.fisher_sd).tolist())),
+                "profile": self.intervals.profile},
             "loss": self.loss,
             "divergence": c.divergence,
             "layer_residual": np.asarray(self.layer_residual).tolist(),
@@ -92,6 +106,17 @@ class FitResult:
         }
 
 
+    def _interval_method(self) -> dict:
+        iv = self.intervals
+        return {"method": "parametric bootstrap over held-out realizations, percentile interval in "
+                          "log coordinates (gains: linear), deviations scaled by sqrt(1 + 1/R), "
+                          "clipped to 1e-4 .. 1e2",
+                "draws": iv.draws, "finite_refits": iv.refits,
+                "refit_steps": self.config.bootstrap_steps,
+                "raw_sd": dict(zip(self.param_names, np.asarray(iv.raw_sd).tolist())),
+                "bias": dict(zip(self.param_names, np.asarray(iv.bias).tolist()))}
+
+
 def model_from_json(obj: dict, source: str = "<params>", dtype=None
                     ) -> tuple[FitModel, FitParams]:
     """Rebuild the fitted model and parameters from ``FitResult.to_json()`` output (in ``dtype``,
@@ -100,10 +125,15 @@ def model_from_json(obj: dict, source: str = "<params>", dtype=None
         if obj.get("format") != FORMAT:
             raise KeyError("format")
         s, p = obj["surrogate"], obj["params"]
+        version = obj.get("format_version", 1)
+        # version 1: the unanchored model of one realization (rebuilt with today's draws)
         config = FitConfig(modalities=tuple(obj["modalities"]), sizes=tuple(s["sizes"]),
                            k=int(s["k"]), p=float(s["p"]), cross_density=float(s["cross_density"]),
                            normalisation=s["normalisation"], n_initial=int(s["n_initial"]),
-                           horizon=float(s["horizon"]), dt=float(s["dt"]))
+                           horizon=float(s["horizon"]), dt=float(s["dt"]),
+                           anchored=bool(s["anchored"]) if version >= 2 else False,
+                           encoding_scale=float(s.get("encoding_scale", np.pi / 2)),
+                           realizations=int(s["realizations"]) if version >= 2 else 1)
         if "key" in obj:
             key = jax.random.wrap_key_data(np.asarray(obj["key"], np.uint32))
         else:
@@ -111,16 +141,16 @@ def model_from_json(obj: dict, source: str = "<params>", dtype=None
         dtype = jnp.result_type(float) if dtype is None else dtype
         arr = lambda name, shape: _field_array(p, name, shape, dtype, source)  # noqa: E731
         m = len(config.sizes)
+        anchor = arr("anchor", ()) if version >= 2 else jnp.zeros((), dtype)
         params = FitParams(B=arr("B", (m, m)), K=arr("K", (m, m)),
                            omega_spread=arr("omega_spread", ()), gain=arr("gain", (m,)),
-                           times=arr("times", (len(p["times"]),)))
+                           anchor=anchor, times=arr("times", (len(p["times"]),)))
     except KeyError as err:
         raise ValueError(f"{source}: field {err.args[0]!r} missing or wrong (not an xmodal fit "
                          f"parameters file)") from None
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: {err}") from None
-    k_model, _ = jax.random.split(key)
-    return make_model(k_model, config.sizes, config, dtype), params
+    return make_model(fit_keys(key)[0], config.sizes, config, dtype), params
 
 
 def _field_array(p, name, shape, dtype, source):
