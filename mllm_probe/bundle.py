@@ -466,6 +466,7 @@ class BlockShares:
     modalities: tuple[str, ...]
     token_counts: np.ndarray
     source: str = "<in memory>"
+    surrogate: Mapping[str, Any] | None = None  # the writer's model, for bundles a surrogate wrote
 
 
 def block_shares(bundle: Bundle, modalities=("audio", "vision"), heads=None,
@@ -499,8 +500,10 @@ def block_shares(bundle: Bundle, modalities=("audio", "vision"), heads=None,
                     f"query set that includes them, e.g. --query all")
     shares = np.divide(sub, total[..., None], out=np.zeros_like(sub), where=weight[..., None])
     tokens = np.bincount(bundle.token_modality, minlength=len(bundle.modalities))[cols]
+    hints = bundle.extra.get("surrogate") if isinstance(bundle.extra, Mapping) else None
     return BlockShares(shares=shares, weight=weight.astype(np.float64), modalities=modalities,
-                       token_counts=tokens.astype(np.float64), source=source)
+                       token_counts=tokens.astype(np.float64), source=source,
+                       surrogate=hints if isinstance(hints, Mapping) else None)
 
 
 def load_block_shares(path: str | os.PathLike, modalities=("audio", "vision"),

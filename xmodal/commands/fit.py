@@ -37,6 +37,37 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+#: Structure a bundle written by `xmodal simulate --bundle` records and a fit adopts unless given
+#: (the graph and encodings, not the parameters): the fit is then a well-posed recovery.
+_DEFAULTS = {"k": 6, "cross_density": 0.15, "horizon": 4.0}
+
+
+def _structure_hints(args: argparse.Namespace) -> dict:
+    """Fill --k, --cross-density, --horizon (and --sizes, p, normalisation, encoding scale when
+    not given) from the bundles' ``extra.surrogate`` record when every bundle carries the same;
+    else the defaults. Returns the extra FitConfig fields."""
+    from mllm_probe.bundle import load_bundle
+
+    records = []
+    for path in args.bundles:
+        extra = load_bundle(path).extra
+        records.append(extra.get("surrogate") if isinstance(extra, dict) else None)
+    same = records[0] is not None and all(r == records[0] for r in records)
+    rec = records[0] if same else {}
+    for name, default in _DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, type(default)(rec.get(name, default)))
+    extra = {}
+    if same:
+        if args.sizes is None and "sizes" in rec:
+            args.sizes = tuple(int(x) for x in rec["sizes"])
+        extra = {k: rec[k] for k in ("p", "normalisation", "encoding_scale") if k in rec}
+        print(f"model structure from the bundle's writer ({rec.get('command', '?')}): sizes "
+              f"{list(args.sizes)}, k {args.k}, cross density {args.cross_density}, horizon "
+              f"{args.horizon}", file=sys.stderr)
+    return extra
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fit", help="fit the surrogate to attention bundles (layer depth <-> surrogate time)",
@@ -54,13 +85,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", type=_ints, help="oscillators per population (default: "
                    "proportional to the bundles' token counts, --n-total in all)")
     p.add_argument("--n-total", type=positive_int, default=48, help="oscillators in all")
-    p.add_argument("--k", type=int, default=6, help="Watts-Strogatz degree inside a population")
-    p.add_argument("--cross-density", type=float, default=0.15, help="cross-link density")
+    p.add_argument("--k", type=int, help="Watts-Strogatz degree inside a population (default 6, "
+                   "or the writer's for a bundle of `xmodal simulate --bundle`)")
+    p.add_argument("--cross-density", type=float, help="cross-link density (default 0.15, or "
+                   "the writer's)")
     p.add_argument("--couplings", choices=("free", "tied"), default="free",
                    help="free: fit B and K; tied: K = B (the paper preset)")
     p.add_argument("--time-map", choices=("fixed", "learned"), default="fixed",
                    help="layer -> time: fixed spacing or a learned monotone map")
-    p.add_argument("--horizon", type=positive_float, default=4.0, help="time of the last layer")
+    p.add_argument("--horizon", type=positive_float, help="time of the last layer (default 4, or "
+                   "the writer's)")
     p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
     p.add_argument("--initial", type=positive_int, default=1,
                    help="initial phase draws per realization")
@@ -101,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--fit-anchor and --unanchored exclude each other")
     if args.fit_anchor and args.anchor <= 0:
         raise ValueError(f"--anchor must be > 0 with --fit-anchor, got {args.anchor}")
+    hints = _structure_hints(args)
     check_steps(round(args.horizon / args.dt), f"--horizon {args.horizon} / --dt {args.dt}")
     n = sum(args.sizes) if args.sizes else args.n_total
     item = 8 if args.float64 else 4  # dense couplings and their gradients, per evaluation
@@ -126,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         divergence=args.divergence, restarts=args.restarts, steps=args.steps,
         learning_rate=args.lr, patience=args.patience, polish_steps=args.polish_steps,
         anchored=not args.unanchored, anchor=args.anchor, fit_anchor=args.fit_anchor,
-        realizations=args.realizations, bootstrap=args.bootstrap, level=args.level)
+        realizations=args.realizations, bootstrap=args.bootstrap, level=args.level,
+        **hints)
     targets = []
     for path in args.bundles:
         s = load_block_shares(path, args.modalities, args.heads)
