@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
         model, params = model_from_json(obj, source=f"PARAMS.json {args.params}", dtype=dtype)
         sur = model.surrogate(params)
-        theta0 = model.theta0[0]
+        theta0 = model.theta0[0, 0]  # realization 0, its first phase draw
         c = sb.Couplings(B=params.B, K=params.K, gain=jnp.asarray(params.gain, dtype))
         source = f"fit {args.params}"
     else:
