@@ -164,7 +164,7 @@ def lyapunov_spectrum_map_batch(
 ) -> LyapunovSpectrum:
     """First k Lyapunov exponents (per iteration) of B orbits of ``y -> map_fn(y, args)``.
 
-    As ``jax.vmap`` of ``surrogate.lyapunov_spectrum_map`` over y0s (B, n), on lanes (see
+    As ``jax.vmap`` of ``surrogate.lyapunov.lyapunov_spectrum_map`` over y0s (B, n), on lanes (see
     ``lyapunov_spectrum_batch``); exponents (B, k).
     """
     y0s, k = _check_batch(y0s, lambda y: jax.eval_shape(map_fn, y, args), n_steps, transient,

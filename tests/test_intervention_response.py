@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from surrogate import FitConfig, FitParams, block_response
+from surrogate import FitConfig
+from surrogate.fitting import FitParams
+from surrogate.response import block_response
 from surrogate.fitting.model import make_model, model_attention
 
 
