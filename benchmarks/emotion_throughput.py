@@ -17,9 +17,9 @@ about 60 prompt tokens per variant (of which the shared instruction, ~35, is enc
 prefix in the reuse method). Tiny random model, float32. The timings count model work only.
 
 The tiny Gemma 3n takes at most about 1 s of audio (8 soft tokens) and gives 4 tokens per frame
-(64 px), so ``--kind gemma3n --frames 64`` gives a prefix of a few hundred tokens.
+(64 px), so ``--arch gemma3n --frames 64`` gives a prefix of a few hundred tokens.
 
-    python benchmarks/emotion_throughput.py [--kind qwen2_5_omni|gemma3n] [--model PATH]
+    python benchmarks/emotion_throughput.py [--arch qwen2_5_omni|gemma3n] [--model PATH]
         [--device cpu|cuda] [--frames 8] [--size 112] [--seconds 3] [--repeats 2] [--json]
 """
 
@@ -57,8 +57,8 @@ def timed(fn, device: str, repeats: int):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kind", default="qwen2_5_omni", choices=("qwen2_5_omni", "gemma3n"))
-    ap.add_argument("--model", help="model folder (default: a tiny random model of --kind)")
+    ap.add_argument("--arch", default="qwen2_5_omni", choices=("qwen2_5_omni", "gemma3n"))
+    ap.add_argument("--model", help="model folder (default: a tiny random model of --arch)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", type=int, default=112, help="frame side in pixels")
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
-    path = args.model or save_tiny_emotion_model(args.kind, os.path.join(tmp.name, args.kind))
+    path = args.model or save_tiny_emotion_model(args.arch, os.path.join(tmp.name, args.arch))
     adapter = load_adapter(path, device_map=None if args.device == "cpu" else args.device)
     if adapter.architecture == "gemma3n" and not args.model:
         # the tiny Gemma 3n has 8 audio soft tokens (about 1 s) and 4 tokens per 64 px frame
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     rate_reuse = len(vs) / t_reuse
     table = [{"method": m, "variants": n, "seconds": t, "variants_per_s": n / t,
               "reuse_speedup": rate_reuse / (n / t)} for m, n, t in results]
-    info = {"model": adapter.model_id if args.model else f"tiny {args.kind} (random weights)",
+    info = {"model": adapter.model_id if args.model else f"tiny {args.arch} (random weights)",
             "device": str(adapter.model.device), "threads": torch.get_num_threads(),
             "prefix_tokens": len(prefix.input_ids), "media_tokens": media_tokens,
             "prompt_row_tokens": [min(lengths), max(lengths)], "label_rows": len(rows.tokens),

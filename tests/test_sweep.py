@@ -552,7 +552,7 @@ def test_chunk_function_equals_point_function(tmp_path, anchored):
                  **({"anchor": {"values": [0.5, 3.0]}} if anchored else {})},
         "model": {"sizes": [6, 8], "k": 2, "beta_cross": 0.3},
         "run": {"steps": 30, "transient": 10, "sample_every": 3, "float64": True,
-                "kind": "sparse", "drive": "lorenz",
+                "field": "sparse", "drive": "lorenz",
                 "metrics": ["order_parameter", "modality_attention", "lyapunov"]},
     }))
     spec = load_spec(spec_file)
@@ -571,7 +571,7 @@ def test_chunk_function_equals_point_function(tmp_path, anchored):
         np.testing.assert_allclose(batch[name], ref[name], rtol=0, atol=1e-11, err_msg=name)
     assert np.ptp(ref["dominance"]) > 1e-3 and np.ptp(ref["lyapunov"]) > 1e-3  # points differ
     assert sweep_function(model)[1]  # sparse: the batched path
-    dense = dataclasses.replace(spec, run=dataclasses.replace(spec.run, kind="dense"))
+    dense = dataclasses.replace(spec, run=dataclasses.replace(spec.run, field="dense"))
     assert not sweep_function(SweepModel(dense, ys[:, :2]))[1]
     with pytest.raises(ValueError, match=r"all\.json: field 'run\.drive': 'lorenz' needs the "
                                          r"drive samples"):

@@ -204,16 +204,16 @@ def hierarchy(p: Predictions, max_levels: int = 5) -> list[dict]:
     return hierarchy_of_table(fallback_table(p)[0], max_levels)
 
 
-def error_counts(p: Predictions, kind: str = "pairs") -> np.ndarray:
+def error_counts(p: Predictions, errors: str = "pairs") -> np.ndarray:
     """Error counts: "pairs" -> (K (K - 1),) off-diagonal cells in row-major order,
     "targets" -> (K,) predicted labels of the errors."""
     err = p.predicted != p.intended
-    if kind == "targets":
+    if errors == "targets":
         return np.bincount(p.predicted[err], minlength=K)
-    if kind == "pairs":
+    if errors == "pairs":
         conf = confusion(p.intended[err], p.predicted[err])
         return conf[~np.eye(K, dtype=bool)]
-    raise ValueError(f"error distribution kind must be 'pairs' or 'targets', got {kind!r}")
+    raise ValueError(f"errors must be 'pairs' (intended -> predicted) or 'targets' (predicted), got {errors!r}")
 
 
 def js_distance(p, q, axis: int = -1) -> np.ndarray:
@@ -236,19 +236,19 @@ def js_distance(p, q, axis: int = -1) -> np.ndarray:
     return np.where(bad, np.nan, out)
 
 
-def clip_error_counts(p: Predictions, conditions, kind: str = "pairs", by: str = "clip"):
+def clip_error_counts(p: Predictions, conditions, errors: str = "pairs", by: str = "clip"):
     """(units, (n_units, C, D) counts): error counts per unit and condition; ``by`` "clip" or
     "actor" (`Predictions.actor`)."""
-    if kind not in ("pairs", "targets"):
-        raise ValueError(f"error distribution kind must be 'pairs' or 'targets', got {kind!r}")
+    if errors not in ("pairs", "targets"):
+        raise ValueError(f"errors must be 'pairs' (intended -> predicted) or 'targets' (predicted), got {errors!r}")
     units, unit = np.unique(np.asarray(p.actor if by == "actor" else p.clip, dtype=str),
                             return_inverse=True)
-    D = K * (K - 1) if kind == "pairs" else K
+    D = K * (K - 1) if errors == "pairs" else K
     out = np.zeros((len(units), len(conditions), D), dtype=np.int64)
     offdiag = np.cumsum(~np.eye(K, dtype=bool)).reshape(K, K) - 1  # (t, q) -> pair index
     for j, cond in enumerate(conditions):
         m = (p.condition == cond) & (p.predicted != p.intended)
-        code = (offdiag[p.intended[m], p.predicted[m]] if kind == "pairs" else p.predicted[m])
+        code = (offdiag[p.intended[m], p.predicted[m]] if errors == "pairs" else p.predicted[m])
         np.add.at(out, (unit[m], j, code), 1)
     return units.astype(object), out
 
@@ -342,10 +342,10 @@ def analyze(p: Predictions, conditions, *, seed: int = 0, n_boot: int = 1000,
                      "errors": int((sub.predicted != sub.intended).sum())}
     between = {}
     rng = np.random.default_rng(seeds[1])
-    for kind in ("pairs", "targets"):
-        _, counts = clip_error_counts(p, conditions, kind, by="actor")
+    for errors in ("pairs", "targets"):
+        _, counts = clip_error_counts(p, conditions, errors, by="actor")
         dist = bootstrap_distances(counts, conditions, seed=rng, n_boot=n_boot, level=level)
-        between[kind] = {k: {n: v[n] for n in ("distance", "low", "high")} for k, v in dist.items()}
+        between[errors] = {k: {n: v[n] for n in ("distance", "low", "high")} for k, v in dist.items()}
     analyses = statistics.analyses(p, conditions, rng=np.random.default_rng(seeds[2]),
                                    n_perm=n_perm, n_boot=n_boot, alpha=alpha, level=level)
     return {"labels": list(LABELS), "conditions": list(conditions), "per_condition": per,

@@ -145,14 +145,14 @@ def distance_figure(stats: dict):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.38
-    for k, (kind, offset) in enumerate((("pairs", -width / 2), ("targets", width / 2))):
-        items = list(stats["js_distance"][kind].items())
+    for k, (errors, offset) in enumerate((("pairs", -width / 2), ("targets", width / 2))):
+        items = list(stats["js_distance"][errors].items())
         d = np.array([v["distance"] for _, v in items], dtype=float)
         lo = np.array([v["low"] for _, v in items], dtype=float)
         hi = np.array([v["high"] for _, v in items], dtype=float)
         x = np.arange(len(items)) + offset
         err = np.nan_to_num(np.stack([d - lo, hi - d]), nan=0.0).clip(0)
-        ax.bar(x, np.nan_to_num(d), width, yerr=err, capsize=3, label=f"error {kind}",
+        ax.bar(x, np.nan_to_num(d), width, yerr=err, capsize=3, label=f"error {errors}",
                color=("#4c72b0", "#dd8452")[k])
         ax.set_xticks(np.arange(len(items)), [name.replace("|", "\nvs ") for name, _ in items],
                       fontsize=8)

@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 import os
 
-KINDS = ("qwen2_5_omni", "gemma3n")
+ARCHITECTURES = ("qwen2_5_omni", "gemma3n")
 
 
-def save_tiny_emotion_model(kind: str, path, *, seed: int = 0, **kwargs) -> str:
-    """Write a tiny ``kind`` model folder (see `KINDS`) whose tokenizer isolates punctuation."""
+def save_tiny_emotion_model(arch: str, path, *, seed: int = 0, **kwargs) -> str:
+    """Write a tiny model folder of architecture ``arch`` (see `ARCHITECTURES`) whose tokenizer
+    isolates punctuation."""
     from mllm_probe.tiny import save_tiny_gemma3n, save_tiny_qwen_omni
 
-    if kind == "qwen2_5_omni":
+    if arch == "qwen2_5_omni":
         path = save_tiny_qwen_omni(path, seed=seed, full=kwargs.pop("full", False), **kwargs)
-    elif kind == "gemma3n":
+    elif arch == "gemma3n":
         path = save_tiny_gemma3n(path, seed=seed, **kwargs)
     else:
-        raise ValueError(f"tiny model kind must be one of {KINDS}, got {kind!r}")
+        raise ValueError(f"tiny model architecture must be one of {ARCHITECTURES}, got {arch!r}")
     tokenizer_file = os.path.join(path, "tokenizer.json")
     with open(tokenizer_file) as f:
         spec = json.load(f)
@@ -33,4 +34,4 @@ def save_tiny_emotion_model(kind: str, path, *, seed: int = 0, **kwargs) -> str:
     return path
 
 
-__all__ = ["KINDS", "save_tiny_emotion_model"]
+__all__ = ["ARCHITECTURES", "save_tiny_emotion_model"]

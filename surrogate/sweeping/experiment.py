@@ -144,7 +144,7 @@ def sweep_function(spec):
     the neighbour-slot one ("sparse", or "auto" on a sparse graph), else ``point_function``;
     from a ``SweepSpec`` (no drive) or a ``SweepModel``."""
     model = _model(spec)
-    if isinstance(resolve_field(model.base, model.run.kind), Sparse):
+    if isinstance(resolve_field(model.base, model.run.field), Sparse):
         return chunk_function(model), True
     return point_function(model), False
 
@@ -163,7 +163,7 @@ def point_function(spec):
         theta = model.theta0
         if transient:
             theta = fold(sur, theta, (), lambda acc, i, th: acc, dt=dt, n_steps=transient,
-                         field=run.kind).y1
+                         field=run.field).y1
         theta_start = theta
 
         def update(acc, i, th):
@@ -171,7 +171,7 @@ def point_function(spec):
                                 lambda a: a, acc)
 
         sol = fold(sur, theta, model.zeros, update, dt=dt, n_steps=steps, t0=transient * dt,
-                   field=run.kind)
+                   field=run.field)
         return model.outputs(params, theta_start, sol.y1, sol.acc)
 
     return fn
@@ -180,7 +180,7 @@ def point_function(spec):
 def chunk_function(spec):
     """``fn(points) -> {metric: (G, ...) array}`` for a chunk of G points (name -> (G,) array)
     with the points on the minor axis (``fold_batch``, the neighbour-slot vector field), for
-    ``surrogate.sweep(..., batched=True)``; the same numbers as ``point_function`` with kind
+    ``surrogate.sweep(..., batched=True)``; the same numbers as ``point_function`` with field
     "sparse"."""
     model = _model(spec)
     run = model.run

@@ -21,7 +21,7 @@ SWEEPABLE = ("beta_self", "beta_cross", "kappa_self", "kappa_cross", "gain", "om
 NON_NEGATIVE = ("anchor",)
 METRICS = ("order_parameter", "modality_attention", "lyapunov")
 NORMALISATIONS = ("softmax", "mean", "none")
-KINDS = ("auto", "dense", "sparse")
+FIELDS = ("auto", "dense", "sparse")
 DRIVES = ("none", "lorenz")
 
 
@@ -55,7 +55,7 @@ class RunSpec:
     steps: int = 5000
     transient: int = 1000
     sample_every: int = 10
-    kind: str = "auto"
+    field: str = "auto"
     float64: bool = False
     seed: int = 0
     drive: str = "none"
@@ -71,26 +71,26 @@ class RunSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Axis:
-    """One ``[axes]`` entry: ``kind`` "log" or "linear" (``start``, ``stop``, ``count``) or
+    """One ``[axes]`` entry: ``spacing`` "log" or "linear" (``start``, ``stop``, ``count``) or
     "values" (``values``); nothing is allocated until ``values_array``."""
 
     name: str
-    kind: str
+    spacing: str
     start: float = 0.0
     stop: float = 0.0
     count: int = 0
     values: tuple[float, ...] = ()
 
     def __len__(self) -> int:
-        return len(self.values) if self.kind == "values" else self.count
+        return len(self.values) if self.spacing == "values" else self.count
 
     def values_array(self):
         """The axis values, a 1-D float64 NumPy array."""
         import numpy as np
 
-        if self.kind == "values":
+        if self.spacing == "values":
             return np.asarray(self.values)
-        space = np.geomspace if self.kind == "log" else np.linspace
+        space = np.geomspace if self.spacing == "log" else np.linspace
         return space(self.start, self.stop, self.count)
 
 
@@ -194,20 +194,20 @@ def _axis(check: _Checker, name: str, value) -> Axis:
     if len(value) != 1 or next(iter(value)) not in ("log", "linear", "values"):
         raise check.error(field, "must be exactly one of {log = [start, stop, count]}, "
                           "{linear = [start, stop, count]}, {values = [...]}")
-    kind, args = next(iter(value.items()))
-    sub = f"{field}.{kind}"
+    spacing, args = next(iter(value.items()))
+    sub = f"{field}.{spacing}"
     if not isinstance(args, list) or not args:
         raise check.error(sub, f"must be a non-empty list, got {args!r}")
     low = 0.0 if name in NON_NEGATIVE else None
-    if kind == "values":
-        return Axis(name, kind, values=tuple(float(check.number(f"{sub}[{i}]", v, minimum=low))
+    if spacing == "values":
+        return Axis(name, spacing, values=tuple(float(check.number(f"{sub}[{i}]", v, minimum=low))
                                              for i, v in enumerate(args)))
     if len(args) != 3:
         raise check.error(sub, f"must be [start, stop, count], got {args!r}")
-    start = float(check.number(f"{sub}[0]", args[0], positive=kind == "log", minimum=low))
-    stop = float(check.number(f"{sub}[1]", args[1], positive=kind == "log", minimum=low))
+    start = float(check.number(f"{sub}[0]", args[0], positive=spacing == "log", minimum=low))
+    stop = float(check.number(f"{sub}[1]", args[1], positive=spacing == "log", minimum=low))
     count = check.integer(f"{sub}[2]", args[2], 1)
-    return Axis(name, kind, start=start, stop=stop, count=count)
+    return Axis(name, spacing, start=start, stop=stop, count=count)
 
 
 def _model(check: _Checker, given: Any) -> ModelSpec:
@@ -251,7 +251,7 @@ def _run(check: _Checker, given: Any) -> RunSpec:
     if r.steps % r.lyapunov_renorm_every:
         raise check.error("run.steps", f"must be a multiple of run.lyapunov_renorm_every="
                           f"{r.lyapunov_renorm_every}, got {r.steps}")
-    check.choice("run.kind", r.kind, KINDS)
+    check.choice("run.field", r.field, FIELDS)
     if not isinstance(r.float64, bool):
         raise check.error("run.float64", f"must be true or false, got {r.float64!r}")
     check.integer("run.seed", r.seed, 0)

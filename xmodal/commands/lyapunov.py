@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drive u(t): standardised Lorenz x -> modality 0, y -> modality 1")
     g.add_argument("--with-phase-shift", action="store_true",
                    help="keep the neutral global phase-shift exponent (0) in the spectrum")
-    g.add_argument("--kind", choices=["reference", "dense", "sparse", "auto"],
+    g.add_argument("--field", choices=["reference", "dense", "sparse", "auto"],
                    default="reference", help="evaluation of the surrogate's vector field")
     g.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (graph, frequencies, phases)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -110,10 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _system(args, jnp, dtype):
-    """(title, kind, function, params, y0, exact sum or None, reference or None)."""
+    """(title, dynamics, function, params, y0, exact sum or None, reference or None)."""
     from lorenz.systems import SYSTEMS
 
-    kind, fn, params, y0, _ = SYSTEMS[args.system]
+    dynamics, fn, params, y0, _ = SYSTEMS[args.system]
     names = list(params.__dataclass_fields__)
     for name, value in args.param:
         if name not in names:
@@ -130,7 +130,7 @@ def _system(args, jnp, dtype):
         "henon": lambda: math.log(abs(p.b)),
     }[args.system]()
     reference = REFERENCE[args.system] if not args.param else None
-    return kind, fn, params, jnp.asarray(y0, dtype), exact_sum, reference
+    return dynamics, fn, params, jnp.asarray(y0, dtype), exact_sum, reference
 
 
 def _lorenz_drive(jnp, dtype, dt, n_steps):
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--k {k}: at most {n - 1 if modulo else n} exponents for N={n}")
         theta0 = sg.initial_phases(k_theta, n, dtype)
         def compute(**s):
-            return conditional_lyapunov_exponents(sur, theta0, dt=dt, k=k, field=args.kind,
+            return conditional_lyapunov_exponents(sur, theta0, dt=dt, k=k, field=args.field,
                                                   modulo_phase_shift=modulo, **s)
         exact_sum, reference = None, None
         title = (f"surrogate {'x'.join(map(str, args.sizes))}, beta_self={args.beta_self:g}, "
@@ -220,15 +220,15 @@ def run(args: argparse.Namespace) -> int:
                  f"{'transverse to the phase shift' if modulo else 'with the phase shift'}")
         info = {"beta_self": args.beta_self, "beta_cross": args.beta_cross,
                 "sizes": list(args.sizes), "drive": args.drive, "modulo_phase_shift": modulo,
-                "kind": args.kind}
+                "field": args.field}
     else:
-        kind, fn, params, y0, exact_sum, reference = _system(args, jnp, dtype)
+        dynamics, fn, params, y0, exact_sum, reference = _system(args, jnp, dtype)
         n = y0.shape[0]
         k = n if args.k is None else args.k
         if k > n:
             raise ValueError(f"--k {k}: {args.system} has dimension {n}")
         def compute(**s):  # the batch engine, one trajectory
-            if kind == "map":
+            if dynamics == "map":
                 res = lyapunov_spectrum_map_batch(fn, y0[None], params, k=k, **s)
             else:
                 res = lyapunov_spectrum_batch(fn, y0[None], params, dt=dt, k=k, **s)

@@ -25,7 +25,7 @@ A spec (JSON or TOML) names the grid axes and, optionally, the model and the run
     steps = 5000          # measured steps, after `transient` steps that are discarded
     transient = 1000
     sample_every = 10     # metrics are averaged over states sampled every n measured steps
-    kind = "auto"         # vector-field evaluation of the fast path
+    field = "auto"        # vector-field evaluation of the fast path
     float64 = false
     seed = 0              # graph, natural frequencies and initial phases (shared by all points)
     drive = "none"        # or "lorenz": x(t) drives modality 0, y(t) modality 1 (standardised)
@@ -130,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     for axis in spec.axes:
-        if axis.kind != "values":
+        if axis.spacing != "values":
             check_memory(8 * axis.count, f"{spec.path}: field "
-                         f"{f'axes.{axis.name}.{axis.kind}[2]'!r} ({axis.count} values)")
+                         f"{f'axes.{axis.name}.{axis.spacing}[2]'!r} ({axis.count} values)")
     run_ = spec.run
     if not run_.seed < 2**63:
         raise ValueError(f"{args.spec}: field 'run.seed': must be < 2**63, got {run_.seed}")
