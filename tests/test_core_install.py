@@ -1,6 +1,7 @@
 """The core install (``pip install -e .``, no extras) in a fresh virtual environment of its own
 (no system site-packages, so nothing of the test environment leaks in): ``xmodal fit`` runs on
-an attention bundle, and ``xmodal probe`` / ``xmodal emotion`` say which extra to install,
+an attention bundle, ``xmodal emotion --from-table`` re-analyses a predictions table, and
+``xmodal probe`` / ``xmodal emotion`` say which extra to install,
 in their help and, in one line with exit code 2, when run.
 
 Slow (a venv and the JAX stack installed: about a minute or more); ``.ci/run`` runs it after
@@ -90,3 +91,21 @@ def test_probe_and_emotion_name_the_extra(core, command):
                               f"installed (missing: torch, transformers"), message
     assert message.endswith("install it with pip install 'xmodal[probe]'"), message
     assert not (where / "e").exists()
+
+
+def test_emotion_reanalyses_a_table_without_the_probe_extra(core):
+    """``xmodal emotion --from-table``: statistics, report and figures from a predictions table,
+    with no torch, transformers or media libraries installed."""
+    from mllm_probe.emotion import simulate as S
+
+    where = core[3]
+    table = where / "run" / "predictions.csv"
+    table.parent.mkdir()
+    S.write_table(table, S.simulate(3, S.planted((0.5, 0.5, 0.5)), n_clips=60,
+                                    variant_indices=range(0, 57, 8)))
+    proc = _run(core, "emotion", "--from-table", str(table), "--out", str(where / "again"),
+                "--n-boot", "100", "--n-perm", "200")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = strict_load((where / "again" / "summary.json").read_text())
+    assert summary["primary"]["analyses"]["unperturbed"]["claim"]["cells"] == 60
+    assert (where / "again" / "report.md").stat().st_size > 0
