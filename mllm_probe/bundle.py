@@ -278,7 +278,9 @@ def _check_encoder(source: str, name: str, enc: EncoderBlocks, entropy) -> None:
 
 def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
     """Validate ``bundle`` and write it to ``path`` (safetensors; written atomically)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
+
+    from surrogate.files import atomic_write_bytes
 
     path = os.fspath(path)
     validate_bundle(bundle, path)
@@ -316,9 +318,7 @@ def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
     }
     if bundle.interventions:
         meta["interventions"] = [dict(i) for i in bundle.interventions]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    save_file(arrays, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(arrays, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)}))
 
 
 _ARRAY_FIELDS = {"block_mass", "token_modality", "query_index", "row_mass", "visible_count",

@@ -142,7 +142,8 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
     if config.bundles:
         os.makedirs(bundle_dir, exist_ok=True)
         for name in os.listdir(bundle_dir):  # partial writes of a killed run (ours or the writer's)
-            if not name.endswith(".bundle") and (name.startswith(".tmp") or ".tmp-" in name):
+            if not name.endswith(".bundle") and (name.startswith(".") and name.endswith(".tmp")
+                                                 or name.startswith(".tmp") or ".tmp-" in name):
                 stale = os.path.join(bundle_dir, name)
                 shutil.rmtree(stale) if os.path.isdir(stale) else os.remove(stale)
     skipped = list(dataset.skipped)

@@ -68,8 +68,10 @@ class PredictionTable:
             self._check_config(meta)
             self._repair()
         else:
-            _write_atomic(meta, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
-            _write_atomic(self.path, ",".join(COLUMNS) + "\n")
+            from surrogate.files import atomic_write_bytes, write_strict_json
+
+            write_strict_json(meta, self.config)
+            atomic_write_bytes(self.path, (",".join(COLUMNS) + "\n").encode("utf-8"))
 
     def _check_config(self, meta: str) -> None:
         if not os.path.isfile(meta):
@@ -111,7 +113,9 @@ class PredictionTable:
             writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(keep)
-            _write_atomic(self.path, out.getvalue())
+            from surrogate.files import atomic_write_bytes
+
+            atomic_write_bytes(self.path, out.getvalue().encode("utf-8"))
         self.done = complete
 
     def append(self, rows: list[dict]) -> None:
@@ -130,15 +134,6 @@ class PredictionTable:
             f.flush()
             os.fsync(f.fileno())
         self.done |= units
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _legacy(header: list[str]) -> bool:
