@@ -1,27 +1,34 @@
 """Benchmark: Lorenz-63 Lyapunov spectrum for a batch of initial conditions.
 
-xmodal's ``surrogate.lyapunov_spectrum`` (vmapped) against lyapax (PyPI, a JAX-native Benettin/QR
-tool: https://pypi.org/project/lyapax/), on the same problem in the same process: Lorenz-63
-s=10 r=28 b=8/3, RK4 dt = 0.01, ``--transient`` steps discarded, ``--steps`` measured steps, QR
-every ``--renorm-every`` steps, all three exponents. Both engines are jit-compiled (compile time
-reported apart), warmed up, then timed with ``block_until_ready``; the time per trajectory-step
-counts the transient steps too (both integrate them). Accuracy: the batch-mean spectrum against the published
-(0.9056, 0, -14.5723) (Sprott) and the sum rule -(s + 1 + b) = -13.6667.
+xmodal's ``surrogate.lyapunov_spectrum_batch`` (the batch on lanes) against lyapax (PyPI, a
+JAX-native Benettin/QR tool: https://pypi.org/project/lyapax/, the ``bench`` extra pins it) and
+against xmodal's one-system path under ``jax.vmap`` (the previous engine), on the same problem in
+the same process: Lorenz-63 s=10 r=28 b=8/3, RK4 dt = 0.01, ``--transient`` steps discarded,
+``--steps`` measured steps, all three exponents, the same initial states.
 
-    python benchmarks/lyapunov.py                         # the issue's problem: 4096 x 20000
-    python benchmarks/lyapunov.py --batch 256 --steps 5000  # quick, e.g. on a laptop CPU
+Rows: xmodal batch with a QR every ``--renorm-every`` steps (default 8); xmodal vmapped, lyapax
+with a QR every step (lyapax's default, and the issue's baseline); lyapax with a QR every
+``--renorm-every`` steps too (the same re-orthonormalisation work as the batch row). Every
+engine is jit-compiled (compile time reported apart) and warmed up; then ``--repeats`` rounds
+time each engine once per round, in turn, with ``block_until_ready`` (wall and process CPU
+time): other processes' load falls on all engines alike, and the ratio is taken per round
+(paired) and summarised by its median, range and standard error. The time per trajectory-step
+counts the transient steps too (all integrate them). Accuracy: the batch-mean spectrum against
+the published (0.9056, 0, -14.5723) (Sprott), with the standard error of the batch mean of
+lambda_1, and the sum rule -(s + 1 + b) = -13.6667.
 
-lyapax is installed with pip into the running interpreter if it is missing (``--no-install`` to
-skip it; then only xmodal is timed). nolds is not used: it estimates lambda_1 from a scalar time
-series (its "expected" Lorenz value 2.40 is a Lyapunov-dimension formula, not lambda_1).
+    python benchmarks/lyapunov.py --batch 256 --steps 20000   # the issue's command
+    python benchmarks/lyapunov.py --batch 4096                # 4096 x 20000 (e.g. on a GPU)
+
+nolds is not used: it estimates lambda_1 from a scalar time series (its "expected" Lorenz value
+2.40 is a Lyapunov-dimension formula, not lambda_1).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import os
-import subprocess
 import sys
 import time
 
@@ -33,7 +40,6 @@ import numpy as np
 
 REFERENCE = np.array([0.9056, 0.0, -14.5723])
 TRACE = -(10.0 + 1.0 + 8.0 / 3.0)
-LYAPAX = "lyapax==0.3.0"
 
 
 def parse_args(argv=None):
@@ -42,19 +48,24 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=20_000, help="measured RK4 steps (default 20000)")
     p.add_argument("--transient", type=int, default=1000, help="discarded steps (default 1000)")
     p.add_argument("--dt", type=float, default=0.01)
-    p.add_argument("--renorm-every", type=int, default=1)
+    p.add_argument("--renorm-every", type=int, default=8,
+                   help="steps between QRs of the batch row and the second lyapax row (default 8)")
+    p.add_argument("--lanes", type=int, default=256, help="trajectories per lane block")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-install", action="store_true", help="do not pip-install lyapax")
+    p.add_argument("--no-lyapax", action="store_true", help="time xmodal's engines only")
+    p.add_argument("--no-vmap", action="store_true", help="skip the vmapped one-system row")
     args = p.parse_args(argv)
-    for name in ("batch", "steps", "renorm_every", "repeats"):
+    for name in ("batch", "steps", "renorm_every", "repeats", "lanes"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.transient < 0:
         p.error("--transient must be >= 0")
     if args.steps % args.renorm_every:
         p.error("--steps must be a multiple of --renorm-every")
+    if args.transient % args.renorm_every:
+        p.error("--transient must be a multiple of --renorm-every (equal work for all engines)")
     return args
 
 
@@ -65,30 +76,68 @@ def initial_conditions(key, batch, dtype):
     return (lo + (hi - lo) * jax.random.uniform(key, (batch, 3))).astype(dtype)
 
 
-def load_lyapax(install: bool):
-    try:
-        return importlib.import_module("lyapax")
-    except ImportError:
-        if not install:
-            return None
-    print(f"installing {LYAPAX} with pip ...", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", LYAPAX], check=True)
-    importlib.invalidate_caches()
-    return importlib.import_module("lyapax")
+def engines(args, params):
+    """[(name, fn(y0s) -> exponents (B, 3))]; lyapax's rows only if it is installed."""
+    from lorenz.systems import lorenz63
+    from surrogate.lyapunov import lyapunov_spectrum
+    from surrogate.lyapunov_batch import lyapunov_spectrum_batch
+
+    dt, n, tr, m = args.dt, args.steps, args.transient, args.renorm_every
+    def batch(y0s):
+        return lyapunov_spectrum_batch(lorenz63, y0s, params, dt=dt, n_steps=n, transient=tr,
+                                       renorm_every=m, n_records=1, lanes=args.lanes).exponents
+
+    def one(y):
+        return lyapunov_spectrum(lorenz63, y, params, dt=dt, n_steps=n, transient=tr,
+                                 n_records=1).exponents
+
+    rows = [(f"xmodal batch/{m}", batch)]
+    if not args.no_vmap:
+        rows.append(("xmodal vmap/1", jax.vmap(one)))
+    if args.no_lyapax:
+        return rows
+    import lyapax
+
+    step = lyapax.ode_step(lambda s: lorenz63(0.0, s, params), dt, integrator="rk4")
+
+    def theirs(y, every):
+        # lyapax counts its transient in time and rounds it to whole blocks (at least one)
+        return lyapax.lyapunov_spectrum(step, y, dt, n, k=3, renorm_every=every,
+                                        t_transient=max(tr, every) * dt).exponents
+
+    for every in dict.fromkeys((1, m)):
+        run = jax.vmap(functools.partial(theirs, every=every))
+        rows.append((f"lyapax {lyapax.__version__}/{every}", run))
+    return rows
 
 
-def timed(fn, y0, repeats):
-    """(compile seconds, best run seconds, exponents (batch, 3) as numpy)."""
-    t = time.perf_counter()
-    compiled = jax.jit(fn).lower(y0).compile()
-    compile_s = time.perf_counter() - t
-    jax.block_until_ready(compiled(y0))  # warm-up
-    best = np.inf
-    for _ in range(repeats):
+def measure(rows, y0, repeats):
+    """Compile and warm up each engine, then ``repeats`` rounds of one timed call each.
+
+    Returns {name: (compile s, wall (repeats,), cpu (repeats,), exponents (B, 3) numpy)}.
+    """
+    compiled, out = {}, {}
+    for name, fn in rows:
         t = time.perf_counter()
-        out = jax.block_until_ready(compiled(y0))
-        best = min(best, time.perf_counter() - t)
-    return compile_s, best, np.asarray(out, dtype=np.float64)
+        compiled[name] = jax.jit(fn).lower(y0).compile()
+        compile_s = time.perf_counter() - t
+        lam = np.asarray(jax.block_until_ready(compiled[name](y0)), np.float64)  # warm-up
+        out[name] = (compile_s, [], [], lam)
+        print(f"compiled {name} in {compile_s:.1f} s", flush=True)
+    for _ in range(repeats):
+        for name, _fn in rows:
+            c, w = time.process_time(), time.perf_counter()
+            jax.block_until_ready(compiled[name](y0))
+            out[name][1].append(time.perf_counter() - w)
+            out[name][2].append(time.process_time() - c)
+    return {k: (c, np.array(w), np.array(u), lam) for k, (c, w, u, lam) in out.items()}
+
+
+def _summary(ratios) -> str:
+    """median [min, max] +- standard error of per-round ratios."""
+    r = np.asarray(ratios)
+    se = r.std(ddof=1) / np.sqrt(r.size) if r.size > 1 else float("nan")
+    return f"{np.median(r):6.1f}x [{r.min():.1f}, {r.max():.1f}] se {se:.1f}"
 
 
 def main(argv=None):
@@ -96,69 +145,54 @@ def main(argv=None):
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.dtype(args.dtype)
+    if not args.no_lyapax:
+        try:
+            import lyapax  # noqa: F401
+        except ImportError:
+            print("benchmarks/lyapunov.py: lyapax is not installed: pip install 'xmodal[bench]' "
+                  "(or --no-lyapax)", file=sys.stderr)
+            return 2
 
-    from lorenz.systems import LorenzParams, lorenz63
-    from surrogate.lyapunov import lyapunov_spectrum
+    from lorenz.systems import LorenzParams
 
     y0 = initial_conditions(jax.random.key(args.seed), args.batch, dtype)
-    params = LorenzParams()
-    dt, n, tr, m = args.dt, args.steps, args.transient, args.renorm_every
+    load0 = os.getloadavg()
+    res = measure(engines(args, LorenzParams()), y0, args.repeats)
+    load1 = os.getloadavg()
 
-    def ours(y0s):
-        run = lambda y: lyapunov_spectrum(
-            lorenz63, y, params, dt=dt, n_steps=n, transient=tr, renorm_every=m, n_records=1
-        )
-        return jax.vmap(run)(y0s).exponents
-
-    rows = [("xmodal", *timed(ours, y0, args.repeats))]
-
-    lyapax = load_lyapax(not args.no_install)
-    if lyapax is not None:
-
-        def rhs(s):
-            return lorenz63(0.0, s, params)
-
-        step = lyapax.ode_step(rhs, dt, integrator="rk4")
-        t_tr = tr * dt
-
-        def theirs(y0s):
-            run = lambda y: lyapax.lyapunov_spectrum(
-                step, y, dt, n, k=3, renorm_every=m, t_transient=t_tr
-            ).exponents
-            return jax.vmap(run)(y0s)
-
-        rows.append((f"lyapax {lyapax.__version__}", *timed(theirs, y0, args.repeats)))
-
-    traj_steps = args.batch * (n + tr)
+    traj_steps = args.batch * (args.steps + args.transient)
     device = jax.devices()[0]
     print(
-        f"\nLorenz-63 Lyapunov spectrum: batch {args.batch}, {n} + {tr} RK4 steps of dt {dt}, "
-        f"QR every {m}, {args.dtype}, {device.platform} ({device.device_kind}), "
-        f"jax {jax.__version__}"
+        f"\nLorenz-63 Lyapunov spectrum: batch {args.batch}, {args.steps} + {args.transient} RK4 "
+        f"steps of dt {args.dt}, {args.dtype}, {device.platform} ({device.device_kind}), "
+        f"jax {jax.__version__}, {os.cpu_count()} CPUs, load average {load0[0]:.2f} before, "
+        f"{load1[0]:.2f} after, {args.repeats} rounds; name/N: a QR every N steps"
     )
-    header = (
-        f"{'engine':<14} {'compile s':>9} {'run s':>8} {'ns/traj-step':>12} "
-        f"{'lambda (batch mean)':>28} {'max|err|':>8} {'sum err':>8} {'time ratio':>10}"
-    )
+    header = (f"{'engine':<17} {'compile s':>9} {'ns/traj-step (median, se)':>26} "
+              f"{'CPU ns':>7} {'lambda (batch mean)':>28} {'max|err|':>8} {'se l1':>6} "
+              f"{'sum err':>8}")
     print(header)
     print("-" * len(header))
-    base = rows[0][2]
-    for name, compile_s, run_s, lam in rows:
+    for name, (compile_s, wall, cpu, lam) in res.items():
+        ns, ns_cpu = 1e9 * wall / traj_steps, 1e9 * cpu / traj_steps
+        se = ns.std(ddof=1) / np.sqrt(ns.size) if ns.size > 1 else float("nan")
         mean = lam.mean(0)
-        err = np.abs(mean - REFERENCE).max()
-        sum_err = np.abs(lam.sum(1) - TRACE).max()
         spectrum = "(" + ", ".join(f"{v:.4f}" for v in mean) + ")"
         print(
-            f"{name:<14} {compile_s:9.2f} {run_s:8.3f} {1e9 * run_s / traj_steps:12.1f} "
-            f"{spectrum:>28} {err:8.4f} {sum_err:8.1e} {run_s / base:9.2f}x"
+            f"{name:<17} {compile_s:9.2f} {np.median(ns):18.1f} +- {se:4.1f} "
+            f"{np.median(ns_cpu):7.1f} {spectrum:>28} {np.abs(mean - REFERENCE).max():8.4f} "
+            f"{lam[:, 0].std(ddof=1) / np.sqrt(len(lam)):6.4f} "
+            f"{np.abs(lam.sum(1) - TRACE).max():8.1e}"
         )
-    print(
-        f"reference (Sprott): (0.9056, 0.0000, -14.5723), sum {TRACE:.4f}; time ratio: "
-        "run time / xmodal's; lambda spread over the batch (std of lambda_1): "
-        + ", ".join(f"{name} {lam[:, 0].std():.4f}" for name, _, _, lam in rows)
-    )
-    return rows
+    base_name = next(iter(res))
+    _, base_wall, base_cpu, _ = res[base_name]
+    print(f"\nratios to {base_name}, per round: median [min, max] se (wall | CPU time)")
+    for name, (_, wall, cpu, _) in list(res.items())[1:]:
+        print(f"  {name:<17} wall {_summary(wall / base_wall)} | CPU {_summary(cpu / base_cpu)}")
+    print("reference (Sprott): (0.9056, 0.0000, -14.5723), sum "
+          f"{TRACE:.4f}; se l1: standard error of the batch mean of lambda_1")
+    return res
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if isinstance(main(), dict) else 2)

@@ -14,9 +14,10 @@ returns the final phases of every point, so no trajectory is stored.
 Main table, measured side by side: the naive dense baseline written here (exp, cos and sin per
 pair, the four RK4 stages unrolled in ``lax.scan``), the diffrax path (``simulate(solver=
 surrogate.RK4())`` with the same RK4 scheme, and with Tsit5 at a constant step), the fast path
-(``simulate(solver=FixedStep())``, dense and sparse evaluations), ``simulate_batch`` (the same sparse
-RK4 on the whole grid at once, points on the minor axis) and the sweep engine (``surrogate.sweep``
-over the fast sparse function, vmapped, and over ``simulate_batch`` with ``batched=True``:
+(``simulate(solver=FixedStep())``, dense and sparse evaluations), ``simulate_batch`` (the same
+sparse RK4 on the whole grid at once, points on the minor axis) and the sweep engine
+(``surrogate.sweep`` over the fast sparse function, vmapped, and over ``simulate_batch`` with
+``batched=True``:
 chunking and sharding over all devices included) and, on a GPU (or in the Pallas interpreter
 with ``--pallas-interpret``), the fused kernel ``surrogate.fused_simulate`` in the variants named
 by ``--pallas`` (rows "pallas ..."; the whole grid in one kernel call, not vmapped). Each is
@@ -53,7 +54,7 @@ def parse_args(argv=None):
                    help="substrings of variant names to run (naive, diffrax, dense, sparse, "
                         "engine); default all")
     p.add_argument("--cpu-devices", type=int, default=None,
-                   help="simulate this many CPU devices (sets XLA_FLAGS before JAX starts)")
+                   help="simulate this many CPU devices (before JAX starts)")
     p.add_argument("--engine", choices=("batch", "fast"), default="batch",
                    help="what the sweep engine runs in the device and scaling tables: "
                         "simulate_batch (batched=True) or the vmapped fast sparse path")
@@ -87,15 +88,15 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
-if ARGS.cpu_devices:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={ARGS.cpu_devices}")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import diffrax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+if ARGS.cpu_devices:  # before JAX starts its backends
+    jax.config.update("jax_num_cpu_devices", ARGS.cpu_devices)
 
 import surrogate as sg  # noqa: E402
 from lorenz.systems import lorenz63, rk4_trajectory  # noqa: E402
@@ -123,7 +124,7 @@ def problem(sizes=(50, 50), steps=None):
     return sur, theta0
 
 
-def plane(side: int) -> sg.Points:
+def plane(side: int) -> sg.sweeping.Points:
     axis = np.logspace(-4, 0, side)
     return sg.grid(beta_self=axis, beta_cross=axis)
 

@@ -27,22 +27,22 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=5000, help="measured RK4 steps")
     p.add_argument("--transient", type=int, default=1000, help="discarded RK4 steps")
     p.add_argument("--cpu-devices", type=int, default=None,
-                   help="simulate this many CPU devices (sets XLA_FLAGS before JAX starts)")
+                   help="simulate this many CPU devices (before JAX starts)")
     return p.parse_args(argv)
 
 
 ARGS = parse_args()
-if ARGS.cpu_devices:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={ARGS.cpu_devices}")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+if ARGS.cpu_devices:  # before JAX starts its backends
+    jax.config.update("jax_num_cpu_devices", ARGS.cpu_devices)
+
 import surrogate as sg  # noqa: E402
-from surrogate.sweeping import SweepModel, chunk_function, load_spec, point_function  # noqa: E402
 from lorenz.data import lorenz_xy  # noqa: E402
+from surrogate.sweeping import SweepModel, chunk_function, load_spec, point_function  # noqa: E402
 
 
 def main() -> int:

@@ -9,11 +9,12 @@ closed-loop forecasting (``forecast``), and the whole run (``experiment``, ``fig
 
 from lorenz.baselines import make_esn, ngrc_features, observer_baselines
 from lorenz.bias import fixed_ridge_nmse, observer_shapley, shapley_difference
-from lorenz.data import LYAPUNOV_TIME, LorenzSeries, Splits, lorenz_series
-from lorenz.experiment import LorenzConfig, run_experiment
+from lorenz.data import LYAPUNOV_TIME, LorenzSeries, Splits, attractor_points, lorenz_series
+from lorenz.experiment import LorenzConfig, LorenzResult, run_experiment
 from lorenz.forecast import ngrc_forecast, surrogate_forecast, valid_prediction_time
-from lorenz.observer import evaluate_observer, features, observer_point, observer_statistics
-from lorenz.readout import NormalEquations, RidgeFit, fit_ridge, normal_equations, shapley_values
+from lorenz.lanes import lane_statistics
+from lorenz.observer import evaluate_observer, features, observer_statistics
+from lorenz.readout import NormalEquations, RidgeFit, fit_ridge, normal_equations, shapley2
 from lorenz.systems import (
     SYSTEMS,
     HenonParams,
@@ -31,6 +32,7 @@ __all__ = [
     "SYSTEMS",
     "HenonParams",
     "LorenzConfig",
+    "LorenzResult",
     "LorenzParams",
     "LorenzSeries",
     "NormalEquations",
@@ -41,10 +43,12 @@ __all__ = [
     "fixed_ridge_nmse",
     "observer_shapley",
     "shapley_difference",
+    "attractor_points",
     "features",
     "fit_ridge",
     "henon",
     "iterate_map",
+    "lane_statistics",
     "lorenz63",
     "lorenz_series",
     "make_esn",
@@ -52,12 +56,11 @@ __all__ = [
     "ngrc_forecast",
     "normal_equations",
     "observer_baselines",
-    "observer_point",
     "observer_statistics",
     "rk4_trajectory",
     "rossler",
     "run_experiment",
-    "shapley_values",
+    "shapley2",
     "surrogate_forecast",
     "valid_prediction_time",
 ]

@@ -17,11 +17,12 @@ Observer task [x(t), y(t)] -> z(t) (``observer_baselines``):
   The reservoir has a bias: without one its states are odd in the input history and, by the
   same symmetry, carry nothing about z (reservoirpy's default bias is 0).
 
-Closed-loop forecasting of u = (x, y, z) (``ngrc_forecast``, ``esn_forecast``): the readout
-learns the one-sample increment u(t + delta) - u(t) (lam, and for the ESN its hyperparameters,
-chosen on the validation split's one-step NMSE), then the model runs on its own predictions.
+Closed-loop forecasting of u = (x, y, z) (``ngrc_forecast``, ``esn_forecast``), every
+forecaster (the surrogate too) with the same inputs x, y: the readout learns the one-sample
+increments of x and y and z itself (lam, and for the ESN its hyperparameters, chosen on the
+validation split's one-step NMSE); in closed loop the model is driven by its own x, y.
 
-reservoirpy computes in NumPy float64; the readout in ``stats_dtype()``.
+reservoirpy computes in NumPy float64, and so does the readout.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from lorenz.data import LorenzSeries, Splits
-from lorenz.readout import RidgeFit, fit_ridge, normal_equations, stats_dtype
+from lorenz.readout import LAMBDAS, RidgeFit, fit_ridge, normal_equations
 
 __all__ = [
     "ESN",
     "ESN_GRID",
+    "forecast_targets",
+    "FORECAST_LAMBDAS",
     "Baseline",
     "make_esn",
     "esn_states",
@@ -118,37 +121,35 @@ class Baseline:
     seconds: float
 
     @property
-    def nmse(self) -> jax.Array:
+    def nmse(self) -> np.ndarray:
         """(3, Z) NMSE per split (train, validation, test) and target."""
         return self.fit.nmse
 
     @property
-    def lam(self) -> jax.Array:
+    def lam(self) -> np.ndarray:
         """(Z,) regularisation chosen on the validation split."""
         return self.fit.lam
 
 
-@jax.jit
-def _readout(f: jax.Array, z: jax.Array, ids: jax.Array) -> RidgeFit:
-    return fit_ridge(normal_equations(f, z, ids))
+#: Ridge grid of every forecaster's increment readout (the surrogate's too): below 1e-9 the
+#: one-step validation error still falls a little while the closed loop turns unstable
+#: (NG-RC: VPT 4.4 Lyapunov times with this grid, 0.04 with ``readout.LAMBDAS`` down to 1e-16).
+FORECAST_LAMBDAS = tuple(10.0 ** k for k in range(-9, 2))
 
 
-def _fit(f, z, ids) -> RidgeFit:
-    """Ridge readout of targets z (T, Z) on features f (T, F), split ids (T,). One at a time:
-    independent LAPACK calls side by side in one XLA:CPU program deadlocked it with several
-    host devices (measured, jax 0.10.2)."""
-    dtype = stats_dtype()
-    return jax.block_until_ready(_readout(jnp.asarray(f, dtype), jnp.asarray(z, dtype),
-                                          jnp.asarray(ids)))
+def _fit(f, z, ids, lambdas=LAMBDAS) -> RidgeFit:
+    """Ridge readout (``readout.fit_ridge``, float64) of targets z (T, Z) on features f (T, F),
+    split ids (T,)."""
+    return fit_ridge(normal_equations(f, z, ids), lambdas=lambdas)
 
 
-def _tune_esn(esn: ESN, u_in, z, ids, grid) -> tuple[ESN, RidgeFit]:
+def _tune_esn(esn: ESN, u_in, z, ids, grid, lambdas=LAMBDAS) -> tuple[ESN, RidgeFit]:
     """The ESN of ``grid`` (name -> values, every combination) with the lowest validation NMSE
     (mean over targets), and its fit; the seed and the other settings stay those of ``esn``."""
     best = None
     for values in itertools.product(*grid.values()):
         cand = dataclasses.replace(esn, **{n: float(v) for n, v in zip(grid, values)})
-        fit = _fit(esn_states(cand, u_in), z, ids)
+        fit = _fit(esn_states(cand, u_in), z, ids, lambdas)
         err = float(jnp.mean(fit.nmse[1]))
         if best is None or err < best[0]:
             best = (err, cand, fit)
@@ -180,11 +181,22 @@ def observer_baselines(esn: ESN, series: LorenzSeries, splits: Splits, *,
     return out
 
 
-def _increments(series: LorenzSeries, splits: Splits):
-    """u (T, 3) float64, targets u(t+1) - u(t) (T-1, 3) and their split ids (T-1,): that of
-    sample t, whose features predict the increment (as ``surrogate_forecast`` labels them)."""
+def forecast_targets(series: LorenzSeries, splits: Splits):
+    """u (T, 3) float64, the forecasters' targets (T - 1, 3) [x(t+1) - x(t), y(t+1) - y(t),
+    z(t+1)] and their split ids (T - 1,): that of sample t, whose state predicts them.
+
+    Every forecaster gets the same inputs, x and y: in closed loop it feeds back its own
+    x and y (summing their increments) and reads z out of its state (not summed): a third
+    input z would let the baselines copy it, which the surrogate (X <- x, Y <- y) cannot.
+    """
     u = np.asarray(series.u, np.float64)
-    return u, u[1:] - u[:-1], splits.ids()[:-1]
+    return u, np.concatenate([u[1:, :2] - u[:-1, :2], u[1:, 2:]], -1), splits.ids()[:-1]
+
+
+def _next(ut, ft, w, b) -> np.ndarray:
+    """u_hat(t + 1) = [x, y + their increments, z read out] from the state features ft."""
+    o = ft @ w + b
+    return np.concatenate([ut[:2] + o[:2], o[2:]])
 
 
 def _check_starts(starts, back: int, n: int, horizon: int) -> np.ndarray:
@@ -198,57 +210,57 @@ def _check_starts(starts, back: int, n: int, horizon: int) -> np.ndarray:
 
 def ngrc_forecast(series: LorenzSeries, splits: Splits, starts, horizon: int, *, k: int = 2,
                   skip: int = 1) -> tuple[np.ndarray, Baseline]:
-    """NG-RC (reservoirpy ``NVAR(k, 2, skip)``) closed-loop forecasts: (n_starts, horizon, 3)
-    predictions of u at samples start + 1 .. start + horizon, and the fitted ``Baseline``.
+    """NG-RC (reservoirpy ``NVAR(k, 2, skip)`` on x, y) closed-loop forecasts:
+    (n_starts, horizon, 3) predictions of u at samples start + 1 .. start + horizon, and the
+    fitted ``Baseline``.
 
-    Teacher-forced up to each start (the NVAR's delay line holds the true past), then fed its
-    own predictions u_hat(t + 1) = u_hat(t) + f(t) w + b.
+    Teacher-forced up to each start (the NVAR's delay line holds the true past of x, y), then
+    fed its own x, y (``forecast_targets``: z is read out, not fed back).
     """
     t0 = time.perf_counter()
-    u, du, ids = _increments(series, splits)
+    u, du, ids = forecast_targets(series, splits)
     back = (k - 1) * skip
     starts = _check_starts(starts, back, u.shape[0], horizon)
-    f = ngrc_features(u, k, skip)
-    fit = _fit(f[:-1], du, ids)
+    f = ngrc_features(u[:, :2], k, skip)
+    fit = _fit(f[:-1], du, ids, FORECAST_LAMBDAS)
     w, b = np.asarray(fit.w, np.float64), np.asarray(fit.b, np.float64)
     nvar = _reservoirpy().nodes.NVAR(delay=k, order=2, strides=skip)
-    nvar.run(u[:k * skip])  # initialise; the delay line is set per start below
+    nvar.run(u[:k * skip, :2])  # initialise; the delay line is set per start below
     preds = np.empty((starts.size, horizon, 3))
     for i, s in enumerate(starts):
-        nvar.store = u[s - np.arange(k * skip)]  # row 0 newest, as NVAR keeps it
+        nvar.store = u[s - np.arange(k * skip), :2]  # row 0 newest, as NVAR keeps it
         ut, ft = u[s], f[s]
         for j in range(horizon):
-            ut = ut + ft @ w + b
+            ut = _next(ut, ft, w, b)
             preds[i, j] = ut
-            ft = nvar.step(ut)
+            ft = nvar.step(ut[:2])
     return preds, Baseline(fit, {"delay": k, "order": 2, "strides": skip},
                            time.perf_counter() - t0)
 
 
 def esn_forecast(esn: ESN, series: LorenzSeries, splits: Splits, starts, horizon: int, *,
                  grid=ESN_GRID) -> tuple[np.ndarray, Baseline]:
-    """ESN (reservoirpy ``Reservoir`` driven by u = (x, y, z)) closed-loop forecasts:
+    """ESN (reservoirpy ``Reservoir`` driven by x, y) closed-loop forecasts:
     (n_starts, horizon, 3) predictions of u at samples start + 1 .. start + horizon, and the
     fitted ``Baseline`` (``grid`` chosen on the validation split's one-step NMSE).
 
-    Teacher-forced up to each start, then driven by its own predictions
-    u_hat(t + 1) = u_hat(t) + r(t) w + b.
+    Teacher-forced up to each start, then driven by its own x, y (``forecast_targets``).
     """
     t0 = time.perf_counter()
-    u, du, ids = _increments(series, splits)
+    u, du, ids = forecast_targets(series, splits)
     starts = _check_starts(starts, 0, u.shape[0], horizon)
     if grid:
-        esn, _ = _tune_esn(esn, u[:-1], du, ids, grid)
+        esn, _ = _tune_esn(esn, u[:-1, :2], du, ids, grid, FORECAST_LAMBDAS)
     node = esn.reservoir()
-    r = node.run(u)  # r[t]: the state after input u[t]
-    fit = _fit(r[:-1], du, ids)
+    r = node.run(u[:, :2])  # r[t]: the state after input x, y at t
+    fit = _fit(r[:-1], du, ids, FORECAST_LAMBDAS)
     w, b = np.asarray(fit.w, np.float64), np.asarray(fit.b, np.float64)
     preds = np.empty((starts.size, horizon, 3))
     for i, s in enumerate(starts):
         node.state = {"out": r[s].copy()}
         ut, rt = u[s], r[s]
         for j in range(horizon):
-            ut = ut + rt @ w + b
+            ut = _next(ut, rt, w, b)
             preds[i, j] = ut
-            rt = node.step(ut)
+            rt = node.step(ut[:2])
     return preds, Baseline(fit, dataclasses.asdict(esn), time.perf_counter() - t0)

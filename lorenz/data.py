@@ -14,7 +14,8 @@ from flax import struct
 
 from lorenz.systems import LorenzParams, lorenz63, rk4_trajectory
 
-__all__ = ["Splits", "LorenzSeries", "lorenz_series", "lorenz_xy", "LYAPUNOV_TIME"]
+__all__ = ["Splits", "LorenzSeries", "lorenz_series", "lorenz_xy", "attractor_points",
+           "LYAPUNOV_TIME"]
 
 #: Lorenz-63 Lyapunov time 1 / 0.9056 (Sprott; docs/lyapunov.md).
 LYAPUNOV_TIME = 1.0 / 0.9056
@@ -83,7 +84,8 @@ def lorenz_series(
     params: LorenzParams | None = None,
     dtype=jnp.float32,
 ) -> LorenzSeries:
-    """Lorenz-63 by RK4 (computed in float64 when enabled), ``splits.total`` samples.
+    """Lorenz-63 by RK4 in float64 (whatever the process-wide x64 flag), ``splits.total``
+    samples, returned in ``dtype``.
 
     Args:
         splits: the sample counts; the standardisation uses the ``train`` part.
@@ -93,16 +95,31 @@ def lorenz_series(
     """
     if not isinstance(sample_every, (int, np.integer)) or sample_every < 1:
         raise ValueError(f"sample_every must be a positive integer, got {sample_every!r}")
-    work = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     n_steps = (splits.total - 1) * sample_every
-    ys = rk4_trajectory(lorenz63, jnp.asarray(y0, work), params, dt=dt, n_steps=n_steps,
-                        transient=transient, save_every=sample_every).ys
+    with jax.enable_x64(True):  # scoped: the series does not depend on the process flag
+        ys = np.asarray(rk4_trajectory(lorenz63, jnp.asarray(y0, jnp.float64), params, dt=dt,
+                                       n_steps=n_steps, transient=transient,
+                                       save_every=sample_every).ys)
     train = ys[splits.slices()["train"]]
     mean, std = train.mean(0), train.std(0)
     delta = dt * sample_every
     ts = delta * jnp.arange(splits.total, dtype=dtype)
-    return LorenzSeries(ts=ts, u=((ys - mean) / std).astype(dtype), mean=mean.astype(dtype),
-                        std=std.astype(dtype), delta=float(delta))
+    return LorenzSeries(ts=ts, u=jnp.asarray((ys - mean) / std, dtype),
+                        mean=jnp.asarray(mean, dtype), std=jnp.asarray(std, dtype),
+                        delta=float(delta))
+
+
+def attractor_points(n: int, *, spacing: float = 100.0, dt: float = 0.01,
+                     transient: float = 50.0) -> np.ndarray:
+    """(n, 3) initial conditions on the Lorenz-63 attractor, ``spacing`` time units apart on
+    one float64 RK4 trajectory from (1, 1, 1) after ``transient`` time units: starts of
+    independent replications (about 90 Lyapunov times apart)."""
+    every = round(spacing / dt)
+    with jax.enable_x64(True):
+        ys = rk4_trajectory(lorenz63, jnp.ones(3, jnp.float64), dt=dt,
+                            n_steps=max(n - 1, 1) * every, transient=round(transient / dt),
+                            save_every=every).ys
+    return np.asarray(ys)[:n]
 
 
 def lorenz_xy(n_samples: int, dt: float, dtype=jnp.float32, transient_time: float = 20.0):

@@ -1,21 +1,27 @@
-"""The Lorenz experiment of the source paper, end to end (docs/lorenz.md).
+"""The Lorenz experiment of the source paper as an inference (docs/lorenz.md).
 
-``run_experiment(config, out)`` sweeps the (beta_self, beta_cross) plane (log grid) under both
-coupling readings, tied (K = B) and fixed coupling (K = kappa, only the sharpness B varies),
-with the anchored surrogate observer (X <- x, Y <- y, readout -> z). At every point: test NMSE,
-the dynamical Shapley values of both modalities and the largest conditional Lyapunov exponent
-(the echo-state map). Then the two-copy distance at the best and worst points, a scan of NMSE
-against anchor strength and coupling, the baselines on the same data (reservoirpy ESN and
-NG-RC), and closed-loop forecasting (surrogate at the best point vs NG-RC and the ESN). With
-``seeds > 1`` the planes are swept again on other graphs and frequency draws and every number
-gets its spread. Returns every number as a JSON-ready dict; figures and the report are written
-by ``lorenz.figures`` and ``lorenz.report``.
+``run_experiment(config)`` returns one typed ``LorenzResult`` (NumPy arrays); results.json,
+report.md and the figures are rendered from it (``lorenz.report``, ``lorenz.figures``).
+
+Stages (``lorenz.stages`` times each):
+
+1. data: R independent Lorenz-63 series (initial conditions on the attractor, 100 time units
+   apart), each standardised on its training part;
+2. selection: the anchor h and the encoding scale s are chosen by validation NMSE (mean log10
+   over the corner points of the tied plane and the replications) unless given;
+3. planes: every reading's (beta_self, beta_cross) plane through the batched engine
+   (``lorenz.lanes``): P points x R replications x the graph seeds, the coalitions' readouts
+   (``readout.fit_ridge``) and both Shapley values; the two-copy distance at the first
+   training sample of every point and replication;
+4. verdicts per reading (``lorenz.verdict``): paired low- vs high-beta effects over
+   replications;
+5. predictions and two-copy curves at the best and worst points (chosen on validation), the
+   anchor x coupling scan, the baselines, forecasting, and (opt-in) the conditional Lyapunov map.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
@@ -24,13 +30,16 @@ import numpy as np
 
 import surrogate as sg
 from lorenz.baselines import esn_forecast, make_esn, ngrc_forecast, observer_baselines
-from lorenz.data import LYAPUNOV_TIME, Splits, lorenz_series
+from lorenz.data import LYAPUNOV_TIME, Splits, attractor_points, lorenz_series
 from lorenz.forecast import forecast_starts, surrogate_forecast, valid_prediction_time
-from lorenz.observer import driven, observer_point, surrogate_features
-from lorenz.readout import fit_ridge, normal_equations, predict, stats_dtype
-from lorenz.report import claim_check
+from lorenz.lanes import lane_features, lane_statistics
+from lorenz.observer import ObserverResult, driven, evaluate_observer, modality_features
+from lorenz.readout import fit_ridge, predict
+from lorenz.stages import Stages
+from lorenz.verdict import Verdict, verdict
 
-__all__ = ["LorenzConfig", "READINGS", "run_experiment", "point_surrogate"]
+__all__ = ["LorenzConfig", "LorenzResult", "Plane", "READINGS", "run_experiment",
+           "point_surrogate", "imbalance"]
 
 #: The two readings of the paper's "low beta = weak attention" (docs/model.md).
 READINGS = ("tied", "fixed")
@@ -38,32 +47,35 @@ READINGS = ("tied", "fixed")
 
 @dataclasses.dataclass(frozen=True)
 class LorenzConfig:
-    """Every setting of the experiment (defaults: the main job, about 1 minute on 2 CPU cores).
-
-    The anchor strength and the data lengths were chosen by the validation scan of
-    docs/lorenz.md (``benchmarks/lorenz_scan.py``; validation NMSE only).
-    """
+    """Every setting of the experiment (defaults: the main job, about 2 minutes on 2 cores)."""
 
     grid: int = 8
     beta_min: float = 1e-4
     beta_max: float = 1.0
     seed: int = 0
     seeds: int = 1  # graphs and frequency draws: seed, seed + 1, ...
+    replications: int = 3  # independent Lorenz trajectories
     coupling: str = "both"  # "tied" (K = B), "fixed" (K = kappa) or "both"
     kappa: float = 0.3  # fixed-coupling reading: K in every block
-    anchor: float = 4.0  # h of every oscillator
-    encoding_scale: float = float(np.pi / 2)  # c_i ~ N(0, encoding_scale^2)
+    anchor: float | None = None  # h; None: chosen on validation from ``anchors``
+    encoding_scale: float | None = None  # s (c_i ~ N(0, s^2)); None: chosen from ``scales``
+    anchors: tuple = (4.0, 8.0, 16.0)
+    scales: tuple = (0.5, float(np.pi / 4), float(np.pi / 2))
     dt: float = 0.01  # Lorenz RK4 step
     sample_every: int = 4  # samples (and surrogate RK4 steps) every dt * sample_every = 0.04
-    washout: int = 250  # samples: 10 time units, about 9 Lyapunov times
+    washout: int = 250  # samples: 10 time units (checked: two-copy distance at training start)
     train: int = 2000
-    val: int = 125
+    val: int = 250
     test: int = 250
-    block: int = 50
+    block: int = 125  # samples per block of the batched engine
     omega_spread: float = 1.0
     gain: float = 0.0  # the additive drive g u (an option; anchoring is the input here)
-    lyapunov_steps: int = 500  # samples of the conditional-exponent estimate per point
-    scan_anchors: tuple = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+    echo_tolerance: float = 1e-4  # two copies agree: largest wrapped phase distance (rad)
+    margin_nmse: float = 0.1  # equivalence margin of (a), decades of NMSE
+    margin_balance: float = 0.05  # equivalence margin of (b, c), imbalance
+    lyapunov: bool = False  # the conditional Lyapunov map (opt-in)
+    lyapunov_steps: int = 500
+    scan_anchors: tuple = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     scan_kappas: tuple = (0.0, 0.1, 0.3, 1.0)
     scan_beta: float = 1.0  # B in every block for the anchor x coupling scan
     esn_size: int = 100
@@ -71,11 +83,12 @@ class LorenzConfig:
     forecast_sample_every: int = 2  # finer sampling (0.02) for forecasting: NG-RC needs it
     forecast_horizon: int = 500  # samples: 10 time units, about 9 Lyapunov times
     forecast_test: int = 1500  # test samples of the separate forecasting series
-    chunk_size: int | None = 64  # points per sweep chunk (progress and resume granularity)
 
     def __post_init__(self):
-        if not (isinstance(self.grid, int) and self.grid >= 2):
-            raise ValueError(f"grid must be an integer >= 2, got {self.grid!r}")
+        for name in ("grid", "replications"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 2):
+                raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
         if not (isinstance(self.seeds, int) and self.seeds >= 1):
             raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
         if not 0 < self.beta_min < self.beta_max:
@@ -84,7 +97,7 @@ class LorenzConfig:
             raise ValueError(f"coupling must be 'tied', 'fixed' or 'both', got {self.coupling!r}")
         for name in ("kappa", "anchor", "encoding_scale", "omega_spread"):
             value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
+            if value is not None and not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         Splits(self.washout, self.train, self.val, self.test)  # validates the counts
         if self.sample_every % self.forecast_sample_every:
@@ -116,236 +129,297 @@ def point_surrogate(base: sg.Surrogate, beta_self, beta_cross, kappa=None) -> sg
     return sg.replace(base, B=B, K=K)
 
 
-def _model(config: LorenzConfig, seed: int):
-    """(base surrogate, theta0, ESN key) of one seed."""
-    k_model, k_theta, k_esn = jax.random.split(jax.random.key(seed), 3)
+def _plane_params(base: sg.Surrogate, bs, bc, kappa) -> sg.Params:
+    """Params with B, K batched over the points (P, 2, 2)."""
+    B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, base.dtype))(
+        jnp.asarray(bs, base.dtype), jnp.asarray(bc, base.dtype))
+    K = B if kappa is None else jnp.full_like(B, kappa)
+    return base.params.replace(B=B, K=K)
+
+
+def _model(config: LorenzConfig, seed: int, anchor: float, scale: float):
+    """(base surrogate, theta0, theta_b) of one graph seed."""
+    k_model, k_theta, k_b = jax.random.split(jax.random.key(seed), 3)
     base = sg.paper_preset(k_model, sizes=(50, 50), omega_spread=config.omega_spread,
-                           gain=config.gain, anchor=config.anchor,
-                           encoding_scale=config.encoding_scale)
-    return base, sg.initial_phases(k_theta, base.network.n), k_esn
+                           gain=config.gain, anchor=anchor, encoding_scale=scale)
+    n = base.network.n
+    return base, sg.initial_phases(k_theta, n), sg.initial_phases(k_b, n)
 
 
-def _plane(config, base, theta0, series, splits, reading, store, resume, progress, log):
-    """Sweep one reading's plane: arrays (g, g) of nmse, nmse_x/y, phi (g, g, 2), lyapunov."""
-    kappa = config.kappa_of(reading)
-    g, betas = config.grid, config.betas
-    bs, bc = np.meshgrid(betas, betas, indexing="ij")  # [i, j]: beta_self[i], beta_cross[j]
-    points = {"beta_self": jnp.asarray(bs.ravel(), base.dtype),
-              "beta_cross": jnp.asarray(bc.ravel(), base.dtype)}
-    lyap = dict(dt=series.delta, n_steps=config.lyapunov_steps, transient=config.washout,
-                k=1, n_records=1, modulo_phase_shift=False, field="sparse")
+def imbalance(phi: np.ndarray) -> np.ndarray:
+    """|phi_Y - phi_X| / (|phi_X| + |phi_Y|) of phi (..., 2): 0 balanced .. 1 one modality."""
+    return np.abs(phi[..., 1] - phi[..., 0]) / np.maximum(np.abs(phi).sum(-1), 1e-12)
 
-    def fn(point):
-        sur = point_surrogate(base, point["beta_self"], point["beta_cross"], kappa)
-        res = observer_point(sur, theta0, series, splits, block=config.block)
-        exps = sg.conditional_lyapunov_exponents(driven(sur, series), theta0, **lyap)
-        return {**dataclasses.asdict(res), "lyapunov": exps.largest}
 
-    log(f"sweep ({reading} coupling): {g * g} points of the (beta_self, beta_cross) plane")
-    cfg = {**dataclasses.asdict(config), "reading": reading}
-    swept = sg.sweep(fn, points, chunk_size=config.chunk_size, store=store, resume=resume,
-                     progress=progress, config=cfg)
-    out = {k: np.asarray(swept[k]).reshape(g, g) for k in ("nmse", "nmse_x", "nmse_y",
-                                                           "lyapunov")}
-    out["phi"] = np.asarray(swept["phi"]).reshape(g, g, 2)
+@dataclasses.dataclass(frozen=True)
+class Plane:
+    """One reading's plane over seeds S, replications R and the g x g grid [i, j] =
+    (beta_self[i], beta_cross[j]): the observer scores (S, R, g, g, ...) and the two-copy
+    distance (S, R, g, g) at the first training sample."""
+
+    reading: str
+    kappa: float | None
+    obs: ObserverResult
+    distance: np.ndarray
+
+    def log_val(self) -> np.ndarray:
+        """(g, g) mean over seeds and replications of log10 validation NMSE (full readout)."""
+        return np.log10(self.obs.val[..., 0]).mean((0, 1))
+
+    @property
+    def best(self) -> tuple[int, int]:
+        """(i, j) of the lowest mean validation NMSE (chosen on validation, never test)."""
+        lv = self.log_val()
+        return tuple(int(k) for k in np.unravel_index(np.argmin(lv), lv.shape))
+
+    @property
+    def worst(self) -> tuple[int, int]:
+        lv = self.log_val()
+        return tuple(int(k) for k in np.unravel_index(np.argmax(lv), lv.shape))
+
+
+def _blocks(g: int):
+    q = max(1, g // 4)
+    return (slice(0, q), slice(0, q)), (slice(g - q, g), slice(g - q, g))
+
+
+def plane_verdicts(plane: Plane, config: LorenzConfig) -> dict[str, Verdict]:
+    """Paired effects per (seed, replication) of the low- and high-beta corner blocks:
+    (a) mean log10 test NMSE low minus high (decades; > 0: lower NMSE at high beta);
+    (b, c) attribution imbalance low minus high (> 0: one modality dominates more at low beta,
+    attributions more balanced at high beta), under the scale-free value and under -NMSE."""
+    g = plane.obs.nmse.shape[2]
+    low, high = _blocks(g)
+    lt = np.log10(plane.obs.test[..., 0])  # (S, R, g, g)
+    s, r = lt.shape[:2]
+    a = (lt[..., low[0], low[1]].mean((-1, -2)) - lt[..., high[0], high[1]].mean((-1, -2)))
+    out = {"a_nmse_lower_at_high_beta": verdict(a.reshape(s * r), config.margin_nmse)}
+    for value in ("log", "neg"):
+        imb = imbalance(plane.obs.phi(value))
+        d = imb[..., low[0], low[1]].mean((-1, -2)) - imb[..., high[0], high[1]].mean((-1, -2))
+        out[f"bc_more_balanced_at_high_beta_{value}"] = verdict(d.reshape(s * r),
+                                                                config.margin_balance)
     return out
 
 
-def _point(betas, nmse, phi, i, j, **extra):
-    return {"beta_self": float(betas[i]), "beta_cross": float(betas[j]),
-            "nmse": float(nmse[i, j]), "phi_x": float(phi[i, j, 0]),
-            "phi_y": float(phi[i, j, 1]), **extra}
+@dataclasses.dataclass(frozen=True)
+class LorenzResult:
+    """Everything the experiment measured (NumPy arrays and small records); rendered at the
+    edge by ``lorenz.report`` (JSON, markdown) and ``lorenz.figures``."""
+
+    config: LorenzConfig
+    anchor: float
+    encoding_scale: float
+    selection: dict | None  # (h, s) -> mean log10 validation NMSE; None when given
+    betas: np.ndarray
+    planes: dict  # reading -> Plane
+    verdicts: dict  # reading -> {sub-claim: Verdict}
+    preds: dict  # "best" / "worst" -> z_hat, two-copy curve (first seed and replication)
+    series_raw: np.ndarray  # (T, 3) the first replication in Lorenz units
+    ts: np.ndarray
+    anchor_scan: dict
+    baselines: dict
+    forecast: dict
+    lyapunov: dict | None  # reading -> (g, g) largest conditional exponent (opt-in)
+    timing: dict  # stage -> wall seconds
+    cpu_timing: dict  # stage -> process CPU seconds
+    device: dict
 
 
-def _reading_results(betas, arr, reading, kappa):
-    nmse, phi, lyap = arr["nmse"], arr["phi"], arr["lyapunov"]
-    g = nmse.shape[0]
-    best = np.unravel_index(np.nanargmin(nmse), nmse.shape)
-    worst = np.unravel_index(np.nanargmax(nmse), nmse.shape)
-    good = nmse < 0.1
-    res = {
-        "coupling": reading, "kappa": kappa,
-        "nmse": nmse.tolist(), "nmse_x_only": arr["nmse_x"].tolist(),
-        "nmse_y_only": arr["nmse_y"].tolist(), "phi_x": phi[..., 0].tolist(),
-        "phi_y": phi[..., 1].tolist(), "lyapunov": lyap.tolist(),
-        "best": _point(betas, nmse, phi, *best, index=[int(best[0]), int(best[1])]),
-        "worst": _point(betas, nmse, phi, *worst, index=[int(worst[0]), int(worst[1])]),
-        "corners": {name: _point(betas, nmse, phi, i, j)
-                    for name, (i, j) in (("low_low", (0, 0)), ("low_high", (0, g - 1)),
-                                         ("high_low", (g - 1, 0)),
-                                         ("high_high", (g - 1, g - 1)))},
-        "lyapunov_range": [float(np.nanmin(lyap)), float(np.nanmax(lyap))],
-        "lyapunov_max_where_nmse_below_0.1": float(np.nanmax(lyap[good])) if good.any()
-        else None,
-    }
-    res["claim"] = claim_check(res)
-    return res
+def _select(config, series, splits, stages, log):
+    """(h, s, table): the anchor and encoding scale of lowest mean log10 validation NMSE over
+    the tied plane's corners, all replications, first seed; on lanes."""
+    if config.anchor is not None and config.encoding_scale is not None:
+        return config.anchor, config.encoding_scale, None
+    anchors = config.anchors if config.anchor is None else (config.anchor,)
+    scales = config.scales if config.encoding_scale is None else (config.encoding_scale,)
+    with stages("selection"):
+        base, theta0, _ = _model(config, config.seed, 1.0, 1.0)
+        unit_c = base.params.encoding_gain  # c_i / s: the same draw at every scale
+        lo, hi = config.beta_min, config.beta_max
+        corners = [(lo, lo), (lo, hi), (hi, lo), (hi, hi)]
+        combos = [(h, s, b) for h in anchors for s in scales for b in corners]
+        params = _plane_params(base, [c[2][0] for c in combos], [c[2][1] for c in combos], None)
+        params = params.replace(
+            anchor=jnp.asarray([[c[0]] * base.network.n for c in combos], base.dtype),
+            encoding_gain=jnp.stack([c[1] * unit_c for c in combos]))
+        obs = _observe(base, params, theta0, series, splits, config, None)[0]
+        lv = np.log10(obs.val[..., 0]).mean(0).reshape(len(anchors), len(scales), 4).mean(-1)
+    i, j = np.unravel_index(np.argmin(lv), lv.shape)
+    table = {"anchors": list(anchors), "scales": list(scales), "log10_val_nmse": lv}
+    log(f"selection: h = {anchors[i]:g}, s = {scales[j]:.3g} (mean log10 validation NMSE "
+        f"{lv[i, j]:.3f})")
+    return float(anchors[i]), float(scales[j]), table
 
 
-def _spread(stack: np.ndarray) -> dict:
-    """Mean, sd, min and max over seeds (axis 0) of a (S, g, g) stack, as nested lists."""
-    return {"mean": stack.mean(0).tolist(), "sd": stack.std(0).tolist(),
-            "min": stack.min(0).tolist(), "max": stack.max(0).tolist()}
+def _observe(base, params, theta0, series, splits, config, theta_b):
+    """(ObserverResult (R, P, ...), distance (R, P) or None) of the lanes in ``params``."""
+    xy = jnp.stack([s.u[:, :2] for s in series])
+    z = np.stack([np.asarray(s.u[:, 2:3], np.float64) for s in series])
+    ls = lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta,
+                         block=config.block, theta_b=theta_b)
+    return evaluate_observer(ls.stats, modality_features(base.network)), ls.distance
 
 
-def _seed_summary(per_seed: list[dict]) -> dict:
-    """Spread over seeds of the plane numbers and of the claim check."""
-    nmse = np.stack([np.asarray(r["nmse"]) for r in per_seed])
-    phi_x = np.stack([np.asarray(r["phi_x"]) for r in per_seed])
-    phi_y = np.stack([np.asarray(r["phi_y"]) for r in per_seed])
-    claims = [r["claim"] for r in per_seed]
-    keys = ("nmse_low", "nmse_high", "imbalance_low", "imbalance_high", "min_nmse")
-    return {
-        "n_seeds": len(per_seed),
-        "nmse": _spread(nmse), "phi_x": _spread(phi_x), "phi_y": _spread(phi_y),
-        "best_nmse": [r["best"]["nmse"] for r in per_seed],
-        "claim_holds": [bool(c["claim_holds"]) for c in claims],
-        "claim_holds_fraction": float(np.mean([c["claim_holds"] for c in claims])),
-        "claim_numbers": {k: {"mean": float(np.mean([c[k] for c in claims])),
-                              "min": float(np.min([c[k] for c in claims])),
-                              "max": float(np.max([c[k] for c in claims]))} for k in keys},
-    }
-
-
-def run_experiment(config: LorenzConfig, out: Path | None = None, *, resume: bool = False,
-                   progress: bool = True, log=print) -> tuple[dict, dict]:
-    """Run the experiment; returns (results, arrays) (results is JSON-ready).
-
-    ``out``: where the sweeps keep their finished chunks (``out / "sweep" / ...``), so that an
-    interrupted run continues with ``resume=True``.
-    """
-    t_start = time.perf_counter()
-    splits = config.splits
-    series = lorenz_series(splits, dt=config.dt, sample_every=config.sample_every)
-    betas = config.betas
-    stores = None if out is None else Path(out) / "sweep"
-    t0 = time.perf_counter()
-    planes = {reading: [] for reading in config.readings}
-    for s in range(config.seeds):
-        model = _model(config, config.seed + s)
-        if s == 0:
-            base, theta0, k_esn = model  # the first seed's model for everything below
+def _planes(config, models, series, splits, stages, log):
+    g, betas = config.grid, config.betas
+    bs, bc = np.meshgrid(betas, betas, indexing="ij")
+    planes = {}
+    with stages("planes"):
         for reading in config.readings:
-            store = None if stores is None else stores / f"{reading}-seed{config.seed + s}"
-            arr = _plane(config, *model[:2], series, splits, reading, store, resume,
-                         progress, log)
-            planes[reading].append(
-                (arr, _reading_results(betas, arr, reading, config.kappa_of(reading))))
-    sweep_s = time.perf_counter() - t0
-    log(f"sweeps done in {sweep_s:.1f} s")
+            kappa = config.kappa_of(reading)
+            runs = []
+            for base, theta0, theta_b in models:
+                params = _plane_params(base, bs.ravel(), bc.ravel(), kappa)
+                runs.append(_observe(base, params, theta0, series, splits, config, theta_b))
+            obs = ObserverResult(**{k: np.stack([getattr(o, k) for o, _ in runs]).reshape(
+                len(models), len(series), g, g, *getattr(runs[0][0], k).shape[2:])
+                for k in ("nmse", "lam", "edge")})
+            dist = np.stack([d for _, d in runs]).reshape(len(models), len(series), g, g)
+            planes[reading] = Plane(reading, kappa, obs, dist)
+            log(f"plane ({reading}): {g * g} points x {len(series)} replications x "
+                f"{len(models)} seed(s)")
+    return planes
 
-    readings = {}
-    for reading, runs in planes.items():
-        res = dict(runs[0][1])
-        if config.seeds > 1:
-            res["seeds"] = _seed_summary([r for _, r in runs])
-        readings[reading] = res
 
-    # Predictions and the two-copy distance at the best and worst points (first seed).
-    xy_true = np.asarray(series.raw)
-    test = splits.slices()["test"]
-    features_at = jax.jit(surrogate_features)
-    readout = jax.jit(lambda f, z, ids: fit_ridge(normal_equations(f, z, ids)))
-    theta_b = sg.initial_phases(jax.random.fold_in(jax.random.key(config.seed), 7),
-                                base.network.n)
+def _extremes(config, planes, models, series, splits, stages):
+    """z_hat and the two-copy curve at the best and worst points of the first reading (first
+    seed, first replication)."""
+    base, theta0, theta_b = models[0]
+    plane = planes[config.readings[0]]
+    betas = config.betas
     preds = {}
-    for reading, res in readings.items():
-        kappa = res["kappa"]
-        for name in ("best", "worst"):
-            p = res[name]
-            sur = point_surrogate(base, p["beta_self"], p["beta_cross"], kappa)
-            echo = sg.echo_distance(driven(sur, series), theta0, theta_b, dt=series.delta,
-                                    n_steps=splits.total - 1, field="sparse")
-            d = np.asarray(echo.distance)
-            p["echo"] = {"distance_after_washout": float(d[splits.washout]),
-                         "distance_end": float(d[-1]), "distance_start": float(d[0]),
-                         "below_1e-6_after_washout": bool(np.all(d[splits.washout:] < 1e-6))}
-            p["lyapunov"] = float(np.asarray(res["lyapunov"])[tuple(p["index"])])
-            if reading == config.readings[0]:
-                f = features_at(sur, theta0, series).astype(stats_dtype())
-                fit = jax.block_until_ready(  # one LAPACK program at a time
-                    readout(f, series.u[:, 2:3].astype(f.dtype), jnp.asarray(splits.ids())))
-                z_hat = np.asarray(predict(fit, f))[:, 0]
-                preds[name] = {**p, "z_hat": z_hat * float(series.std[2]) + float(series.mean[2]),
-                               "echo_ts": np.asarray(echo.ts), "echo_distance": d}
-    log(f"predictions and two-copy distances: {time.perf_counter() - t0 - sweep_s:.1f} s")
+    with stages("echo+pred"):
+        pts = {"best": plane.best, "worst": plane.worst}
+        params = _plane_params(base, [betas[i] for i, _ in pts.values()],
+                               [betas[j] for _, j in pts.values()], plane.kappa)
+        s0 = series[0]
+        total = splits.total
+        feats = lane_features(base, params, theta0, s0.u[None, :, :2], delta=s0.delta,
+                              n_steps=total - 1)[0]  # (2, T, F)
+        fb = lane_features(base, params, theta_b, s0.u[None, :, :2], delta=s0.delta,
+                           n_steps=total - 1)[0]
+        n = base.network.n
+        from lorenz.lanes import wrapped_distance
+        from lorenz.readout import normal_equations
 
-    # NMSE against anchor strength and coupling (B = scan_beta in every block, K fixed).
-    hs, ks = np.meshgrid(config.scan_anchors, config.scan_kappas, indexing="ij")
+        z = np.asarray(s0.u[:, 2:3], np.float64)
+        for k, (name, (i, j)) in enumerate(pts.items()):
+            fit = fit_ridge(normal_equations(feats[k], z, splits.ids()))
+            z_hat = predict(fit, feats[k])[:, 0] * float(s0.std[2]) + float(s0.mean[2])
+            d = wrapped_distance(feats[k][:, :n], feats[k][:, n:], fb[k][:, :n], fb[k][:, n:])
+            preds[name] = {"index": (i, j), "beta_self": float(betas[i]),
+                           "beta_cross": float(betas[j]), "z_hat": z_hat,
+                           "nmse": float(fit.nmse[2, 0]), "echo_ts": np.asarray(s0.ts),
+                           "echo_distance": d}
+    return preds
 
-    def scan_fn(point):
-        sur = point_surrogate(base, config.scan_beta, config.scan_beta, point["kappa"])
-        sur = sg.replace(sur, anchor=jnp.full_like(sur.params.omega, point["anchor"]))
-        res = observer_point(sur, theta0, series, splits, block=config.block)
-        return {"nmse": res.nmse, "nmse_val": res.nmse_val, "phi": res.phi}
 
-    scanned = sg.sweep(scan_fn, {"anchor": jnp.asarray(hs.ravel(), base.dtype),
-                                 "kappa": jnp.asarray(ks.ravel(), base.dtype)},
-                       chunk_size=config.chunk_size, progress=progress)
+def _anchor_scan(config, models, series, splits, stages):
+    base, theta0, _ = models[0]
+    with stages("anchor scan"):
+        hs, ks = np.meshgrid(config.scan_anchors, config.scan_kappas, indexing="ij")
+        b = config.scan_beta
+        params = _plane_params(base, np.full(hs.size, b), np.full(hs.size, b), None)
+        params = params.replace(
+            K=jnp.asarray(ks.ravel(), base.dtype)[:, None, None] * jnp.ones((1, 2, 2)),
+            anchor=jnp.asarray(hs.ravel(), base.dtype)[:, None]
+            * jnp.ones((1, base.network.n), base.dtype))
+        obs, _ = _observe(base, params, theta0, series, splits, config, None)
     shape = hs.shape
-    anchor_scan = {"anchors": list(config.scan_anchors), "kappas": list(config.scan_kappas),
-                   "beta": config.scan_beta,
-                   "nmse": np.asarray(scanned["nmse"]).reshape(shape).tolist(),
-                   "nmse_val": np.asarray(scanned["nmse_val"]).reshape(shape).tolist(),
-                   "phi_x": np.asarray(scanned["phi"])[:, 0].reshape(shape).tolist(),
-                   "phi_y": np.asarray(scanned["phi"])[:, 1].reshape(shape).tolist()}
-    log(f"anchor x coupling scan: {time.perf_counter() - t0 - sweep_s:.1f} s")
+    return {"anchors": list(config.scan_anchors), "kappas": list(config.scan_kappas),
+            "beta": b, "nmse": np.exp(np.log(obs.test[..., 0]).mean(0)).reshape(shape),
+            "nmse_val": np.exp(np.log(obs.val[..., 0]).mean(0)).reshape(shape)}
 
-    # Baselines on the same data.
-    esn = make_esn(k_esn, config.esn_size)
-    fits = observer_baselines(esn, series, splits)
-    baselines = {name: {"nmse_test": float(b.nmse[2, 0]), "nmse_val": float(b.nmse[1, 0]),
-                        "lambda": float(b.lam[0]), "params": b.params, "seconds": b.seconds}
-                 for name, b in fits.items()}
-    log(f"baselines: {time.perf_counter() - t0 - sweep_s:.1f} s")
 
-    # Autonomous forecasting on a separate series (another initial condition), same time spans
-    # as the observer, sampled more finely.
-    r = config.sample_every // config.forecast_sample_every
-    f_splits = Splits(config.washout * r, config.train * r, config.val * r, config.forecast_test)
-    f_series = lorenz_series(f_splits, dt=config.dt, sample_every=config.forecast_sample_every,
-                             y0=(-3.0, 2.0, 20.0))
-    starts = forecast_starts(f_splits, config.forecast_starts, config.forecast_horizon)
-    h = config.forecast_horizon
-    truth = np.stack([np.asarray(f_series.u[s + 1:s + 1 + h]) for s in starts])
-    norm = jnp.sqrt(jnp.mean(jnp.sum(f_series.u ** 2, -1)))
-    primary = readings[config.readings[0]]
-    sur_best = point_surrogate(base, primary["best"]["beta_self"], primary["best"]["beta_cross"],
-                               primary["kappa"])
-    forecasts = {
-        "ngrc": ngrc_forecast(f_series, f_splits, starts, h)[0],
-        "esn": esn_forecast(esn, f_series, f_splits, starts, h)[0],
-        "surrogate": np.asarray(surrogate_forecast(sur_best, theta0, f_series, f_splits,
-                                                   jnp.asarray(starts), h)[0]),
-    }
-    vpt = {}
-    for name, pred in forecasts.items():
-        v = [float(valid_prediction_time(jnp.asarray(t), jnp.asarray(p), f_series.delta,
-                                         norm=norm)) for t, p in zip(truth, pred)]
-        vpt[name] = {"vpt_lyapunov_times": v, "mean": float(np.mean(v)),
-                     "std": float(np.std(v))}
-    log(f"forecasting: {time.perf_counter() - t0 - sweep_s:.1f} s")
+def _baselines(config, series, splits, stages):
+    with stages("baselines"):
+        esn = make_esn(jax.random.fold_in(jax.random.key(config.seed), 11), config.esn_size)
+        first = observer_baselines(esn, series[0], splits)
+        tuned = dataclasses.replace(esn, **{k: first["esn"].params[k]
+                                            for k in ("sr", "lr", "input_scaling")})
+        rest = [observer_baselines(tuned, s, splits, grid=None) for s in series[1:]]
+    out = {}
+    for name in first:
+        test = np.asarray([float(first[name].nmse[2, 0])]
+                          + [float(r[name].nmse[2, 0]) for r in rest])
+        out[name] = {"nmse_test": test, "params": first[name].params,
+                     "lambda": float(first[name].lam[0])}
+    return out
 
-    best_reading = min(readings, key=lambda k: readings[k]["best"]["nmse"])
-    results = {
-        "experiment": "lorenz-observer",
-        "config": dataclasses.asdict(config),
-        "betas": betas.tolist(),
-        "grid_axes": ["beta_self", "beta_cross"],
-        "readings": readings,
-        "best": {"coupling": best_reading, **readings[best_reading]["best"]},
-        "anchor_scan": anchor_scan,
-        "baselines": baselines,
-        "forecast": {"starts": starts.tolist(), "horizon_samples": h,
-                     "lyapunov_time": LYAPUNOV_TIME, "delta": f_series.delta,
-                     "surrogate_point": {"coupling": config.readings[0],
-                                         "beta_self": primary["best"]["beta_self"],
-                                         "beta_cross": primary["best"]["beta_cross"]}, **vpt},
-        "timing_s": {"sweep": sweep_s, "total": time.perf_counter() - t_start},
-        "device": {"platform": jax.devices()[0].platform, "kind": jax.devices()[0].device_kind,
-                   "count": jax.device_count()},
-    }
-    arrays = {"series_raw": xy_true, "ts": np.asarray(series.ts), "test": test, "preds": preds,
-              "betas": betas, "planes": {k: v[0][0] for k, v in planes.items()},
-              "anchor_scan": anchor_scan}
-    return results, arrays
+
+def _forecast(config, models, planes, stages):
+    base, theta0, _ = models[0]
+    plane = planes[config.readings[0]]
+    i, j = plane.best
+    betas = config.betas
+    with stages("forecasting"):
+        r = config.sample_every // config.forecast_sample_every
+        f_splits = Splits(config.washout * r, config.train * r, config.val * r,
+                          config.forecast_test)
+        y0 = attractor_points(config.replications + 1)[-1]  # not one of the observer's series
+        f_series = lorenz_series(f_splits, dt=config.dt,
+                                 sample_every=config.forecast_sample_every, y0=y0)
+        starts = forecast_starts(f_splits, config.forecast_starts, config.forecast_horizon)
+        h = config.forecast_horizon
+        truth = np.stack([np.asarray(f_series.u[s + 1:s + 1 + h]) for s in starts])
+        norm = float(np.sqrt(np.mean(np.sum(np.asarray(f_series.u) ** 2, -1))))
+        esn = make_esn(jax.random.fold_in(jax.random.key(config.seed), 11), config.esn_size)
+        sur = point_surrogate(base, betas[i], betas[j], plane.kappa)
+        preds = {"ngrc": ngrc_forecast(f_series, f_splits, starts, h)[0],
+                 "esn": esn_forecast(esn, f_series, f_splits, starts, h)[0],
+                 "surrogate": surrogate_forecast(sur, theta0, f_series, f_splits, starts, h)}
+    vpt = {name: np.asarray([float(valid_prediction_time(t, p, f_series.delta, norm=norm))
+                             for t, p in zip(truth, pred)]) for name, pred in preds.items()}
+    return {"starts": starts, "horizon": h, "delta": f_series.delta,
+            "lyapunov_time": LYAPUNOV_TIME, "point": (config.readings[0], i, j), "vpt": vpt}
+
+
+def _lyapunov(config, models, series, stages):
+    base, theta0, _ = models[0]
+    betas = config.betas
+    bs, bc = np.meshgrid(betas, betas, indexing="ij")
+    out = {}
+    with stages("lyapunov"):
+        for reading in config.readings:
+            kappa = config.kappa_of(reading)
+
+            def fn(b_s, b_c, kappa=kappa):
+                sur = driven(point_surrogate(base, b_s, b_c, kappa), series[0])
+                return sg.conditional_lyapunov_exponents(
+                    sur, theta0, dt=series[0].delta, n_steps=config.lyapunov_steps,
+                    transient=config.washout, k=1, n_records=1, modulo_phase_shift=False,
+                    field="sparse").largest
+
+            out[reading] = np.asarray(jax.jit(jax.vmap(fn))(
+                jnp.asarray(bs.ravel(), base.dtype), jnp.asarray(bc.ravel(), base.dtype)
+            )).reshape(bs.shape)
+    return out
+
+
+def run_experiment(config: LorenzConfig, out: Path | None = None, *, log=print,
+                   **_ignored) -> LorenzResult:
+    """Run the experiment (module doc); ``out`` is unused (kept for the CLI's signature)."""
+    stages = Stages(log)
+    splits = config.splits
+    with stages("data"):
+        starts = attractor_points(config.replications)
+        series = [lorenz_series(splits, dt=config.dt, sample_every=config.sample_every, y0=y0)
+                  for y0 in starts]
+    anchor, scale, selection = _select(config, series, splits, stages, log)
+    models = [_model(config, config.seed + k, anchor, scale) for k in range(config.seeds)]
+    planes = _planes(config, models, series, splits, stages, log)
+    verdicts = {name: plane_verdicts(p, config) for name, p in planes.items()}
+    preds = _extremes(config, planes, models, series, splits, stages)
+    scan = _anchor_scan(config, models, series, splits, stages)
+    baselines = _baselines(config, series, splits, stages)
+    forecast = _forecast(config, models, planes, stages)
+    lyap = _lyapunov(config, models, series, stages) if config.lyapunov else None
+    dev = jax.devices()[0]
+    return LorenzResult(
+        config=config, anchor=anchor, encoding_scale=scale, selection=selection,
+        betas=config.betas, planes=planes, verdicts=verdicts, preds=preds,
+        series_raw=np.asarray(series[0].raw), ts=np.asarray(series[0].ts), anchor_scan=scan,
+        baselines=baselines, forecast=forecast, lyapunov=lyap, timing=stages.seconds,
+        cpu_timing=stages.cpu_seconds,
+        device={"platform": dev.platform, "kind": dev.device_kind, "count": jax.device_count()})

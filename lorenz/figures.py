@@ -10,12 +10,12 @@ __all__ = ["arrow_angle", "write_figures"]
 
 
 def arrow_angle(phi_x, phi_y):
-    """Arrow angle (radians) encoding phi_Y - phi_X: 0 (right) when X alone explains the
-    readout, pi/2 (up) when Y does, pi/4 when the attributions balance. It is
-    pi/4 (1 + d) with d = (phi_Y - phi_X) / (|phi_X| + |phi_Y|) in [-1, 1]."""
+    """Arrow angle (radians) in [-pi/2, pi/2] drawing phi_Y - phi_X as the paper does: 0
+    (right) when the attributions balance, pi/2 (up) when Y alone explains the readout, -pi/2
+    (down) when X does. It is pi/2 d with d = (phi_Y - phi_X) / (|phi_X| + |phi_Y|)."""
     phi_x, phi_y = np.asarray(phi_x), np.asarray(phi_y)
     d = (phi_y - phi_x) / np.maximum(np.abs(phi_x) + np.abs(phi_y), 1e-12)
-    return np.pi / 4 * (1 + d)
+    return np.pi / 2 * d
 
 
 def _plt():
@@ -47,13 +47,14 @@ def phase_map(path, betas, nmse, phi):
     fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
     im = ax.imshow(np.log10(nmse), origin="lower", cmap="viridis_r", extent=_log_extent(betas),
                    aspect="auto")
-    fig.colorbar(im, ax=ax, label="log10 NMSE (test)")
+    fig.colorbar(im, ax=ax, label="log10 NMSE (test, geometric mean over replications)")
     angle = arrow_angle(phi[..., 0], phi[..., 1])
     xx, yy = np.meshgrid(lb, lb)  # rows: beta_self, columns: beta_cross
     ax.quiver(xx, yy, np.cos(angle), np.sin(angle), angles="uv", pivot="middle", color="w",
               scale=1.6 * len(betas), width=0.004)
     ax.set(xlabel="log10 beta_cross", ylabel="log10 beta_self",
-           title="observer NMSE; arrows: right = X dominates, up = Y, 45 deg = balanced")
+           title="observer NMSE; arrows (v = -log10 NMSE): right = balanced, up = Y "
+                 "dominates, down = X")
     ax.title.set_fontsize(9)
     _save(fig, path)
 
@@ -135,20 +136,25 @@ def echo(path, preds):
     _save(fig, path)
 
 
-def write_figures(out: Path, arrays: dict) -> list[str]:
-    """The experiment's figures in ``out``; returns their file names."""
+def write_figures(out: Path, res) -> list[str]:
+    """The experiment's figures from a ``LorenzResult`` in ``out``; returns their file names."""
     out = Path(out)
-    betas, raw, test, preds = arrays["betas"], arrays["series_raw"], arrays["test"], arrays["preds"]
+    betas, raw, preds = res.betas, res.series_raw, res.preds
+    c = res.config
+    test = slice(c.washout + c.train + c.val, c.washout + c.train + c.val + c.test)
     names = []
-    for reading, plane in arrays["planes"].items():
-        phase_map(out / f"phase_map_{reading}.png", betas, plane["nmse"], plane["phi"])
-        shapley_map(out / f"shapley_{reading}.png", betas, plane["phi"])
-        lyapunov_map(out / f"lyapunov_{reading}.png", betas, plane["lyapunov"],
-                     f"largest conditional Lyapunov exponent ({reading} coupling)")
-        names += [f"phase_map_{reading}.png", f"shapley_{reading}.png",
-                  f"lyapunov_{reading}.png"]
-    prediction(out / "prediction.png", arrays["ts"], raw[:, 2], preds, test)
+    for reading, plane in res.planes.items():
+        nmse = np.exp(np.log(plane.obs.test[..., 0]).mean((0, 1)))
+        phi = plane.obs.phi("log").mean((0, 1))
+        phase_map(out / f"phase_map_{reading}.png", betas, nmse, phi)
+        shapley_map(out / f"shapley_{reading}.png", betas, phi)
+        names += [f"phase_map_{reading}.png", f"shapley_{reading}.png"]
+        if res.lyapunov is not None:
+            lyapunov_map(out / f"lyapunov_{reading}.png", betas, res.lyapunov[reading],
+                         f"largest conditional Lyapunov exponent ({reading} coupling)")
+            names.append(f"lyapunov_{reading}.png")
+    prediction(out / "prediction.png", res.ts, raw[:, 2], preds, test)
     attractor(out / "attractor.png", raw, preds["best"]["z_hat"], test)
-    anchor_scan(out / "anchor.png", arrays["anchor_scan"])
+    anchor_scan(out / "anchor.png", res.anchor_scan)
     echo(out / "echo.png", preds)
     return names + ["prediction.png", "attractor.png", "anchor.png", "echo.png"]

@@ -1,8 +1,9 @@
 """Autonomous (closed-loop) forecasting of Lorenz-63 and the valid prediction time.
 
-Both forecasters learn the one-sample increment u(t + delta) - u(t) of the standardised state
-u = (x, y, z) by ridge (regularisation chosen on the validation split), then run on their own
-predictions from several starts in the test split:
+Every forecaster gets the same inputs, x and y (``baselines.forecast_targets``): its ridge
+readout (regularisation chosen on the validation split) learns the one-sample increments of x
+and y and z itself; from several starts in the test split it then runs on its own x, y and reads
+z out of its state:
 
 * NG-RC and an echo-state network (reservoirpy, in ``lorenz.baselines``, re-exported here);
 * the surrogate: population X driven by x, Y by y; features sin/cos of its phases. In closed
@@ -21,9 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import surrogate as sg
-from lorenz.baselines import esn_forecast, ngrc_forecast  # noqa: F401 (re-exported)
+from lorenz.baselines import (  # noqa: F401 (the forecasters re-exported)
+    FORECAST_LAMBDAS,
+    forecast_targets,
+    esn_forecast,
+    ngrc_forecast,
+)
 from lorenz.data import LYAPUNOV_TIME, LorenzSeries, Splits
-from lorenz.observer import features, observer_statistics
+from lorenz.lanes import lane_statistics
+from lorenz.observer import driven, features
 from lorenz.readout import fit_ridge
 
 __all__ = [
@@ -58,29 +65,40 @@ def forecast_starts(splits: Splits, n_starts: int, horizon: int) -> np.ndarray:
     return np.linspace(test.start, last, n_starts).round().astype(int)
 
 
-@functools.partial(jax.jit, static_argnames=("splits", "horizon"))
-def surrogate_forecast(sur: sg.Surrogate, theta0: jax.Array, series: LorenzSeries,
-                       splits: Splits, starts, horizon: int):
-    """Surrogate closed-loop forecasts from each start: (n_starts, horizon, 3), and the fit."""
-    u = series.u
-    du = jnp.concatenate([u[1:] - u[:-1], jnp.zeros((1, 3), u.dtype)])
-    stats = observer_statistics(sur, theta0, series, splits, targets=du)
-    fit = fit_ridge(stats)
-    # Teacher-forced phases at every sample, to start the closed loop from.
-    driven = sur.replace(drive=sg.make_drive(series.ts, u[:, :2].astype(sur.dtype)))
-    thetas = sg.simulate(driven, theta0, dt=series.delta, n_steps=u.shape[0] - 1).ys
-    delta = series.delta
-
+@functools.partial(jax.jit, static_argnames=("horizon",))
+def _closed_loop(sur, thetas, u, w, b, starts, delta, horizon: int):
+    """(n_starts, horizon, 3) closed-loop runs from the teacher-forced phases at ``starts``."""
     def run(start):
         def step(carry, _):
             theta, ut = carry
-            nxt = ut + features(theta).astype(fit.w.dtype) @ fit.w + fit.b
+            o = features(theta) @ w + b  # increments of x, y and z itself (forecast_targets)
+            nxt = jnp.concatenate([ut[:2] + o[:2], o[2:]])
             drive = sg.make_drive(jnp.asarray([0.0, delta], sur.dtype),
                                   jnp.stack([ut[:2], nxt[:2]]).astype(sur.dtype))
-            theta = sg.simulate(sur.replace(drive=drive), theta, dt=delta, n_steps=1).ys[-1]
+            theta = sg.fold(sur.replace(drive=drive), theta, (), lambda a, i, t: a, dt=delta,
+                            n_steps=1, field=sg.Sparse()).y1
             return (theta, nxt), nxt
 
-        return jax.lax.scan(step, (thetas[start], u[start].astype(fit.w.dtype)), None,
-                            length=horizon)[1]
+        return jax.lax.scan(step, (thetas[start], u[start]), None, length=horizon)[1]
 
-    return jax.vmap(run)(jnp.asarray(starts)), fit
+    return jax.vmap(run)(starts)
+
+
+def surrogate_forecast(sur: sg.Surrogate, theta0: jax.Array, series: LorenzSeries,
+                       splits: Splits, starts, horizon: int) -> np.ndarray:
+    """Surrogate closed-loop forecasts from each start: (n_starts, horizon, 3).
+
+    The readout of the increments is fitted from the batched engine's statistics
+    (``lorenz.lanes``, one lane) by ``readout.fit_ridge``; the starts run side by side.
+    """
+    u, targets, _ = forecast_targets(series, splits)
+    du = np.concatenate([targets, np.zeros((1, 3))])
+    xy = jnp.asarray(series.u[None, :, :2], sur.dtype)
+    ls = lane_statistics(sur, sur.params, theta0, xy, du[None], splits, delta=series.delta)
+    fit = fit_ridge(jax.tree.map(lambda x: x[0, 0], ls.stats), lambdas=FORECAST_LAMBDAS)
+    thetas = sg.simulate(driven(sur, series), theta0, dt=series.delta,
+                         n_steps=u.shape[0] - 1, field=sg.Sparse()).ys
+    dtype = sur.dtype
+    return np.asarray(_closed_loop(sur, thetas, jnp.asarray(u, dtype),
+                                   jnp.asarray(fit.w, dtype), jnp.asarray(fit.b, dtype),
+                                   jnp.asarray(np.asarray(starts)), series.delta, horizon))

@@ -13,22 +13,24 @@ phi_X = 1/2 [(v{X} - v{}) + (v{X,Y} - v{Y})].
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 import surrogate as sg
 from lorenz.data import LorenzSeries, Splits
-from lorenz.readout import NormalEquations, accumulate, fit_ridge, shapley_values, stats_dtype
+from lorenz.readout import NormalEquations, accumulate, fit_ridge, shapley2, stats_dtype
 
 __all__ = [
     "features",
     "modality_masks",
+    "modality_features",
     "observer_statistics",
+    "COALITIONS",
     "ObserverResult",
     "evaluate_observer",
-    "observer_point",
     "surrogate_features",
     "driven",
 ]
@@ -93,65 +95,71 @@ def observer_statistics(
     def body(carry, xs):
         theta, stats = carry
         k, split, zk = xs
-        traj = sg.simulate(forced, theta, dt=dt, n_steps=block, t0=k * block * dt)
-        f = features(traj.ys[1:]).astype(stats_dtype())
-        return (traj.ys[-1], accumulate(stats, split, f, zk)), None
+        sol = sg.fold(forced, theta, jnp.zeros((block, 2 * theta.shape[-1]), theta.dtype),
+                      lambda acc, i, th: acc.at[i - 1].set(features(th)), dt=dt,
+                      n_steps=block, t0=(k * block).astype(sur.dtype) * jnp.asarray(dt, sur.dtype),
+                      field=sg.Sparse())
+        return (sol.y1, accumulate(stats, split, sol.acc.astype(stats_dtype()), zk)), None
 
     (_, stats), _ = jax.lax.scan(body, (jnp.asarray(theta0, sur.dtype), init),
                                  (jnp.arange(n_blocks), ids, zb))
     return stats
 
 
-@struct.dataclass
+#: Coalitions of the two modalities, in the order of ``ObserverResult`` rows.
+COALITIONS = ("xy", "x", "y")
+
+
+@dataclasses.dataclass(frozen=True)
 class ObserverResult:
-    """Observer scores of one parameter point (NMSE on test, per target averaged).
+    """Observer scores (NumPy float64; leading axes ``...`` as the statistics').
 
-    nmse: full readout; nmse_x / nmse_y: readout on one modality; phi: (2,) Shapley values
-    (phi_X, phi_Y); lam: chosen regularisation of the full readout; nmse_val: full readout on
-    validation.
+    nmse: (..., 3, 3) NMSE per coalition ({X, Y}, {X}, {Y}) and split (train, val, test) of the
+    readout retrained on that coalition's features; lam, edge: (..., 3) the regularisation
+    chosen on validation per coalition and whether it is at an end of the grid.
     """
 
-    nmse: jax.Array
-    nmse_x: jax.Array
-    nmse_y: jax.Array
-    phi: jax.Array
-    lam: jax.Array
-    nmse_val: jax.Array
+    nmse: np.ndarray
+    lam: np.ndarray
+    edge: np.ndarray
+
+    @property
+    def test(self) -> np.ndarray:
+        """(..., 3) test NMSE per coalition."""
+        return self.nmse[..., 2]
+
+    @property
+    def val(self) -> np.ndarray:
+        """(..., 3) validation NMSE per coalition."""
+        return self.nmse[..., 1]
+
+    def phi(self, value: str = "log") -> np.ndarray:
+        """(..., 2) Shapley values (phi_X, phi_Y) on test under v(S) = -log10 NMSE(S),
+        v({}) = 0 (``"log"``, scale-free) or v(S) = -NMSE(S), v({}) = -1 (``"neg"``)."""
+        t = self.test
+        if value == "log":
+            v = -np.log10(np.maximum(t, 1e-300))
+            return shapley2(v[..., 1], v[..., 2], v[..., 0], 0.0)
+        if value == "neg":
+            return shapley2(-t[..., 1], -t[..., 2], -t[..., 0], -1.0)
+        raise ValueError(f"value must be 'log' or 'neg', got {value!r}")
 
 
-def evaluate_observer(stats: NormalEquations, masks: jax.Array) -> ObserverResult:
-    """Ridge readouts for all modality subsets and the Shapley values, from statistics.
-
-    The three non-empty coalitions are fitted as one batch (one batched eigendecomposition):
-    independent batched ``eigh`` calls side by side deadlocked XLA:CPU's thread pool under
-    ``vmap`` over many points.
-    """
-    masks = jnp.asarray(masks, stats.G.dtype)
-    coalitions = ((1, 1), (1, 0), (0, 1))  # {X, Y}, {X}, {Y}
-    feats = jnp.clip(jnp.asarray(coalitions, masks.dtype) @ masks, 0, 1)  # (3, F)
-    fits = jax.vmap(lambda m: fit_ridge(stats, m))(feats)
-    test = fits.nmse[:, 2].mean(-1)  # (3,) test NMSE per coalition
-
-    def value(m):  # v(S) at a 0/1 player mask (its multilinear extension), v(empty) = -1
-        x, y = m[0], m[1]
-        return -(x * y * test[0] + x * (1 - y) * test[1] + (1 - x) * y * test[2]
-                 + (1 - x) * (1 - y))
-
-    phi = shapley_values(value, 2)
-    return ObserverResult(
-        nmse=test[0],
-        nmse_x=test[1],
-        nmse_y=test[2],
-        phi=phi,
-        lam=fits.lam[0].mean(),
-        nmse_val=fits.nmse[0, 1].mean(),
-    )
+def modality_features(net: sg.Network) -> list[np.ndarray]:
+    """Feature indices (sin and cos) of each modality: a list of M int arrays."""
+    pop, n = np.asarray(net.population), net.n
+    return [np.concatenate([np.flatnonzero(pop == m), np.flatnonzero(pop == m) + n])
+            for m in range(net.n_populations)]
 
 
-def observer_point(sur, theta0, series, splits, *, block: int = 50) -> ObserverResult:
-    """Statistics and scores of one surrogate (jit/vmap over parameters at the call site)."""
-    stats = observer_statistics(sur, theta0, series, splits, block=block)
-    return evaluate_observer(stats, modality_masks(sur.network))
+def evaluate_observer(stats: NormalEquations, groups: list[np.ndarray]) -> ObserverResult:
+    """Ridge readouts (``readout.fit_ridge``, float64) of the coalitions {X, Y}, {X}, {Y} from
+    the statistics (..., 3 splits, F, F) of one target; ``groups`` the features of X and Y."""
+    subsets = (np.concatenate(groups), groups[0], groups[1])
+    fits = [fit_ridge(stats, idx) for idx in subsets]
+    return ObserverResult(nmse=np.stack([f.nmse.mean(-1) for f in fits], -2),
+                          lam=np.stack([f.lam[..., 0] for f in fits], -1),
+                          edge=np.stack([f.edge[..., 0] for f in fits], -1))
 
 
 def surrogate_features(sur, theta0, series) -> jax.Array:

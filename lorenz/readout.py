@@ -1,4 +1,4 @@
-"""Ridge readout from sufficient statistics, and dynamical Shapley values of feature groups.
+"""Ridge readout from sufficient statistics, and the two-player Shapley values.
 
 A linear readout z_hat = w . f + b is fitted by ridge regression. Everything it needs is in the
 *normal equations* of each split, accumulated as features stream past (nothing stored over time):
@@ -6,25 +6,26 @@ A linear readout z_hat = w . f + b is fitted by ridge regression. Everything it 
     G = sum_t f_t f_t^T  (F, F),   h = sum_t f_t z_t  (F, Z),   s = sum_t f_t  (F,),
     zz = sum_t z_t^2  (Z,),        zs = sum_t z_t  (Z,),         n = number of samples.
 
-The readout is fitted on the train split with the features centred (the bias is not penalised):
-w = (C + lam n I)^-1 c, C = G - n mu mu^T, c = h - n mu zbar, for every lam of a grid at once
-by one Cholesky factorisation per lam; lam is chosen by the validation NMSE, and the NMSE of the
-held-out split is computed from its own statistics (an exact quadratic form, so no predictions
-are needed). NMSE = mean((z_hat - z)^2) / var(z), per target.
+``fit_ridge`` is the project's one ridge readout (the observer planes, the baselines and the
+forecasters call it). It computes in NumPy float64 whatever the process-wide JAX flags: the
+readout is fitted on the train split with the features centred (the bias is not penalised),
+w = (C + lam scale I)^-1 c with C = G - n mu mu^T, c = h - n mu zbar, scale = tr C / F, for every
+lam of ``LAMBDAS`` at once from one eigendecomposition of C. lam is chosen per target by the
+validation NMSE; a choice at either end of the grid is flagged (``RidgeFit.edge``). The NMSE of
+a split comes from its statistics as the mean squared residual about the split's own means,
+sum (r - rbar)^2 + n rbar^2 with r = w.f + b - z, which cancels far less than the raw quadratic
+form. NMSE = mean((z_hat - z)^2) / var(z), per target.
 
-Feature groups (modalities) are selected by a 0/1 mask over features: the masked problem is the
-ridge problem on those features only, so Shapley values of the groups follow from one set of
-statistics (docs/lorenz.md): v(S) = -NMSE(S), v(empty) = -1.
+Leaves may carry leading batch axes (points, replications): ``fit_ridge`` broadcasts over them.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import math
+import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 __all__ = [
@@ -33,34 +34,35 @@ __all__ = [
     "accumulate",
     "RidgeFit",
     "fit_ridge",
-    "spd_solve",
     "nmse",
     "predict",
-    "shapley_values",
-    "DEFAULT_LAMBDAS",
+    "shapley2",
+    "LAMBDAS",
     "stats_dtype",
 ]
 
-#: Regularisation grid (relative to the number of training samples).
-DEFAULT_LAMBDAS = tuple(10.0 ** k for k in range(-9, 2))
+#: Regularisation grid (relative to the mean feature variance times n): wide enough that the
+#: choice is interior on the experiment's data (an edge choice is flagged).
+LAMBDAS = tuple(10.0 ** k for k in range(-16, 3))
 
 
 def stats_dtype():
-    """float64 when JAX has x64 enabled, else float32: the dtype of readout statistics (the
-    quadratic forms of the NMSE cancel strongly, so float64 is used whenever available)."""
+    """float64 when JAX has x64 enabled, else float32: the dtype of the streamed JAX statistics
+    of ``lorenz.observer.observer_statistics`` (the differentiable path of ``lorenz.bias``)."""
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
 @struct.dataclass
 class NormalEquations:
-    """Sufficient statistics of least squares for S splits, F features, Z targets (module doc)."""
+    """Sufficient statistics of least squares for S splits, F features, Z targets (module doc);
+    leaves may have leading batch axes."""
 
-    G: jax.Array  # (S, F, F)
-    h: jax.Array  # (S, F, Z)
-    s: jax.Array  # (S, F)
-    zz: jax.Array  # (S, Z)
-    zs: jax.Array  # (S, Z)
-    n: jax.Array  # (S,)
+    G: jax.Array  # (..., S, F, F)
+    h: jax.Array  # (..., S, F, Z)
+    s: jax.Array  # (..., S, F)
+    zz: jax.Array  # (..., S, Z)
+    zs: jax.Array  # (..., S, Z)
+    n: jax.Array  # (..., S)
 
     @classmethod
     def zeros(cls, n_splits: int, n_features: int, n_targets: int, dtype=jnp.float32):
@@ -69,10 +71,19 @@ class NormalEquations:
                    s=z(n_splits, n_features), zz=z(n_splits, n_targets),
                    zs=z(n_splits, n_targets), n=z(n_splits))
 
+    @classmethod
+    def from_gram(cls, gram: np.ndarray, n_targets: int) -> NormalEquations:
+        """Statistics from the Gram matrix (..., S, F + 1 + Z, F + 1 + Z) of [f, 1, z]."""
+        f = gram.shape[-1] - 1 - n_targets
+        return cls(G=gram[..., :f, :f], h=gram[..., :f, f + 1:], s=gram[..., :f, f],
+                   zz=np.diagonal(gram[..., f + 1:, f + 1:], axis1=-2, axis2=-1),
+                   zs=gram[..., f, f + 1:], n=gram[..., f, f])
+
 
 def accumulate(stats: NormalEquations, split: jax.Array, f: jax.Array, z: jax.Array,
                ) -> NormalEquations:
-    """Add samples f (T, F), z (T, Z) with split ids ``split`` (T,) (-1: skip) to ``stats``."""
+    """Add samples f (T, F), z (T, Z) with split ids ``split`` (T,) (-1: skip) to ``stats``
+    (JAX, traceable: the streamed statistics of ``observer_statistics``)."""
     onehot = jax.nn.one_hot(split, stats.n.shape[0], dtype=f.dtype)  # (T, S); -1 -> zeros
     hi = jax.lax.Precision.HIGHEST
     fw = onehot[:, :, None] * f[:, None, :]  # (T, S, F)
@@ -86,29 +97,87 @@ def accumulate(stats: NormalEquations, split: jax.Array, f: jax.Array, z: jax.Ar
     )
 
 
-def normal_equations(f: jax.Array, z: jax.Array, split: jax.Array, n_splits: int = 3):
-    """Statistics of stored features f (T, F) and targets z (T, Z) with split ids (T,)."""
-    init = NormalEquations.zeros(n_splits, f.shape[-1], z.shape[-1], f.dtype)
-    return accumulate(init, split, f, z)
+def normal_equations(f, z, split, n_splits: int = 3) -> NormalEquations:
+    """float64 NumPy statistics of stored features f (T, F), targets z (T, Z), split ids (T,)
+    (-1: skipped), one matrix product of [f, 1, z] per split."""
+    f, z, split = np.asarray(f, np.float64), np.asarray(z, np.float64), np.asarray(split)
+    x = np.concatenate([f, np.ones((f.shape[0], 1)), z], -1)
+    gram = np.stack([x[split == k].T @ x[split == k] for k in range(n_splits)])
+    return NormalEquations.from_gram(gram, z.shape[-1])
 
 
-@struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class RidgeFit:
-    """A fitted readout: weights (F, Z), bias (Z,), chosen lam (Z,), NMSE per split (S, Z)."""
+    """A fitted readout (NumPy float64; leading batch axes ``...`` as the statistics'):
+    weights (..., F, Z), bias (..., Z), chosen lam (..., Z), NMSE per split (..., S, Z),
+    ``edge`` (..., Z): lam at an end of the grid."""
 
-    w: jax.Array
-    b: jax.Array
-    lam: jax.Array
-    nmse: jax.Array
+    w: np.ndarray
+    b: np.ndarray
+    lam: np.ndarray
+    nmse: np.ndarray
+    edge: np.ndarray
 
 
-def _split(stats: NormalEquations, i: int):
-    return jax.tree.map(lambda x: x[i], stats)
+def _split_nmse(st: NormalEquations, w, b):
+    """(..., L, S, Z) NMSE per split of z_hat = f w + b for L readouts w (..., L, F, Z),
+    b (..., L, Z): the residual r = w.f + b - z about its split mean, plus n times that mean
+    squared."""
+    n = st.n[..., None, :, None]  # (..., 1, S, 1)
+    mu = st.s / st.n[..., None]  # (..., S, F)
+    zbar = st.zs / st.n[..., None]  # (..., S, Z)
+    C = st.G - st.n[..., None, None] * mu[..., :, None] * mu[..., None, :]
+    c = st.h - st.n[..., None, None] * mu[..., :, None] * zbar[..., None, :]
+    vz = (st.zz - st.n[..., None] * zbar ** 2)[..., None, :, :]  # (..., 1, S, Z) n var(z)
+    wq = w[..., :, None, :, :]  # (..., L, 1, F, Z)
+    Cw = C[..., None, :, :, :] @ wq  # (..., L, S, F, Z)
+    sse_c = np.sum(wq * (Cw - 2 * c[..., None, :, :, :]), -2) + vz
+    rbar = (mu[..., None, :, :] @ w) + b[..., :, None, :] - zbar[..., None, :, :]
+    return np.maximum(sse_c, 0) / vz + n * rbar ** 2 / vz
+
+
+def fit_ridge(stats: NormalEquations, features=None, lambdas=LAMBDAS, train: int = 0,
+              val: int = 1) -> RidgeFit:
+    """Ridge readout on the feature indices ``features`` (default all), lam chosen on ``val``
+    per target from ``lambdas``; float64 NumPy whatever the inputs' dtype (module doc).
+
+    Weights of features outside ``features`` are 0. ``nmse`` holds every split's NMSE at the
+    chosen lam.
+    """
+    st = jax.tree.map(lambda x: np.asarray(x, np.float64), stats)
+    n_feat = st.G.shape[-1]
+    idx = np.arange(n_feat) if features is None else np.asarray(features, int)
+    sub = NormalEquations(G=st.G[..., idx[:, None], idx], h=st.h[..., idx, :],
+                          s=st.s[..., idx], zz=st.zz, zs=st.zs, n=st.n)
+    axis = st.n.ndim - 1  # the split axis
+    tr = jax.tree.map(lambda x: np.take(x, train, axis), sub)
+    mu, zbar = tr.s / tr.n[..., None], tr.zs / tr.n[..., None]
+    C = tr.G - tr.n[..., None, None] * mu[..., :, None] * mu[..., None, :]
+    c = tr.h - tr.n[..., None, None] * mu[..., :, None] * zbar[..., None, :]
+    scale = np.trace(C, axis1=-2, axis2=-1) / idx.size  # (...)
+    e, V = np.linalg.eigh(C)
+    a = np.swapaxes(V, -1, -2) @ c  # (..., F, Z)
+    lams = np.asarray(lambdas, np.float64)
+    den = e[..., None, :, None] + lams[:, None, None] * scale[..., None, None, None]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ws = V[..., None, :, :] @ (a[..., None, :, :] / den)  # (..., L, F, Z)
+        bs = zbar[..., None, :] - np.einsum("...f,...lfz->...lz", mu, ws)
+        errs = _split_nmse(sub, ws, bs)  # (..., L, S, Z)
+    v = errs[..., val, :]
+    best = np.argmin(np.where(np.isfinite(v), v, np.inf), axis=-2)  # (..., Z)
+    take = lambda x: np.take_along_axis(x, best[..., None, None, :], -3)[..., 0, :, :]  # noqa
+    w_sub = take(ws)
+    w = np.zeros(w_sub.shape[:-2] + (n_feat, w_sub.shape[-1]))
+    w[..., idx, :] = w_sub
+    b = np.take_along_axis(bs, best[..., None, :], -2)[..., 0, :]
+    return RidgeFit(w=w, b=b, lam=lams[best], nmse=take(errs),
+                    edge=(best == 0) | (best == lams.size - 1))
 
 
 def nmse(stats: NormalEquations, split: int, w: jax.Array, b: jax.Array) -> jax.Array:
-    """(Z,) NMSE of z_hat = f w + b on one split, from its statistics alone."""
-    st = _split(stats, split)
+    """(Z,) NMSE of z_hat = f w + b on one split, from its statistics alone (JAX, traceable:
+    the differentiable fixed-lam readout of ``lorenz.bias``)."""
+    st = jax.tree.map(lambda x: x[split], stats)
     n = st.n
     # sum (w.f + b - z)^2 = w'Gw + 2 b w's + n b^2 - 2 w'h - 2 b zs + zz
     sse = (jnp.einsum("fz,fg,gz->z", w, st.G, w) + 2 * b * (w.T @ st.s) + n * b * b
@@ -117,94 +186,16 @@ def nmse(stats: NormalEquations, split: int, w: jax.Array, b: jax.Array) -> jax.
     return jnp.maximum(sse, 0) / (n * var)
 
 
-def spd_solve(A: jax.Array, B: jax.Array) -> jax.Array:
-    """x = A^-1 B for a symmetric positive definite A (F, F), B (F, Z), by Cholesky in plain
-    XLA ops (column loop, matrix-vector products).
-
-    Not ``jax.scipy.linalg.cho_solve``: jaxlib's CPU LAPACK kernels split a batch over XLA's
-    intra-op thread pool and block until it is done, so two of them running at once (one per
-    CPU device of a sharded sweep, or two independent calls in one program) wait for each other
-    forever on a 2-core machine (seen with gdb: both pool threads in ParallelBatchMap).
-    """
-    n = A.shape[0]
-    rows = jnp.arange(n)
-
-    def column(j, L):  # left-looking: column j from the columns < j (zero elsewhere)
-        v = A[:, j] - L @ L[j]
-        return L.at[:, j].set(jnp.where(rows >= j, v / jnp.sqrt(v[j]), 0))
-
-    L = jax.lax.fori_loop(0, n, column, jnp.zeros_like(A))
-    diag = jnp.diagonal(L)
-
-    def forward(i, y):  # L y = B
-        return y.at[i].set((B[i] - L[i] @ y) / diag[i])
-
-    def backward(k, x):  # L^T x = y
-        i = n - 1 - k
-        return x.at[i].set((y[i] - L[:, i] @ x) / diag[i])
-
-    y = jax.lax.fori_loop(0, n, forward, jnp.zeros_like(B))
-    return jax.lax.fori_loop(0, n, backward, jnp.zeros_like(B))
+def predict(fit: RidgeFit, f) -> np.ndarray:
+    """z_hat (..., T, Z) from features f (..., T, F)."""
+    return np.asarray(f, np.float64) @ fit.w + fit.b[..., None, :]
 
 
-@functools.partial(jax.jit, static_argnames=("lambdas", "train", "val"))
-def fit_ridge(
-    stats: NormalEquations,
-    mask: jax.Array | None = None,
-    lambdas=DEFAULT_LAMBDAS,
-    train: int = 0,
-    val: int = 1,
-) -> RidgeFit:
-    """Ridge readout on the features where ``mask`` (F,) is 1, lam chosen on ``val`` per target.
-
-    ``nmse`` of the result holds every split's NMSE at the chosen lam.
-    """
-    st = _split(stats, train)
-    n_feat = st.G.shape[0]
-    m = jnp.ones((n_feat,), st.G.dtype) if mask is None else jnp.asarray(mask, st.G.dtype)
-    mu = st.s / st.n
-    zbar = st.zs / st.n
-    C = st.G - st.n * jnp.outer(mu, mu)
-    c = st.h - st.n * mu[:, None] * zbar[None, :]
-    # Masked-out features: zero coupling, unit diagonal, zero right-hand side -> zero weights.
-    C = C * jnp.outer(m, m) + jnp.diag(1 - m)
-    c = c * m[:, None]
-    scale = jnp.trace(C) / n_feat  # lam is relative to the mean feature variance times n
-    lams = jnp.asarray(lambdas, st.G.dtype)
-    eye = jnp.eye(n_feat, dtype=C.dtype)
-
-    def solve(lam):  # one Cholesky per lam: far cheaper than eigh on XLA:CPU, batches well
-        w = spd_solve(C + lam * scale * eye, c)
-        w = w * m[:, None]
-        return w, zbar - mu @ w
-
-    ws, bs = jax.vmap(solve)(lams)  # (L, F, Z), (L, Z)
-    val_err = jax.vmap(lambda w, b: nmse(stats, val, w, b))(ws, bs)  # (L, Z)
-    best = jnp.argmin(jnp.where(jnp.isfinite(val_err), val_err, jnp.inf), axis=0)  # (Z,)
-    w = jnp.take_along_axis(ws, best[None, None, :], 0)[0]
-    b = jnp.take_along_axis(bs, best[None, :], 0)[0]
-    errs = jnp.stack([nmse(stats, i, w, b) for i in range(stats.n.shape[0])])
-    return RidgeFit(w=w, b=b, lam=lams[best], nmse=errs)
-
-
-def predict(fit: RidgeFit, f: jax.Array) -> jax.Array:
-    """z_hat (T, Z) from features f (T, F)."""
-    return f @ fit.w + fit.b
-
-
-def shapley_values(value, n_players: int) -> jax.Array:
-    """Exact Shapley values (n_players,) of a game ``value(mask) -> scalar``, mask (n,) 0/1.
-
-    phi_i = sum over S not containing i of |S|! (n - |S| - 1)! / n! [v(S + i) - v(S)];
-    they sum to v(all) - v(empty) (efficiency). ``value`` is called once per coalition.
-    """
-    coalitions = [frozenset(c) for r in range(n_players + 1)
-                  for c in itertools.combinations(range(n_players), r)]
-    v = {c: value(jnp.asarray([float(j in c) for j in range(n_players)])) for c in coalitions}
-    fact = math.factorial
-    phi = []
-    for i in range(n_players):
-        terms = [fact(len(c)) * fact(n_players - len(c) - 1) / fact(n_players) * (v[c | {i}] - v[c])
-                 for c in coalitions if i not in c]
-        phi.append(sum(terms))
-    return jnp.stack(phi)
+def shapley2(v_x, v_y, v_xy, v_empty=0.0) -> np.ndarray:
+    """Exact two-player Shapley values (..., 2) = (phi_X, phi_Y) of a game with values v({X}),
+    v({Y}), v({X, Y}), v({}): phi_X = [(v_X - v_0) + (v_XY - v_Y)] / 2; they sum to
+    v_XY - v_0 (efficiency)."""
+    v_x, v_y, v_xy = (np.asarray(v, np.float64) for v in (v_x, v_y, v_xy))
+    phi_x = 0.5 * ((v_x - v_empty) + (v_xy - v_y))
+    phi_y = 0.5 * ((v_y - v_empty) + (v_xy - v_x))
+    return np.stack([phi_x, phi_y], -1)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "bundle": ("Bundle", "BundleError", "EncoderBlocks", "FORMAT_VERSION", "bundles_equal", "load_bundle",
-               "make_bundle", "save_bundle", "validate_bundle"),
+    "bundle": ("Bundle", "BundleError", "EncoderBlocks", "FORMAT_VERSION", "bundles_equal",
+               "load_bundle", "make_bundle", "save_bundle", "validate_bundle"),
     "modality": ("MODALITIES", "ModalitySpec", "spans", "spec_from_config", "token_modality"),
     "capture": ("CAPTURE_IMPLEMENTATION", "CapturePlan", "CaptureResult", "capture_attention",
                 "capturing", "register_capture"),
@@ -31,11 +31,13 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["Adapter", "BatchItem", "Bundle", "BundleError", "CAPTURE_IMPLEMENTATION",
-    "CapturePlan", "CaptureResult", "EncoderBlocks", "FORMAT_VERSION", "Gemma3nAdapter", "GenericAdapter",
-    "Intervention", "MODALITIES", "ModalitySpec", "Prompt", "QwenOmniAdapter", "bundles_equal",
-    "capture_attention", "capture_prompt", "capturing", "file_sha256", "intervening", "load_adapter",
+    "CapturePlan", "CaptureResult", "EncoderBlocks", "FORMAT_VERSION", "Gemma3nAdapter",
+    "GenericAdapter", "Intervention", "MODALITIES", "ModalitySpec", "Prompt", "QwenOmniAdapter",
+    "bundles_equal", "capture_attention", "capture_prompt", "capturing", "file_sha256",
+    "intervening", "load_adapter",
     "load_audio", "load_bundle", "load_frames_folder", "load_image", "load_video_frames",
-    "make_bundle", "parse_intervention", "plot_bundle", "probe", "probe_files", "read_manifest", "register_capture",
+    "make_bundle", "parse_intervention", "plot_bundle", "probe", "probe_files", "read_manifest",
+    "register_capture",
     "resolve_query_set", "run_batch", "save_bundle", "spans", "spec_from_config",
     "token_modality", "validate_bundle"]
 

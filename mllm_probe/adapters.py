@@ -1,4 +1,5 @@
-"""Model adapters: load a model and its processor, build inputs, report the modality of every position.
+"""Model adapters: load a model and its processor, build inputs, report the modality of every
+position.
 
 `load_adapter` picks the adapter from the config's ``model_type``: Qwen2.5-Omni (the thinker, which
 answers in text), Gemma 3n, or a generic adapter for any Hugging Face causal LM or encoder given
@@ -48,7 +49,8 @@ def config_hash(config) -> str:
 
 
 class Adapter:
-    """A loaded model with its processor and modality spec; subclasses know the conversation format."""
+    """A loaded model with its processor and modality spec; subclasses know the conversation
+    format."""
 
     architecture = "generic"
 
@@ -182,10 +184,12 @@ class Adapter:
         inputs["input_ids"] = torch.cat([inputs["input_ids"], answer], dim=1)
         for key in ("attention_mask", "token_type_ids", "mm_token_type_ids"):
             if key in inputs:
-                fill = torch.ones_like(answer) if key == "attention_mask" else torch.zeros_like(answer)
+                fill = (torch.ones_like(answer) if key == "attention_mask"
+                        else torch.zeros_like(answer))
                 inputs[key] = torch.cat([inputs[key], fill.to(inputs[key].dtype)], dim=1)
         ids = np.concatenate([prompt.input_ids, np.asarray(answer_ids, dtype=np.int64)])
-        return Prompt(inputs, ids, token_modality(ids, self.spec), prompt.prompt_length, prompt.text)
+        return Prompt(inputs, ids, token_modality(ids, self.spec), prompt.prompt_length,
+                      prompt.text)
 
 
 class QwenOmniAdapter(Adapter):
@@ -221,8 +225,8 @@ class QwenOmniAdapter(Adapter):
                      video_fps: float | None = None):
         """As `Adapter.build_inputs`; ``audio_in_video``: ``audio`` is the track of ``video`` and
         their tokens interleave in time chunks (the model card's ``use_audio_in_video``);
-        ``video_fps``: frame rate of (F, 3, H, W) frames sampled and sized already (qwen-omni-utils):
-        the processor neither resamples nor resizes them."""
+        ``video_fps``: frame rate of (F, 3, H, W) frames sampled and sized already
+        (qwen-omni-utils): the processor neither resamples nor resizes them."""
         if not audio_in_video and video_fps is None:
             return super().build_inputs(text, audio=audio, video=video, image=image,
                                         system=system, processor_kwargs=processor_kwargs)

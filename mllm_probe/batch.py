@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -42,6 +43,30 @@ def _checked_id(item_id: str, where: str) -> str:
     return item_id
 
 
+def read_csv_rows(path, what: str = "manifest") -> tuple[list[str], list[tuple[int, dict]]]:
+    """(columns, [(line, row)]) of a CSV file with a header; ValueError naming ``what``, the
+    file and the line for bytes that are not UTF-8 or rows the CSV reader refuses."""
+    where = f"{what} {os.fspath(path)!r}"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise ValueError(f"{where}: cannot read ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{where} line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x})"
+                         ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = list(reader.fieldnames or [])
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as err:
+        raise ValueError(f"{where} line {reader.line_num}: not a CSV row ({err})") from None
+    return columns, rows
+
+
 def read_manifest(path) -> list[BatchItem]:
     """Items of a CSV manifest; raises ValueError naming the file, line and column on bad rows."""
     path = os.fspath(path)
@@ -49,31 +74,29 @@ def read_manifest(path) -> list[BatchItem]:
         raise ValueError(f"manifest {path!r} does not exist")
     base = os.path.dirname(os.path.abspath(path))
     items, seen = [], set()
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        unknown = [c for c in columns if c not in MANIFEST_COLUMNS]
-        if "id" not in columns or unknown:
-            raise ValueError(f"manifest {path!r}: columns must include 'id' and be among "
-                             f"{MANIFEST_COLUMNS}, got {columns}")
-        for line, row in enumerate(reader, start=2):
-            item_id = _checked_id((row.get("id") or "").strip(), f"manifest {path!r} line {line}")
-            if item_id in seen:
-                raise ValueError(f"manifest {path!r} line {line}: duplicate id {item_id!r}")
-            seen.add(item_id)
-            fields = {}
-            for col in ("audio", "video", "frames", "image"):
-                value = (row.get(col) or "").strip()
-                if value:
-                    full = value if os.path.isabs(value) else os.path.join(base, value)
-                    if not os.path.exists(full):
-                        raise ValueError(f"manifest {path!r} line {line}, column {col!r}: "
-                                         f"{value!r} does not exist")
-                    fields[col] = full
-            if not fields:
-                raise ValueError(f"manifest {path!r} line {line}: item {item_id!r} has no input")
-            prompt = (row.get("prompt") or "").strip() or None
-            items.append(BatchItem(item_id, prompt=prompt, **fields))
+    columns, rows = read_csv_rows(path)
+    unknown = [c for c in columns if c not in MANIFEST_COLUMNS]
+    if "id" not in columns or unknown:
+        raise ValueError(f"manifest {path!r}: columns must include 'id' and be among "
+                         f"{MANIFEST_COLUMNS}, got {columns}")
+    for line, row in rows:
+        item_id = _checked_id((row.get("id") or "").strip(), f"manifest {path!r} line {line}")
+        if item_id in seen:
+            raise ValueError(f"manifest {path!r} line {line}: duplicate id {item_id!r}")
+        seen.add(item_id)
+        fields = {}
+        for col in ("audio", "video", "frames", "image"):
+            value = (row.get(col) or "").strip()
+            if value:
+                full = value if os.path.isabs(value) else os.path.join(base, value)
+                if not os.path.exists(full):
+                    raise ValueError(f"manifest {path!r} line {line}, column {col!r}: "
+                                     f"{value!r} does not exist")
+                fields[col] = full
+        if not fields:
+            raise ValueError(f"manifest {path!r} line {line}: item {item_id!r} has no input")
+        prompt = (row.get("prompt") or "").strip() or None
+        items.append(BatchItem(item_id, prompt=prompt, **fields))
     if not items:
         raise ValueError(f"manifest {path!r} lists no items")
     return items
@@ -142,4 +165,5 @@ def run_batch(items: Sequence[BatchItem], out_dir, probe_one: Callable[[BatchIte
     return report
 
 
-__all__ = ["BatchItem", "is_done", "read_manifest", "run_batch", "scan_folder"]
+__all__ = ["BatchItem", "is_done", "read_csv_rows", "read_manifest", "run_batch",
+           "scan_folder"]

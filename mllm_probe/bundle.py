@@ -471,3 +471,102 @@ __all__ = [
     "save_bundle",
     "validate_bundle",
 ]
+
+
+# ----------------------------------------------------------------------------- fit targets
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BlockShares:
+    """What a fit reads from a bundle: ``shares`` (L, M, M) row shares P*[l, a, b] among the kept
+    ``modalities``, ``weight`` (L, M) 0/1 (a row without query rows or without mass on the kept
+    modalities gets 0), ``token_counts`` (M,) tokens per kept modality, ``source`` (file)."""
+
+    shares: np.ndarray
+    weight: np.ndarray
+    modalities: tuple[str, ...]
+    token_counts: np.ndarray
+    source: str = "<in memory>"
+    surrogate: Mapping[str, Any] | None = None  # the writer's model, for bundles a surrogate wrote
+
+
+def block_shares(bundle: Bundle, modalities=("audio", "vision"), heads=None,
+                 source: str = "<in memory>") -> BlockShares:
+    """The row shares of the kept ``modalities``, averaged over ``heads`` (indices, default all)
+    and renormalised per row: P*[l, a, b] = m[l, a, b] / sum_{b' kept} m[l, a, b'].
+    Raises BundleError naming ``source`` and the field on a mismatch."""
+    modalities = tuple(modalities)
+    if len(modalities) < 2 or len(set(modalities)) != len(modalities):
+        raise BundleError(f"modalities must be >= 2 distinct names, got {list(modalities)}")
+    missing = [m for m in modalities if m not in bundle.modalities]
+    if missing:
+        raise _fail(source, "modalities", f"{missing} not among the bundle's modalities "
+                    f"{list(bundle.modalities)}")
+    cols = [bundle.modalities.index(m) for m in modalities]
+    mass = np.asarray(bundle.block_mass, np.float64)
+    if heads is not None:
+        heads = [int(h) for h in heads]
+        bad = [h for h in heads if not 0 <= h < bundle.num_heads]
+        if not heads or bad:
+            raise _fail(source, "block_mass", f"heads {heads} must be non-empty indices in "
+                        f"[0, {bundle.num_heads})")
+        mass = mass[:, heads]
+    sub = mass.mean(1)[:, cols][:, :, cols]  # (L, M, M)
+    total = sub.sum(-1)
+    counts = bundle.query_counts()[cols]
+    weight = (total > 1e-6) & (counts > 0)[None, :]
+    if not weight.any():
+        raise _fail(source, "query_index", f"no query row of {list(modalities)} puts attention "
+                    f"on these modalities (query set {dict(bundle.query_set)}); capture with a "
+                    f"query set that includes them, e.g. --query all")
+    shares = np.divide(sub, total[..., None], out=np.zeros_like(sub), where=weight[..., None])
+    tokens = np.bincount(bundle.token_modality, minlength=len(bundle.modalities))[cols]
+    hints = bundle.extra.get("surrogate") if isinstance(bundle.extra, Mapping) else None
+    return BlockShares(shares=shares, weight=weight.astype(np.float64), modalities=modalities,
+                       token_counts=tokens.astype(np.float64), source=source,
+                       surrogate=hints if isinstance(hints, Mapping) else None)
+
+
+def load_block_shares(path: str | os.PathLike, modalities=("audio", "vision"),
+                      heads=None) -> BlockShares:
+    """``block_shares`` of a bundle file."""
+    path = os.fspath(path)
+    return block_shares(load_bundle(path), modalities, heads, source=path)
+
+
+def shares_bundle(shares, modalities, token_counts, *, text_share: float = 0.2,
+                  num_heads: int = 2, head_jitter: float = 0.05,
+                  extra: Mapping[str, Any] | None = None,
+                  model: Mapping[str, Any] | None = None) -> Bundle:
+    """A bundle in the probe's format whose kept ``modalities`` carry the row shares ``shares``
+    (L, M, M) (e.g. a surrogate's modality attention): those rows are scaled by 1 -
+    ``text_share`` and the rest goes to 4 text tokens; head h carries the shares with
+    ``head_jitter`` (-1)^h min(P[..., 0], P[..., 1]) moved between the first two columns, so the
+    head mean of an even ``num_heads`` and the renormalisation of ``block_shares`` give back
+    ``shares``. ``token_counts`` (M,) tokens per kept modality; ``extra``: metadata."""
+    shares = np.asarray(shares, np.float64)
+    L, m = shares.shape[0], shares.shape[1]
+    mods = DEFAULT_MODALITIES
+    if len(modalities) != m or any(x not in mods for x in modalities):
+        raise BundleError(f"modalities {list(modalities)} must be {m} of {list(mods)}")
+    cols = [mods.index(x) for x in modalities]
+    heads = []
+    for h in range(num_heads):
+        p = shares.copy()
+        if num_heads > 1:
+            d = head_jitter * (-1) ** h * np.minimum(p[..., 0], p[..., 1])
+            p[..., 0] += d
+            p[..., 1] -= d
+        full = np.zeros((L, len(mods), len(mods)))
+        for i, a in enumerate(cols):
+            full[:, a, mods.index("text")] = text_share
+            for j, b in enumerate(cols):
+                full[:, a, b] = (1 - text_share) * p[:, i, j]
+        heads.append(full)
+    token_modality = np.concatenate(
+        [np.zeros(4, int)] + [np.full(int(s), mods.index(x))
+                              for s, x in zip(token_counts, modalities)])
+    return make_bundle(np.stack(heads, 1), mods, ("full_attention",) * L, token_modality,
+                       np.flatnonzero(token_modality > 0), query_set={"kind": "synthetic"},
+                       model=dict(model or {"id": "surrogate",
+                                            "architecture": "xmodal-surrogate"}),
+                       extra=dict(extra or {}))

@@ -1,6 +1,6 @@
 """Attention figure of a bundle: modality-block mass by layer, and a heatmap of one layer.
 
-Needs matplotlib (Agg backend) and no torch.
+Needs matplotlib (no backend is set: figures are drawn without pyplot) and no torch.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ def plot_bundle(bundle: Bundle, path: str | os.PathLike, *, layer: int | None = 
     """Write a PNG: left, head-mean mass from each query modality present to each key modality
     against layer; right, the (query modality x key modality) head-mean block of ``layer``
     (default: the last). Returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     L = bundle.num_layers
     layer = L - 1 if layer is None else int(layer)
@@ -28,7 +25,8 @@ def plot_bundle(bundle: Bundle, path: str | os.PathLike, *, layer: int | None = 
     mods = bundle.modalities
     present = [a for a, n in enumerate(bundle.query_counts()) if n > 0]
     mean = bundle.block_mass.mean(axis=1)  # (L, M, M)
-    fig, (ax_line, ax_map) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax_line, ax_map = fig.subplots(1, 2)
     layers = np.arange(L)
     styles = ("-", "--", ":", "-.")
     for i, a in enumerate(present):  # colour: key modality; line style: query modality
@@ -58,7 +56,6 @@ def plot_bundle(bundle: Bundle, path: str | os.PathLike, *, layer: int | None = 
     fig.tight_layout()
     path = os.fspath(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -31,7 +31,8 @@ def file_sha256(path) -> str:
 
 
 def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
-    """(T,) float32 mono samples of the first audio stream of ``path``, resampled to ``sampling_rate``."""
+    """(T,) float32 mono samples of the first audio stream of ``path``, resampled to
+    ``sampling_rate``."""
     import av
 
     path = _require_file(path, "audio")

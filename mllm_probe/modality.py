@@ -47,7 +47,8 @@ class ModalitySpec:
             raise ValueError(f"token ids {sorted(overlap)} are listed as both audio and vision")
 
     def with_special(self, ids: Iterable[int]) -> ModalitySpec:
-        """A copy with more special ids (e.g. a tokenizer's ``all_special_ids``), placeholders kept."""
+        """A copy with more special ids (e.g. a tokenizer's ``all_special_ids``), placeholders
+        kept."""
         extra = {int(i) for i in ids} - self.audio_ids - self.vision_ids
         return dataclasses.replace(self, special_ids=self.special_ids | frozenset(extra))
 
@@ -79,12 +80,14 @@ def _soft_range(sub_config: Any) -> tuple[tuple[int, int], ...]:
 
 
 def spec_from_config(config: Any) -> ModalitySpec:
-    """Modality spec from a transformers config (or a dict): placeholder, delimiter and soft-token ids.
+    """Modality spec from a transformers config (or a dict): placeholder, delimiter and
+    soft-token ids.
 
     Reads ``audio_token_id``/``audio_token_index``, ``image_token_id``/``video_token_id`` (and the
-    ``*_index`` spellings), delimiter ids (audio/vision start/end, boa/eoa/boi/eoi, bos/eos/pad) and,
-    where the audio/vision sub-configs have ``vocab_offset``/``vocab_size`` (Gemma 3n), the soft-token
-    id ranges. Raises ValueError if the config names no audio or vision placeholder at all.
+    ``*_index`` spellings), delimiter ids (audio/vision start/end, boa/eoa/boi/eoi, bos/eos/pad)
+    and, where the audio/vision sub-configs have ``vocab_offset``/``vocab_size`` (Gemma 3n), the
+    soft-token id ranges. Raises ValueError if the config names no audio or vision placeholder at
+    all.
     """
     audio, vision = _ids(config, _AUDIO_FIELDS), _ids(config, _VISION_FIELDS)
     special = _ids(config, _SPECIAL_FIELDS)
@@ -127,7 +130,7 @@ def spans(modality: np.ndarray, names: tuple[str, ...] = MODALITIES) -> list[tup
     cuts = np.flatnonzero(np.diff(modality)) + 1
     starts = np.concatenate([[0], cuts])
     stops = np.concatenate([cuts, [modality.size]])
-    return [(names[int(modality[a])], int(a), int(b)) for a, b in zip(starts, stops)]
+    return [(names[int(modality[a])], int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
 __all__ = [

@@ -40,8 +40,8 @@ GEMMA_TEMPLATE = (
     "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 
-WORDS = tuple(("system user assistant model what emotion is this the voice face say answer json label "
-         "angry disgust fear happy neutral sad a an of in and to it").split())
+WORDS = tuple(("system user assistant model what emotion is this the voice face say answer json "
+               "label angry disgust fear happy neutral sad a an of in and to it").split())
 
 
 def _word_tokenizer(fixed: dict[str, int], vocab_size: int, extra_special: dict[str, str], **named):

@@ -1,77 +1,39 @@
 """surrogate: phase oscillators on a semantic network, coupled by attention (JAX only).
 
-Public API: what a user calls (presets, simulate, metrics, sweep, Lyapunov and attractor
-analysis, fit, bias); implementation and internals (``surrogate.model.rhs``, coupling tables,
-``surrogate.rk4``, ...) in modules named for concepts. ``fused_simulate`` (the Pallas GPU
-kernel) is imported on first
-use, so ``import surrogate`` does not load Pallas or Triton.
+Public API (``__all__``, at most 40 names): the model, its strategies, integration, the common
+measurements, sweep, fit and sensitivity. The families of analysis are namespaces, one import
+path each: ``surrogate.attractor`` (synchrony, clusters, recurrence, correlation dimension),
+``surrogate.lyapunov`` (spectra of maps, Kaplan-Yorke), ``surrogate.metrics``,
+``surrogate.bias`` (couplings, balance paths), ``surrogate.sweeping`` (points, stores),
+``surrogate.fitting`` (targets, identifiability), ``surrogate.echo``. ``fused_simulate`` (the
+Pallas GPU kernel) is imported on first use, so ``import surrogate`` does not load Pallas or
+Triton.
 """
 
-from surrogate.attractor import (
-    CorrelationDimension,
-    PhaseClusters,
-    RecurrenceQuantification,
-    Synchrony,
-    correlation_dimension,
-    cross_population_locking,
-    locking_clusters,
-    phase_clusters,
-    recurrence_quantification,
-    synchrony,
-)
-from surrogate.bias import (
-    BalancePath,
-    Couplings,
-    Window,
-    balance_couplings,
-    couplings_of,
-    cross_share_metric,
-    dominance_metric,
-    mean_attention,
-    sensitivity,
-    sensitivity_table,
-    with_couplings,
-)
-from surrogate.fitting import (
-    FitConfig,
-    FitParams,
-    FitResult,
-    Target,
-    bundle_target,
-    combine_targets,
-    fit,
-    load_target,
-    model_from_json,
-)
-from surrogate.batch import PhaseMeans, fold_batch, simulate_batch
-from surrogate.echo import EchoDistance, echo_distance, phase_distance
+from surrogate import attractor as attractor
+from surrogate import bias as bias
+from surrogate import echo as echo
+from surrogate import fitting as fitting
+from surrogate import lyapunov as lyapunov
+from surrogate import metrics as metrics
+from surrogate import response as response
+from surrogate import sweeping as sweeping
+from surrogate.batch import fold_batch, simulate_batch
+from surrogate.bias import sensitivity
+from surrogate.coupling import Fixed, Tied, block_matrix
+from surrogate.echo import echo_distance
+from surrogate.fitting import FitConfig, FitResult, Target, fit
 from surrogate.integrate import RK4, FixedStep, Solution, fold, simulate
-from surrogate.lyapunov import (
-    LyapunovSpectrum,
-    conditional_lyapunov_exponents,
-    kaplan_yorke_dimension,
-    lyapunov_spectrum,
-    lyapunov_spectrum_map,
-)
-from surrogate.metrics import (
-    cross_modal_share,
-    dominance,
-    dominance_index,
-    kuramoto_order,
-    modality_attention,
-    modality_cross_share,
-    order_parameter,
-)
+from surrogate.lyapunov import conditional_lyapunov_exponents, lyapunov_spectrum
+from surrogate.metrics import cross_modal_share, dominance, modality_attention, order_parameter
 from surrogate.model import (
     Auto,
     Dense,
-    Field,
     Params,
     Reference,
     Sparse,
     Surrogate,
     attention_weights,
-    block_matrix,
     initial_phases,
     make_drive,
     paper_preset,
@@ -79,88 +41,54 @@ from surrogate.model import (
     vector_field,
 )
 from surrogate.network import Network, build_network, from_adjacency
-from surrogate.response import BlockResponse, block_response, window_attention
-from surrogate.sweeping import Points, SweepStoreError, as_points, grid, init_multihost, sweep
+from surrogate.sweeping import grid, sweep
 
 __all__ = [
-    "BlockResponse", "block_response", "window_attention",
-    "EchoDistance",
-    "echo_distance",
-    "phase_distance",
-    "RK4",
-    "FixedStep",
-    "Field",
+    # the model
+    "Network",
+    "build_network",
+    "from_adjacency",
+    "Params",
+    "Surrogate",
+    "paper_preset",
+    "replace",
+    "initial_phases",
+    "make_drive",
+    "vector_field",
+    "attention_weights",
+    "block_matrix",
+    # strategies: field evaluation, coupling reading, solver
     "Reference",
     "Dense",
     "Sparse",
     "Auto",
-    "Network",
-    "Params",
-    "Surrogate",
+    "Tied",
+    "Fixed",
+    "FixedStep",
+    "RK4",
+    # integration
+    "simulate",
+    "fold",
+    "simulate_batch",
+    "fold_batch",
+    "fused_simulate",
     "Solution",
-    "attention_weights",
-    "block_matrix",
-    "build_network",
+    # measurements
+    "modality_attention",
     "cross_modal_share",
     "dominance",
-    "dominance_index",
-    "fold",
-    "PhaseMeans",
-    "fused_simulate",
-    "fold_batch",
-    "simulate_batch",
-    "from_adjacency",
-    "initial_phases",
-    "kuramoto_order",
-    "make_drive",
-    "modality_attention",
-    "modality_cross_share",
     "order_parameter",
-    "paper_preset",
-    "replace",
-    "simulate",
-    "vector_field",
-    "Points",
-    "SweepStoreError",
-    "as_points",
-    "grid",
-    "init_multihost",
-    "sweep",
-    "LyapunovSpectrum",
+    "echo_distance",
     "lyapunov_spectrum",
-    "lyapunov_spectrum_map",
     "conditional_lyapunov_exponents",
-    "kaplan_yorke_dimension",
-    "CorrelationDimension",
-    "correlation_dimension",
-    "RecurrenceQuantification",
-    "recurrence_quantification",
-    "PhaseClusters",
-    "phase_clusters",
-    "locking_clusters",
-    "cross_population_locking",
-    "Synchrony",
-    "synchrony",
-    "BalancePath",
-    "Couplings",
-    "Window",
-    "balance_couplings",
-    "couplings_of",
-    "cross_share_metric",
-    "dominance_metric",
-    "mean_attention",
-    "sensitivity",
-    "sensitivity_table",
-    "with_couplings",
+    # experiments
+    "sweep",
+    "grid",
+    "fit",
     "FitConfig",
-    "FitParams",
     "FitResult",
     "Target",
-    "bundle_target",
-    "combine_targets",
-    "fit",
-    "load_target",
-    "model_from_json",
+    "sensitivity",
 ]
 
 

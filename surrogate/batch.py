@@ -81,10 +81,9 @@ def _lanes_rhs(sur: Surrogate, p: Params, field: Sparse):
     net = sur.network
     pop, nbr = net.population, net.neighbours
     pj = pop[nbr]
-    tab = CouplingTables(beta=p.B[pop[:, None], pj], kappa=p.K[pop[:, None], pj],  # (N, D, G)
-                         mask=net.neighbour_mask.astype(sur.dtype)[:, :, None],  # (N, D, 1)
-                         shift=jnp.max(jnp.abs(p.B), axis=1)[pop],  # (N, G)
-                         unroll_slots=field.unroll_slots and nbr.shape[1] <= field.slot_loop_max)
+    tab = CouplingTables.build(p.B, p.K, pop, pj,  # beta, kappa (N, D, G); shift (N, G)
+                               net.neighbour_mask.astype(sur.dtype)[:, :, None],  # (N, D, 1)
+                               field.unroll_slots and nbr.shape[1] <= field.slot_loop_max)
 
     def f(theta, u):
         c, s = jnp.cos(theta), jnp.sin(theta)

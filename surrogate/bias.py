@@ -30,7 +30,7 @@ from optax.projections import projection_simplex
 
 from surrogate.integrate import fold
 from surrogate.metrics import dominance_index, modality_attention
-from surrogate.model import Surrogate
+from surrogate.model import Auto, Field, Surrogate
 
 __all__ = [
     "BalancePath",
@@ -94,7 +94,7 @@ def with_couplings(sur: Surrogate, c: Couplings) -> Surrogate:
 
 
 def mean_attention(c: Couplings, sur: Surrogate, theta0: jax.Array, window: Window = Window(),
-                   kind: str = "auto") -> jax.Array:
+                   field: Field = Auto()) -> jax.Array:
     """(M, M) modality attention P averaged over steps n_burn + 1 .. n_steps from ``theta0``."""
     s = with_couplings(sur, c)
     m = sur.network.n_populations
@@ -104,7 +104,7 @@ def mean_attention(c: Couplings, sur: Surrogate, theta0: jax.Array, window: Wind
         return acc + jnp.where(n > window.n_burn, modality_attention(theta, s), 0.0) / n_avg
 
     return fold(s, theta0, jnp.zeros((m, m), s.dtype), update, dt=window.dt,
-                n_steps=window.n_steps, field=kind).acc
+                n_steps=window.n_steps, field=field).acc
 
 
 def dominance_metric(c: Couplings, sur: Surrogate, theta0: jax.Array, window: Window = Window(),

@@ -47,16 +47,13 @@ def write_sensitivity_figure(path, names: Sequence[str], rows: Mapping[str, np.n
                              balance: BalancePath | None) -> None:
     """``path`` (png): the gradient table as a heat map (each row scaled by its largest |entry|)
     and, with a balancing search, D_01 along it and its path in the cross couplings."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from surrogate.files import atomic_savefig
 
     grads = np.stack([np.asarray(v) for v in rows.values()])
-    fig, ax = plt.subplots(1, 3 if balance is not None else 1, figsize=(16, 4.2),
-                           constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(16, 4.2), layout="constrained")
+    ax = fig.subplots(1, 3 if balance is not None else 1, squeeze=False)
     ax = ax[0]
     scale = np.abs(grads).max(1, keepdims=True)
     im = ax[0].imshow(grads / np.where(scale > 0, scale, 1), cmap="RdBu_r", vmin=-1, vmax=1,
@@ -82,4 +79,3 @@ def write_sensitivity_figure(path, names: Sequence[str], rows: Mapping[str, np.n
                   ylabel="[1,0] (modality 1 attends to 0)", title="path at fixed totals")
         ax[2].legend(fontsize=8)
     atomic_savefig(fig, path)
-    plt.close(fig)

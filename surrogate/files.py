@@ -1,6 +1,8 @@
 """File writing shared by every layer (the sweep store, the Lorenz figures, the CLI outputs).
 
 - Atomic writes: a reader sees the old file or the new one, never a partial one.
+- Checked reading of user files (``read_json_file``, ``read_toml_file``): a size limit, a nesting
+  limit checked without recursion, UTF-8, duplicate keys refused; every error names the file.
 - Strict JSON: what is written parses with any JSON parser. Python's ``json`` writes ``NaN`` and
   ``Infinity``, which are not JSON (browsers, jq and most languages reject the file); here a
   non-finite number is written as ``null`` and the file records where, under ``"non_finite"``
@@ -12,17 +14,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_INPUT_BYTES",
     "NON_FINITE_KEY",
     "atomic_savefig",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_npz",
+    "read_json_file",
+    "read_text_file",
+    "read_toml_file",
     "strict_json",
     "strict_json_dumps",
     "write_strict_json",
@@ -30,6 +39,115 @@ __all__ = [
 
 #: Top-level key of a JSON object that lists its non-finite numbers written as null.
 NON_FINITE_KEY = "non_finite"
+#: Largest input file (spec, params) read, in bytes.
+MAX_INPUT_BYTES = 64 * 2**20
+#: Deepest nesting of arrays and objects (tables) accepted in an input file.
+MAX_DEPTH = 32
+
+
+def read_text_file(path: str | os.PathLike, name: str | None = None, *,
+                   max_bytes: int = MAX_INPUT_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path`` of at most ``max_bytes`` bytes; ValueError
+    naming ``name`` (default the path) otherwise: missing, a directory or device, too large,
+    not UTF-8."""
+    name = name or str(path)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise ValueError(f"{name}: is a directory, not a file")
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"{name}: not a regular file")
+            if st.st_size > max_bytes:
+                raise ValueError(f"{name}: {st.st_size} bytes, more than the {max_bytes} bytes "
+                                 f"an input file may have")
+            raw = f.read(max_bytes + 1)
+    except IsADirectoryError:
+        raise ValueError(f"{name}: is a directory, not a file") from None
+    except OSError as err:
+        raise ValueError(f"{name}: cannot read ({err.strerror or err})") from None
+    if len(raw) > max_bytes:
+        raise ValueError(f"{name}: more than the {max_bytes} bytes an input file may have")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{name}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line})"
+                         ) from None
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_TOML_SKIP = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"'
+                        r"|'[^'\n]*'|#[^\n]*")
+
+
+def _check_depth(text: str, skip: re.Pattern, name: str, max_depth: int) -> None:
+    """ValueError if brackets outside strings (and comments) nest deeper than ``max_depth``;
+    a cumulative sum, no recursion."""
+    import numpy as np
+
+    code = skip.sub(lambda m: "\n" * m.group().count("\n"), text).encode()
+    arr = np.frombuffer(code, np.uint8)
+    step = (np.isin(arr, (ord("["), ord("{"))).astype(np.int32)
+            - np.isin(arr, (ord("]"), ord("}"))).astype(np.int32))
+    if not step.any():
+        return
+    depth = np.cumsum(step)
+    deepest = int(depth.max())
+    if deepest > max_depth:
+        at = int(np.argmax(depth > max_depth))
+        line = code[:at].count(b"\n") + 1
+        raise ValueError(f"{name}: nested {deepest} levels deep (line {line}); at most "
+                         f"{max_depth} levels of arrays and objects are read")
+
+
+def read_json_file(path: str | os.PathLike, name: str | None = None, *,
+                   max_bytes: int = MAX_INPUT_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse the JSON file ``path``; ValueError naming ``name`` (default the path) and, where it
+    can, the line or field: unreadable, too large (``max_bytes``), not UTF-8, nested deeper
+    than ``max_depth``, not JSON, a key given twice in one object. NaN/Infinity parse to floats
+    (the caller checks values by field)."""
+    name = name or str(path)
+    text = read_text_file(path, name, max_bytes=max_bytes)
+    _check_depth(text, _JSON_STRING, name, max_depth)
+
+    def pairs(items):
+        obj = {}
+        for key, value in items:
+            if key in obj:
+                raise _Duplicate(key)
+            obj[key] = value
+        return obj
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except _Duplicate as err:
+        raise ValueError(f"{name}: field {err.args[0]!r} given twice in one object") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{name}: nested too deeply") from None
+
+
+def read_toml_file(path: str | os.PathLike, name: str | None = None, *,
+                   max_bytes: int = MAX_INPUT_BYTES, max_depth: int = MAX_DEPTH) -> dict:
+    """Parse the TOML file ``path`` with the checks of ``read_json_file`` (TOML itself refuses
+    a key given twice)."""
+    import tomllib
+
+    name = name or str(path)
+    text = read_text_file(path, name, max_bytes=max_bytes)
+    _check_depth(text, _TOML_SKIP, name, max_depth)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{name}: not valid TOML ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{name}: nested too deeply") from None
+
+
+class _Duplicate(Exception):
+    pass
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:

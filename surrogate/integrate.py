@@ -85,9 +85,10 @@ def fold(
 ) -> Solution:
     """Fold ``acc = update(acc, n, theta_n)`` over the states after each fixed RK4 step.
 
-    The streaming counterpart of ``simulate`` with a ``FixedStep`` solver: nothing of the trajectory is stored,
-    so statistics (for example the normal equations of a readout) of long runs over large batches
-    fit in memory. ``n`` runs 1..n_steps (int32), ``theta_n`` is the state at t0 + n dt.
+    The streaming counterpart of ``simulate`` with a ``FixedStep`` solver: nothing of the
+    trajectory is stored, so statistics (for example the normal equations of a readout) of long
+    runs over large batches fit in memory. ``n`` runs 1..n_steps (int32), ``theta_n`` is the state
+    at t0 + n dt.
 
     Returns:
         ``Solution`` with ``y1`` (N,) the phases at t0 + n_steps dt and ``acc``.

@@ -174,7 +174,8 @@ def _kernel(th0_ref, local_ref, coef_ref, idx_ref, bias_ref, deg_ref, chunk_ref,
                 if reduce_once:
                     w = kappa * e
                     new = (e, w * sj, w * cj)
-                    tiles = new if tiles is None else tuple(x + y for x, y in zip(tiles, new))
+                    tiles = (new if tiles is None
+                             else tuple(x + y for x, y in zip(tiles, new, strict=False)))
                     continue
                 if norm == "softmax":
                     z = z + jnp.sum(e, axis=1, keepdims=True)

@@ -72,10 +72,13 @@ GRAM_SCHMIDT_MAX_K = 8
 
 
 def _qr_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Reduced QR of the (n, k) frame with diag(R) > 0: the new frame and log diag(R) (k,).
+    """Reduced QR of the (n, k, *lanes) frame with diag(R) > 0: the new frame and log diag(R)
+    (k, *lanes).
 
-    Small k: modified Gram-Schmidt with one re-orthogonalisation pass ("twice is enough"),
-    whose norms are diag(R); larger k: Householder QR (LAPACK) with the signs fixed.
+    ``lanes``: trailing batch axes (``lyapunov_spectrum_batch`` keeps trajectories there, so
+    every operation below is a vector operation across them). Small k: modified Gram-Schmidt
+    with one re-orthogonalisation pass ("twice is enough"), written out column by column, whose
+    norms are diag(R); larger k: Householder QR (LAPACK) with the signs fixed, per lane.
     """
     k = q.shape[1]
     if k <= GRAM_SCHMIDT_MAX_K:
@@ -84,15 +87,17 @@ def _qr_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
             v = q[:, j]
             for _ in range(2):
                 for c in cols:
-                    v = v - jnp.dot(c, v) * c
-            norm = jnp.sqrt(jnp.dot(v, v))
+                    v = v - jnp.sum(c * v, axis=0, keepdims=True) * c
+            norm = jnp.sqrt(jnp.sum(v * v, axis=0, keepdims=True))
             cols.append(v / norm)
-            logs.append(jnp.log(norm))
+            logs.append(jnp.log(norm[0]))
         return jnp.stack(cols, 1), jnp.stack(logs)
+    if q.ndim > 2:
+        return jax.vmap(_qr_log, in_axes=-1, out_axes=(-1, -1))(q)
     q, r = jnp.linalg.qr(q)
     d = jnp.diagonal(r)
     sign = jnp.where(d < 0, -1, 1).astype(q.dtype)
-    return q * sign, jnp.log(jnp.abs(d))
+    return q * sign[None, :], jnp.log(jnp.abs(d))
 
 
 def _is_count(value, minimum: int) -> bool:
@@ -122,50 +127,83 @@ def _check(y0, n_steps, transient, k, renorm_every, n_records):
     return y0, k
 
 
-def _benettin(step, y0, q0, unit, k, n_steps, transient, renorm_every, n_records):
-    """Benettin/QR loop for ``step(i, y) -> y_next`` (i: global step index, traced int).
+def segments(n_steps: int, transient: int, renorm_every: int, n_records: int):
+    """How the run is cut: the transient, then ``n_records`` records of whole QR blocks.
 
-    ``q0``: initial orthonormal frame (n, k) or None (the first k unit vectors); ``unit``: time
-    per step. The step appears once in the traced program: an outer scan over segments (the
-    transient, then the records), each a loop over QR blocks of ``renorm_every`` steps.
+    Returns numpy ``(first, count, steps)``: segment s covers ``count[s]`` QR blocks from block
+    ``first[s]`` (segment 0 is the transient, rounded up to whole blocks, possibly empty);
+    ``steps`` (R,): measured steps at the end of each record (R = min(n_records, blocks)).
     """
-    dtype = y0.dtype
-    n_tr = -(-transient // renorm_every)  # transient, in whole blocks
+    n_tr = -(-transient // renorm_every)
     n_blocks = n_steps // renorm_every
     n_rec = min(n_records, n_blocks)
     per, rest = divmod(n_blocks, n_rec)
-    # segment s covers `count[s]` blocks from block `first[s]`; segment 0 is the transient
     count = np.array([n_tr, per + rest] + [per] * (n_rec - 1))
     first = np.concatenate([[0], n_tr + np.cumsum(count[1:]) - count[1:]])
+    return first, count, renorm_every * (first[1:] + count[1:] - n_tr)
 
-    def advance(i, carry):
-        y, q = carry
-        y_next, tangent = jax.linearize(lambda x: step(i, x), y)
-        return y_next, jax.vmap(tangent, in_axes=1, out_axes=1)(q)
 
-    def block(b, c):
-        (y, q), acc = c
-        i0 = b * renorm_every
-        if renorm_every == 1:
-            y, q = advance(i0, (y, q))
-        else:
-            y, q = jax.lax.fori_loop(0, renorm_every, lambda j, yq: advance(i0 + j, yq), (y, q))
-        q, logs = _qr_log(q)
-        return (y, q), acc + logs
+def benettin(block, carry, log_shape, dtype, unit, n_steps, transient, renorm_every,
+             n_records) -> LyapunovSpectrum:
+    """The accumulation of every Benettin run: ``block(b, carry) -> (carry, logs)`` advances
+    QR block b (``renorm_every`` steps and one re-orthonormalisation) and returns the log
+    growths ``logs`` of shape ``log_shape`` ((k,) for one system, (k, lanes) for a batch).
+
+    An outer scan over ``segments`` (the transient, then the records), each a loop over its
+    blocks: the block appears once in the traced program, and per-segment partial sums keep
+    float32 accumulation accurate. ``unit``: time per step. Returns exponents
+    ``log_shape``, times (R,) and running (R, *log_shape).
+    """
+    first, count, steps = segments(n_steps, transient, renorm_every, n_records)
+
+    def body(b, c):
+        carry, acc = c
+        carry, logs = block(b, carry)
+        return carry, acc + logs
 
     def segment(carry, xs):
         b0, nb = xs
-        # per-segment partial sums keep float32 accumulation accurate
-        carry, logs = jax.lax.fori_loop(b0, b0 + nb, block, (carry, jnp.zeros((k,), dtype)))
-        return carry, logs
+        return jax.lax.fori_loop(b0, b0 + nb, body, (carry, jnp.zeros(log_shape, dtype)))
 
-    q0 = jnp.eye(y0.shape[0], k, dtype=dtype) if q0 is None else q0.astype(dtype)
-    _, logs = jax.lax.scan(segment, (y0, q0), (jnp.asarray(first), jnp.asarray(count)))
+    _, logs = jax.lax.scan(segment, carry, (jnp.asarray(first), jnp.asarray(count)))
     totals = jnp.cumsum(logs[1:], axis=0)
-    times = jnp.asarray(renorm_every * (first[1:] + count[1:] - n_tr), dtype) * unit
-    return LyapunovSpectrum(
-        exponents=totals[-1] / times[-1], times=times, running=totals / times[:, None]
-    )
+    times = jnp.asarray(steps, dtype) * unit
+    per_time = times.reshape((-1,) + (1,) * len(log_shape))
+    return LyapunovSpectrum(exponents=totals[-1] / times[-1], times=times,
+                            running=totals / per_time)
+
+
+def qr_blocks(step, renorm_every: int):
+    """The ``block`` of ``benettin`` for ``step(i, y) -> y_next`` (i: global step index, traced
+    int): ``renorm_every`` steps of the state y and of its tangent frame q (n, k, *lanes), then
+    ``_qr_log``. Each step is linearised (``jax.linearize``) and the k columns of q advance
+    with it; y and the columns may carry trailing lane axes (``lyapunov_spectrum_batch``).
+    """
+
+    def advance(i, yq):
+        y, q = yq
+        y_next, tangent = jax.linearize(lambda x: step(i, x), y)
+        return y_next, jax.vmap(tangent, in_axes=1, out_axes=1)(q)
+
+    def block(b, yq):
+        i0 = b * renorm_every
+        if renorm_every == 1:
+            yq = advance(i0, yq)
+        else:  # rolled: written out, XLA's fusion recomputed shared stages (24x slower at 8)
+            yq = jax.lax.fori_loop(0, renorm_every, lambda j, c: advance(i0 + j, c), yq)
+        q, logs = _qr_log(yq[1])
+        return (yq[0], q), logs
+
+    return block
+
+
+def _benettin(step, y0, q0, unit, k, n_steps, transient, renorm_every, n_records):
+    """Benettin/QR run of one system ``step(i, y) -> y_next``; ``q0``: initial orthonormal
+    frame (n, k) or None (the first k unit vectors); ``unit``: time per step."""
+    dtype = y0.dtype
+    q0 = jnp.eye(y0.shape[0], k, dtype=dtype) if q0 is None else q0.astype(dtype)
+    return benettin(qr_blocks(step, renorm_every), (y0, q0), (k,), dtype, unit, n_steps,
+                    transient, renorm_every, n_records)
 
 
 _STATIC = ("k", "n_steps", "transient", "renorm_every", "n_records")

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from surrogate.coupling import Coupling, Tied, block_matrix
 from surrogate.network import Network, build_network
 
 __all__ = [
@@ -120,8 +121,8 @@ def as_field(field) -> Field:
         return field
     if isinstance(field, str) and field in _SHORTHANDS:
         return _SHORTHANDS[field]()
-    raise ValueError(f"field must be a surrogate.Field or one of {sorted(_SHORTHANDS)}, "
-                     f"got {field!r}")
+    raise ValueError(f"field must be surrogate.Reference(), Dense(), Sparse(), Auto() or one of "
+                     f"{sorted(_SHORTHANDS)}, got {field!r}")
 
 
 def resolve_field(sur: Surrogate, field) -> Field:
@@ -187,7 +188,7 @@ class Surrogate:
         given = [getattr(p, name) is not None for name in anchoring]
         if any(given) and not all(given):
             raise ValueError(f"params.anchor, encoding_gain and encoding_offset go together; "
-                             f"got {dict(zip(anchoring, given))} (True: given)")
+                             f"got {dict(zip(anchoring, given, strict=False))} (True: given)")
         shapes = [("omega", (n,)), ("gain", (n,)), ("B", (m, m)), ("K", (m, m))]
         shapes += [(name, (n,)) for name in anchoring if getattr(p, name) is not None]
         for name, shape in shapes:
@@ -205,12 +206,6 @@ class Surrogate:
             return jnp.zeros((self.network.n_populations,), self.dtype)
         u = jnp.asarray(self.drive.evaluate(t), self.dtype)
         return jnp.broadcast_to(u, (self.network.n_populations,))
-
-
-def block_matrix(diagonal, off_diagonal, m: int = 2, dtype=jnp.float32) -> jax.Array:
-    """(m, m) matrix with ``diagonal`` on the diagonal and ``off_diagonal`` elsewhere."""
-    eye = jnp.eye(m, dtype=dtype)
-    return jnp.asarray(diagonal, dtype) * eye + jnp.asarray(off_diagonal, dtype) * (1 - eye)
 
 
 def make_drive(ts, values) -> diffrax.LinearInterpolation:
@@ -245,7 +240,7 @@ def paper_preset(
     gain: float = 1.0,
     anchor: float = 0.0,
     encoding_scale: float = jnp.pi / 2,
-    kappa: float | tuple[float, float] | None = None,
+    coupling: Coupling | None = None,
     normalisation: str = "softmax",
     drive: diffrax.AbstractPath | None = None,
     dtype=jnp.float32,
@@ -253,9 +248,9 @@ def paper_preset(
     """The source paper's setting: 50 + 50 oscillators, k = 10, p = 0.01, B = [[b_s, b_c],
     [b_c, b_s]].
 
-    Coupling, two readings of the paper's "low beta = weak attention" (docs/model.md):
-    ``kappa=None`` ties K = B blockwise (the paper preset); a number, or a pair
-    (kappa_self, kappa_cross), fixes K and leaves only the attention sharpness B to vary.
+    ``coupling``, the reading of the paper's "low beta = weak attention" (docs/model.md):
+    ``Tied()`` (the default) ties K = B blockwise; ``Fixed(kappa_self, kappa_cross)`` fixes K
+    and leaves only the attention sharpness B to vary.
     Natural frequencies are drawn N(0, omega_spread^2) and all additive input gains equal
     ``gain``. Anchoring: h_i = ``anchor`` for every oscillator, encoding gains
     c_i ~ N(0, encoding_scale^2) and offsets b_i ~ U(0, 2 pi), drawn from ``key`` (the graph
@@ -266,11 +261,11 @@ def paper_preset(
     net = build_network(k_net, sizes, k, p, cross_density)
     m = len(net.sizes)
     B = block_matrix(beta_self, beta_cross, m, dtype)
-    if kappa is None:
-        K = B
-    else:
-        ks, kc = (kappa, kappa) if jnp.ndim(kappa) == 0 else kappa
-        K = block_matrix(ks, kc, m, dtype)
+    coupling = Tied() if coupling is None else coupling
+    if not isinstance(coupling, Coupling):
+        raise ValueError(f"coupling must be surrogate.Tied() or surrogate.Fixed(...), "
+                         f"got {coupling!r}")
+    K = coupling.strengths(B)
     params = Params(
         omega=omega_spread * jax.random.normal(k_omega, (net.n,), dtype),
         gain=jnp.full((net.n,), gain, dtype),
@@ -328,6 +323,14 @@ class CouplingTables:
     shift: jax.Array
     unroll_slots: bool = struct.field(pytree_node=False, default=True)
 
+    @classmethod
+    def build(cls, B, K, population, columns, mask, unroll_slots: bool = True) -> CouplingTables:
+        """The tables of blocks ``B``, ``K`` (M, M, *batch) for rows of ``population`` (N,) and
+        the populations of their ``columns`` ((N, D) neighbours or (1, N))."""
+        rows = population[:, None]
+        return cls(beta=B[rows, columns], kappa=K[rows, columns], mask=mask,
+                   shift=jnp.max(jnp.abs(B), axis=1)[population], unroll_slots=unroll_slots)
+
 
 def coupling_tables(sur: Surrogate, field) -> CouplingTables:
     """Build the ``CouplingTables`` of ``sur`` for the evaluation ``field``."""
@@ -338,11 +341,8 @@ def coupling_tables(sur: Surrogate, field) -> CouplingTables:
         mask = sur.network.neighbour_mask.astype(sur.dtype)
     else:
         mask = sur.network.adjacency.astype(sur.dtype)
-    B, K = sur.params.B, sur.params.K
-    shift = jnp.max(jnp.abs(B), axis=1)[pop]
     unroll = isinstance(field, Sparse) and field.unroll_slots
-    return CouplingTables(beta=B[pop[:, None], pj], kappa=K[pop[:, None], pj], mask=mask,
-                          shift=shift, unroll_slots=unroll)
+    return CouplingTables.build(sur.params.B, sur.params.K, pop, pj, mask, unroll)
 
 
 def slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):

@@ -95,7 +95,8 @@ def watts_strogatz(key: jax.Array, n: int, k: int, p: float) -> np.ndarray:
 
 
 def cross_links(key: jax.Array, n_a: int, n_b: int, density: float) -> np.ndarray:
-    """Random bipartite links, (n_a, n_b) 0/1 array, each pair linked with probability ``density``."""
+    """Random bipartite links, (n_a, n_b) 0/1 array, each pair linked with probability
+    ``density``."""
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"cross-link density must be in [0, 1], got {density!r}")
     return _rng(key).random((n_a, n_b)) < density

@@ -153,7 +153,7 @@ def stage_drive(drive_at: Callable, t0, dt, n_steps: int, dtype) -> jax.Array:
     """``drive_at`` (a function of time) at the stage times of ``n_steps`` steps from t0:
     (n_steps, 4, ...), computed once before a time loop."""
     times = t0 + dt * jnp.arange(n_steps, dtype=dtype)
-    stage_t = times[:, None] + dt * jnp.asarray(NODES, dtype)
+    stage_t = times[:, None] + dt * jnp.asarray(NODES, dtype)[None, :]
     return jax.vmap(jax.vmap(drive_at))(stage_t)
 
 

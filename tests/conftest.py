@@ -6,7 +6,8 @@ explicitly; references (finite differences, published values) are checked in flo
 
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as xmodal.cli does: OpenBLAS threads under XLA oversubscribe the cores
+# as xmodal.cli does: OpenBLAS threads under XLA oversubscribe the cores
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402
 

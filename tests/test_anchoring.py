@@ -50,7 +50,7 @@ def test_single_oscillator_locks_and_relaxes_at_the_adler_rate(h, omega):
 def test_conditional_exponent_of_an_uncoupled_network_is_the_slowest_relaxation():
     h = 3.0
     sur = sg.paper_preset(jax.random.key(0), sizes=(6, 6), k=2, cross_density=0.0,
-                          anchor=h, dtype=F64, kappa=0.0)
+                          anchor=h, dtype=F64, coupling=sg.Fixed(0.0))
     sur = sur.replace(drive=sg.make_drive(jnp.asarray([0.0, 100.0], F64),
                                           jnp.full((2, 2), 0.4, F64)))
     omega = np.asarray(sur.params.omega) + 0.4 * np.asarray(sur.params.gain)  # with g u
@@ -113,7 +113,7 @@ def test_metric_gradient_in_anchor_and_encoding_gain_matches_finite_differences(
         traj = sg.simulate(sg.replace(sur, **{name: x}), theta0, dt=0.01, n_steps=60,
                            **opts)
         att = jax.vmap(sg.modality_attention, (0, None))(traj.ys, sur).mean(0)
-        return sg.dominance_index(att) + jnp.mean(jnp.sin(traj.ys[-1]))
+        return sg.metrics.dominance_index(att) + jnp.mean(jnp.sin(traj.ys[-1]))
 
     grad = jax.grad(metric)(1.0)
     eps = 1e-5
@@ -148,7 +148,7 @@ def test_two_copies_under_one_lorenz_drive_converge_at_the_default_anchor():
     splits = config.splits
     series = lorenz_series(splits, dt=config.dt, sample_every=config.sample_every)
     k_model, k_theta, _ = jax.random.split(jax.random.key(0), 3)
-    base = sg.paper_preset(k_model, anchor=config.anchor, gain=config.gain)
+    base = sg.paper_preset(k_model, anchor=4.0, gain=config.gain)
     sur = driven(point_surrogate(base, config.beta_min, config.beta_min), series)
     a = sg.initial_phases(k_theta, 100)
     b = sg.initial_phases(jax.random.key(2), 100)
@@ -158,8 +158,8 @@ def test_two_copies_under_one_lorenz_drive_converge_at_the_default_anchor():
     assert np.all(d[-50:] < 1e-6)  # the last 2 time units
     assert d[splits.washout:].max() < d[0]
     # without anchoring the copies never forget their start (a phase shift is a symmetry)
-    free = sg.echo_distance(sg.replace(sur, anchor=jnp.zeros(100, jnp.float32)), a, b, dt=series.delta,
-                            n_steps=splits.total - 1)
+    free = sg.echo_distance(sg.replace(sur, anchor=jnp.zeros(100, jnp.float32)), a, b,
+                            dt=series.delta, n_steps=splits.total - 1)
     assert float(free.distance[-1]) > 0.1
 
 

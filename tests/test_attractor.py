@@ -170,7 +170,7 @@ def test_locking_clusters_and_cross_population_locking():
     # oscillators 0-4 rotate at frequency 1 with fixed offsets; 5-7 at frequency 1.7
     omega = jnp.array([1.0, 1, 1, 1, 1, 1.7, 1.7, 1.7])
     offset = jnp.array([0.0, 0.5, 1.0, 2.0, 0.1, 0.0, 0.3, 0.2])
-    thetas = omega * t + offset
+    thetas = omega[None, :] * t + offset[None, :]
     plv = locking_matrix(thetas)
     np.testing.assert_allclose(np.diag(plv), 1.0, rtol=1e-12)
     assert float(plv[0, 3]) == pytest.approx(1.0) and float(plv[0, 7]) < 0.1

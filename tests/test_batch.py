@@ -57,12 +57,12 @@ def vmapped(sur, theta0, params):
 def test_batch_equals_vmapped_fold(dtype, tol, normalisation):
     sur, theta0 = system(dtype, normalisation)
     params = batch_params(sur)
-    th0 = theta0 + jnp.linspace(-1, 1, 5, dtype=dtype)[:, None]
+    th0 = theta0[None, :] + jnp.linspace(-1, 1, 5, dtype=dtype)[:, None]
     out = sg.simulate_batch(sur, th0, params=params, dt=0.01, n_steps=STEPS, means=True)
     ref = vmapped(sur, th0, params)
     assert out.y1.shape == out.acc.cos.shape == (5, sur.network.n)
     assert out.y1.dtype == dtype
-    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref):
+    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref, strict=False):
         np.testing.assert_allclose(got, want, rtol=0, atol=tol)
     assert float(jnp.abs(out.y1 - th0).max()) > 0.1  # it moved
 
@@ -127,7 +127,7 @@ def test_fold_batch_equals_vmapped_fold():
     fold under vmap; the states reach update as (G, N)."""
     sur, theta0 = system(F64, "softmax")
     params = batch_params(sur, g=4)
-    th0 = theta0 + jnp.linspace(-1, 1, 4, dtype=F64)[:, None]
+    th0 = theta0[None, :] + jnp.linspace(-1, 1, 4, dtype=F64)[:, None]
 
     def stat(p, th):
         return sg.order_parameter(th, dataclasses.replace(sur, params=p))

@@ -61,3 +61,40 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "simulate" in capsys.readouterr().out
+
+
+def test_simulate_bundle_is_the_fits_forward_model_and_a_default_fit_adopts_its_structure(
+        tmp_path):
+    """`xmodal simulate --bundle` writes the attention of the fit's forward model (this seed's
+    realization, the simulate options, layers at t_l = 4 (l + 1) / L) in the probe's format,
+    with the options in its metadata; `xmodal fit` of it adopts the graph structure."""
+    import jax
+    import jax.numpy as jnp
+
+    from mllm_probe.bundle import load_block_shares
+    from surrogate import fitting as sf
+
+    path = tmp_path / "s.bundle"
+    rc = main(["simulate", "--sizes", "12,12", "--duration", "0.5", "--dt", "0.05",
+               "--save-every", "5", "--beta-self", "1", "--beta-cross", "0.1", "--anchor", "3",
+               "--seed", "7", "--layers", "4", "--bundle", str(path), "--out", str(tmp_path / "o")])
+    assert rc == 0
+    s = load_block_shares(path)
+    rec = s.surrogate
+    assert rec["seed"] == 7 and rec["anchor"] == 3.0 and rec["sizes"] == [12, 12]
+    np.testing.assert_allclose(rec["layer_times"], [1.0, 2.0, 3.0, 4.0])
+    config = sf.FitConfig(sizes=(12, 12), k=10, cross_density=0.1, anchor=3.0)
+    params = sf.FitParams(B=jnp.asarray(rec["B"]), K=jnp.asarray(rec["K"]),
+                          omega_spread=jnp.asarray(1.0), gain=jnp.zeros(2),
+                          anchor=jnp.asarray(3.0), times=jnp.asarray(rec["layer_times"]))
+    expect = sf.synthetic_shares(jax.random.key(7), params, config)
+    np.testing.assert_allclose(s.shares, expect, atol=1e-6)  # float32 in the file
+    assert s.shares[0, 0, 1] != pytest.approx(s.shares[0, 1, 0], abs=1e-3)  # not symmetric
+    out = tmp_path / "fit"
+    rc = main(["fit", str(path), "--out", str(out), "--realizations", "2", "--restarts", "1",
+               "--steps", "3", "--polish-steps", "1", "--bootstrap", "0", "--anchor", "3"])
+    assert rc == 0
+    obj = json.loads((out / "params.json").read_text())
+    assert obj["surrogate"]["sizes"] == [12, 12] and obj["surrogate"]["k"] == 10
+    assert obj["surrogate"]["cross_density"] == 0.1 and obj["params"]["anchor"] == 3.0
+    assert obj["intervals"] is None  # --bootstrap 0 (intervals: tests/test_fit.py)

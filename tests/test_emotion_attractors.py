@@ -83,7 +83,7 @@ def test_js_distance_base_2():
     assert np.isnan(A.js_distance([0, 0], [1, 0]))
     rng = np.random.default_rng(0)
     p, q = rng.random((5, 30)), rng.random((5, 30))
-    ref = [jensenshannon(a, b, base=2) for a, b in zip(p, q)]
+    ref = [jensenshannon(a, b, base=2) for a, b in zip(p, q, strict=False)]
     np.testing.assert_allclose(A.js_distance(p, q), ref, rtol=1e-10)
     # in nats the divergence of disjoint distributions is ln 2: distance^2 * ln 2
     assert A.js_distance([1, 0], [0, 1]) ** 2 * np.log(2) == pytest.approx(np.log(2))
@@ -155,7 +155,7 @@ def test_js_distance_properties():
         assert 0 <= d <= 1 + 1e-12
         assert d == pytest.approx(float(A.js_distance(q, p)), abs=1e-12)      # symmetric
         assert float(A.js_distance(p, [scale * x for x in p])) == pytest.approx(0, abs=1e-7)
-        if not any(a and b for a, b in zip(p, q)):                              # disjoint
+        if not any(a and b for a, b in zip(p, q, strict=False)):                      # disjoint
             assert d == pytest.approx(1.0)
 
     check()

@@ -140,6 +140,7 @@ def test_table_resume_repairs_and_refuses_other_configurations(tmp_path):
     assert t.done == {("a", "face_voice")} and t.dropped_rows == 2
     t.append(_unit("b", "face_voice"))
     rows = read_table(path)
-    assert [(r["clip"], r["variant"]) for r in rows] == [(c, str(v)) for c in "ab" for v in range(3)]
+    assert ([(r["clip"], r["variant"]) for r in rows]
+            == [(c, str(v)) for c in "ab" for v in range(3)])
     assert rows[0]["score_sad"] == "-1.5" and rows[0]["score_angry"] == ""
     assert list(rows[0]) == list(COLUMNS)

@@ -89,8 +89,11 @@ def test_qwen_run_writes_every_output_and_skips_bad_clips(qwen_run):
         assert reason in skipped[clip]
     summary = json.loads((qwen_run / "summary.json").read_text())
     assert summary["rows"] == len(rows) and summary["clips"] == len(GOOD)
-    assert summary["primary"]["claim"]["verdict"] in ("supported", "contradicted", "inconclusive",
-                                                      "not testable")
+    assert summary["primary"]["claim"]["verdict"] in ("supported", "contradicted",
+                                                      "no detectable effect", "not testable")
+    assert set(summary["primary"]["analyses"]) == {"unperturbed", "misperceptions",
+                                                   "forced_fallbacks"}
+    assert all(r["actor"] == r["clip"][:4] for r in rows)  # the CREMA-D actor id
     assert set(summary["primary"]["js_distance"]["pairs"]) == {
         "face_voice|face_only", "face_voice|voice_only", "face_only|voice_only"}
     assert sum(summary["parse_status"]["face_voice"].values()) == len(GOOD) * 57
@@ -152,6 +155,23 @@ def test_killed_run_resumes_without_duplicate_or_missing_rows(qwen_run, setup, t
     assert len(os.listdir(out / "bundles")) == 3
 
 
+def test_from_table_reproduces_the_run_summary(qwen_run, tmp_path, capsys):
+    """The analysis of the run's own table, re-done from the table alone, is the same."""
+    out = tmp_path / "again"
+    code, stdout, err = run_cli(["--from-table", str(qwen_run / "predictions.csv"), "--out",
+                                 str(out), "--n-boot", "200"], capsys)
+    assert code == 0, err
+    a = json.loads((qwen_run / "summary.json").read_text())
+    b = json.loads((out / "summary.json").read_text())
+    for key in ("rows", "clips", "tokens", "primary", "generated", "parse_status", "skipped"):
+        assert a[key] == b[key], key
+    assert b["model"]["id"] == a["model"]["id"] and b["data"] == a["data"]
+    report = (out / "report.md").read_text()
+    assert "re-analysed from the table" in report
+    old = (qwen_run / "report.md").read_text()
+    assert report[report.index("## Claim test"):] == old[old.index("## Claim test"):]
+
+
 def test_other_configuration_or_missing_resume_exit_2(qwen_run, setup, capsys):
     base = ["--data", setup["data"], "--model", setup["qwen"], "--out", str(qwen_run)]
     code, _, err = run_cli(base + OPTIONS, capsys)
@@ -184,11 +204,13 @@ def test_gemma3n_run_from_a_manifest(setup, tmp_path_factory, tmp_path, capsys):
     assert len(rows) == 2 * 2 * 57 and {r["clip"] for r in rows} == {"good", "second"}
     assert {r["condition"] for r in rows} == {"voice_only", "face_voice"}
     assert "wrote" in stdout and "not testable" in stdout  # the claim needs all three conditions
-    assert "The claim is not testable on this run" in (out / "report.md").read_text()
+    assert ("**Primary verdict (unperturbed prompt): not testable** (needs the conditions"
+            in (out / "report.md").read_text())
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "m", "--out", "o"], "one of the arguments --data --manifest is required"),
+    (["--model", "m", "--out", "o"],
+     "one of the arguments --data --manifest --from-table is required"),
     (["--data", "/no/such", "--model", "m", "--out", "o"], "--data: folder '/no/such' does not"),
     (["--manifest", "/no/m.csv", "--model", "m", "--out", "o"], "--manifest: file '/no/m.csv'"),
     (["--data", ".", "--model", "/no/model", "--out", "o"], "--model: path '/no/model' does not"),

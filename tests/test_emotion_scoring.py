@@ -53,7 +53,7 @@ def test_batched_generation_equals_generate(media, tmp_path_factory):
     vs = list(variants())
     pick = [vs[0], vs[20], vs[56]]  # prompts of different lengths: padding in the batch
     texts = scoring.generate(adapter, prefix, pick, max_new_tokens=6)
-    for v, text in zip(pick, texts):
+    for v, text in zip(pick, texts, strict=False):
         full = adapter.build_inputs(prompt_text(v), audio=media.audio, video=media.frames)
         assert text == adapter.decode(adapter.generate(full, max_new_tokens=6))
 

@@ -64,7 +64,7 @@ def test_matches_fold_float64(anchored):
     omega = jax.vmap(lambda k: jax.random.normal(k, (n,), F64))(jax.random.split(
         jax.random.key(2), g))
     gain = jnp.linspace(0.5, 2.0, g, dtype=F64)[:, None] * jnp.ones((g, n), F64)
-    th0 = theta0 + jnp.linspace(-1.0, 1.0, g, dtype=F64)[:, None]
+    th0 = theta0[None, :] + jnp.linspace(-1.0, 1.0, g, dtype=F64)[:, None]
 
     keys = jax.random.split(jax.random.key(3), 3)
     anchoring = dict(anchor=jnp.abs(jax.random.normal(keys[0], (g, n), F64)) + 1.0,
@@ -84,7 +84,7 @@ def test_matches_fold_float64(anchored):
     params = sg.Params(omega=omega, gain=gain, B=Bs, K=Bs, **extra)
     out = fused_simulate(sur, th0, params=params, dt=0.01, n_steps=STEPS, means=True,
                          points_per_program=2, interpret=True)
-    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref):
+    for got, want in zip((out.y1, out.acc.cos, out.acc.sin), ref, strict=False):
         assert got.shape == (g, n) and got.dtype == F64
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 

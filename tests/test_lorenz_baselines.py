@@ -126,23 +126,25 @@ def test_closed_loop_is_reservoirpy_run_on_its_own_predictions(forecasting, kind
         pred, fit = esn_forecast(esn, series, splits, [s], h, grid=None)
         feats = lambda x: esn_states(esn, x)  # noqa: E731
     w, b = np.asarray(fit.fit.w), np.asarray(fit.fit.b)
-    path = u[:s + 1]
+    path = u[:s + 1, :2]  # the inputs: x and y only
     for j in range(h):
-        nxt = path[-1] + feats(path)[-1] @ w + b
+        o = feats(path)[-1] @ w + b
+        nxt = np.concatenate([path[-1] + o[:2], o[2:]])  # x, y summed; z read out
         np.testing.assert_allclose(pred[0, j], nxt, rtol=1e-9, atol=1e-12)
-        path = np.concatenate([path, nxt[None]])
+        path = np.concatenate([path, nxt[None, :2]])
 
 
 def test_ngrc_forecast_valid_prediction_time(forecasting):
-    """Mean VPT over the main job's 5 starts, measured on six trajectories with the previous
-    splits (washout 100 / train 500 samples at 0.04): 5.6 .. 6.7 Lyapunov times (single starts
-    2.2 .. 8.1); with the current splits (washout 250 / train 2000) 4.36 on the default series
-    (single starts 2.8 .. 5.9). Threshold 3: well above the surrogate's 0.7."""
+    """With the inputs every forecaster gets, x and y only, NG-RC (2 delays, no memory beyond
+    them) fits one step well but cannot infer z: measured mean VPT 0.13 Lyapunov times over the
+    5 starts (4.4 when it was also given z). One-step validation NMSE: 1.2e-5 (dx), 1.3e-3
+    (dy), 0.07 (z)."""
     series, splits, starts = forecasting
     pred, fit = ngrc_forecast(series, splits, starts, CFG.forecast_horizon)
     assert pred.shape == (len(starts), CFG.forecast_horizon, 3)
+    assert float(np.max(fit.nmse[1, :2])) < 1e-2
     vpt = _vpt(series, starts, pred)
-    assert vpt.mean() > 3.0
+    assert 0.02 < vpt.mean() < 1.0
 
 
 @pytest.mark.slow

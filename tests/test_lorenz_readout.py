@@ -10,26 +10,24 @@ from lorenz.baselines import make_esn, observer_baselines
 from lorenz.data import Splits, lorenz_series
 from lorenz.forecast import valid_prediction_time
 from lorenz.observer import features, modality_masks, observer_statistics, surrogate_features
-from lorenz.readout import (
-    fit_ridge,
-    normal_equations,
-    predict,
-    shapley_values,
-    spd_solve,
-)
+from lorenz.readout import fit_ridge, normal_equations, predict, shapley2
 
 F64 = jnp.float64
 SPLITS = Splits(washout=200, train=1000, val=250, test=500)
 
 
-def test_spd_solve_equals_numpy_and_batches():
+def test_fit_ridge_is_float64_and_batches_over_leading_axes():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(3, 300, 40))
-    A = np.einsum("bti,btj->bij", x, x) + 1e-6 * np.eye(40)  # condition number ~1e3..1e4
-    B = rng.normal(size=(3, 40, 2))
-    got = jax.jit(jax.vmap(spd_solve))(jnp.asarray(A), jnp.asarray(B))
-    want = np.linalg.solve(A, B)
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-11 * np.abs(want).max())
+    f = rng.normal(size=(2, 300, 4)).astype(np.float32)
+    z = rng.normal(size=(2, 300, 1))
+    ids = np.repeat([0, 1, 2], [200, 50, 50])
+    one = [fit_ridge(normal_equations(f[k], z[k], ids)) for k in range(2)]
+    stats = [normal_equations(f[k], z[k], ids) for k in range(2)]
+    both = fit_ridge(jax.tree.map(lambda *x: np.stack(x), *stats))
+    assert both.w.dtype == np.float64 and both.nmse.shape == (2, 3, 1)
+    for k in range(2):
+        np.testing.assert_allclose(both.nmse[k], one[k].nmse, rtol=1e-12)
+        assert both.lam[k, 0] == one[k].lam[0]
 
 
 def test_readout_recovers_a_known_linear_map():
@@ -63,30 +61,31 @@ def test_nmse_from_statistics_equals_direct_computation_and_lambda_is_chosen_on_
     assert float(fit.lam[0]) == lams[int(np.argmin(val))]
 
 
-def test_feature_mask_equals_fitting_on_the_subset():
+def test_feature_subset_equals_fitting_on_the_subset():
     rng = np.random.default_rng(1)
-    f = jnp.asarray(rng.normal(size=(400, 6)))
-    z = jnp.asarray(rng.normal(size=(400, 1))) + f[:, :1] * 2
-    ids = jnp.repeat(jnp.asarray([0, 1, 2]), jnp.asarray([250, 75, 75]))
-    mask = jnp.asarray([1, 0, 1, 1, 0, 0.0])
-    masked = fit_ridge(normal_equations(f, z, ids), mask)
-    sub = fit_ridge(normal_equations(f[:, np.asarray(mask) > 0], z, ids))
-    np.testing.assert_allclose(masked.w[np.asarray(mask) > 0], sub.w, atol=1e-10)
-    assert np.all(np.asarray(masked.w)[np.asarray(mask) == 0] == 0)
+    f = rng.normal(size=(400, 6))
+    z = rng.normal(size=(400, 1)) + f[:, :1] * 2
+    ids = np.repeat([0, 1, 2], [250, 75, 75])
+    idx = np.array([0, 2, 3])
+    masked = fit_ridge(normal_equations(f, z, ids), idx)
+    sub = fit_ridge(normal_equations(f[:, idx], z, ids))
+    np.testing.assert_allclose(masked.w[idx], sub.w, atol=1e-10)
+    assert np.all(masked.w[[1, 4, 5]] == 0)
     np.testing.assert_allclose(masked.nmse, sub.nmse, rtol=1e-8)
 
 
-def test_shapley_efficiency_and_two_player_formula():
-    v = {(): -1.0, (0,): -0.7, (1,): -0.4, (0, 1): -0.1}
-    value = lambda m: v[tuple(int(i) for i in np.flatnonzero(np.asarray(m)))]  # noqa: E731
-    phi = np.asarray(shapley_values(value, 2))
-    assert phi[0] == pytest.approx(0.5 * ((v[(0,)] - v[()]) + (v[(0, 1)] - v[(1,)])))
-    assert phi.sum() == pytest.approx(v[(0, 1)] - v[()])
-    rng = np.random.default_rng(2)
-    table = {tuple(np.flatnonzero(m)): rng.normal() for m in np.ndindex(2, 2, 2)}
-    value3 = lambda m: table[tuple(np.flatnonzero(np.asarray(m)))]  # noqa: E731
-    phi3 = np.asarray(shapley_values(value3, 3))
-    assert phi3.sum() == pytest.approx(table[(0, 1, 2)] - table[()], abs=1e-12)
+def test_shapley2_efficiency_and_formula():
+    phi = shapley2(-0.7, -0.4, -0.1, -1.0)
+    assert phi[0] == pytest.approx(0.5 * ((-0.7 + 1.0) + (-0.1 + 0.4)))
+    assert phi.sum() == pytest.approx(-0.1 + 1.0)
+
+
+def test_ridge_edge_is_flagged():
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(300, 3))
+    z = f @ np.ones((3, 1))  # noiseless: the smallest lam wins
+    fit = fit_ridge(normal_equations(f, z, np.repeat([0, 1, 2], 100)), lambdas=(1e-8, 1e-4, 1))
+    assert fit.lam[0] == 1e-8 and bool(fit.edge[0])
 
 
 def test_lorenz_series_is_standardised_on_train():
@@ -105,7 +104,7 @@ def test_streamed_statistics_equal_stored_features():
     theta0 = sg.initial_phases(jax.random.key(1), 100, F64)
     stats = observer_statistics(sur, theta0, series, SPLITS, block=64)  # pads past the end
     f = surrogate_features(sur, theta0, series)
-    ref = normal_equations(f, series.u[:, 2:3], jnp.asarray(SPLITS.ids()))
+    ref = normal_equations(f, series.u[:, 2:3], SPLITS.ids())
     for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-8)
     assert np.asarray(stats.n).tolist() == [1000, 250, 500]

@@ -14,6 +14,7 @@ from surrogate.lyapunov import (
     lyapunov_spectrum,
     lyapunov_spectrum_map,
 )
+from surrogate.lyapunov_batch import lyapunov_spectrum_batch, lyapunov_spectrum_map_batch
 
 LORENZ_REF = np.array([0.9056, 0.0, -14.5723])  # Sprott
 LORENZ_TOL = np.array([0.01, 0.01, 0.05])
@@ -91,9 +92,13 @@ def _linear_system():
     return jnp.asarray(p @ j @ np.linalg.inv(p)), np.array([-0.1, -0.1, -0.7, -1.5])
 
 
+def _linear_field(t, y, a):
+    return a @ y
+
+
 def test_linear_system_exact_exponents():
     a, expected = _linear_system()
-    field = lambda t, y, a: a @ y
+    field = _linear_field
     y0 = jnp.ones(4)
     res = lyapunov_spectrum(field, y0, a, dt=0.02, n_steps=100_000, transient=500, renorm_every=5)
     np.testing.assert_allclose(np.asarray(res.exponents), expected, atol=1e-3)
@@ -105,7 +110,9 @@ def test_linear_system_exact_exponents():
 
 def test_time_dependence_is_used():
     """dy/dt = (cos t - 1/2) y has exponent -1/2; a field evaluated at a frozen t would not."""
-    field = lambda t, y, args: (jnp.cos(t) - 0.5) * y
+    def field(t, y, args):
+        return (jnp.cos(t) - 0.5) * y
+
     res = lyapunov_spectrum(field, jnp.array([1.0]), dt=0.01, n_steps=20_000, t0=0.3)
     # exact over T = 200: -1/2 + (sin(t0 + T) - sin t0) / T
     exact = -0.5 + (math.sin(200.3) - math.sin(0.3)) / 200
@@ -115,8 +122,9 @@ def test_time_dependence_is_used():
 def test_jit_vmap_over_parameters_matches_single_runs():
     rhos = jnp.array([28.0, 45.0])
     params = LorenzParams(sigma=jnp.full(2, 10.0), rho=rhos, beta=jnp.full(2, 8 / 3))
-    run = lambda p: lyapunov_spectrum(lorenz63, jnp.array([1.0, 1.0, 1.0]), p, dt=0.01,
-                                      n_steps=300)
+    def run(p):
+        return lyapunov_spectrum(lorenz63, jnp.array([1.0, 1.0, 1.0]), p, dt=0.01, n_steps=300)
+
     batched = jax.jit(jax.vmap(run))(params)
     for i, rho in enumerate([28.0, 45.0]):
         single = run(LorenzParams(rho=rho))
@@ -138,7 +146,7 @@ def test_float32():
 
 def test_renorm_every_gives_same_spectrum():
     a, _expected = _linear_system()
-    field = lambda t, y, a: a @ y
+    field = _linear_field
     kw = {"dt": 0.02, "n_steps": 20_000, "transient": 500}
     r1 = lyapunov_spectrum(field, jnp.ones(4), a, renorm_every=1, **kw)
     r10 = lyapunov_spectrum(field, jnp.ones(4), a, renorm_every=10, **kw)
@@ -260,3 +268,81 @@ def test_lorenz_spectrum_long_run_tighter():
     lam = np.asarray(run(y0).exponents).mean(0)
     assert np.all(np.abs(lam - LORENZ_REF) < [0.003, 0.002, 0.01]), lam
     assert abs(float(kaplan_yorke_dimension(jnp.asarray(lam))) - 2.062) < 0.001
+
+
+# ----------------------------------------------------------------------------------------------
+# The batch on lanes (surrogate.lyapunov_batch)
+
+
+def test_batch_equals_vmapped_one_system_path():
+    """Same algorithm, other layout: B = 5 on lane blocks of 2 (one padded) equals the vmapped
+    one-system path to rounding over a horizon short enough for rounding not to grow."""
+    y0s = jnp.concatenate([LORENZ_Y0, jnp.array([[0.5, -1.0, 30.0]])])
+    kw = {"dt": 0.01, "n_steps": 800, "transient": 16, "renorm_every": 8, "n_records": 7}
+    one = jax.vmap(lambda y: lyapunov_spectrum(lorenz63, y, **kw))(y0s)
+    batch = lyapunov_spectrum_batch(lorenz63, y0s, lanes=2, **kw)
+    assert batch.exponents.shape == (5, 3) and batch.running.shape == (5, 7, 3)
+    assert batch.times.shape == (5, 7)
+    np.testing.assert_allclose(batch.exponents, one.exponents, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(batch.running, one.running, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(batch.times, one.times)
+    # the lanes are independent trajectories, in the order of y0s
+    assert np.all(np.abs(np.diff(np.asarray(batch.exponents[:, 0]))) > 1e-4)
+
+
+@pytest.fixture(scope="module")
+def lorenz_batch32():
+    """64 initial conditions x 500 time units, float32, QR every 8 steps."""
+    y0s = jax.random.uniform(jax.random.key(3), (64, 3), jnp.float32, -10.0, 10.0) + jnp.array(
+        [0.0, 0.0, 25.0], jnp.float32)[None, :]
+    return lyapunov_spectrum_batch(lorenz63, y0s, dt=0.01, n_steps=50_000, transient=1000,
+                                   renorm_every=8)
+
+
+def test_batch_float32_published_spectrum_and_trace(lorenz_batch32):
+    res = lorenz_batch32
+    assert res.exponents.dtype == jnp.float32 and res.running.dtype == jnp.float32
+    lam = np.asarray(res.exponents, np.float64)
+    np.testing.assert_array_less(np.abs(lam.mean(0) - LORENZ_REF), LORENZ_TOL)
+    # the sum of the exponents is the (constant) trace of the Jacobian, trajectory by trajectory
+    p = LorenzParams()
+    np.testing.assert_allclose(lam.sum(1), -(p.sigma + 1 + p.beta), atol=2e-3)
+
+
+def test_batch_renorm_interval_does_not_change_spectrum(lorenz_batch32):
+    a, expected = _linear_system()
+    field = _linear_field
+    y0s = jnp.stack([jnp.ones(4), jnp.arange(1.0, 5.0)])
+    kw = {"dt": 0.02, "n_steps": 20_000, "transient": 480}
+    r1 = lyapunov_spectrum_batch(field, y0s, a, renorm_every=1, **kw)
+    r8 = lyapunov_spectrum_batch(field, y0s, a, renorm_every=8, **kw)
+    np.testing.assert_allclose(r1.exponents, r8.exponents, atol=1e-9)
+    np.testing.assert_allclose(r8.exponents, np.broadcast_to(expected, (2, 4)), atol=2e-3)
+    # chaotic: every step against every 8th, batch means within the spread of lambda_1's mean
+    y0s = jax.random.uniform(jax.random.key(3), (64, 3), jnp.float32, -10.0, 10.0) + jnp.array(
+        [0.0, 0.0, 25.0], jnp.float32)[None, :]
+    every = lyapunov_spectrum_batch(lorenz63, y0s, dt=0.01, n_steps=50_000, transient=1000)
+    diff = np.asarray(every.exponents.mean(0) - lorenz_batch32.exponents.mean(0))
+    assert np.all(np.abs(diff) < [0.005, 0.005, 0.01]), diff
+
+
+def test_batch_henon_map():
+    y0s = 0.1 * jax.random.normal(jax.random.key(1), (8, 2))
+    res = lyapunov_spectrum_map_batch(henon, y0s, n_steps=20_000, transient=100)
+    assert res.exponents.shape == (8, 2)
+    np.testing.assert_allclose(np.asarray(res.exponents.mean(0)), [0.4192, -1.6232], atol=0.01)
+    # |det Dg| = b at every point: every sum is ln b to rounding
+    np.testing.assert_allclose(res.sum, math.log(HenonParams().b), atol=1e-9)
+    one = lyapunov_spectrum_map(henon, y0s[3], n_steps=20_000, transient=100)
+    np.testing.assert_allclose(res.exponents[3], one.exponents, atol=1e-12)
+
+
+def test_batch_bad_arguments_raise():
+    with pytest.raises(ValueError, match="y0s must have shape"):
+        lyapunov_spectrum_batch(lorenz63, jnp.ones(3), dt=0.01, n_steps=10)
+    with pytest.raises(ValueError, match="lanes must"):
+        lyapunov_spectrum_batch(lorenz63, jnp.ones((2, 3)), dt=0.01, n_steps=10, lanes=0)
+    with pytest.raises(ValueError, match="renorm_every"):
+        lyapunov_spectrum_batch(lorenz63, jnp.ones((2, 3)), dt=0.01, n_steps=10, renorm_every=3)
+    with pytest.raises(ValueError, match="same shape"):
+        lyapunov_spectrum_map_batch(lambda y, a: jnp.sum(y), jnp.ones((2, 2)), n_steps=10)

@@ -56,7 +56,8 @@ def qwen(tmp_path_factory):
     return path, load_adapter(path)
 
 
-# Qwen's processor sizes video frames to >= 128 x 28 x 28 pixels by default; keep the tiny model tiny
+# Qwen's processor sizes video frames to >= 128 x 28 x 28 pixels by default; keep the tiny
+# model tiny
 SMALL_VIDEO = {"videos_kwargs": {"size": {"shortest_edge": 28 * 28, "longest_edge": 56 * 56}}}
 
 
@@ -140,4 +141,5 @@ def test_gemma3n_adapter_audio_and_image(tmp_path_factory, media):
     for name, value in reference(maps, prompt.token_modality, bundle.query_index).items():
         np.testing.assert_allclose(getattr(bundle, name), value, atol=TOL, err_msg=name)
     # the last (text) query of a sliding layer sees at most 8 keys
-    assert bundle.row_visible[0, -1].sum() == 8 and bundle.row_visible[1, -1].sum() == len(maps[0, 0])
+    assert bundle.row_visible[0, -1].sum() == 8
+    assert bundle.row_visible[1, -1].sum() == len(maps[0, 0])

@@ -4,10 +4,13 @@ the one place where errors become exit codes (``error_message``, ``main``)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
 import sys
+
+from threadpoolctl import threadpool_limits
 
 from xmodal import __version__
 
@@ -20,6 +23,10 @@ COMMANDS = ("simulate", "lorenz", "probe", "lyapunov", "sweep", "emotion", "fit"
 NEEDS_EXTRA = {"probe": ("probe", ("torch", "transformers")),
                "emotion": ("probe", ("torch", "transformers", "soundfile", "av", "PIL")),
                "lorenz": ("lorenz", ("reservoirpy",))}  # its baselines, after the sweep
+#: Commands that start JAX: its backend and flags are tried first (``check_jax_environment``).
+JAX_COMMANDS = ("simulate", "lorenz", "lyapunov", "sweep", "fit", "sensitivity")
+#: Commands whose result is printed on stdout: refused when it is closed.
+STDOUT_COMMANDS = ("lyapunov",)
 #: Python packages of the extras, for the message when an import fails anyway.
 EXTRAS = {"torch": "probe", "transformers": "probe", "soundfile": "probe", "av": "probe",
           "PIL": "probe", "torchvision": "vision", "timm": "vision", "reservoirpy": "lorenz",
@@ -49,15 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cpu_devices() -> None:
-    """One JAX CPU device per available core (unless XLA_FLAGS says otherwise), so that sweeps,
-    which shard over devices, use every core; single-threaded OpenBLAS under XLA's threads (see
-    surrogate/__init__.py). Set before JAX starts its backends."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    """One JAX CPU device per available core (unless XLA_FLAGS sets a count), so that sweeps,
+    which shard over devices, use every core. A JAX setting, not the environment: it takes
+    effect only before JAX starts its backends (a program that imported JAX keeps its own)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags or "jax" in sys.modules:
         return
+    import jax
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores or 1}".strip()
+    try:
+        jax.config.update("jax_num_cpu_devices", cores or 1)
+    except RuntimeError:  # backends already started
+        pass
 
 
 
@@ -76,6 +87,9 @@ def error_message(err: BaseException) -> str | None:
         return ("out of memory; reduce the sizes (grid points, oscillators, steps or saved "
                 "frames)")
     if isinstance(err, OSError):  # unwritable or vanished paths, full disks, ...
+        if isinstance(err, BrokenPipeError) or (err.filename is None and err.errno in (
+                errno.EBADF, errno.ENOSPC, errno.EPIPE)):
+            return f"cannot write the output to stdout ({err.strerror or err})"
         where = f"{err.filename}: " if err.filename else ""
         return f"{where}{err.strerror or err}"
     if isinstance(err, (ValueError, OverflowError)):  # bad values found after parsing
@@ -95,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     is removed again if it is still empty. ``XMODAL_TRACEBACK=1`` shows tracebacks instead."""
     _cpu_devices()
     parser = build_parser()
-    from xmodal.report import forget_created_dirs, remove_created_dirs
+    from xmodal.report import forget_created_dirs, release_locks, remove_created_dirs
 
     args = parser.parse_args(argv)
-    if args.command in NEEDS_EXTRA:  # before any work: a missing extra is one line, exit 2
+    # before any work: a missing extra is one line, exit 2 (re-analysing a table needs none)
+    if args.command in NEEDS_EXTRA and not getattr(args, "from_table", None):
         extra, modules = NEEDS_EXTRA[args.command]
         missing = _missing(modules)
         if missing:
@@ -107,11 +122,22 @@ def main(argv: list[str] | None = None) -> int:
                            f"pip install 'xmodal[{extra}]'\n")
     forget_created_dirs()
     try:
-        code = int(args.run(args) or 0)
+        from xmodal.report import check_jax_environment, check_stdout
+
+        if args.command in STDOUT_COMMANDS:
+            check_stdout()
+        if args.command in JAX_COMMANDS:
+            check_jax_environment()
+        with threadpool_limits(1, user_api="blas"):  # BLAS threads under XLA's oversubscribe
+            code = int(args.run(args) or 0)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a full disk or a closed pipe: said now, not lost at exit
     except KeyboardInterrupt:
+        release_locks()
         remove_created_dirs()
         parser.exit(130, f"xmodal {args.command}: interrupted\n")
     except Exception as err:
+        release_locks()
         remove_created_dirs()
         if os.environ.get("XMODAL_TRACEBACK"):
             raise
@@ -120,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"xmodal {args.command}: error: {msg}\n")
         parser.exit(1, f"xmodal {args.command}: internal error: {type(err).__name__}: {err} "
                        f"(a bug; rerun with XMODAL_TRACEBACK=1 to see where)\n")
+    release_locks()
     forget_created_dirs()
     return code
 

@@ -11,6 +11,7 @@ anything into it (``remove_created_dirs``, called by ``xmodal.cli.main``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -31,16 +32,22 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_npz",
     "check_coordinator",
+    "check_figure_format",
+    "check_jax_environment",
     "check_memory",
     "check_out_file",
     "check_steps",
     "check_torch_device",
+    "check_stdout",
     "dumps_json",
     "prepare_out",
     "forget_created_dirs",
+    "hold_lock",
+    "release_locks",
     "remove_created_dirs",
     "remove_store",
     "seed_int",
+    "store_lock",
     "versions",
     "warn_non_finite_arrays",
 ]
@@ -50,6 +57,8 @@ _CREATED: list[Path] = []
 
 #: Largest step count of a single integration (the step counters of the compiled loops).
 MAX_STEPS = 2**31 - 1
+#: Longest file or folder name, in bytes (Linux, macOS, Windows file systems).
+NAME_MAX = 255
 
 
 def _probe_writable(folder: Path, arg: str, given: Path | None = None) -> None:
@@ -71,16 +80,27 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _check_name_lengths(path: Path, arg: str) -> None:
+    """ValueError naming ``arg`` if a component of ``path`` is longer than file systems allow
+    (checked first: the OS then refuses even to look the path up)."""
+    for part in path.parts:
+        n = len(os.fsencode(part))
+        if n > NAME_MAX:
+            raise ValueError(f"{arg} {path}: a name in it has {n} bytes, more than the "
+                             f"{NAME_MAX} a file system allows")
+
+
 def prepare_out(path, *, force: bool = False, resume: bool | None = None,
                 arg: str = "--out") -> Path:
     """The policy above for ``arg`` = ``path``: ValueError naming it when refused or not
     writable, else the directory (created, with its parents, when missing). ``resume`` None:
     the command has no ``--resume``."""
     path = Path(path)
+    _check_name_lengths(path, arg)
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise ValueError(f"{arg} {path}: exists and is not a directory")
-        if not (force or resume) and any(path.iterdir()):
+        if not (force or resume) and any(p.name != LOCK_FILE for p in path.iterdir()):
             how = ("pass --resume to continue the run in it or --force to start over"
                    if resume is not None else "pass --force to overwrite its files")
             raise ValueError(f"{arg} {path}: exists and is not empty; {how}, or choose "
@@ -137,17 +157,180 @@ def forget_created_dirs() -> None:
     _CREATED.clear()
 
 
-def check_out_file(path, arg: str) -> Path:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.absolute() == Path(b).absolute()
+
+
+def check_out_file(path, arg: str, inputs=()) -> Path:
     """A file to be written at the end (e.g. ``--plot``): its folder must exist and be
-    writable, and it must not be a directory. Checked before the computation."""
+    writable; it must not be a directory, a device or other non-regular file, a name too long
+    for the file system, or one of ``inputs`` (``(option, path)`` pairs: the command's own input
+    files). Checked before the computation."""
     path = Path(path)
+    _check_name_lengths(path, arg)
     if path.is_dir():
         raise ValueError(f"{arg} {path}: is a directory; give a file name")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{arg} {path}: exists and is not a regular file (a device, pipe or "
+                         f"socket); give a file name")
+    for what, given in inputs:
+        if given is not None and path.exists() and _same_file(path, Path(given)):
+            raise ValueError(f"{arg} {path}: is the input of {what}; writing it would "
+                             f"overwrite the input, choose another file")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"{arg} {path}: folder {folder} does not exist")
     _probe_writable(folder, arg, path)
     return path
+
+
+def check_figure_format(path, arg: str) -> None:
+    """The suffix of the figure file ``path`` names a format Matplotlib writes (none: png)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(f"{arg} {path}: unknown figure format {suffix!r}; use one of "
+                         f"{', '.join(sorted(formats))}")
+
+
+def check_stdout(what: str = "the result") -> None:
+    """ValueError if standard output is closed (Python sets ``sys.stdout`` to None then), for a
+    command whose result goes there: said before the work. A full disk or a broken pipe is
+    found when ``xmodal.cli.main`` flushes it at the end (exit 2 as well)."""
+    if sys.stdout is None:
+        raise ValueError(f"standard output is closed, and {what} is printed there; "
+                         f"redirect it to a file (> FILE)")
+
+
+@contextlib.contextmanager
+def store_lock(out, what: str = "--out"):
+    """Hold an exclusive lock on the run folder ``out`` (``out/.xmodal.lock``, fcntl) while a
+    run writes there: a second writer of the same folder gets ValueError naming ``what`` and
+    the holder's process id; the lock file goes away with the run. Advisory: every xmodal
+    command that writes a store takes it."""
+    import fcntl
+
+    path = Path(out) / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ValueError(f"{what} {out}: cannot create the lock file {LOCK_FILE} "
+                             f"({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ValueError(f"{what} {out}: another xmodal process (pid {holder}) is writing "
+                             f"there; wait for it to finish or choose another directory "
+                             f"(--force does not delete a folder in use)") from None
+        try:  # the file may have been removed by the holder that released it meanwhile
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        Path(path).unlink(missing_ok=True)
+        os.close(fd)
+
+
+#: The lock file of a run folder (``store_lock``).
+LOCK_FILE = ".xmodal.lock"
+
+#: Locks taken with ``hold_lock`` in this process, released by ``release_locks``.
+_HELD = contextlib.ExitStack()
+
+
+def hold_lock(out, what: str = "--out") -> Path:
+    """``store_lock(out, what)`` held until the command ends (``xmodal.cli.main`` calls
+    ``release_locks``): one line after ``prepare_out`` in a command that writes a run folder."""
+    return _HELD.enter_context(store_lock(out, what))
+
+
+def release_locks() -> None:
+    """Release the locks of ``hold_lock`` (and remove their lock files)."""
+    _HELD.close()
+
+
+#: Results of ``check_jax_environment``'s child process, per environment.
+_JAX_CHECKED: dict = {}
+
+_JAX_PROBE = """
+import json, sys
+try:
+    import jax
+    if sys.argv[1]:
+        jax.config.update("jax_platforms", sys.argv[1])
+    print(json.dumps({"platform": jax.devices()[0].platform}))
+except BaseException as err:
+    print(json.dumps({"error": type(err).__name__ + (f": {err}" if str(err) else "")}))
+"""
+
+
+def _user_xla_flags() -> list[str]:
+    return [f for f in os.environ.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")]
+
+
+def check_jax_environment(platform: str | None = None, arg: str = "--device") -> None:
+    """JAX can start here with the ``platform`` asked for (None: the default) under this
+    process's ``JAX_PLATFORMS`` and ``XLA_FLAGS``: ValueError naming the option or variable
+    otherwise, before any output exists. JAX raises a bare AssertionError for a platform that
+    is not there and XLA aborts the process on a bad flag, so the start is tried in a child
+    process (about 1.5 s; only when the platform, ``JAX_PLATFORMS`` or ``XLA_FLAGS`` is set
+    to something other than the CPU defaults; once per environment)."""
+    import json
+    import re
+    import subprocess
+
+    env_platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    flags = _user_xla_flags()
+    if platform in (None, "cpu") and env_platforms in ("", "cpu") and not flags:
+        return
+    key = (platform, env_platforms, os.environ.get("XLA_FLAGS", ""))
+    if key not in _JAX_CHECKED:
+        try:
+            proc = subprocess.run([sys.executable, "-c", _JAX_PROBE, platform or ""],
+                                  capture_output=True, text=True, timeout=300)
+            _JAX_CHECKED[key] = (proc.returncode, proc.stdout, proc.stderr)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            _JAX_CHECKED[key] = (None, "", str(err))
+    code, stdout, stderr = _JAX_CHECKED[key]
+    try:
+        result = json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        result = None
+    if result is None:  # XLA aborted (a glog fatal line "F1203 06:16:29.8 5595 file.cc:234] msg")
+        lines = [re.sub(r"^[FEW]\d{4} [\d:.]+\s+\d+ \S+\] ", "", line).strip()
+                 for line in stderr.splitlines() if line.strip()]
+        why = next((line for line in reversed(lines) if "XLA_FLAGS" in line),
+                   lines[-1] if lines else f"exit code {code}")
+        if flags:
+            raise ValueError(f"environment variable XLA_FLAGS={' '.join(flags)!r}: XLA cannot "
+                             f"start with it ({why})")
+        raise ValueError(f"JAX cannot start here ({why})")
+    if "error" in result:
+        why = result["error"]
+        if why == "AssertionError":
+            why = "no such backend in this jaxlib, or no device for it"
+        if platform is not None:
+            raise ValueError(f"{arg}: no such JAX backend here ({why})")
+        raise ValueError(f"environment variable JAX_PLATFORMS={env_platforms!r}: JAX cannot "
+                         f"start that backend here ({why}); unset it or set JAX_PLATFORMS=cpu")
 
 
 def available_memory() -> int | None:
@@ -251,7 +434,14 @@ def check_coordinator(text: str | None, *, process_id: int | None = None,
 def check_torch_device(text: str, arg: str = "--device") -> None:
     """A torch device that exists here ("auto": accelerate's placement over what there is):
     ValueError naming ``arg`` otherwise, before a model is loaded."""
-    if text in ("cpu", "auto"):
+    if text == "auto":
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise ValueError(f"{arg} auto: needs the Python package 'accelerate' (transformers "
+                             f"places the model with it); pip install 'xmodal[probe]'")
+        return
+    if text == "cpu":
         return
     import torch
 

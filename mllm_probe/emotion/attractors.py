@@ -11,13 +11,17 @@ show where the model falls back).
 - `hierarchy`: the fallback order. Level 1 is the label most predicted over all errors; level k is
   the label most predicted over the errors of the rows whose prompt forbids levels 1..k-1 (so it
   says where errors go once the preferred attractors are forbidden). Ties go to the earlier label.
+  It is computed from a `fallback_table` (rows and errors per forbidden-label set), which actor
+  resamples reweight (`mllm_probe.emotion.statistics.kept_rank`).
 - Error distributions: over the K (K - 1) off-diagonal (intended, predicted) cells ("pairs") or
   over the predicted label of errors ("targets").
 - `js_distance`: Jensen-Shannon *distance* (square root of the divergence) with base-2 logarithms:
   0 for identical distributions, 1 for disjoint ones (in nats the divergence of disjoint ones is
-  ln 2). `bootstrap_distances` resamples clips with replacement (explicit seed) for percentile
-  intervals; distances from finite counts are biased upward, so an interval may lie above the
-  point estimate when the distributions are close.
+  ln 2). `bootstrap_distances` resamples units (actors in `analyze`) with replacement (explicit
+  seed) for percentile intervals; distances from finite counts are biased upward, more so with
+  fewer errors, so an interval may lie above the point estimate when the distributions are close,
+  and a difference of two such distances is no test (`claim_test` is that uncalibrated test, kept
+  as the baseline of the calibration benchmark; verdicts come from `statistics.claim`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import itertools
 
 import numpy as np
 
+from mllm_probe.emotion.datasets import CLIP_NAME
 from mllm_probe.emotion.prompts import LABELS
 
 K = len(LABELS)
@@ -37,7 +42,8 @@ MIN_SHARE = 0.10
 @dataclasses.dataclass(frozen=True, eq=False)
 class Predictions:
     """Prediction rows as arrays: clip (N,) str, condition (N,) str, variant (N,) int,
-    intended / predicted (N,) int label indices, forbidden / perceived (N, K) bool."""
+    intended / predicted (N,) int label indices, forbidden / perceived (N, K) bool, actor (N,)
+    str (the unit of replication: see `actor_of`)."""
 
     clip: np.ndarray
     condition: np.ndarray
@@ -46,6 +52,7 @@ class Predictions:
     predicted: np.ndarray
     forbidden: np.ndarray
     perceived: np.ndarray
+    actor: np.ndarray
 
     def where(self, mask) -> Predictions:
         return Predictions(**{f.name: getattr(self, f.name)[mask]
@@ -60,19 +67,52 @@ def _labels_mask(text: str) -> np.ndarray:
     return np.array([label in parts for label in LABELS])
 
 
-def from_rows(rows, predicted_column: str = "predicted") -> Predictions:
+def actor_of(clip: str, given: str = "") -> str:
+    """The actor of a clip: ``given`` (a table or manifest column ``actor``) when not empty, else
+    the CREMA-D actor id (1001-1091) that starts a CREMA-D clip name, else the clip itself (its own
+    cluster)."""
+    if given:
+        return given
+    m = CLIP_NAME.match(clip)
+    return m.group(1) if m else clip
+
+
+def from_rows(rows, predicted_column: str = "predicted", source: str = "predictions table"
+              ) -> Predictions:
     """`Predictions` from predictions-table rows (dicts of strings); rows whose
-    ``predicted_column`` is empty (e.g. an unparsed generated answer) are left out."""
-    rows = [r for r in rows if r.get(predicted_column)]
+    ``predicted_column`` is empty (e.g. an unparsed generated answer) are left out. A value that
+    does not parse raises ValueError naming ``source``, the line (header = line 1) and the field."""
     idx = {label: i for i, label in enumerate(LABELS)}
+    kept = []
+    for line, r in enumerate(rows, start=2):
+        if not r.get(predicted_column):
+            continue
+        for field in ("intended", predicted_column):
+            if r.get(field) not in idx:
+                raise ValueError(f"{source} line {line}, field {field!r}: unknown label "
+                                 f"{r.get(field)!r} (expected one of {LABELS})")
+        for field in ("forbidden", "perceived"):
+            bad = [x for x in (r.get(field) or "").split(":") if x and x not in idx]
+            if bad:
+                raise ValueError(f"{source} line {line}, field {field!r}: unknown label "
+                                 f"{bad[0]!r} (expected labels joined by ':')")
+        variant = str(r.get("variant", ""))
+        if not variant.isdigit():
+            raise ValueError(f"{source} line {line}, field 'variant': expected a non-negative "
+                             f"integer, got {variant!r}")
+        if not r.get("clip") or not r.get("condition"):
+            raise ValueError(f"{source} line {line}, field "
+                             f"{'clip' if not r.get('clip') else 'condition'!r}: empty")
+        kept.append(r)
     return Predictions(
-        clip=np.array([r["clip"] for r in rows], dtype=object),
-        condition=np.array([r["condition"] for r in rows], dtype=object),
-        variant=np.array([int(r["variant"]) for r in rows], dtype=np.int64),
-        intended=np.array([idx[r["intended"]] for r in rows], dtype=np.int64),
-        predicted=np.array([idx[r[predicted_column]] for r in rows], dtype=np.int64),
-        forbidden=np.array([_labels_mask(r["forbidden"]) for r in rows], dtype=bool).reshape(-1, K),
-        perceived=np.array([_labels_mask(r["perceived"]) for r in rows], dtype=bool).reshape(-1, K),
+        clip=np.array([r["clip"] for r in kept], dtype=object),
+        condition=np.array([r["condition"] for r in kept], dtype=object),
+        variant=np.array([int(r["variant"]) for r in kept], dtype=np.int64),
+        intended=np.array([idx[r["intended"]] for r in kept], dtype=np.int64),
+        predicted=np.array([idx[r[predicted_column]] for r in kept], dtype=np.int64),
+        forbidden=np.array([_labels_mask(r["forbidden"]) for r in kept], dtype=bool).reshape(-1, K),
+        perceived=np.array([_labels_mask(r["perceived"]) for r in kept], dtype=bool).reshape(-1, K),
+        actor=np.array([actor_of(r["clip"], r.get("actor") or "") for r in kept], dtype=object),
     )
 
 
@@ -125,24 +165,43 @@ def attractor_strength(conf: np.ndarray) -> np.ndarray:
     return off.sum(0) / total if total else np.full(len(conf), np.nan)
 
 
-def hierarchy(p: Predictions, max_levels: int = 5) -> list[dict]:
-    """Fallback order of the errors [{label, share, errors, rows}] (see the module docstring)."""
+def fallback_table(p: Predictions, groups=None, n_groups: int = 1) -> np.ndarray:
+    """(n_groups, 2**K, K + 1) float: per group of rows (``groups`` (N,) int in [0, n_groups);
+    None: one group) and forbidden-label set (bit k = label k forbidden), the rows (column 0) and
+    the errors predicting each label (columns 1..K)."""
+    bits = p.forbidden.astype(np.int64) @ (1 << np.arange(K)) if len(p) else np.zeros(0, int)
+    g = np.zeros(len(p), np.int64) if groups is None else np.asarray(groups)
+    out = np.zeros((n_groups, 1 << K, K + 1))
+    np.add.at(out, (g, bits, 0), 1.0)
+    err = p.predicted != p.intended
+    np.add.at(out, (g[err], bits[err], 1 + p.predicted[err]), 1.0)
+    return out
+
+
+def hierarchy_of_table(table: np.ndarray, max_levels: int = 5) -> list[dict]:
+    """The fallback order [{label, share, errors, rows}] of a `fallback_table`."""
+    table = np.asarray(table, dtype=float)
+    sets = np.arange(table.shape[0])
     chosen: list[int] = []
     levels = []
     for _ in range(max_levels):
-        rows = np.ones(len(p), bool)
-        for c in chosen:
-            rows &= p.forbidden[:, c]
-        err = rows & (p.predicted != p.intended)
-        counts = np.bincount(p.predicted[err], minlength=K).astype(float)
+        need = sum(1 << c for c in chosen)
+        sel = table[(sets & need) == need].sum(0)
+        counts = sel[1:].copy()
+        errors = counts.sum()
         counts[chosen] = -1  # a forbidden label cannot be a fallback (generated answers may be)
-        if err.sum() == 0 or counts.max() <= 0:
+        if errors <= 0 or counts.max() <= 0:
             break
         best = int(np.argmax(counts))
-        levels.append({"label": LABELS[best], "share": float(counts[best] / err.sum()),
-                       "errors": int(err.sum()), "rows": int(rows.sum())})
+        levels.append({"label": LABELS[best], "share": float(counts[best] / errors),
+                       "errors": int(round(errors)), "rows": int(round(sel[0]))})
         chosen.append(best)
     return levels
+
+
+def hierarchy(p: Predictions, max_levels: int = 5) -> list[dict]:
+    """Fallback order of the errors [{label, share, errors, rows}] (see the module docstring)."""
+    return hierarchy_of_table(fallback_table(p)[0], max_levels)
 
 
 def error_counts(p: Predictions, kind: str = "pairs") -> np.ndarray:
@@ -177,34 +236,45 @@ def js_distance(p, q, axis: int = -1) -> np.ndarray:
     return np.where(bad, np.nan, out)
 
 
-def clip_error_counts(p: Predictions, conditions, kind: str = "pairs"):
-    """(clips, (n_clips, C, D) counts): error counts per clip and condition."""
-    clips = np.array(sorted(set(p.clip)), dtype=object)
+def clip_error_counts(p: Predictions, conditions, kind: str = "pairs", by: str = "clip"):
+    """(units, (n_units, C, D) counts): error counts per unit and condition; ``by`` "clip" or
+    "actor" (`Predictions.actor`)."""
+    if kind not in ("pairs", "targets"):
+        raise ValueError(f"error distribution kind must be 'pairs' or 'targets', got {kind!r}")
+    units, unit = np.unique(np.asarray(p.actor if by == "actor" else p.clip, dtype=str),
+                            return_inverse=True)
     D = K * (K - 1) if kind == "pairs" else K
-    out = np.zeros((len(clips), len(conditions), D), dtype=np.int64)
-    index = {c: i for i, c in enumerate(clips)}
+    out = np.zeros((len(units), len(conditions), D), dtype=np.int64)
+    offdiag = np.cumsum(~np.eye(K, dtype=bool)).reshape(K, K) - 1  # (t, q) -> pair index
     for j, cond in enumerate(conditions):
-        sub = p.where(p.condition == cond)
-        for clip in set(sub.clip):
-            out[index[clip], j] = error_counts(sub.where(sub.clip == clip), kind)
-    return clips, out
+        m = (p.condition == cond) & (p.predicted != p.intended)
+        code = (offdiag[p.intended[m], p.predicted[m]] if kind == "pairs" else p.predicted[m])
+        np.add.at(out, (unit[m], j, code), 1)
+    return units.astype(object), out
 
 
-def bootstrap_distances(counts: np.ndarray, conditions, *, seed: int, n_boot: int = 1000,
+def resample_weights(rng, n: int, n_boot: int) -> np.ndarray:
+    """(n_boot, n) float multiplicities of ``n`` units drawn with replacement ``n_boot`` times."""
+    rng = np.random.default_rng(rng)
+    draws = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
+    mult = np.zeros((n_boot, n))
+    np.add.at(mult, (np.arange(n_boot)[:, None], draws), 1.0)
+    return mult
+
+
+def bootstrap_distances(counts: np.ndarray, conditions, *, seed, n_boot: int = 1000,
                         level: float = 0.95) -> dict:
     """JS distances between the conditions' error distributions with bootstrap intervals.
 
-    ``counts`` (n_clips, C, D) error counts per clip and condition; clips are resampled with
-    replacement ``n_boot`` times with ``np.random.default_rng(seed)``. Returns
-    {"a|b": {"distance", "low", "high"}} for every pair of conditions (percentile intervals).
+    ``counts`` (n_units, C, D) error counts per unit (clip or actor) and condition; units are
+    resampled with replacement ``n_boot`` times with ``np.random.default_rng(seed)`` (an int or a
+    Generator). Returns {"a|b": {"distance", "low", "high", "samples"}} for every pair of
+    conditions (percentile intervals).
     """
     counts = np.asarray(counts, dtype=float)
     n, C, D = counts.shape
     total = counts.sum(0)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
-    mult = np.zeros((n_boot, n))
-    np.add.at(mult, (np.arange(n_boot)[:, None], draws), 1.0)
+    mult = resample_weights(seed, n, n_boot)
     boot = (mult @ counts.reshape(n, C * D)).reshape(n_boot, C, D)
     alpha = (1 - level) / 2
     out = {}
@@ -220,7 +290,8 @@ def bootstrap_distances(counts: np.ndarray, conditions, *, seed: int, n_boot: in
 
 def claim_test(counts: np.ndarray, conditions, *, seed: int, n_boot: int = 1000,
                level: float = 0.95) -> dict:
-    """The paper's claim, "Face+Voice errors track Face-only, not Voice-only", as numbers.
+    """The paper's claim as the uncalibrated plug-in test (the baseline of
+    ``benchmarks/emotion_calibration.py``; a run's verdict comes from `statistics.claim`).
 
     Statistic: delta = JS(face_voice, voice_only) - JS(face_voice, face_only) (> 0 supports the
     claim), with a bootstrap interval over clips. Verdict: "supported" if the interval lies above
@@ -249,28 +320,40 @@ def claim_test(counts: np.ndarray, conditions, *, seed: int, n_boot: int = 1000,
 
 
 def analyze(p: Predictions, conditions, *, seed: int = 0, n_boot: int = 1000,
-            min_share: float = MIN_SHARE, level: float = 0.95) -> dict:
+            n_perm: int = 1000, min_share: float = MIN_SHARE, level: float = 0.95,
+            alpha: float = 0.05) -> dict:
     """All statistics of a run, JSON-able: per condition accuracy, confusion, error graph,
-    attractor strength, hierarchy; between conditions JS distances (pairs and targets) with
-    bootstrap intervals and the claim test."""
+    attractor strength, hierarchy (with its kept-rank fractions over actor resamples); between
+    conditions JS distances (pairs and targets, all rows pooled, descriptive) with intervals over
+    actors; the three analyses of `statistics.analyses` and the primary claim verdict."""
+    from mllm_probe.emotion import statistics  # it builds on this module's primitives
+
+    seeds = np.random.SeedSequence(seed).spawn(3)
     per = {}
     for cond in conditions:
         sub = p.where(p.condition == cond)
         conf = confusion(sub.intended, sub.predicted)
         per[cond] = {"accuracy": accuracy(sub), "confusion": conf.tolist(),
                      "error_graph": error_graph(conf, min_share),
-                     "attractor_strength": dict(zip(LABELS, attractor_strength(conf).tolist())),
-                     "hierarchy": hierarchy(sub), "errors": int((sub.predicted != sub.intended).sum())}
+                     "attractor_strength": dict(zip(LABELS, attractor_strength(conf).tolist(),
+                                                     strict=True)),
+                     "hierarchy": statistics.kept_rank(sub, rng=np.random.default_rng(seeds[0]),
+                                                       n_boot=n_boot),
+                     "errors": int((sub.predicted != sub.intended).sum())}
     between = {}
+    rng = np.random.default_rng(seeds[1])
     for kind in ("pairs", "targets"):
-        _, counts = clip_error_counts(p, conditions, kind)
-        dist = bootstrap_distances(counts, conditions, seed=seed, n_boot=n_boot, level=level)
+        _, counts = clip_error_counts(p, conditions, kind, by="actor")
+        dist = bootstrap_distances(counts, conditions, seed=rng, n_boot=n_boot, level=level)
         between[kind] = {k: {n: v[n] for n in ("distance", "low", "high")} for k, v in dist.items()}
-        if kind == "pairs":
-            claim = claim_test(counts, conditions, seed=seed, n_boot=n_boot, level=level)
+    analyses = statistics.analyses(p, conditions, rng=np.random.default_rng(seeds[2]),
+                                   n_perm=n_perm, n_boot=n_boot, alpha=alpha, level=level)
     return {"labels": list(LABELS), "conditions": list(conditions), "per_condition": per,
-            "js_distance": between, "claim": claim,
-            "settings": {"seed": seed, "n_boot": n_boot, "level": level, "min_share": min_share,
+            "js_distance": between, "analyses": analyses,
+            "claim": analyses[statistics.PRIMARY.name]["claim"],
+            "actors": int(len(set(p.actor))),
+            "settings": {"seed": seed, "n_boot": n_boot, "n_perm": n_perm, "level": level,
+                         "alpha": alpha, "min_share": min_share, "resampled": "actors",
                          "js": "Jensen-Shannon distance, base 2 (0 identical, 1 disjoint)"}}
 
 
@@ -279,6 +362,7 @@ __all__ = [
     "K",
     "Predictions",
     "accuracy",
+    "actor_of",
     "analyze",
     "attractor_strength",
     "bootstrap_distances",
@@ -287,7 +371,10 @@ __all__ = [
     "confusion",
     "error_counts",
     "error_graph",
+    "fallback_table",
     "from_rows",
     "hierarchy",
+    "hierarchy_of_table",
     "js_distance",
+    "resample_weights",
 ]

@@ -61,7 +61,8 @@ def check_conditions(names) -> tuple[str, ...]:
 
 
 def load_wav(path: str, sampling_rate: int) -> np.ndarray:
-    """(T,) float32 mono samples of a WAV file at ``sampling_rate`` (resampled with PyAV if needed)."""
+    """(T,) float32 mono samples of a WAV file at ``sampling_rate`` (resampled with PyAV if
+    needed)."""
     import soundfile as sf
 
     try:

@@ -90,7 +90,8 @@ def media_problem(path: str | None) -> str | None:
 
 
 def parse_label(text: str, where: str) -> str:
-    """A label from its name (any case), CREMA-D code or vote letter; ValueError naming ``where``."""
+    """A label from its name (any case), CREMA-D code or vote letter; ValueError naming
+    ``where``."""
     t = text.strip()
     for table in (CODES, VOTE_LETTERS):
         if t.upper() in table:
@@ -125,7 +126,8 @@ def read_summary_table(path: str) -> dict[str, dict[str, frozenset[str]]]:
         if not name:
             raise ValueError(f"{path} line {line}, field 'FileName': empty")
         votes = {}
-        for cond, field in zip(PERCEPTION, ("VoiceVote", "FaceVote", "MultiModalVote")):
+        for cond, field in zip(PERCEPTION, ("VoiceVote", "FaceVote", "MultiModalVote"),
+                               strict=False):
             where = f"{path} line {line}, field {field!r}"
             votes[cond] = parse_label_set(row[field] or "", where)
             levels = [p for p in (row[field.replace("Vote", "Level")] or "").split(":") if p]
@@ -196,14 +198,16 @@ def read_cremad(root, *, include_known_bad: bool = False) -> Dataset:
 
 #: Columns of a generic manifest (``id``, ``label`` and ``video`` required).
 MANIFEST_COLUMNS = ("id", "label", "video", "audio", "perceived_voice", "perceived_face",
-                    "perceived_multimodal")
+                    "perceived_multimodal", "actor")
 
 
 def read_manifest(path) -> Dataset:
     """Clips of a CSV manifest: ``id``, ``label`` (name, code or letter), ``video`` (any container
     PyAV reads; its audio track is used when there is no ``audio``), optional ``audio`` and
-    ``perceived_{voice,face,multimodal}`` (labels joined by ":" or "|"). Relative paths are
-    relative to the manifest. Other columns are ignored; bad rows raise naming line and field."""
+    ``perceived_{voice,face,multimodal}`` (labels joined by ":" or "|") and ``actor`` (the unit
+    the statistics resample; default: the CREMA-D actor id of a CREMA-D clip name, else the clip).
+    Relative paths are relative to the manifest. Other columns are ignored; bad rows raise
+    naming line and field."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"--manifest {path}: file does not exist")
@@ -219,7 +223,8 @@ def read_manifest(path) -> Dataset:
         media = {}
         for col in ("video", "audio"):
             value = (row.get(col) or "").strip()
-            media[col] = (value if os.path.isabs(value) else os.path.join(base, value)) if value else None
+            media[col] = ((value if os.path.isabs(value) else os.path.join(base, value))
+                          if value else None)
         if media["video"] is None:
             raise ValueError(f"{path} line {line}, field 'video': empty")
         perceived = {c: parse_label_set(row.get(f"perceived_{c}") or "",
@@ -231,7 +236,7 @@ def read_manifest(path) -> Dataset:
             skipped.append(Skipped(clip_id, f"{problem[0]}: {problem[1]}", media[problem[0]]))
             continue
         clips.append(Clip(clip_id, label, video=media["video"], audio=media["audio"],
-                          perceived=perceived))
+                          perceived=perceived, actor=(row.get("actor") or "").strip() or None))
     if not clips and not skipped:
         raise ValueError(f"--manifest {path}: lists no clips")
     return Dataset(tuple(clips), tuple(skipped), path)

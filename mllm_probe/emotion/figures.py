@@ -32,7 +32,7 @@ def _panels(stats: dict, width: float, height: float):
     if not conds:
         axes[0][0].axis("off")
         axes[0][0].text(0.5, 0.5, "no predictions", ha="center", va="center")
-    return plt, fig, list(zip(axes[0], conds))
+    return plt, fig, list(zip(axes[0], conds, strict=False))
 
 
 def confusion_figure(stats: dict):
@@ -61,7 +61,7 @@ def attractor_graph_figure(stats: dict):
     """Error graph per condition: labels on a circle, arrows true -> predicted, width ~ share."""
     _, fig, panels = _panels(stats, 4, 4)
     angles = np.pi / 2 - 2 * np.pi * np.arange(len(LABELS)) / len(LABELS)
-    xy = {label: np.array([np.cos(a), np.sin(a)]) for label, a in zip(LABELS, angles)}
+    xy = {label: np.array([np.cos(a), np.sin(a)]) for label, a in zip(LABELS, angles, strict=False)}
     for ax, cond in panels:
         per = stats["per_condition"][cond]
         strength = per["attractor_strength"]
@@ -96,7 +96,8 @@ def _band(ax, x0, x1, y0a, y0b, y1a, y1b, color):
 
 
 def sankey_figure(stats: dict):
-    """Alluvial plot per condition: intended label (left) -> predicted label (right), errors only."""
+    """Alluvial plot per condition: intended label (left) -> predicted label (right), errors
+    only."""
     plt, fig, panels = _panels(stats, 4, 4.5)
     gap = 0.02
     for ax, cond in panels:
@@ -139,7 +140,8 @@ def sankey_figure(stats: dict):
 
 
 def distance_figure(stats: dict):
-    """JS distances between the conditions' error distributions with bootstrap intervals."""
+    """JS distances between the conditions' error distributions with intervals over actors
+    (descriptive: the claim's verdict comes from `statistics.claim`)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.38
@@ -158,8 +160,8 @@ def distance_figure(stats: dict):
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     level = stats["settings"]["level"]
-    ax.set_title(f"error distributions between conditions ({level:.0%} bootstrap intervals)",
-                 fontsize=9)
+    ax.set_title(f"error distributions between conditions, all variants ({level:.0%} intervals "
+                 f"over actors)", fontsize=9)
     fig.tight_layout()
     return fig
 

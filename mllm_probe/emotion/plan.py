@@ -161,7 +161,8 @@ def render_plan(plan: dict) -> str:
         lines.append("tokens of the media prefix and peak memory per clip "
                      f"({p['dtype']}; weights included):")
         lines += ["  " + "  ".join(v.rjust(w) if i else v.ljust(w)
-                                   for i, (v, w) in enumerate(zip(r, widths))) for r in table]
+                                   for i, (v, w) in enumerate(zip(r, widths, strict=False)))
+                  for r in table]
         peaks = np.array([c["peak_memory_bytes"]["total"] for c in p["per_clip"]])
         lines.append(f"largest peak {gib(peaks.max())} GiB; planned in {p['seconds']:.1f} s")
     return "\n".join(lines) + "\n"

@@ -60,7 +60,8 @@ def variants() -> tuple[Variant, ...]:
 
 def prompt_text(variant: Variant) -> str:
     """The user text of ``variant`` (placed after the media)."""
-    forbid = FORBID_CLAUSE.format(forbidden=", ".join(variant.forbidden)) if variant.forbidden else ""
+    forbid = (FORBID_CLAUSE.format(forbidden=", ".join(variant.forbidden))
+              if variant.forbidden else "")
     return TEMPLATE.format(allowed=", ".join(variant.allowed), forbid=forbid)
 
 
@@ -76,9 +77,10 @@ PARSE_STATUSES = ("ok", "invalid_json", "bad_schema", "unknown_label", "forbidde
 def parse_answer(text: str, allowed=LABELS) -> tuple[str | None, str]:
     """(label or None, status) of a generated answer; status is one of `PARSE_STATUSES`.
 
-    The first JSON array or object in ``text`` is parsed; ``[{"emotion": x}]`` and ``{"emotion": x}``
-    are accepted; ``x`` is matched case-insensitively. A label outside ``allowed`` is returned
-    with status "forbidden_label" (it is a valid label but disobeys the prompt).
+    The first JSON array or object in ``text`` is parsed; ``[{"emotion": x}]`` and
+    ``{"emotion": x}`` are accepted; ``x`` is matched case-insensitively. A label outside
+    ``allowed`` is returned with status "forbidden_label" (it is a valid label but disobeys the
+    prompt).
     """
     start = min((i for i in (text.find("["), text.find("{")) if i >= 0), default=-1)
     if start < 0:

@@ -126,7 +126,8 @@ def _shared_start(rows: list) -> int:
 
 
 def extend_prefix(adapter: Adapter, encoded: EncodedPrefix, ids) -> EncodedPrefix:
-    """The prefix followed by ``ids`` (text shared by every row), run once on a copy of the cache."""
+    """The prefix followed by ``ids`` (text shared by every row), run once on a copy of the
+    cache."""
     ids = [int(i) for i in ids]
     if not ids:
         return encoded

@@ -9,8 +9,9 @@ the units already done, so a killed run continues without duplicate or missing r
 Scores are log-probabilities in nats (``repr`` of the float, empty where the label is forbidden).
 ``tokens_text/audio/vision/special``: positions of each modality in the unit's media prefix (the
 same for all its variants); ``tokens_prompt``: positions of the whole prompt of the variant.
-``intervention``: the run's attention interventions (`mllm_probe.intervention`, '' for none);
-tables written before that column read (and resume) with '' there.
+``actor``: the clip's actor (CREMA-D id or manifest column; empty if unknown);
+``intervention``: the run's attention interventions (`mllm_probe.intervention`, '' for none).
+Columns in `OPTIONAL_COLUMNS` came later: tables without them stay readable (and resumable).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from mllm_probe.emotion.tokens import COLUMNS as TOKEN_COLUMNS
 SCORE_COLUMNS = tuple(f"score_{label}" for label in LABELS)
 COLUMNS = ("clip", "condition", "variant", "forbidden", "intended", "perceived", "predicted",
            *SCORE_COLUMNS, *TOKEN_COLUMNS, "generated", "generated_label", "parse_status",
-           "intervention")
-#: Tables written before the ``intervention`` column (attention interventions, '' for none).
-LEGACY_COLUMNS = COLUMNS[:-1]
+           "actor", "intervention")
+#: Columns a table written by an earlier version may lack (read as empty).
+OPTIONAL_COLUMNS = ("actor", "intervention")
 META_SUFFIX = ".meta.json"
 
 
@@ -93,7 +94,7 @@ class PredictionTable:
         text = data[:cut].decode("utf-8", errors="replace")
         rows = list(csv.DictReader(io.StringIO(text)))
         header = text.split("\n", 1)[0].split(",")
-        if header == list(LEGACY_COLUMNS):
+        if header != list(COLUMNS) and _legacy(header):
             cut = -1   # rewritten below with the current header
         elif header != list(COLUMNS):
             raise ValueError(f"{self.path}: header {header} differs from {list(COLUMNS)}")
@@ -140,14 +141,25 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _legacy(header: list[str]) -> bool:
+    """A header of an earlier version: the columns in order, some optional ones missing."""
+    return (header == [c for c in COLUMNS if c in header]
+            and set(COLUMNS) - set(header) <= set(OPTIONAL_COLUMNS))
+
+
 def read_table(path) -> list[dict]:
-    """Rows of a predictions table (ValueError naming the file if the header is wrong)."""
+    """Rows of a predictions table; `OPTIONAL_COLUMNS` it lacks read as empty, columns it does
+    not know are kept (ValueError naming the file and the missing columns)."""
     path = os.fspath(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if list(reader.fieldnames or []) not in (list(COLUMNS), list(LEGACY_COLUMNS)):
-            raise ValueError(f"{path}: header {reader.fieldnames} differs from {list(COLUMNS)}")
-        return [{"intervention": "", **row} for row in reader]
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])
+                   and c not in OPTIONAL_COLUMNS]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing} (a predictions table of "
+                             f"`xmodal emotion` has {list(COLUMNS)})")
+        absent = {c: "" for c in OPTIONAL_COLUMNS if c not in (reader.fieldnames or [])}
+        return [{**row, **absent} for row in reader]
 
 
 def label_set(text: str) -> frozenset[str]:
@@ -157,6 +169,7 @@ def label_set(text: str) -> frozenset[str]:
 __all__ = [
     "COLUMNS",
     "META_SUFFIX",
+    "OPTIONAL_COLUMNS",
     "SCORE_COLUMNS",
     "PredictionTable",
     "label_set",

@@ -18,7 +18,7 @@ COLUMNS = tuple(f"tokens_{m}" for m in MODALITIES) + ("tokens_prompt",)
 def count(token_modality) -> dict[str, int]:
     """{modality: positions} of a (S,) modality-index array (`mllm_probe.modality` order)."""
     counts = np.bincount(np.asarray(token_modality, dtype=np.int64), minlength=len(MODALITIES))
-    return {m: int(c) for m, c in zip(MODALITIES, counts)}
+    return {m: int(c) for m, c in zip(MODALITIES, counts, strict=False)}
 
 
 def distribution(rows: list[dict], conditions) -> dict:

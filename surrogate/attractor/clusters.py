@@ -156,7 +156,7 @@ def _mean_fields(thetas: jax.Array, population: jax.Array, m: int) -> tuple[jax.
     """Real and imaginary parts of each population's mean field, (T, M) each."""
     onehot = jax.nn.one_hot(population, m, dtype=thetas.dtype)
     size = onehot.sum(0)
-    return jnp.cos(thetas) @ onehot / size, jnp.sin(thetas) @ onehot / size
+    return jnp.cos(thetas) @ onehot / size[None, :], jnp.sin(thetas) @ onehot / size[None, :]
 
 
 def cross_population_locking(thetas: jax.Array, network) -> jax.Array:

@@ -28,10 +28,15 @@ class FitConfig:
     p: float = 0.01
     cross_density: float = 0.15
     normalisation: str = "softmax"
+    anchored: bool = True  # the anchored surrogate (docs/model.md); False: without the term
+    anchor: float = 4.0  # h, as in the Lorenz presets (initial value when fit_anchor)
+    encoding_scale: float = math.pi / 2  # c_i ~ N(0, encoding_scale^2)
+    fit_anchor: bool = False
+    realizations: int = 8  # R: graphs, frequencies, encodings and phases from independent keys
     horizon: float = 4.0
     dt: float = 0.05
     time_map: str = "fixed"
-    n_initial: int = 4
+    n_initial: int = 1  # initial phase draws per realization
     divergence: str = "kl"
     restarts: int = 4
     steps: int = 300
@@ -46,6 +51,9 @@ class FitConfig:
     fit_spread: bool = True
     fit_gain: bool = True
     polish_steps: int = 15
+    bootstrap: int = 16  # pseudo-data sets from held-out realizations (0: no intervals)
+    bootstrap_steps: int = 8  # Levenberg-Marquardt steps of each bootstrap refit
+    level: float = 0.9  # coverage of the intervals
     sloppy_ratio: float = 1e-3
     converged_within: float = 1e-5
 
@@ -56,12 +64,20 @@ class FitConfig:
                 raise ValueError(f"FitConfig.{name} must be positive, got {v!r}")
 
         for name in ("horizon", "dt", "learning_rate", "init_B", "init_K", "init_spread",
-                     "sloppy_ratio", "tol"):
+                     "sloppy_ratio", "tol", "encoding_scale"):
             positive(name)
-        if not isinstance(self.polish_steps, (int, np.integer)) or self.polish_steps < 0:
-            raise ValueError(f"FitConfig.polish_steps must be an integer >= 0, "
-                             f"got {self.polish_steps!r}")
-        for name in ("n_total", "n_initial", "restarts", "steps", "patience"):
+        for name in ("polish_steps", "bootstrap", "bootstrap_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"FitConfig.{name} must be an integer >= 0, got {v!r}")
+        if not (isinstance(self.anchor, (int, float)) and math.isfinite(self.anchor)
+                and self.anchor >= 0):
+            raise ValueError(f"FitConfig.anchor must be finite and >= 0, got {self.anchor!r}")
+        if self.anchored and self.fit_anchor and self.anchor <= 0:
+            raise ValueError("FitConfig.anchor must be > 0 to be fitted (it is fitted as a log)")
+        if not 0 < self.level < 1:
+            raise ValueError(f"FitConfig.level must be in (0, 1), got {self.level!r}")
+        for name in ("n_total", "n_initial", "restarts", "steps", "patience", "realizations"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"FitConfig.{name} must be a positive integer, got {v!r}")

@@ -18,13 +18,13 @@ __all__ = ["Curvature", "curvature", "parameter_names", "restart_spread"]
 
 #: Labels of the raw coordinates in the reports (log B -> "B", ...).
 _LABELS = {"log_B": "B", "log_K": "K", "log_spread": "omega_spread", "gain": "gain",
-           "time_logits": "time"}
+           "log_anchor": "anchor", "time_logits": "time"}
 
 
 def parameter_names(raw: RawParams) -> tuple[str, ...]:
     """Names of the entries of ``raw`` in ``ravel_pytree`` order: ``B[0,1]``, ``gain[1]``, ..."""
     names = []
-    for field in ("log_B", "log_K", "log_spread", "gain", "time_logits"):
+    for field in ("log_B", "log_K", "log_spread", "gain", "log_anchor", "time_logits"):
         arr = np.asarray(getattr(raw, field))
         for idx in np.ndindex(arr.shape):
             names.append(_LABELS[field] + (f"[{','.join(map(str, idx))}]" if idx else ""))
@@ -62,7 +62,7 @@ def curvature(jac: np.ndarray, names: tuple[str, ...], divergence: str,
     directions = []
     for k in sloppy:
         v = evecs[:, k]
-        parts = [f"{v[i]:+.2f} {'log ' if names[i][0] in 'BKo' else ''}{names[i]}"
+        parts = [f"{v[i]:+.2f} {'log ' if names[i][0] in 'BKoa' else ''}{names[i]}"
                  for i in np.argsort(-np.abs(v)) if abs(v[i]) >= 0.2]
         directions.append(f"eigenvalue {evals[k]:.2e} ({evals[k] / top:.1e} of max): "
                           + " ".join(parts))
@@ -79,7 +79,7 @@ def restart_spread(restart_params: FitParams, restart_loss: np.ndarray,
     best = float(np.nanmin(np.where(np.isfinite(restart_loss), restart_loss, np.inf)))
     converged = np.isfinite(restart_loss) & (restart_loss <= 1.5 * best + converged_within)
     spread = {}
-    for field in ("B", "K", "omega_spread", "gain"):
+    for field in ("B", "K", "omega_spread", "gain", "anchor"):
         arr = np.asarray(getattr(restart_params, field))[converged]
         std = arr.std(0) if arr.shape[0] > 1 else np.full(arr.shape[1:], np.nan)
         spread[field] = np.asarray(std).tolist()

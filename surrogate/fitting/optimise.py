@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -25,6 +26,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from surrogate.fitting.config import FitConfig
+from surrogate.fitting import intervals as iv
 from surrogate.fitting.identifiability import curvature, parameter_names, restart_spread
 from surrogate.fitting.model import (
     FitModel,
@@ -32,9 +34,11 @@ from surrogate.fitting.model import (
     RawParams,
     constrain,
     divergence,
+    fit_keys,
     layer_times,
     make_model,
     model_attention,
+    raw_box,
     unconstrain,
 )
 from surrogate.fitting.result import FitResult
@@ -52,6 +56,10 @@ class ModelSettings:
     horizon: float
     tied: bool
     divergence: str
+    anchored: bool = True
+
+    def constrain(self, raw: RawParams) -> FitParams:
+        return constrain(raw, self.num_layers, self.horizon, self.tied, self.anchored)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +91,8 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(RawParams))
 def trained_fields(config: FitConfig) -> tuple[bool, ...]:
     """Which ``RawParams`` fields a fit with ``config`` trains (in field order)."""
     on = {"log_B": True, "log_K": config.couplings == "free", "log_spread": config.fit_spread,
-          "gain": config.fit_gain, "time_logits": True}
+          "gain": config.fit_gain, "log_anchor": config.anchored and config.fit_anchor,
+          "time_logits": True}
     return tuple(on[f] for f in _FIELDS)
 
 
@@ -95,8 +104,7 @@ def optimiser(settings: AdamSettings) -> optax.GradientTransformation:
 
 
 def _loss(model: FitModel, target: Target, settings: ModelSettings, raw: RawParams):
-    pred = model_attention(model, constrain(raw, settings.num_layers, settings.horizon,
-                                            settings.tied))
+    pred = model_attention(model, settings.constrain(raw))
     return divergence(pred, target, settings.divergence)[0]
 
 
@@ -142,23 +150,21 @@ def adam_step(state: FitState, model: FitModel, target: Target, settings: AdamSe
 
 
 @functools.partial(jax.jit, static_argnums=(4,))
-def evaluate(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
+def evaluate(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
              settings: ModelSettings) -> dict:
-    """Per restart (leading axis R): prediction (L, M, M), loss, per-layer residual (L,),
-    whitened residuals e (L M M,) with sum e^2 ~ 2 KL (= loss for "mse") and their Jacobian
-    (L M M, P) w.r.t. the raw coordinates ``idx`` of the flattened ``RawParams`` (forward
-    mode)."""
-    w = target.weight[..., None] / jnp.maximum(target.weight.sum(), 1)
-    kl = settings.divergence == "kl"
-    scale = jnp.sqrt(w / (target.mass + 1e-6)) if kl else jnp.sqrt(w)
+    """Per restart (leading axis R of ``raws`` and ``targets``): prediction (L, M, M), loss,
+    per-layer residual (L,), whitened residuals e (L M M,) with sum e^2 ~ 2 KL (= loss for
+    "mse") and their Jacobian (L M M, P) w.r.t. the raw coordinates ``idx`` of the flattened
+    ``RawParams`` (forward mode)."""
 
-    def one(raw):
+    def one(raw, target):
+        w = target.weight[..., None] / jnp.maximum(target.weight.sum(), 1)
+        kl = settings.divergence == "kl"
+        scale = jnp.sqrt(w / (target.mass + 1e-6)) if kl else jnp.sqrt(w)
         flat, unravel = ravel_pytree(raw)
 
         def pred_of(x):
-            return model_attention(model, constrain(unravel(flat.at[idx].set(x)),
-                                                    settings.num_layers, settings.horizon,
-                                                    settings.tied))
+            return model_attention(model, settings.constrain(unravel(flat.at[idx].set(x))))
 
         pred, jvp = jax.linearize(pred_of, flat[idx])
         jac = jax.vmap(jvp, out_axes=-1)(jnp.eye(idx.shape[0], dtype=flat.dtype))
@@ -167,15 +173,15 @@ def evaluate(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
                 "e": (scale * (pred - target.mass)).ravel(),
                 "jac": (scale[..., None] * jac).reshape(-1, idx.shape[0])}
 
-    return jax.vmap(one)(raws)
+    return jax.vmap(one)(raws, targets)
 
 
-def polish(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
+def polish(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
            settings: ModelSettings, steps: int) -> tuple[RawParams, dict]:
     """Levenberg-Marquardt refinement (Marquardt's diagonal scaling, damping x0.3 on success,
     x10 on failure) of every restart in the coordinates ``idx``. Returns the raws and their last
-    ``evaluate`` output."""
-    ev = evaluate(model, target, raws, idx, settings)
+    ``evaluate`` output. ``targets``: one per restart (leading axis R)."""
+    ev = evaluate(model, targets, raws, idx, settings)
     flats = jax.vmap(lambda r: ravel_pytree(r)[0])(raws)
     unravel = ravel_pytree(jax.tree.map(lambda x: x[0], raws))[1]
     idx_np = np.asarray(idx)
@@ -183,6 +189,8 @@ def polish(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
     chi = np.where(np.isfinite(chi), chi, np.inf)
     lam = np.full(chi.shape, 1e-2)
     x = np.asarray(flats)
+    box = raw_box(jax.tree.map(lambda v: v[0], raws))
+    lo, hi = (np.asarray(ravel_pytree(b)[0])[idx_np] for b in box)
     for _ in range(steps):
         jac, e = np.asarray(ev["jac"]), np.asarray(ev["e"])
         cand = x.copy()
@@ -193,10 +201,10 @@ def polish(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
             g = jac[r].T @ e[r]
             damped = a + lam[r] * np.diag(np.diag(a) + 1e-12)
             try:
-                cand[r, idx_np] = x[r, idx_np] + np.linalg.solve(damped, -g)
+                cand[r, idx_np] = np.clip(x[r, idx_np] + np.linalg.solve(damped, -g), lo, hi)
             except np.linalg.LinAlgError:
                 lam[r] *= 10
-        new = evaluate(model, target, jax.vmap(unravel)(jnp.asarray(cand)), idx, settings)
+        new = evaluate(model, targets, jax.vmap(unravel)(jnp.asarray(cand)), idx, settings)
         new_chi = np.sum(np.asarray(new["e"]) ** 2, -1)
         ok = np.isfinite(new_chi) & (new_chi < chi)
         x = np.where(ok[:, None], cand, x)
@@ -208,7 +216,7 @@ def polish(model: FitModel, target: Target, raws: RawParams, idx: jax.Array,
 
 
 def _init_raw(key, base: RawParams, config: FitConfig) -> RawParams:
-    ks = jax.random.split(key, 5)
+    ks = jax.random.split(key, 6)
     s = config.init_noise
 
     def noise(k, x, scale):
@@ -217,6 +225,8 @@ def _init_raw(key, base: RawParams, config: FitConfig) -> RawParams:
     return RawParams(log_B=noise(ks[0], base.log_B, s), log_K=noise(ks[1], base.log_K, s),
                      log_spread=noise(ks[2], base.log_spread, 0.5 * s if config.fit_spread else 0),
                      gain=noise(ks[3], base.gain, 0.5 * s if config.fit_gain else 0),
+                     log_anchor=noise(ks[5], base.log_anchor,
+                                      0.3 * s if config.anchored and config.fit_anchor else 0),
                      time_logits=noise(ks[4], base.time_logits, 0.3 * s))
 
 
@@ -241,7 +251,7 @@ def fit(
     tied = config.couplings == "tied"
     dtype = jnp.result_type(float)
     sizes = config.sizes or sizes_from_counts(target.token_counts, config.n_total, config.k + 2)
-    k_model, k_init = jax.random.split(key)
+    k_model, k_init, k_boot = fit_keys(key)
     model = make_model(k_model, sizes, config, dtype)
     target = jax.tree.map(lambda x: jnp.asarray(x, dtype), target)
     # the jitted steps see the arrays only (file names would make each fit recompile)
@@ -250,11 +260,13 @@ def fit(
     base = unconstrain(FitParams(
         B=jnp.full((m, m), config.init_B, dtype), K=jnp.full((m, m), config.init_K, dtype),
         omega_spread=jnp.asarray(config.init_spread, dtype), gain=jnp.zeros((m,), dtype),
+        anchor=jnp.asarray(config.anchor if config.anchored else 0.0, dtype),
         times=layer_times(jnp.zeros((0,), dtype), num_layers, config.horizon, dtype)),
         config.time_map)
     raws = jax.vmap(lambda k: _init_raw(k, base, config))(jax.random.split(k_init, config.restarts))
 
-    model_settings = ModelSettings(num_layers, float(config.horizon), tied, config.divergence)
+    model_settings = ModelSettings(num_layers, float(config.horizon), tied, config.divergence,
+                                   config.anchored)
     settings = AdamSettings(model_settings, float(config.learning_rate), float(config.tol),
                             int(config.patience), trained_fields(config))
     state = init_state(raws, settings)
@@ -277,18 +289,21 @@ def fit(
     idx = np.flatnonzero(np.asarray(ravel_pytree(trained)[0]) > 0)
     names_all = parameter_names(base)
     names = tuple(names_all[i] for i in idx)
-    best_raws, ev = polish(model, data, state.best_raw, jnp.asarray(idx), model_settings,
+    per_restart = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.restarts,) + x.shape), data)
+    best_raws, ev = polish(model, per_restart, state.best_raw, jnp.asarray(idx), model_settings,
                            config.polish_steps)
     best_loss = np.asarray(ev["loss"])
     if not np.any(np.isfinite(best_loss)):
         raise ValueError("fit failed: the loss is not finite for any restart")
     r = int(np.nanargmin(np.where(np.isfinite(best_loss), best_loss, np.inf)))
     raw = jax.tree.map(lambda x: x[r], best_raws)
-    params = constrain(raw, num_layers, config.horizon, tied)
+    params = model_settings.constrain(raw)
     pred, loss, per_layer = ev["pred"][r], ev["loss"][r], ev["per_layer"][r]
     curv = curvature(np.asarray(ev["jac"][r]), names, config.divergence, config.sloppy_ratio)
-    restart_params = jax.vmap(lambda x: constrain(x, num_layers, config.horizon, tied))(best_raws)
+    restart_params = jax.vmap(model_settings.constrain)(best_raws)
     converged, spread = restart_spread(restart_params, best_loss, config.converged_within)
+    intervals = _intervals(model, data, raw, params, idx, names, model_settings, config, sizes,
+                           k_boot, ev["jac"][r], dtype)
 
     def to_np(tree):
         return jax.tree.map(np.asarray, tree)
@@ -303,4 +318,31 @@ def fit(
         layer_residual=np.asarray(per_layer), model_mass=np.asarray(pred), param_names=names,
         hessian_eigvals=curv.eigvals, hessian_eigvecs=curv.eigvecs, converged=converged,
         spread=spread, unidentified=curv.unidentified,
-        sloppy_directions=curv.sloppy_directions, seconds=time.perf_counter() - t_start)
+        sloppy_directions=curv.sloppy_directions, intervals=intervals,
+        seconds=time.perf_counter() - t_start)
+
+
+def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_boot, jac_w,
+               dtype):
+    """Bootstrap intervals over held-out realizations, the Fisher with the realization noise
+    scale, and the loss profile along its weakest direction (surrogate.fitting.intervals)."""
+    if config.bootstrap < 2:
+        return None
+    per_real = np.asarray(iv._realizations(model, params), np.float64)  # (R, L, M, M)
+    noise_var = per_real.var(0, ddof=1) if per_real.shape[0] > 1 else np.zeros(per_real.shape[1:])
+    # the Jacobian of the prediction itself: the polish's whitened one, unwhitened
+    weight = np.broadcast_to(np.asarray(data.weight)[..., None], noise_var.shape)
+    w = weight / max(float(np.asarray(data.weight).sum()), 1.0)
+    kl = settings.divergence == "kl"
+    scale = np.sqrt(w / (np.asarray(data.mass) + 1e-6)) if kl else np.sqrt(w)
+    jac = np.asarray(jac_w, np.float64) / np.maximum(scale, 1e-300).reshape(-1, 1)
+    fisher_sd = iv.noise_fisher(jac, noise_var, np.asarray(data.weight))
+    held = make_model(k_boot, sizes, config, dtype, realizations=config.bootstrap)
+    refits, raw_sd, bias = iv.bootstrap(model, held, data, raw, params, idx, settings,
+                                        config.bootstrap_steps, config.level, polish)
+    low, high = iv.interval_table(raw, params, idx, refits, config.level, settings.tied,
+                                  math.sqrt(1 + 1 / config.realizations))
+    profile = iv.profile(model, data, raw, idx, settings, jac, noise_var, fisher_sd, names)
+    return iv.Intervals(low=low, high=high, level=config.level, names=names, raw_sd=raw_sd,
+                        bias=bias, refits=len(refits), draws=config.bootstrap,
+                        noise_sd=np.sqrt(noise_var), fisher_sd=fisher_sd, profile=profile)

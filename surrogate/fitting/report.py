@@ -47,6 +47,10 @@ def fit_report_markdown(result: FitResult, figures: Sequence[str] = ()) -> str:
         "## Parameters (value +- std over converged restarts)", "",
         "Rows: query modality, columns: key modality.", "",
         mat("B"), "", mat("K"), "",
+        f"Model: {'anchored, h = ' + format(float(p.anchor), '.4g') if c.anchored else 'unanchored'}"
+        f"{' (fitted)' if c.anchored and c.fit_anchor else ''}; mean over {c.realizations} "
+        f"realizations (graph, frequencies, encodings, phases) x {c.n_initial} initial "
+        f"phase draws.", "",
         f"omega_spread = {float(p.omega_spread):.4g} +- "
         f"{float(np.asarray(result.spread['omega_spread'])):.2g} rad/unit", "",
         "gain = " + ", ".join(f"{m}: {g:.4g} +- {s:.2g}"
@@ -65,6 +69,7 @@ def fit_report_markdown(result: FitResult, figures: Sequence[str] = ()) -> str:
         lines.append(f"| {l} | {float(np.asarray(p.times)[l]):.3g} | "
                      f"{result.layer_residual[l]:.3g} | {', '.join(cross_t)} | "
                      f"{', '.join(cross_m)} |")
+    lines += _interval_lines(result)
     ev = result.hessian_eigvals
     lines += [
         "", "## Identifiability", "",
@@ -80,19 +85,51 @@ def fit_report_markdown(result: FitResult, figures: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interval_lines(result: FitResult) -> list[str]:
+    iv, c = result.intervals, result.config
+    if iv is None:
+        return ["", "## Intervals", "", "No intervals (bootstrap < 2)."]
+    lines = ["", f"## {round(100 * iv.level)} % intervals", "",
+             f"Parametric bootstrap over held-out realizations: {iv.draws} pseudo-data sets, "
+             f"each the attention of one realization the fit never saw, at the fitted "
+             f"parameters, refitted with {c.bootstrap_steps} Levenberg-Marquardt steps "
+             f"({iv.refits} finite); percentile intervals of the refits, deviations scaled by "
+             f"sqrt(1 + 1/R) for the {c.realizations}-realization mean, within 1e-4 .. 1e2. They cover "
+             f"realization noise, not a model that cannot fit the data.", "",
+             "| parameter | value | low | high | bootstrap sd (raw) | linearised sd (raw) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    flat = {n: i for i, n in enumerate(result.param_names)}
+    for name in ("B", "K", "omega_spread", "gain", "anchor"):
+        value = np.asarray(getattr(result.params, name))
+        lo, hi = np.asarray(iv.low[name]), np.asarray(iv.high[name])
+        for idx in np.ndindex(value.shape):
+            label = name + (f"[{','.join(map(str, idx))}]" if idx else "")
+            i = flat.get(label)
+            sd = f"{iv.raw_sd[i]:.3g}" if i is not None else "fixed"
+            fs = f"{iv.fisher_sd[i]:.3g}" if i is not None else "fixed"
+            lines.append(f"| {label} | {value[idx]:.4g} | {lo[idx]:.4g} | {hi[idx]:.4g} | "
+                         f"{sd} | {fs} |")
+    if iv.profile is not None:
+        pr = iv.profile
+        lines += ["", f"Loss along the weakest direction of the noise-scaled Fisher information "
+                  f"({pr['direction']}, eigenvalue {pr['eigenvalue']:.3g}): steps "
+                  + ", ".join(f"{x:+.3g}" for x in pr["raw_steps"]) + "; loss "
+                  + ", ".join("-" if x is None else f"{x:.3g}" for x in pr["loss"])
+                  + "; linear chi^2 " + ", ".join(f"{x:.3g}" for x in pr["chi2_linear"]) + "."]
+    return lines
+
+
 def write_fit_figures(out: str | os.PathLike, result: FitResult) -> tuple[str, str]:
     """Write ``loss.png`` (loss per Adam step of every restart, the polished best) and
     ``residuals.png`` (target vs fitted cross-modal shares per layer, per-layer residual) into
     the directory ``out``; returns their file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from surrogate.files import atomic_savefig
 
     out = Path(out)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig = Figure(figsize=(6, 4), constrained_layout=True)
+    ax = fig.subplots()
     for r, curve in enumerate(result.curves):
         ax.semilogy(np.arange(1, curve.size + 1), curve, label=f"restart {r}",
                     lw=2 if r == result.best_restart else 1)
@@ -100,13 +137,13 @@ def write_fit_figures(out: str | os.PathLike, result: FitResult) -> tuple[str, s
     ax.set(xlabel="Adam step", ylabel=f"loss ({result.config.divergence})", title="fit loss")
     ax.legend(fontsize=8)
     atomic_savefig(fig, out / "loss.png")
-    plt.close(fig)
 
     t, m = np.asarray(result.target.mass), result.model_mass
     w = np.asarray(result.target.weight)
     mods = result.target.modalities
     layers = np.arange(t.shape[0])
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig = Figure(figsize=(11, 4), constrained_layout=True)
+    ax = fig.subplots(1, 2)
     for a in range(len(mods)):
         for b in range(len(mods)):
             if a == b:
@@ -122,5 +159,4 @@ def write_fit_figures(out: str | os.PathLike, result: FitResult) -> tuple[str, s
     ax[1].set(xlabel="layer", ylabel=f"residual ({result.config.divergence})",
               title="per-layer residual")
     atomic_savefig(fig, out / "residuals.png")
-    plt.close(fig)
     return "loss.png", "residuals.png"

@@ -1,21 +1,16 @@
-"""The fit target: per layer, the row-normalised modality-block attention of attention bundles.
-
-A bundle holds ``block_mass`` (L, H, M_b, M_b): per layer and head, the mean attention mass that
-the query rows of modality a put on the keys of modality b. ``bundle_target`` keeps the
-modalities that become surrogate populations (by default ``("audio", "vision")`` -> populations
-0 and 1; text and special tokens have no oscillators), averages over the heads (all, or a head
-group given by indices) and renormalises each row over the kept modalities:
+"""The fit target: per layer, the row-normalised modality-block attention (arrays only).
 
     P*[l, a, b] = m[l, a, b] / sum_{b' kept} m[l, a, b'],        (L, M, M)
 
 the share of a's attention that goes to b among the modelled modalities: what the surrogate's
 ``modality_attention`` measures. Rows of a modality without query rows, or with no mass on the
-kept modalities, get weight 0. See docs/fit.md.
+kept modalities, get weight 0. Reading a bundle file into these arrays belongs to the bundle
+format (``mllm_probe.bundle.block_shares`` / ``load_block_shares``): the core knows no file
+format. See docs/fit.md.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import jax
@@ -23,9 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mllm_probe.bundle import Bundle, load_bundle
-
-__all__ = ["Target", "bundle_target", "combine_targets", "load_target", "sizes_from_counts"]
+__all__ = ["Target", "combine_targets", "make_target", "sizes_from_counts"]
 
 
 @struct.dataclass
@@ -44,50 +37,28 @@ class Target:
         return int(self.mass.shape[0])
 
 
-def bundle_target(
-    bundle: Bundle,
-    modalities: Sequence[str] = ("audio", "vision"),
-    heads: Sequence[int] | None = None,
-    source: str = "<in memory>",
-) -> Target:
-    """The fit target of one bundle (module docstring); ``heads``: indices of a head group
-    (default all heads). Raises ValueError naming ``source`` and the field on a mismatch."""
+def make_target(mass, weight=None, modalities: Sequence[str] = ("audio", "vision"),
+                token_counts: Sequence[float] | None = None,
+                sources: Sequence[str] = ()) -> Target:
+    """A ``Target`` from arrays: ``mass`` (L, M, M) row shares, ``weight`` (L, M) (default all
+    rows 1), ``token_counts`` (M,) (default equal). ValueError naming the bad shape or value."""
+    mass = np.asarray(mass, np.float64)
+    if mass.ndim != 3 or mass.shape[1] != mass.shape[2] or mass.shape[1] < 2:
+        raise ValueError(f"target mass must have shape (L, M, M) with M >= 2, got {mass.shape}")
+    L, m = mass.shape[:2]
+    weight = np.ones((L, m)) if weight is None else np.asarray(weight, np.float64)
+    if weight.shape != (L, m):
+        raise ValueError(f"target weight must have shape {(L, m)}, got {weight.shape}")
+    if not (np.all(np.isfinite(mass)) and np.all(mass >= 0)):
+        raise ValueError("target mass must be finite and >= 0")
     modalities = tuple(modalities)
-    if len(modalities) < 2 or len(set(modalities)) != len(modalities):
-        raise ValueError(f"modalities must be >= 2 distinct names, got {list(modalities)}")
-    missing = [m for m in modalities if m not in bundle.modalities]
-    if missing:
-        raise ValueError(f"{source}: field 'modalities': {missing} not among the bundle's "
-                         f"modalities {list(bundle.modalities)}")
-    cols = [bundle.modalities.index(m) for m in modalities]
-    mass = np.asarray(bundle.block_mass, np.float64)
-    if heads is not None:
-        heads = [int(h) for h in heads]
-        bad = [h for h in heads if not 0 <= h < bundle.num_heads]
-        if not heads or bad:
-            raise ValueError(f"{source}: heads {heads} must be non-empty indices in "
-                             f"[0, {bundle.num_heads})")
-        mass = mass[:, heads]
-    sub = mass.mean(1)[:, cols][:, :, cols]  # (L, M, M)
-    total = sub.sum(-1)
-    counts = bundle.query_counts()[cols]
-    weight = (total > 1e-6) & (counts > 0)[None, :]
-    if not weight.any():
-        raise ValueError(f"{source}: field 'query_index': no query row of {list(modalities)} puts "
-                         f"attention on these modalities (query set {dict(bundle.query_set)}); "
-                         f"capture with a query set that includes them, e.g. --query all")
-    share = np.divide(sub, total[..., None], out=np.zeros_like(sub), where=weight[..., None])
-    tokens = np.bincount(bundle.token_modality, minlength=len(bundle.modalities))[cols]
+    if len(modalities) != m:
+        raise ValueError(f"{m} target modalities expected, got {list(modalities)}")
+    counts = np.ones(m) if token_counts is None else np.asarray(token_counts, float)
     dtype = jnp.result_type(float)
-    return Target(mass=jnp.asarray(share, dtype), weight=jnp.asarray(weight, dtype),
-                  modalities=modalities, token_counts=tuple(float(t) for t in tokens),
-                  sources=(source,))
-
-
-def load_target(path, modalities=("audio", "vision"), heads=None) -> Target:
-    """``bundle_target`` of a bundle file (read through ``mllm_probe.bundle``, no torch)."""
-    path = os.fspath(path)
-    return bundle_target(load_bundle(path), modalities, heads, source=path)
+    return Target(mass=jnp.asarray(mass, dtype), weight=jnp.asarray(weight > 0, dtype),
+                  modalities=modalities, token_counts=tuple(float(c) for c in counts),
+                  sources=tuple(sources))
 
 
 def combine_targets(targets: Sequence[Target]) -> Target:

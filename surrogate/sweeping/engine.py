@@ -19,14 +19,14 @@ bit-identical to an uninterrupted run on the same platform and device count (the
 program on the same inputs). Multi-host runs: ``surrogate.sweeping.multihost``. See docs/sweep.md.
 
 Progress: compile and resume messages on stderr, and a tqdm bar of the points done when stderr
-is a terminal; elsewhere (logs, pipes) one line when the sweep has finished.
+is a terminal; elsewhere (logs, pipes) a line every 30 s and one when the sweep has finished
+(``surrogate.progress``).
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +37,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from surrogate.progress import Progress
 from surrogate.sweeping.multihost import from_process_0, gather
 from surrogate.sweeping.points import as_points
 from surrogate.sweeping.store import (
@@ -58,48 +59,6 @@ MEMORY_FRACTION = 0.5
 #: 512 points per device, 167 at 2048, 105 at 8192).
 MAX_POINTS_PER_DEVICE = 1 << 16
 MAX_POINTS_PER_CPU_DEVICE = 512
-
-
-class _Progress:
-    """Messages on stderr, and the points done: a tqdm bar on a terminal, else one final line."""
-
-    def __init__(self, total: int, enabled: bool, stream=None):
-        self.total, self.done, self.computed, self.enabled = total, 0, 0, enabled
-        self.stream = stream or sys.stderr
-        self.tty = enabled and getattr(self.stream, "isatty", lambda: False)()
-        self.start = None
-        self.bar = None
-
-    def say(self, text: str) -> None:
-        if self.enabled:
-            print(f"sweep: {text}", file=self.stream, flush=True)
-
-    def begin(self) -> None:
-        self.start = time.perf_counter()
-        if self.tty:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, initial=self.done, unit="points", desc="sweep",
-                            file=self.stream, dynamic_ncols=True, smoothing=0.1)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        self.computed += n
-        if self.bar is not None:
-            self.bar.update(n)
-        if self.done >= self.total:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        elif self.enabled and not self.tty and self.start is not None \
-                and self.done >= self.total:
-            rate = self.computed / max(time.perf_counter() - self.start, 1e-9)
-            print(f"sweep: {self.done}/{self.total} points (100.0%), {rate:.4g} points/s, "
-                  f"ETA 0:00:00", file=self.stream, flush=True)
-        self.start = None
 
 
 def _device_bytes(devices) -> int | None:
@@ -209,7 +168,7 @@ def sweep(
     if store is not None:
         store = Path(store)
     lead = jax.process_index() == 0  # reads and writes the store, reports progress
-    progress_ = _Progress(n_points, progress and lead)
+    progress_ = Progress(n_points, desc="sweep", unit="points", enabled=progress and lead)
 
     if chunk_size is None:
         def default_chunk_size():  # the store's when resuming, else from device memory
@@ -302,4 +261,6 @@ def sweep(
             finish(*pending)
         finally:
             progress_.close()
+            if st is not None:
+                st.flush()  # the digests of the chunks written
     return jax.tree.unflatten(treedef, results)

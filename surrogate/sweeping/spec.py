@@ -8,7 +8,6 @@ is in docs/sweep.md and ``xmodal sweep --help``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -175,19 +174,11 @@ def _read(path: Path) -> dict:
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
         raise ValueError(f"{path}: spec file must end in .json or .toml")
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read spec file ({err.strerror})") from None
-    try:
-        if suffix == ".toml":
-            import tomllib
+    from surrogate.files import read_json_file, read_toml_file
 
-            data = tomllib.loads(raw.decode())
-        else:
-            data = json.loads(raw)
-    except ValueError as err:  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path}: not valid {suffix[1:].upper()} ({err})") from None
+    if not path.exists():
+        raise ValueError(f"{path}: cannot read spec file (no such file)")
+    data = (read_toml_file if suffix == ".toml" else read_json_file)(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the spec must be a table/object at the top level")
     return data

@@ -5,19 +5,24 @@ Every finished chunk is written atomically (temporary file, fsync, rename) as
 leaves; ``DIR/manifest.json`` holds the fingerprint and what it was made from: the function's
 name, the user's ``config`` (JSON), a hash of the points, the chunk size and a hash of the
 lowered (StableHLO) program of one point (so a changed computation or constant is caught even
-when ``config`` does not say so). A store made by another configuration, a chunk file that is
-truncated or damaged (npz members carry a CRC) or holds other indices, or stray chunk files
-without a manifest raise ``SweepStoreError`` naming the file and field; nothing is mixed or
-overwritten. The format is described in docs/sweep.md.
+when ``config`` does not say so), and ``chunk_sha256``, the SHA-256 of every finished chunk file
+(recorded at most every ``FLUSH_SECONDS`` and when the sweep ends; a chunk written after the
+last record, by a run killed within those seconds, gets the other checks only). A store made
+by another configuration, a chunk file that is truncated or damaged (npz members carry a CRC),
+holds other indices or differs from its recorded digest, or stray chunk files without a
+manifest raise ``SweepStoreError`` naming the file and field; nothing is mixed or overwritten.
+The format is described in docs/sweep.md.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,8 @@ __all__ = ["FORMAT", "MANIFEST", "Store", "SweepStoreError", "function_name", "j
 
 FORMAT = "xmodal.sweep/1"
 MANIFEST = "manifest.json"
+#: Seconds between rewrites of the manifest's chunk digests during a sweep.
+FLUSH_SECONDS = 2.0
 _CHUNK = re.compile(r"^chunk-(\d{5,})\.npz$")
 
 
@@ -129,6 +136,8 @@ class Store:
         self.manifest = manifest
         self.leaves = leaves  # [(shape per point, dtype)]
         self.previous = None  # the manifest found on disk, if any
+        self.manifest.setdefault("chunk_sha256", {})
+        self._flushed = time.monotonic()
 
     # Fields of the manifest that must agree for a resume, with what they mean.
     CHECKED = {
@@ -155,8 +164,8 @@ class Store:
             if not resume:
                 raise SweepStoreError(
                     f"store {root}: already holds a sweep ({len(chunks)} of "
-                    f"{old.get('n_chunks', '?')} chunks); pass resume=True to continue it, "
-                    f"or choose another directory"
+                    f"{old.get('n_chunks', '?')} chunks); pass resume=True (xmodal: --resume) to "
+                    f"continue it, or choose another directory"
                 )
             diff = [key for key in self.CHECKED if old.get(key) != self.manifest[key]]
             if len(diff) > 1:
@@ -179,6 +188,9 @@ class Store:
             root.mkdir(parents=True, exist_ok=True)
             atomic_write(mpath, lambda f: f.write(
                 (json.dumps(self.manifest, indent=2) + "\n").encode()))
+        recorded = (self.previous or {"chunk_sha256": {}}).get("chunk_sha256")
+        self.manifest["chunk_sha256"] = ({k: v for k, v in recorded.items() if isinstance(v, str)}
+                                         if isinstance(recorded, dict) else {})
         for stale in root.glob(".chunk-*.tmp"):  # left by a kill during a write
             stale.unlink(missing_ok=True)
         n_chunks = self.manifest["n_chunks"]
@@ -212,7 +224,11 @@ class Store:
     def read_chunk(self, k: int, path: Path, indices: np.ndarray) -> list[np.ndarray]:
         """The output leaves of chunk k, checked against this sweep."""
         try:
-            with np.load(path, allow_pickle=False) as z:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise SweepStoreError(f"{path}: cannot read the chunk file ({err.strerror})") from None
+        try:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 data = {name: z[name] for name in z.files}
         except Exception as err:  # zipfile.BadZipFile, EOFError, OSError, ValueError, ...
             raise SweepStoreError(
@@ -240,12 +256,32 @@ class Store:
                 got_desc = "missing" if x is None else f"{x.dtype}{list(x.shape)}"
                 raise bad(name, f"is {got_desc}, expected {np.dtype(dtype)}{list(want)}")
             leaves.append(x)
+        digests = self.manifest["chunk_sha256"]
+        if path.name in digests and digests[path.name] != sha256(raw):
+            raise SweepStoreError(
+                f"{path}: content differs from the digest recorded in {MANIFEST} (field "
+                f"'chunk_sha256.{path.name}'): the file was changed after it was written; "
+                f"delete it and resume to recompute chunk {k}")
+        digests[path.name] = sha256(raw)
         return leaves
 
     def write_chunk(self, k: int, indices: np.ndarray, leaves: Sequence[np.ndarray]) -> None:
         arrays = {"fingerprint": np.asarray(self.manifest["fingerprint"]), "indices": indices}
         arrays.update({f"leaf_{i:04d}": x for i, x in enumerate(leaves)})
-        atomic_write(_chunk_path(self.root, k), lambda f: np.savez(f, **arrays))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+        path = _chunk_path(self.root, k)
+        atomic_write(path, lambda f: f.write(data))
+        self.manifest["chunk_sha256"][path.name] = sha256(data)
+        if time.monotonic() - self._flushed > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrite the manifest with the digests of the chunks written so far."""
+        atomic_write(self.root / MANIFEST, lambda f: f.write(
+            (json.dumps(self.manifest, indent=2) + "\n").encode()))
+        self._flushed = time.monotonic()
 
 
 def new_manifest(function: str, config: Any, pts, chunk_size: int, n_chunks: int,

@@ -15,7 +15,6 @@ from xmodal.report import (
     atomic_write_npz,
     check_memory,
     prepare_out,
-    remove_store,
     seed_int,
 )
 
@@ -37,21 +36,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "swept), or both (default)")
     p.add_argument("--kappa", type=float, default=0.3,
                    help="coupling K in every block for the fixed reading (default 0.3)")
-    p.add_argument("--anchor", type=float, default=4.0,
-                   help="input anchoring strength h of every oscillator (default 4; 0: the "
-                        "additive drive only)")
+    p.add_argument("--anchor", type=float, default=None,
+                   help="input anchoring strength h of every oscillator (default: chosen on "
+                        "validation from 4, 8, 16; 0: the additive drive only)")
+    p.add_argument("--encoding-scale", type=float, default=None,
+                   help="encoding scale s, c_i ~ N(0, s^2) (default: chosen on validation "
+                        "from 0.5, pi/4, pi/2)")
+    p.add_argument("--replications", type=positive_int, default=3,
+                   help="independent Lorenz trajectories (>= 2; default 3): every figure of "
+                        "merit is a mean with an interval over them")
     p.add_argument("--seeds", type=positive_int, default=1,
-                   help="graphs and frequency draws (seed, seed + 1, ...): spreads and the "
-                        "verdict over them (default 1)")
+                   help="graphs and frequency draws (seed, seed + 1, ...), replications too "
+                        "(default 1)")
+    p.add_argument("--lyapunov", action="store_true",
+                   help="also map the largest conditional Lyapunov exponent over the plane")
     p.add_argument("--out", type=Path, default=Path("results/lorenz"), help="output directory")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="PRNG seed (graph, frequencies, phases)")
     p.add_argument("--device", choices=["auto", *PLATFORMS], default="auto",
                    help="JAX platform (auto: the default backend)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep from the chunks in OUT/sweep")
     p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out (discarding the sweep stored there)")
+                   help="write into a non-empty --out (overwriting the files there)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
@@ -59,20 +64,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.grid < 2:
         raise ValueError(f"--grid must be >= 2, got {args.grid}")
-    for name in ("kappa", "anchor"):
+    if args.replications < 2:
+        raise ValueError(f"--replications must be >= 2, got {args.replications}")
+    for name in ("kappa", "anchor", "encoding_scale"):
         value = getattr(args, name)
-        if not (math.isfinite(value) and 0 <= value <= 1e3):
-            raise ValueError(f"--{name} must be a number in [0, 1000], got {value}")
+        if value is not None and not (math.isfinite(value) and 0 <= value <= 1e3):
+            raise ValueError(f"--{name.replace('_', '-')} must be a number in [0, 1000], "
+                             f"got {value}")
     check_memory(16 * 8 * args.grid**2, f"--grid {args.grid} ({args.grid**2} points)")
     readings = 2 if args.coupling == "both" else 1
-    points = args.grid**2 * readings * args.seeds
+    points = args.grid**2 * readings * args.seeds * args.replications
     if points > 10**6:  # about 0.5 s per point on 2 CPU cores: days
-        raise ValueError(f"--grid {args.grid} x --seeds {args.seeds} x {readings} reading(s) is "
-                         f"{points} sweep points (about 0.5 s each on 2 CPU cores); at most 1e6")
-    out = prepare_out(args.out, force=args.force, resume=args.resume)
-    if args.force and not args.resume and (out / "sweep").is_dir():
-        for store in sorted((out / "sweep").iterdir()):  # one store per reading and seed
-            remove_store(store)
+        raise ValueError(f"--grid {args.grid} x --seeds {args.seeds} x --replications "
+                         f"{args.replications} x {readings} reading(s) is {points} points "
+                         f"(about 0.05 s each on 2 CPU cores); at most 1e6")
+    out = prepare_out(args.out, force=args.force, resume=False)
     import jax
 
     if args.device != "auto":
@@ -81,39 +87,46 @@ def run(args: argparse.Namespace) -> int:
             jax.devices()
         except RuntimeError as err:
             raise ValueError(f"--device {args.device}: no such JAX backend here ({err})") from None
-    # Dynamics run in float32; readout statistics are accumulated in float64.
-    jax.config.update("jax_enable_x64", True)
-
+    # Dynamics run in float32; readout statistics are float64 NumPy whatever the x64 flag.
     from lorenz.experiment import LorenzConfig, run_experiment
     from lorenz.figures import write_figures
-    from lorenz.report import render_report
+    from lorenz.report import render_report, to_json
     from xmodal.report import versions
 
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr,
                                                                   flush=True))
     t0 = time.perf_counter()
     config = LorenzConfig(grid=args.grid, seed=args.seed, seeds=args.seeds,
-                          coupling=args.coupling, kappa=args.kappa, anchor=args.anchor)
-    results, arrays = run_experiment(config, out, resume=args.resume, progress=not args.quiet,
-                                     log=log)
+                          replications=args.replications, coupling=args.coupling,
+                          kappa=args.kappa, anchor=args.anchor,
+                          encoding_scale=args.encoding_scale, lyapunov=args.lyapunov)
+    log(f"xmodal lorenz on {jax.device_count()} {jax.devices()[0].platform} device(s)")
+    res = run_experiment(config, log=log)
+    results = to_json(res)
     results["versions"] = versions()
-    files = write_figures(out, arrays)
-    planes = {f"{key}_{reading}": value for reading, plane in arrays["planes"].items()
-              for key, value in plane.items()}
-    atomic_write_npz(out / "arrays.npz", betas=arrays["betas"], z_true=arrays["series_raw"][:, 2],
-                     z_hat_best=arrays["preds"]["best"]["z_hat"],
-                     z_hat_worst=arrays["preds"]["worst"]["z_hat"], **planes)
+    t_fig = time.perf_counter()
+    files = write_figures(out, res)
+    results["timing_s"]["figures"] = time.perf_counter() - t_fig
+    planes = {}
+    for reading, plane in res.planes.items():
+        planes[f"nmse_{reading}"] = plane.obs.nmse
+        planes[f"lambda_{reading}"] = plane.obs.lam
+        planes[f"distance_{reading}"] = plane.distance
+    atomic_write_npz(out / "arrays.npz", betas=res.betas, z_true=res.series_raw[:, 2],
+                     z_hat_best=res.preds["best"]["z_hat"],
+                     z_hat_worst=res.preds["worst"]["z_hat"], **planes)
     results["timing_s"]["command"] = time.perf_counter() - t0
     atomic_write_json(out / "results.json", results)
     atomic_write_bytes(out / "report.md", render_report(results).encode())
     for reading, r in results["readings"].items():
-        print(f"{reading}: NMSE min {r['best']['nmse']:.4g} max {r['worst']['nmse']:.4g}; "
-              f"claim {'holds' if r['claim']['claim_holds'] else 'does not hold'}")
+        words = "; ".join(f"{k} {v['word']}" for k, v in r["verdicts"].items())
+        print(f"{reading}: best (validation) test NMSE {r['best']['nmse_test']['mean']:.3g}; "
+              f"{words}")
     b, fc = results["baselines"], results["forecast"]
-    print(f"baselines: raw {b['raw']['nmse_test']:.3g}, NG-RC {b['ngrc']['nmse_test']:.3g}, "
-          f"ESN {b['esn']['nmse_test']:.3g}; VPT (Lyapunov times) surrogate "
-          f"{fc['surrogate']['mean']:.2f}, NG-RC {fc['ngrc']['mean']:.2f}, "
-          f"ESN {fc['esn']['mean']:.2f}")
+    print(f"baselines: raw {b['raw']['nmse_test']['mean']:.3g}, NG-RC "
+          f"{b['ngrc']['nmse_test']['mean']:.3g}, ESN {b['esn']['nmse_test']['mean']:.3g}; "
+          f"VPT (Lyapunov times) surrogate {fc['surrogate']['mean']:.2f}, NG-RC "
+          f"{fc['ngrc']['mean']:.2f}, ESN {fc['esn']['mean']:.2f}")
     print(f"wrote {out}/results.json, report.md, arrays.npz, {', '.join(files)} "
           f"in {results['timing_s']['command']:.0f} s")
     return 0

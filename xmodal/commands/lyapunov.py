@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 
 from xmodal.commands.simulate import finite_float, positive_float, positive_int, sizes_list
-from xmodal.report import check_memory, check_out_file, check_steps, dumps_json, seed_int
+from xmodal.report import (
+    check_figure_format,
+    check_memory,
+    check_out_file,
+    check_steps,
+    dumps_json,
+    seed_int,
+)
 
 #: Published values at the default parameters (Sprott, "Chaos and Time-Series Analysis", 2003).
 REFERENCE = {
@@ -141,6 +148,7 @@ def _lorenz_drive(jnp, dtype, dt, n_steps):
 def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         check_out_file(args.plot, "--plot")
+        check_figure_format(args.plot, "--plot")
     dt0, steps0, transient0, renorm0 = DEFAULTS[args.system]
     dt = dt0 if args.dt is None else args.dt
     if args.system == "henon" and args.dt is not None:
@@ -154,11 +162,18 @@ def run(args: argparse.Namespace) -> int:
         check_steps(n_steps + transient, "--steps + --transient (with --float32)")
     if args.system == "surrogate":  # dense couplings and the tangent frame, float64
         n = sum(args.sizes)
+        if args.degree % 2 or args.degree >= min(args.sizes):
+            raise ValueError(f"--degree {args.degree}: the Watts-Strogatz degree must be even "
+                             f"and smaller than every --sizes entry "
+                             f"({','.join(map(str, args.sizes))})")
         check_memory(8 * 8 * n * n, f"--sizes {','.join(map(str, args.sizes))} ({n} oscillators)")
     if args.system == "surrogate" and args.drive == "lorenz":  # the drive is tabulated
         check_memory(48 * (n_steps + transient), f"--steps + --transient = "
                      f"{n_steps + transient:.4g} with --drive lorenz (a tabulated drive)")
 
+    print(f"lyapunov: {args.system}, {n_steps + transient:.4g} steps (transient {transient}); "
+          f"compiling, then running (progress on stderr every 30 s)", file=sys.stderr,
+          flush=True)
     import jax
 
     if not args.float32:
@@ -169,9 +184,8 @@ def run(args: argparse.Namespace) -> int:
     from surrogate.lyapunov import (
         conditional_lyapunov_exponents,
         kaplan_yorke_dimension,
-        lyapunov_spectrum,
-        lyapunov_spectrum_map,
     )
+    from surrogate.lyapunov_batch import lyapunov_spectrum_batch, lyapunov_spectrum_map_batch
 
     dtype = jnp.float32 if args.float32 else jnp.float64
     settings = {
@@ -213,10 +227,12 @@ def run(args: argparse.Namespace) -> int:
         k = n if args.k is None else args.k
         if k > n:
             raise ValueError(f"--k {k}: {args.system} has dimension {n}")
-        def compute(**s):
+        def compute(**s):  # the batch engine, one trajectory
             if kind == "map":
-                return lyapunov_spectrum_map(fn, y0, params, k=k, **s)
-            return lyapunov_spectrum(fn, y0, params, dt=dt, k=k, **s)
+                res = lyapunov_spectrum_map_batch(fn, y0[None], params, k=k, **s)
+            else:
+                res = lyapunov_spectrum_batch(fn, y0[None], params, dt=dt, k=k, **s)
+            return jax.tree.map(lambda a: a[0], res)
         title = TITLES[args.system] + " (" + ", ".join(
             f"{f}={getattr(params, f):g}" for f in params.__dataclass_fields__) + ")"
         info = {"parameters": {f: float(getattr(params, f)) for f in params.__dataclass_fields__},
@@ -290,22 +306,26 @@ def _duration(s: float) -> str:
 
 
 class _Heartbeat:
-    """While the compiled run blocks the main thread: elapsed time against the estimate on
-    stderr, after 10 s and then every 2 % of it (at most every 5 min, at least 10 s apart)."""
+    """While the compiled run blocks the main thread: elapsed time on stderr every 30 s, or,
+    with an estimate ``eta``, against it after 10 s and then every 2 % of it (10 to 30 s
+    apart)."""
 
     def __init__(self, eta: float | None, quiet: bool):
         import threading
 
         self.eta, self.stop = eta, threading.Event()
-        self.thread = None if eta is None or quiet else threading.Thread(
-            target=self._beat, daemon=True)
+        self.thread = None if quiet else threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
-        t0, every = time.perf_counter(), min(max(self.eta / 50, 10.0), 300.0)
-        wait = 10.0  # the first after 10 s: the user sees it is running
+        t0 = time.perf_counter()
+        every = 30.0 if self.eta is None else min(max(self.eta / 50, 10.0), 30.0)
+        wait = 30.0 if self.eta is None else 10.0  # the first after 10 s with an estimate
         while not self.stop.wait(wait):
             wait = every
             el = time.perf_counter() - t0
+            if self.eta is None:
+                print(f"lyapunov: running for {_duration(el)}", file=sys.stderr, flush=True)
+                continue
             print(f"lyapunov: {_duration(el)} of about {_duration(self.eta)} "
                   f"(~{min(99, 100 * el / self.eta):.0f} %, estimated)", file=sys.stderr,
                   flush=True)
@@ -345,17 +365,14 @@ def _table(result, title) -> None:
 
 
 def _plot(path, times, running, result, title) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from xmodal.report import atomic_savefig
 
     ref = (result["reference"] or {}).get("exponents")
     k = running.shape[1]
-    fig, axes = plt.subplots(k, 1, figsize=(7, 1.7 * k + 0.8), sharex=True, squeeze=False,
-                             constrained_layout=True)
+    fig = Figure(figsize=(7, 1.7 * k + 0.8), layout="constrained")
+    axes = fig.subplots(k, 1, sharex=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         ax.plot(times, running[:, i], lw=1.2, label="running estimate")
         if ref is not None:
@@ -366,4 +383,3 @@ def _plot(path, times, running, result, title) -> None:
     axes[-1, 0].set_xlabel("iterations" if result["dt"] is None else "time")
     fig.suptitle(f"Lyapunov exponents: {title}", fontsize=9)
     atomic_savefig(fig, path)
-    plt.close(fig)

@@ -112,6 +112,8 @@ def _check_args(args) -> str:
             raise ValueError("--out-dir needs --manifest or --input-dir")
         if not args.out_dir:
             raise ValueError("--out-dir is required with --manifest or --input-dir")
+        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+            raise ValueError(f"--out-dir {args.out_dir}: exists and is not a directory")
         mode = "batch"
     else:
         if not args.out:
@@ -127,6 +129,7 @@ def _check_args(args) -> str:
         out_parent = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(out_parent):
             raise ValueError(f"--out: folder {out_parent!r} does not exist")
+        _check_outputs(args)
         mode = "single"
     if args.query == "answer" and args.answer_tokens == 0:
         raise ValueError("--query answer needs --answer-tokens N (N > 0)")
@@ -135,6 +138,29 @@ def _check_args(args) -> str:
                                  or os.path.exists(m)):
         raise ValueError(f"--model: path {args.model!r} does not exist")
     return mode
+
+
+def _check_outputs(args) -> None:
+    """--out (and, with --figure, the PNG beside it): a file name, not a directory, a device or
+    one of the inputs; checked before the model is loaded."""
+    from xmodal.report import check_out_file
+
+    inputs = [(f"--{name}", getattr(args, name)) for name in ("audio", "video", "image")]
+    check_out_file(args.out, "--out", inputs)
+    if args.figure:
+        figure = os.path.splitext(args.out)[0] + ".png"
+        check_out_file(figure, "--figure", inputs)
+
+
+def _check_figure_layer(args, adapter) -> None:
+    """--figure-layer against the model's layers, once its config is read and before it runs."""
+    if args.figure_layer is None:
+        return
+    if not args.figure:
+        raise ValueError("--figure-layer needs --figure")
+    n = len(adapter.layer_types())
+    if not 0 <= args.figure_layer < n:
+        raise ValueError(f"--figure-layer {args.figure_layer}: the model has layers 0 .. {n - 1}")
 
 
 def load_model(args, *, weights: bool = True):
@@ -173,6 +199,7 @@ def run(args) -> int:
 
     adapter = load_model(args)
     check_interventions(args, adapter)
+    _check_figure_layer(args, adapter)
 
     def one(audio, video, frames, image, prompt, out):
         bundle = probe_files(adapter, prompt, audio=audio, video=video, frames=frames, image=image,

@@ -4,14 +4,15 @@ a balancing search at fixed total coupling, a table and a figure."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from surrogate.files import read_json_file
 from xmodal.commands.simulate import finite_float, positive_float, positive_int
 from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
+    check_memory,
     check_steps,
     prepare_out,
     seed_int,
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.params is None) == (args.preset is None):
         raise ValueError("give either PARAMS.json or --preset paper")
-    if args.params is not None and not Path(args.params).is_file():
+    if args.params is not None and not Path(args.params).exists():
         raise ValueError(f"PARAMS.json {args.params}: no such file")
     if not 0 <= args.burn < args.steps:
         raise ValueError(f"--burn must be in [0, --steps={args.steps}), got {args.burn}")
@@ -62,14 +63,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--balance-steps must be >= 0, got {args.balance_steps}")
     obj = None
     if args.params is not None:
-        try:
-            obj = json.loads(Path(args.params).read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"PARAMS.json {args.params}: not JSON ({err})") from None
+        obj = read_json_file(args.params, f"PARAMS.json {args.params}")
         if not isinstance(obj, dict):
             raise ValueError(f"PARAMS.json {args.params}: expected a JSON object")
+        sizes = obj.get("surrogate", {}).get("sizes") if isinstance(obj.get("surrogate"),
+                                                                     dict) else None
+        if isinstance(sizes, list) and all(type(v) is int and v > 0 for v in sizes):
+            n = sum(sizes)  # dense couplings, their gradients and the tangent work, float64
+            check_memory(8 * 8 * n * n, f"PARAMS.json {args.params}: field 'surrogate.sizes' "
+                         f"({n} oscillators)")
     check_steps(args.steps, f"--steps {args.steps}")
     out = prepare_out(args.out, force=args.force)
+    print(f"sensitivity: {args.steps} steps per evaluation; compiling the metrics and their "
+          f"gradients", file=sys.stderr, flush=True)
 
     import jax
 
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
         model, params = model_from_json(obj, source=f"PARAMS.json {args.params}", dtype=dtype)
         sur = model.surrogate(params)
-        theta0 = model.theta0[0]
+        theta0 = model.theta0[0, 0]  # realization 0, its first phase draw
         c = sb.Couplings(B=params.B, K=params.K, gain=jnp.asarray(params.gain, dtype))
         source = f"fit {args.params}"
     else:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from xmodal.report import (
     atomic_write_json,
     atomic_write_npz,
     check_memory,
+    check_out_file,
     check_steps,
     prepare_out,
     seed_int,
@@ -31,6 +33,13 @@ def positive_float(text: str) -> float:
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
     return value
 
 
@@ -66,6 +75,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beta-cross", type=finite_float, default=0.1, help="beta_cross (= kappa_cross)")
     p.add_argument("--sizes", type=sizes_list, default=(50, 50), help="oscillators per modality")
     p.add_argument("--omega-spread", type=finite_float, default=1.0, help="std of omega (rad/time)")
+    p.add_argument("--anchor", type=nonnegative_float, default=4.0,
+                   help="input anchoring strength h (default 4, the Lorenz presets; 0: none)")
+    p.add_argument("--encoding-scale", type=positive_float, default=math.pi / 2,
+                   help="encoding gains c_i ~ N(0, scale^2) of the anchoring (default pi/2)")
+    p.add_argument("--bundle", type=Path, metavar="FILE",
+                   help="also write the modality-block attention as an attention bundle at the "
+                   "fit's default layer times t_l = 4 (l + 1) / L (the fit's forward model, this "
+                   "seed's realization, constant unit drive): a test bed for `xmodal fit`")
+    p.add_argument("--layers", type=positive_int, default=8, help="layers L of --bundle")
     p.add_argument(
         "--normalisation", choices=["softmax", "mean", "none"], default="softmax",
         help="attention normalisation Z_i",
@@ -100,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
     check_memory(3 * frames * (n + m + m * m) * item + 8 * n * n * item,
                  f"--sizes {','.join(map(str, args.sizes))} with {frames} saved frames "
                  f"(--duration / --dt / --save-every)")
+    if args.bundle is not None:
+        if len(args.sizes) != 2:
+            raise ValueError(f"--bundle writes two modalities (audio, vision); --sizes "
+                             f"{','.join(map(str, args.sizes))} has {len(args.sizes)}")
+        check_out_file(args.bundle, "--bundle")
     out = prepare_out(args.out, force=args.force)
+    print(f"simulate: {n_steps} steps of {n} oscillators, {frames} saved frames; compiling, "
+          f"then integrating", file=sys.stderr, flush=True)
 
     import diffrax
     import jax
@@ -117,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     sur = sg.paper_preset(
         k_model, args.beta_self, args.beta_cross, sizes=args.sizes,
         omega_spread=args.omega_spread, normalisation=args.normalisation, dtype=dtype,
+        anchor=args.anchor, encoding_scale=args.encoding_scale,
     )
     theta0 = sg.initial_phases(k_theta, sur.network.n, dtype)
     solver = diffrax.Tsit5() if args.path == "diffrax" else sg.FixedStep()
@@ -140,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         "order_parameter_mean": np.asarray(r[half:].mean(0)).tolist(),
         "modality_attention_mean": np.asarray(p_mean).tolist(),
         "cross_share_mean": np.asarray(p_mean.sum(-1) - jnp.diagonal(p_mean)).tolist(),
-        "dominance_01": float(sg.dominance_index(p_mean, 0, 1)),
+        "dominance_01": float(sg.metrics.dominance_index(p_mean, 0, 1)),
         "graph_density": sur.network.density,
         "versions": versions(),
     }
@@ -158,19 +184,53 @@ def run(args: argparse.Namespace) -> int:
           f"{np.round(metrics['cross_share_mean'], 3).tolist()}; "
           f"dominance D_01 = {metrics['dominance_01']:+.4f}")
     print(f"wrote {out}/trajectory.npz, metrics.json, simulate.png")
+    if args.bundle is not None:
+        _write_bundle(args, dtype)
+        print(f"wrote {args.bundle} ({args.layers} layers at t_l = 4 (l + 1) / {args.layers})")
     return 0
 
 
-def _figure(path, ts, ys, r, p, sizes, args) -> None:
-    import matplotlib
+def _write_bundle(args: argparse.Namespace, dtype) -> None:
+    """The fit's forward model at this run's couplings, realization of ``--seed``, as a bundle."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mllm_probe.bundle import save_bundle, shares_bundle
+    from surrogate import block_matrix
+    from surrogate import fitting as sf
+
+    config = sf.FitConfig(sizes=tuple(args.sizes), k=10, p=0.01, cross_density=0.1,
+                          normalisation=args.normalisation, anchored=args.anchor > 0,
+                          anchor=args.anchor, encoding_scale=args.encoding_scale)
+    m = len(args.sizes)
+    B = block_matrix(args.beta_self, args.beta_cross, m, dtype)
+    times = sf.layer_times(jnp.zeros((0,), dtype), args.layers, config.horizon, dtype)
+    params = sf.FitParams(B=B, K=B, omega_spread=jnp.asarray(args.omega_spread, dtype),
+                          gain=jnp.zeros((m,), dtype), anchor=jnp.asarray(args.anchor, dtype),
+                          times=times)
+    shares = sf.synthetic_shares(jax.random.key(args.seed), params, config)
+    hints = {"command": "xmodal simulate", "seed": args.seed, "sizes": list(args.sizes),
+             "k": config.k, "p": config.p, "cross_density": config.cross_density,
+             "normalisation": args.normalisation, "anchor": args.anchor,
+             "encoding_scale": args.encoding_scale, "omega_spread": args.omega_spread,
+             "beta_self": args.beta_self, "beta_cross": args.beta_cross,
+             "B": np.asarray(B).tolist(), "K": np.asarray(B).tolist(), "gain": [0.0] * m,
+             "horizon": config.horizon, "dt": config.dt,
+             "layer_times": np.asarray(times).tolist(),
+             "drive": "constant unit drive per modality"}
+    save_bundle(args.bundle, shares_bundle(shares, config.modalities, args.sizes,
+                                           extra={"surrogate": hints}))
+
+
+def _figure(path, ts, ys, r, p, sizes, args) -> None:
+    from matplotlib.figure import Figure
     import numpy as np
 
     from xmodal.report import atomic_savefig
 
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    fig = Figure(figsize=(14, 3.8), layout="constrained")
+    ax = fig.subplots(1, 3)
     for m in range(r.shape[1]):
         ax[0].plot(ts, r[:, m], label=f"modality {m}")
         ax[2].plot(ts, p[:, m].sum(-1) - p[:, m, m], label=f"modality {m}")
@@ -186,4 +246,3 @@ def _figure(path, ts, ys, r, p, sizes, args) -> None:
     ax[2].legend()
     fig.suptitle(f"surrogate, beta_self={args.beta_self:g}, beta_cross={args.beta_cross:g}")
     atomic_savefig(fig, path)
-    plt.close(fig)

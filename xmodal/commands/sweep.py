@@ -48,6 +48,7 @@ docs/sweep.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -58,9 +59,11 @@ from xmodal.report import (
     atomic_write_npz,
     check_coordinator,
     check_memory,
+    check_out_file,
     check_steps,
     prepare_out,
     remove_store,
+    store_lock,
     versions,
     warn_non_finite_arrays,
 )
@@ -112,7 +115,7 @@ def _start_processes(coordinator, num_processes, process_id, timeout: int) -> No
     # jax.distributed aborts the process (a C++ check failure, no Python exception) when the
     # coordinator cannot be reached or the port is taken: check both first, with a deadline.
     check_coordinator(coordinator, process_id=process_id, wait_s=timeout)
-    try:  # sg.init_multihost, with the timeout of the start
+    try:  # sg.sweeping.init_multihost, with the timeout of the start
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=timeout)
     except (ValueError, RuntimeError) as err:
@@ -137,23 +140,39 @@ def run(args: argparse.Namespace) -> int:
     n_points = math.prod(spec.shape)
     check_memory(256 * n_points, f"{args.spec}: the grid of {n_points:.4g} points (axes "
                  + " x ".join(map(str, spec.shape)) + ")")
+    if run_.drive != "none":  # the drive is tabulated at every step, then interpolated
+        item = 8 if run_.float64 else 4
+        check_memory(24 * item * run_.drive_samples,
+                     f"{args.spec}: field 'run.steps' = {run_.steps} (+ run.transient "
+                     f"{run_.transient}) with run.drive = {run_.drive!r}, a drive tabulated at "
+                     f"every step,")
     check_coordinator(args.coordinator)
     out = prepare_out(args.out, force=args.force, resume=args.resume)
-    if args.force and not args.resume:
-        remove_store(out / "chunks")
+    for name in ("sweep.json", "sweep.npz"):
+        check_out_file(out / name, "--out", inputs=[("SPEC", args.spec)])
 
     import jax
 
     if run_.float64:
         jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-
-    from surrogate.sweeping import run_spec, summary
 
     multihost = (args.coordinator, args.num_processes, args.process_id)
     if args.distributed or any(x is not None for x in multihost):
         _start_processes(*multihost, args.start_timeout)  # returns once every process has passed the check above
+    # process 0 writes the store: it holds the folder's lock while it does
+    with store_lock(out) if jax.process_index() == 0 else contextlib.nullcontext():
+        if args.force and not args.resume:
+            remove_store(out / "chunks")
+        return _sweep(args, spec, out)
 
+
+def _sweep(args, spec, out) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from surrogate.sweeping import run_spec, summary
+
+    run_ = spec.run
     drive = None
     if run_.drive == "lorenz":
         from lorenz.data import lorenz_xy

@@ -1,0 +1,216 @@
+"""The surrogate observer with many points on lanes: the batched engine, features by block.
+
+``lane_statistics`` integrates P parameter points (the lanes of ``surrogate.fold_batch``: the
+state is (N, P), every operation elementwise along P) for R replications (independent Lorenz
+series, ``vmap`` over the drive) in blocks of ``block`` samples. Each block returns the features
+sin/cos of the phases of its samples (float32); the host adds them to the normal equations of
+every split by one float64 matrix product per block and split run, X^T X with X = [f, 1, z]
+(``readout.NormalEquations.from_gram``). With several devices (``xmodal`` makes one per CPU
+core) the lanes are split over them. The statistics are float64 whatever the process-wide
+JAX flags; the dynamics keep the surrogate's dtype. The next block is dispatched before the
+host accumulates the last one, so the two overlap.
+
+Blocks follow ``lorenz.observer.observer_statistics`` (block k: steps from t0 = k block delta,
+samples k block + 1 .. (k + 1) block; samples past the end are dropped), so both paths integrate
+the same steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import surrogate as sg
+from surrogate.batch import batch_leaf, batch_size
+from lorenz.data import Splits
+from lorenz.readout import NormalEquations
+
+__all__ = ["LaneStatistics", "lane_statistics", "lane_features", "wrapped_distance"]
+
+
+@functools.partial(jax.jit, static_argnames=("n_steps", "delta", "on_lanes"))
+def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, *, n_steps: int,
+             delta: float, on_lanes: bool = True):
+    """(theta (R, P, N) after ``n_steps``, features (R, P, n_steps, 2N)) of P lanes and R
+    drives xy (R, T, 2) sampled at ts (T,), from theta (R, P, N) at block k (int32; t0 =
+    k n_steps delta, computed as ``observer_statistics`` computes it)."""
+    dtype = base.dtype
+    t0 = (k * n_steps).astype(dtype) * jnp.asarray(delta, dtype)
+    p, n = theta.shape[1], theta.shape[2]
+
+    def one(theta_r, xy_r):
+        sur = base.replace(drive=sg.make_drive(ts, xy_r))
+
+        def update(acc, i, th):  # th (P, N)
+            return acc.at[i - 1].set(jnp.concatenate([jnp.sin(th), jnp.cos(th)], -1))
+
+        if on_lanes:
+            sol = sg.fold_batch(sur, theta_r, jnp.zeros((n_steps, p, 2 * n), dtype), update,
+                                dt=delta, n_steps=n_steps, t0=t0, params=params)
+            return sol.y1, jnp.swapaxes(sol.acc, 0, 1)
+        # the per-point path: sg.fold vmapped over the points (the benchmark's reference)
+        m = base.network.n_populations
+        per = sg.Params(**{k: None if v is None else batch_leaf(
+            v, (m, m) if k in ("B", "K") else (n,), p, dtype, k) for k, v in
+            ((k, getattr(params, k)) for k in params.__dataclass_fields__)})
+
+        def point(pp, th):
+            s = sur.replace(params=pp)
+            return sg.fold(s, th, jnp.zeros((n_steps, 2 * n), dtype),
+                           lambda acc, i, t: acc.at[i - 1].set(
+                               jnp.concatenate([jnp.sin(t), jnp.cos(t)], -1)),
+                           dt=delta, n_steps=n_steps, t0=t0, field=sg.Sparse())
+
+        sol = jax.vmap(point)(per, theta_r)
+        return sol.y1, sol.acc
+
+    return jax.vmap(one)(theta, xy)
+
+
+@functools.partial(jax.jit, static_argnames=("n_steps", "delta"))
+def _final(base, params, theta, ts, xy, *, n_steps: int, delta: float):
+    """theta (R, P, N) after ``n_steps`` from t = 0 (no features)."""
+    def one(theta_r, xy_r):
+        sur = base.replace(drive=sg.make_drive(ts, xy_r))
+        return sg.fold_batch(sur, theta_r, (), lambda a, i, th: a, dt=delta, n_steps=n_steps,
+                             params=params).y1
+
+    return jax.vmap(one)(theta, xy)
+
+
+def _sharded(params: sg.Params, theta, g: int):
+    """``params`` leaves batched over the G lanes and theta (R, G, N) split along the lanes
+    over the backend's devices (XLA partitions the step; no communication inside it), when
+    there are several and they divide G."""
+    devices = jax.devices()
+    if len(devices) == 1 or g % len(devices):
+        return params, theta
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("lanes",))
+    spec = jax.sharding.PartitionSpec
+
+    def put(x, batched_ndim):
+        if x is None or jnp.ndim(x) != batched_ndim:
+            return x
+        return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec("lanes")))
+
+    params = sg.Params(**{k: put(getattr(params, k), 3 if k in ("B", "K") else 2)
+                          for k in params.__dataclass_fields__})
+    theta = jax.device_put(theta, jax.sharding.NamedSharding(mesh, spec(None, "lanes")))
+    return params, theta
+
+
+def wrapped_distance(sin_a, cos_a, sin_b, cos_b) -> np.ndarray:
+    """Largest wrapped phase distance |a - b| (mod 2 pi, in [0, pi]) over the last axis, from
+    the sines and cosines of two phase vectors."""
+    s = sin_a * cos_b - cos_a * sin_b
+    c = cos_a * cos_b + sin_a * sin_b
+    return np.abs(np.arctan2(s, c)).max(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneStatistics:
+    """Normal equations (R, P, S, ...) of every replication and lane (float64), and the two-copy
+    distance (R, P) at the first training sample (largest wrapped phase distance, radians)."""
+
+    stats: NormalEquations
+    distance: np.ndarray | None
+
+
+def _runs(ids: np.ndarray):
+    """(value, start, stop) of the runs of equal values in ``ids``."""
+    edges = np.flatnonzero(np.diff(ids)) + 1
+    starts, stops = np.r_[0, edges], np.r_[edges, ids.size]
+    return [(int(ids[a]), int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
+                    *, delta: float, block: int = 125, theta_b=None,
+                    on_lanes: bool = True) -> LaneStatistics:
+    """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
+
+    Args:
+        base: graph, normalisation and dtype (its drive is replaced).
+        params: per-lane parameters, leaves (P, ...) or shared.
+        theta0: (N,), (P, N) or (R, P, N) phases at sample 0.
+        xy: (R, T, 2) standardised x, y per replication (the drive of X and Y).
+        targets: (R, T, Z) regression targets (float64 on the host).
+        splits: the sample counts (T = ``splits.total``).
+        delta: sample spacing = RK4 step, surrogate time units.
+        block: samples per block.
+        theta_b: phases of a second copy at sample 0 (same shapes as ``theta0``); if given,
+            ``distance`` holds the two copies' distance at the first training sample.
+        on_lanes: False runs the per-point path (``surrogate.fold`` vmapped over the points,
+            bit-identical on CPU): the benchmark's reference.
+    """
+    xy = jnp.asarray(xy, base.dtype)
+    targets = np.asarray(targets, np.float64)
+    r, total = xy.shape[0], splits.total
+    if xy.shape[1] != total or targets.shape[:2] != (r, total):
+        raise ValueError(f"xy and targets must have {r} x {total} samples, got {xy.shape} and "
+                         f"{targets.shape}")
+    g = batch_size(params, jnp.zeros(base.network.n))
+    n, z_dim = base.network.n, targets.shape[-1]
+    theta = jnp.broadcast_to(jnp.asarray(theta0, base.dtype), (r, g, n))
+    params, theta = _sharded(params, theta, g)
+    ts = delta * jnp.arange(total, dtype=base.dtype)
+    ids = np.concatenate([splits.ids(), -np.ones(block, int)])
+    width = 2 * n + 1 + z_dim
+    gram = np.zeros((r, g, 3, width, width))
+    first = splits.washout  # the first training sample
+    at_first = None
+
+    def add(k, feats):
+        nonlocal at_first
+        feats = np.asarray(feats)  # (R, P, block, 2N) float32
+        lo = k * block + 1
+        if lo <= first < lo + block:
+            at_first = feats[:, :, first - lo]
+        for split, a, b in _runs(ids[lo:lo + block]):
+            if split < 0:
+                continue
+            x = np.empty((r, g, b - a, width))
+            x[..., :2 * n] = feats[:, :, a:b]
+            x[..., 2 * n] = 1.0
+            x[..., 2 * n + 1:] = targets[:, None, lo + a:lo + b]
+            gram[:, :, split] += np.swapaxes(x, -1, -2) @ x
+
+    pending = None
+    n_blocks = -(-(total - 1) // block)
+    for k in range(n_blocks):
+        if ids[k * block + 1:(k + 1) * block + 1].max() < 0:  # washout only: no features kept
+            theta, _ = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
+                                delta=delta, on_lanes=on_lanes)
+            continue
+        theta, feats = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
+                                delta=delta, on_lanes=on_lanes)
+        if pending is not None:
+            add(*pending)
+        pending = (k, feats)
+    add(*pending)
+    distance = None
+    if theta_b is not None:
+        theta_b = _sharded(params, jnp.broadcast_to(jnp.asarray(theta_b, base.dtype),
+                                                    (r, g, n)), g)[1]
+        other = np.asarray(_final(base, params, theta_b, ts, xy, n_steps=first, delta=delta))
+        distance = wrapped_distance(at_first[..., :n], at_first[..., n:], np.sin(other),
+                                    np.cos(other))
+    return LaneStatistics(stats=NormalEquations.from_gram(gram, z_dim), distance=distance)
+
+
+def lane_features(base: sg.Surrogate, params: sg.Params, theta0, xy, *, delta: float,
+                  n_steps: int) -> np.ndarray:
+    """Stored features (R, P, n_steps + 1, 2N) of the samples 0..n_steps (figures, forecasts
+    of a few points)."""
+    xy = jnp.asarray(xy, base.dtype)
+    r, n = xy.shape[0], base.network.n
+    g = batch_size(params, jnp.zeros(n))
+    theta = jnp.broadcast_to(jnp.asarray(theta0, base.dtype), (r, g, n))
+    ts = delta * jnp.arange(xy.shape[1], dtype=base.dtype)
+    _, feats = _advance(base, params, theta, ts, xy, jnp.int32(0), n_steps=n_steps,
+                        delta=delta)
+    f0 = jnp.concatenate([jnp.sin(theta), jnp.cos(theta)], -1)[:, :, None]
+    return np.asarray(jnp.concatenate([f0, feats], 2))
