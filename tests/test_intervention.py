@@ -286,7 +286,9 @@ def test_bundle_records_interventions(tmp_path):
 def test_tables_without_the_intervention_column_still_read_and_resume(tmp_path):
     import csv
 
-    from mllm_probe.emotion.table import COLUMNS, LEGACY_COLUMNS, PredictionTable, read_table
+    from mllm_probe.emotion.table import COLUMNS, OPTIONAL_COLUMNS, PredictionTable, read_table
+
+    LEGACY_COLUMNS = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
 
     path = tmp_path / "predictions.csv"
     with open(path, "w", newline="") as f:
