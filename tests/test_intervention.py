@@ -222,7 +222,7 @@ def test_layer_range_beyond_the_model_is_refused(qwen):
 
 @pytest.fixture(scope="module")
 def gemma():
-    pytest.importorskip("timm", reason="Gemma 3n's vision tower is a timm model (needs torchvision)")
+    pytest.importorskip("timm", reason="Gemma 3n's vision tower is timm (needs torchvision)")
     from transformers import Gemma3nForConditionalGeneration
 
     torch.manual_seed(0)
@@ -255,7 +255,8 @@ def test_gemma3n_token_by_token_decoding_with_sliding_windows(gemma):
         out = model(**dict(inputs, input_ids=ids[:, :split],
                            attention_mask=inputs["attention_mask"][:, :split]), use_cache=True)
         for t in range(split, ids.shape[1]):
-            out = model(input_ids=ids[:, t:t + 1], attention_mask=inputs["attention_mask"][:, :t + 1],
+            out = model(input_ids=ids[:, t:t + 1],
+                        attention_mask=inputs["attention_mask"][:, :t + 1],
                         cache=out.cache, use_cache=True)
             assert (out.logits[0, -1] - full[0, t]).abs().max().item() < 1e-5, t
     model.set_attn_implementation("eager")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from surrogate.fitting import FitConfig, FitParams
-from surrogate.response import block_response
 from surrogate.fitting.model import make_model, model_attention
+from surrogate.response import block_response
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         entry["dominance"] = _dominance_row(base.shares, moved.shares, weight, r, layer, qa, kb,
                                             change.knockout)
         rows.append(entry)
-    idx = tuple(np.array(v) for v in zip(*sel)) if sel else (np.zeros(0, int),) * 3
+    idx = tuple(np.array(v) for v in zip(*sel, strict=True)) if sel else (np.zeros(0, int),) * 3
     summary = {
         "command": "compare", "baseline": args.baseline, "intervened": args.intervened,
         "params": args.params, "intervention": change.to_json(), "modalities": list(mods),
