@@ -5,7 +5,8 @@ S positions (a text / audio / vision / text layout of placeholder ids, no media 
 through the probe's attention function: plain (no intervention), two logit factors
 (text<-audio:scale=2, audio<-vision:scale=0.5, every layer) and a knockout (text<-audio, every
 layer). Ratios are against the plain pass measured in the same process (machine load cancels);
-time is the best of ``--repeat`` rounds (every case once per round) of wall and CPU times; peak memory as in benchmarks/probe_memory.py.
+time is the best of ``--repeat`` rounds (every case once per round) of wall and CPU times;
+peak memory as in benchmarks/probe_memory.py.
 
     python benchmarks/intervention_overhead.py [--seq 512] [--models qwen,gemma] [--repeat 5]
 """
@@ -76,7 +77,7 @@ def run(kind: str, seq: int, repeat: int) -> list[dict]:
             c0 = time.process_time()
             peak, wall = measure(lambda i=interventions: forward(i), "cpu")
             cpu = time.process_time() - c0
-            best[name] = [min(x, y) for x, y in zip(best[name], (peak, wall, cpu))]
+            best[name] = [min(x, y) for x, y in zip(best[name], (peak, wall, cpu), strict=True)]
     return [{"model": kind, "seq": seq, "case": name, "peak": p, "wall_s": w, "cpu_s": c}
             for name, (p, w, c) in best.items()]
 

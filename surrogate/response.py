@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from surrogate.fitting.model import FitModel, FitParams
+from surrogate.fitting.model import FitModel, FitParams, _surrogate
 from surrogate.integrate import simulate
 from surrogate.metrics import modality_attention
 
@@ -43,9 +43,8 @@ def layer_window(times, layers: tuple[int, int] | None) -> tuple[float, float]:
     return (0.0 if lo == 0 else float(times[lo - 1]), float(times[hi]))
 
 
-def _without_block(model: FitModel, drop: np.ndarray):
-    """The fit's network without the edges from modality a to b where ``drop[a, b]``."""
-    net = model.network
+def _without_block(net, drop: np.ndarray):
+    """The network ``net`` without the edges from modality a to b where ``drop[a, b]``."""
     drop = jnp.asarray(drop, bool)
     pop = net.population
     keep_pair = ~drop[pop[:, None], pop[None, :]]
@@ -57,8 +56,9 @@ def _without_block(model: FitModel, drop: np.ndarray):
 
 def window_attention(model: FitModel, params: FitParams, log_scale: jax.Array,
                      window: tuple[float, float], drop: np.ndarray | None = None) -> jax.Array:
-    """P(t_l) (L, M, M), mean over the fit's initial phases, with B -> B exp(log_scale) (M, M)
-    and the blocks ``drop`` (M, M) bool removed during ``window`` (t0, t1] (module docstring).
+    """P(t_l) (L, M, M), mean over the fit's realizations and initial phases, with
+    B -> B exp(log_scale) (M, M) and the blocks ``drop`` (M, M) bool removed during ``window``
+    (t0, t1] (module docstring). Equals the fit's ``model_attention`` without a change.
 
     Differentiable in ``log_scale``; the window and ``drop`` are static (jit cache key)."""
     drop = None if drop is None or not np.any(drop) else tuple(map(tuple, np.asarray(drop, bool)))
@@ -67,24 +67,30 @@ def window_attention(model: FitModel, params: FitParams, log_scale: jax.Array,
 
 @functools.partial(jax.jit, static_argnames=("window", "drop"))
 def _window_attention(model, params, log_scale, window, drop):
-    sur = model.surrogate(params)
-    changed = sur.replace(params=sur.params.replace(B=params.B * jnp.exp(log_scale)))
-    if drop is not None:
-        changed = changed.replace(network=_without_block(model, np.asarray(drop)))
     n, dt = model.n_steps, model.dt
     i0 = int(np.clip(round(window[0] / dt), 0, n))
     i1 = int(np.clip(round(window[1] / dt), i0, n))
-    segments = [(s, a, b) for s, a, b in ((sur, 0, i0), (changed, i0, i1), (sur, i1, n)) if b > a]
 
-    def one(theta0):
-        theta, parts = theta0, [modality_attention(theta0, sur)[None]]
-        for s, a, b in segments:
-            ys = simulate(s, theta, dt=dt, n_steps=b - a, t0=a * dt, field=model.kind).ys
-            parts.append(jax.vmap(modality_attention, (0, None))(ys[1:], s))
-            theta = ys[-1]
-        return jnp.concatenate(parts)            # (n + 1, M, M) on the RK4 grid
+    def one(net, xi, enc_gain, enc_offset, theta0s):
+        sur = _surrogate(net, xi, enc_gain, enc_offset, params, model)
+        changed = sur.replace(params=sur.params.replace(B=params.B * jnp.exp(log_scale)))
+        if drop is not None:
+            changed = changed.replace(network=_without_block(net, np.asarray(drop)))
+        segments = [(s, a, b) for s, a, b in ((sur, 0, i0), (changed, i0, i1), (sur, i1, n))
+                    if b > a]
 
-    grid = jax.vmap(one)(model.theta0).mean(0)
+        def run(theta0):
+            theta, parts = theta0, [modality_attention(theta0, sur)[None]]
+            for s, a, b in segments:
+                ys = simulate(s, theta, dt=dt, n_steps=b - a, t0=a * dt, field=model.field).ys
+                parts.append(jax.vmap(modality_attention, (0, None))(ys[1:], s))
+                theta = ys[-1]
+            return jnp.concatenate(parts)            # (n + 1, M, M) on the RK4 grid
+
+        return jax.vmap(run)(theta0s).mean(0)
+
+    grid = jax.vmap(one)(model.network, model.xi, model.enc_gain, model.enc_offset,
+                         model.theta0).mean(0)
     pos = jnp.clip(params.times / dt, 0.0, n)   # linear interpolation at t_l, as the fit does
     k = jnp.clip(jnp.floor(pos), 0, n - 1).astype(jnp.int32)
     frac = (pos - k)[:, None, None]

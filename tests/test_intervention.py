@@ -220,9 +220,9 @@ def test_layer_range_beyond_the_model_is_refused(qwen):
     assert model.config._attn_implementation == "eager"
 
 
-@pytest.mark.slow
-def test_gemma3n_interventions_are_exact():
-    pytest.importorskip("timm", reason="Gemma 3n's vision tower is a timm model (needs torchvision)")
+@pytest.fixture(scope="module")
+def gemma():
+    pytest.importorskip("timm", reason="Gemma 3n's vision tower is timm (needs torchvision)")
     from transformers import Gemma3nForConditionalGeneration
 
     torch.manual_seed(0)
@@ -234,9 +234,35 @@ def test_gemma3n_interventions_are_exact():
                   input_features=torch.randn(1, 17, 32),
                   input_features_mask=torch.ones(1, 17, dtype=torch.bool),
                   pixel_values=torch.randn(1, 3, 64, 64))
-    tm = token_modality(ids[0].numpy(), spec_from_config(model.config))
-    check_exactness(model, inputs, tm, Intervention("text", "audio", 0.25, False, (1, 2)),
+    return model, inputs, token_modality(ids[0].numpy(), spec_from_config(model.config))
+
+
+@pytest.mark.slow
+def test_gemma3n_interventions_are_exact(gemma):
+    check_exactness(*gemma, Intervention("text", "audio", 0.25, False, (1, 2)),
                     Intervention("text", "audio", knockout=True, layers=(1, 2)))
+
+
+@pytest.mark.slow
+def test_gemma3n_token_by_token_decoding_with_sliding_windows(gemma):
+    """Decoding one token at a time after a cached prefix (sliding layers keep 6 keys) gives the
+    one-pass intervened logits: the keys of a call are the last positions of the sequence."""
+    model, inputs, _ = gemma
+    ids, split = inputs["input_ids"], 20
+    edits = [parse_intervention("text<-audio:scale=5"), parse_intervention("text<-vision:knockout")]
+    with torch.no_grad(), intervening(model, edits):
+        full = model(**inputs, use_cache=False).logits
+        out = model(**dict(inputs, input_ids=ids[:, :split],
+                           attention_mask=inputs["attention_mask"][:, :split]), use_cache=True)
+        for t in range(split, ids.shape[1]):
+            out = model(input_ids=ids[:, t:t + 1],
+                        attention_mask=inputs["attention_mask"][:, :t + 1],
+                        cache=out.cache, use_cache=True)
+            assert (out.logits[0, -1] - full[0, t]).abs().max().item() < 1e-5, t
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        plain = model(**inputs, use_cache=False).logits
+    assert (plain - full).abs().max().item() > 0.1   # the interventions act
 
 
 # ----------------------------------------------------------------------------- records
@@ -261,7 +287,9 @@ def test_bundle_records_interventions(tmp_path):
 def test_tables_without_the_intervention_column_still_read_and_resume(tmp_path):
     import csv
 
-    from mllm_probe.emotion.table import COLUMNS, LEGACY_COLUMNS, PredictionTable, read_table
+    from mllm_probe.emotion.table import COLUMNS, OPTIONAL_COLUMNS, PredictionTable, read_table
+
+    LEGACY_COLUMNS = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
 
     path = tmp_path / "predictions.csv"
     with open(path, "w", newline="") as f:

@@ -117,7 +117,8 @@ def test_probe_then_compare(files, tmp_path, capsys):
         assert ag["rho"] is None or -1 <= ag["rho"] <= 1
     assert "sign agreement" in stdout
     report = (out / "report.md").read_text()
-    assert "audio<-vision:scale=4.0:layers=1-2" in report and "| 1 | yes | audio<-vision |" in report
+    assert "audio<-vision:scale=4.0:layers=1-2" in report
+    assert "| 1 | yes | audio<-vision |" in report
 
     # the bundles of two different inputs: compared anyway, with a warning
     other = tmp_path / "c.bundle"

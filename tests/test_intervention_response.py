@@ -8,19 +8,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from surrogate import FitConfig
-from surrogate.fitting import FitParams
-from surrogate.response import block_response
+from surrogate.fitting import FitConfig, FitParams
 from surrogate.fitting.model import make_model, model_attention
+from surrogate.response import block_response
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    config = FitConfig(sizes=(10, 10), k=4, horizon=2.0, dt=0.1, n_initial=2)
+    config = FitConfig(sizes=(10, 10), k=4, horizon=2.0, dt=0.1, n_initial=2, realizations=2)
     model = make_model(jax.random.key(3), config.sizes, config, jnp.float64)
     params = FitParams(B=jnp.array([[1.5, 0.4], [0.8, 1.2]]), K=jnp.array([[1.0, 0.6], [0.5, 1.0]]),
                        omega_spread=jnp.asarray(0.4), gain=jnp.array([0.1, -0.2]),
-                       times=jnp.linspace(0.5, 2.0, 4))
+                       anchor=jnp.asarray(1.0), times=jnp.linspace(0.5, 2.0, 4))
     return model, params
 
 

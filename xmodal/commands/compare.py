@@ -104,17 +104,18 @@ def run(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from surrogate.fitting import bundle_target, model_from_json
+    from mllm_probe.bundle import block_shares
+    from surrogate.fitting import model_from_json
     from surrogate.response import agreement, block_response
 
     mods = tuple(obj["modalities"])
     model, params = model_from_json(obj, source=f"--params {args.params}", dtype=jnp.float64)
-    base = bundle_target(a, mods, source=args.baseline)
-    moved = bundle_target(b, mods, source=args.intervened)
+    base = block_shares(a, mods, source=args.baseline)
+    moved = block_shares(b, mods, source=args.intervened)
     qa, kb = mods.index(change.query), mods.index(change.key)
     r = block_response(model, params, qa, kb, factor=change.factor, knockout=change.knockout,
                        layers=change.layers)
-    measured = np.asarray(moved.mass) - np.asarray(base.mass)              # (L, M, M)
+    measured = moved.shares - base.shares                                    # (L, M, M)
     weight = (np.asarray(base.weight) > 0) & (np.asarray(moved.weight) > 0)  # (L, M)
     first = change.layers[0] if change.layers else 0
     pairs = [(x, y) for x in range(len(mods)) for y in range(len(mods)) if x != y]
@@ -127,17 +128,17 @@ def run(args: argparse.Namespace) -> int:
             if not weight[layer, x]:
                 continue
             key = f"{mods[x]}<-{mods[y]}"
-            entry["shares"][key] = {"baseline": float(base.mass[layer, x, y]),
+            entry["shares"][key] = {"baseline": float(base.shares[layer, x, y]),
                                     "measured": float(measured[layer, x, y]),
                                     "finite": float(finite[layer, x, y]),
                                     "linear": None if change.knockout
                                     else float(linear[layer, x, y])}
             if layer >= first:
                 sel.append((layer, x, y))
-        entry["dominance"] = _dominance_row(base.mass, moved.mass, weight, r, layer, qa, kb,
+        entry["dominance"] = _dominance_row(base.shares, moved.shares, weight, r, layer, qa, kb,
                                             change.knockout)
         rows.append(entry)
-    idx = tuple(np.array(v) for v in zip(*sel)) if sel else (np.zeros(0, int),) * 3
+    idx = tuple(np.array(v) for v in zip(*sel, strict=True)) if sel else (np.zeros(0, int),) * 3
     summary = {
         "command": "compare", "baseline": args.baseline, "intervened": args.intervened,
         "params": args.params, "intervention": change.to_json(), "modalities": list(mods),
