@@ -190,6 +190,9 @@ CASES = [
          msg="{tmp}/twice.toml: not valid TOML", absent="{tmp}/h3b"),
     dict(id="sweep-spec-not-utf8", argv="sweep {tmp}/latin1.json --out {tmp}/h4", code=2,
          msg="{tmp}/latin1.json: not UTF-8 text (byte 0xea on line 1)", absent="{tmp}/h4"),
+    dict(id="sweep-spec-too-large", argv="sweep {tmp}/big.json --out {tmp}/h4b", code=2,
+         msg="{tmp}/big.json: 68157440 bytes, more than the 67108864 bytes an input file may "
+         "have", absent="{tmp}/h4b"),
     dict(id="sweep-spec-is-a-directory", argv="sweep {tmp}/adir.json --out {tmp}/h5", code=2,
          msg="{tmp}/adir.json: is a directory", absent="{tmp}/h5"),
     dict(id="sweep-drive-too-long", argv="sweep {tmp}/longdrive.json --out {tmp}/h6", code=2,
@@ -400,6 +403,8 @@ def _setup_issue27(tmp: Path, small: dict) -> None:
                                     "beta_cross = { values = [0.5] }\n")
     (tmp / "latin1.json").write_bytes('{"axes": {"bêta": 1}}'.encode("latin-1"))
     (tmp / "adir.json").mkdir()
+    with open(tmp / "big.json", "wb") as f:  # sparse: refused by its size, never read
+        f.truncate(65 * 2**20)
     (tmp / "longdrive.json").write_text(json.dumps(dict(
         small, axes={"beta_cross": {"values": [0.1]}},
         run=dict(small["run"], steps=2_000_000_000, transient=0, drive="lorenz"))))
