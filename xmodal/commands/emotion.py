@@ -206,7 +206,7 @@ def from_table(args) -> int:
     is written; skipped.csv and predictions.meta.json beside it are read when present)."""
     from mllm_probe.emotion.attractors import from_rows
     from mllm_probe.emotion.table import META_SUFFIX, read_table
-    from xmodal.report import prepare_out, versions
+    from xmodal.report import hold_lock, prepare_out, versions
 
     path = Path(args.from_table)
     if not path.is_file():
@@ -227,6 +227,7 @@ def from_table(args) -> int:
             skipped = [{"clip": r.get("clip", ""), "reason": r.get("reason", ""),
                         "path": r.get("path") or None} for r in csv.DictReader(f)]
     out = prepare_out(Path(args.out), force=args.force)
+    hold_lock(out)
     units = len({(r["clip"], r["condition"]) for r in rows})
     order = meta.get("conditions") or CONDITIONS  # the run's order, for the same summary
     conditions = [c for c in order if c in args.conditions]
@@ -243,7 +244,7 @@ def from_table(args) -> int:
 
 
 def run(args) -> int:
-    from xmodal.report import atomic_write_bytes, prepare_out
+    from xmodal.report import atomic_write_bytes, hold_lock, prepare_out
 
     if args.from_table:
         return from_table(args)
@@ -255,6 +256,7 @@ def run(args) -> int:
     if args.plan:
         return plan(args, dataset)
     out = prepare_out(Path(args.out), force=args.force, resume=args.resume)
+    hold_lock(out)
     if args.force and not args.resume:  # start over: the table of the old run goes
         for name in ("predictions.csv", "predictions.meta.json"):
             (out / name).unlink(missing_ok=True)
