@@ -1,7 +1,8 @@
 """Benchmark: Lorenz-63 Lyapunov spectrum for a batch of initial conditions.
 
-xmodal's ``surrogate.lyapunov_batch.lyapunov_spectrum_batch`` (the batch on lanes) against lyapax (PyPI, a
-JAX-native Benettin/QR tool: https://pypi.org/project/lyapax/, the ``bench`` extra pins it) and
+xmodal's ``surrogate.lyapunov_batch.lyapunov_spectrum_batch`` (the batch on lanes) against
+lyapax (PyPI, a JAX-native Benettin/QR tool: https://pypi.org/project/lyapax/, the ``bench``
+extra pins it) and
 against xmodal's one-system path under ``jax.vmap`` (the previous engine), on the same problem in
 the same process: Lorenz-63 s=10 r=28 b=8/3, RK4 dt = 0.01, ``--transient`` steps discarded,
 ``--steps`` measured steps, all three exponents, the same initial states.

@@ -5,8 +5,9 @@ Imports numpy, json and safetensors only (no torch), so `surrogate.fit` can read
 Sizes: L language-model layers, H heads, M modalities, S sequence positions, Q query rows.
 
 Arrays (float32 unless said):
-- ``block_mass``    (L, H, M, M)  mean over the query rows of modality a of the attention mass on the
-                                  keys of modality b; rows of modalities with no query row are 0.
+- ``block_mass``    (L, H, M, M)  mean over the query rows of modality a of the attention mass on
+                                  the keys of modality b; rows of modalities with no query row are
+                                  0.
                                   Each row sums to <= 1 (1 when every query row sees some key).
 - ``token_modality`` (S,) int32   modality index (into ``modalities``) of every position.
 - ``query_index``   (Q,) int64    positions of the query rows (sorted, unique).
@@ -68,7 +69,8 @@ class BundleError(ValueError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EncoderBlocks:
-    """Modality blocks of one media encoder's self-attention (L_e layers, H_e heads, M_e modalities).
+    """Modality blocks of one media encoder's self-attention (L_e layers, H_e heads, M_e
+    modalities).
 
     block_mass: (L_e, H_e, M_e, M_e) mass of valid query rows on the keys they may see;
     visible_count: (L_e, M_e, M_e) mean number of those keys per query row.
@@ -126,7 +128,8 @@ class Bundle:
                          where=total > 0)
 
 
-def make_bundle(block_mass, modalities, layer_types, token_modality, query_index, **fields) -> Bundle:
+def make_bundle(block_mass, modalities, layer_types, token_modality, query_index,
+                **fields) -> Bundle:
     """Build and validate a bundle from plain arrays (e.g. a synthetic bundle for tests or fits)."""
     bundle = Bundle(
         block_mass=np.asarray(block_mass, dtype=np.float32),
@@ -146,7 +149,8 @@ def _coerce_optional(fields: dict) -> dict:
         if out.get(name) is not None:
             out[name] = np.asarray(out[name], dtype=np.float32)
     if "full_maps" in out:
-        out["full_maps"] = {int(k): np.asarray(v, dtype=np.float32) for k, v in out["full_maps"].items()}
+        out["full_maps"] = {int(k): np.asarray(v, dtype=np.float32)
+                            for k, v in out["full_maps"].items()}
     if "encoder_entropy" in out:
         out["encoder_entropy"] = {str(k): np.asarray(v, dtype=np.float32)
                                   for k, v in out["encoder_entropy"].items()}
@@ -229,7 +233,8 @@ def validate_bundle(bundle: Bundle, source: str = "<in memory>") -> None:
     if Q > 1 and np.any(np.diff(qi) <= 0):
         raise _fail(source, "query_index", "positions must be sorted and unique")
     if not isinstance(bundle.query_set, Mapping) or "kind" not in bundle.query_set:
-        raise _fail(source, "query_set", f"expected an object with a 'kind', got {bundle.query_set!r}")
+        raise _fail(source, "query_set",
+                    f"expected an object with a 'kind', got {bundle.query_set!r}")
     if bundle.row_mass is not None:
         _check_array(source, "row_mass", bundle.row_mass, (L, H, Q, M), probability=True)
     if bundle.visible_count is not None:
@@ -264,8 +269,9 @@ def _check_encoder(source: str, name: str, enc: EncoderBlocks, entropy) -> None:
         raise _fail(source, field, f"expected layer types, got {list(enc.layer_types)}")
     bm = enc.block_mass
     if not isinstance(bm, np.ndarray) or bm.ndim != 4:
-        raise _fail(source, f"encoder.{name}.block_mass", f"expected 4 dimensions (L_e, H_e, M_e, "
-                                                          f"M_e), got shape {getattr(bm, 'shape', None)}")
+        raise _fail(source, f"encoder.{name}.block_mass",
+                    f"expected 4 dimensions (L_e, H_e, M_e, M_e), got shape "
+                    f"{getattr(bm, 'shape', None)}")
     He = bm.shape[1]
     _check_array(source, f"encoder.{name}.block_mass", bm, (Le, He, Me, Me), probability=True)
     _check_array(source, f"encoder.{name}.visible_count", enc.visible_count, (Le, Me, Me))
@@ -318,7 +324,8 @@ def save_bundle(path: str | os.PathLike, bundle: Bundle) -> None:
     }
     if bundle.interventions:
         meta["interventions"] = [dict(i) for i in bundle.interventions]
-    atomic_write_bytes(path, save(arrays, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)}))
+    atomic_write_bytes(path, save(arrays,
+                                  metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)}))
 
 
 _ARRAY_FIELDS = {"block_mass", "token_modality", "query_index", "row_mass", "visible_count",
@@ -564,7 +571,7 @@ def shares_bundle(shares, modalities, token_counts, *, text_share: float = 0.2,
         heads.append(full)
     token_modality = np.concatenate(
         [np.zeros(4, int)] + [np.full(int(s), mods.index(x))
-                              for s, x in zip(token_counts, modalities)])
+                              for s, x in zip(token_counts, modalities, strict=False)])
     return make_bundle(np.stack(heads, 1), mods, ("full_attention",) * L, token_modality,
                        np.flatnonzero(token_modality > 0), query_set={"kind": "synthetic"},
                        model=dict(model or {"id": "surrogate",

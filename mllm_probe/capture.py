@@ -173,7 +173,8 @@ class Recorder:
     def _slots(self, layer: int, heads: int) -> dict[str, torch.Tensor]:
         slots = self._layers.get(layer)
         if slots is None:
-            Q, M, S = self.query_index.numel(), self.plan.num_modalities, self.token_modality.numel()
+            Q, M = self.query_index.numel(), self.plan.num_modalities
+            S = self.token_modality.numel()
             f64 = dict(dtype=torch.float64, device=self.device)
             slots = {
                 "block": torch.zeros(heads, M, M, **f64),
@@ -189,7 +190,8 @@ class Recorder:
 
     def observe_language(self, layer: int, weights: torch.Tensor, mask: torch.Tensor | None,
                          row_start: int) -> None:
-        """Reduce one block of rows: ``weights`` (1, H, C, S) for positions row_start..row_start+C."""
+        """Reduce one block of rows: ``weights`` (1, H, C, S) for positions
+        row_start..row_start+C."""
         B, H, C, K = weights.shape
         S = self.token_modality.numel()
         if B != 1:
@@ -265,7 +267,8 @@ class Recorder:
             raise RuntimeError(
                 f"language layers {missing} were not captured: run the model with "
                 f"attn_implementation={CAPTURE_IMPLEMENTATION!r} inside `capturing`")
-        counts = torch.bincount(self.query_modality.cpu(), minlength=self.plan.num_modalities).double()
+        counts = torch.bincount(self.query_modality.cpu(),
+                                minlength=self.plan.num_modalities).double()
         denom = torch.where(counts > 0, counts, torch.ones_like(counts))
 
         def stack(name, scale_axis=None):
@@ -282,18 +285,21 @@ class Recorder:
             accs = [self._encoders[k] for k in sorted(k for k in self._encoders if k[0] == name)]
             rows = [max(a["rows"], 1) for a in accs]
             encoder_entropy[name] = torch.stack(
-                [a["entropy"] / r for a, r in zip(accs, rows)]).float().numpy()
+                [a["entropy"] / r for a, r in zip(accs, rows, strict=True)]).float().numpy()
             encoder_block[name] = torch.stack(
-                [a["mass"] / r for a, r in zip(accs, rows)]).float().numpy()[:, :, None, None]
-            encoder_visible[name] = np.array([a["visible"] / r for a, r in zip(accs, rows)],
-                                             dtype=np.float32)[:, None, None]
+                [a["mass"] / r for a, r in zip(accs, rows, strict=True)]
+            ).float().numpy()[:, :, None, None]
+            encoder_visible[name] = np.array(
+                [a["visible"] / r for a, r in zip(accs, rows, strict=True)],
+                dtype=np.float32)[:, None, None]
         return CaptureResult(
             block_mass=stack("block", scale_axis=2),
             row_mass=stack("rows"),
             visible_count=stack("visible", scale_axis=1),
             row_visible=stack("row_visible"),
             entropy=stack("entropy", scale_axis=2),
-            full_maps={i: self._layers[i]["full"].cpu().numpy() for i in sorted(self.plan.full_map_layers)
+            full_maps={i: self._layers[i]["full"].cpu().numpy()
+                       for i in sorted(self.plan.full_map_layers)
                        if "full" in self._layers.get(i, {})},
             encoder_entropy=encoder_entropy,
             encoder_block_mass=encoder_block,
@@ -313,7 +319,7 @@ def capturing(model: torch.nn.Module, plan: CapturePlan):
     """
     register_capture()
     language = language_attention_modules(model)
-    bad = {l for l in plan.full_map_layers if not 0 <= l < len(language)}
+    bad = {layer for layer in plan.full_map_layers if not 0 <= layer < len(language)}
     if bad:
         raise ValueError(f"full-map layers {sorted(bad)} out of range [0, {len(language)})")
     recorder = Recorder(plan, language, encoder_attention_modules(model, language))

@@ -91,7 +91,7 @@ def capture_prompt(adapter: Adapter, prompt: Prompt, query_index: np.ndarray, *,
             ) -> CaptureResult:
     """Run one forward pass of ``adapter.model`` with the capture attention; reduced result."""
     plan = CapturePlan(prompt.token_modality, query_index, len(DEFAULT_MODALITIES),
-                       frozenset(int(l) for l in full_map_layers), chunk_elements)
+                       frozenset(int(layer) for layer in full_map_layers), chunk_elements)
     with capturing(adapter.model, plan) as recorder:
         adapter.forward(prompt, attn_implementation=CAPTURE_IMPLEMENTATION)
     return recorder.result()
@@ -105,7 +105,8 @@ def probe(adapter: Adapter, prompt: Prompt, *, query: str | Sequence[int] = "las
     """Capture the modality-block attention of ``prompt`` and return it as a bundle.
 
     ``answer_tokens`` > 0 first generates that many answer tokens greedily and appends them (the
-    query set "answer" then selects them). ``inputs`` describes the input files (path, kind, sha256).
+    query set "answer" then selects them). ``inputs`` describes the input files (path, kind,
+    sha256).
     ``interventions`` act on the answer and the captured pass (`mllm_probe.intervention`); those
     of an enclosing `intervening` context act too. The bundle records the ones that acted.
     """
@@ -172,4 +173,5 @@ def probe_files(adapter: Adapter, text: str, *, audio=None, video=None, frames=N
     return probe(adapter, prompt, inputs=described, **probe_kwargs)
 
 
-__all__ = ["QUERY_KINDS", "capture_prompt", "encoder_modality", "library_versions", "probe", "probe_files", "resolve_query_set"]
+__all__ = ["QUERY_KINDS", "capture_prompt", "encoder_modality", "library_versions", "probe",
+           "probe_files", "resolve_query_set"]

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cli_files import strict_load, write_bundle
 
 #: (id, argv, expected exit code, fragment of stderr; checks: "untouched" (a path whose tree

@@ -16,7 +16,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from cli_files import strict_load, write_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -140,7 +140,8 @@ def test_plan_and_context_errors(qwen):
 
 @pytest.fixture(scope="module")
 def gemma():
-    pytest.importorskip("timm", reason="Gemma 3n's vision tower is a timm model (needs torchvision)")
+    pytest.importorskip("timm",
+                        reason="Gemma 3n's vision tower is a timm model (needs torchvision)")
     from transformers import Gemma3nForConditionalGeneration
 
     torch.manual_seed(0)

@@ -105,7 +105,7 @@ def test_sweep_equals_plain_vmap_for_any_chunking():
     pts = plane()  # 15 points: chunks of 4 leave a ragged, padded last chunk
     ref = plain_vmap(pts)
     outs = {c: sg.sweep(fn, pts, chunk_size=c, progress=False) for c in (1, 4, None)}
-    for c, out in outs.items():
+    for _, out in outs.items():
         assert jax.tree.structure(out) == jax.tree.structure(ref)
         assert out["theta"].shape == (15, 12) and out["stats"][0].shape == (15, 2)
         assert_trees_close(out, ref, atol=1e-12)
@@ -216,8 +216,8 @@ def test_existing_store_needs_resume(tmp_path):
     store = tmp_path / "s"
     sg.sweep(fn, plane(), chunk_size=8, store=store, progress=False)
     before = files(store)
-    with pytest.raises(sg.sweeping.SweepStoreError, match=r"already holds a sweep \(2 of 2 chunks\); "
-                                                  r"pass resume=True"):
+    with pytest.raises(sg.sweeping.SweepStoreError,
+                       match=r"already holds a sweep \(2 of 2 chunks\); pass resume=True"):
         sg.sweep(fn, plane(), chunk_size=8, store=store, progress=False)
     assert files(store) == before
 
@@ -244,7 +244,8 @@ def test_store_from_another_configuration_is_rejected(tmp_path, change, message)
     base = dict(fn=fn, points=plane(), chunk_size=4, config={"dt": 0.01})
     sg.sweep(**base, store=store, progress=False)
     before = files(store)
-    with pytest.raises(sg.sweeping.SweepStoreError, match="made by another configuration; differs in"):
+    with pytest.raises(sg.sweeping.SweepStoreError,
+                       match="made by another configuration; differs in"):
         try:
             sg.sweep(**{**base, **change}, store=store, resume=True, progress=False)
         except sg.sweeping.SweepStoreError as err:
@@ -261,8 +262,9 @@ def test_damaged_and_stray_chunks_are_reported(tmp_path):
     data = chunk.read_bytes()
 
     chunk.write_bytes(data[: len(data) // 2])  # truncated
-    with pytest.raises(sg.sweeping.SweepStoreError, match=r"chunk-00001.npz: chunk file is truncated or "
-                                                  r"damaged .*delete it and resume"):
+    with pytest.raises(sg.sweeping.SweepStoreError,
+                       match=r"chunk-00001.npz: chunk file is truncated or "
+                             r"damaged .*delete it and resume"):
         sg.sweep(fn, pts, resume=True, **kw)
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         info = z.getinfo("leaf_0000.npy")  # flip the last byte of its array data
@@ -283,13 +285,15 @@ def test_damaged_and_stray_chunks_are_reported(tmp_path):
     chunk.write_bytes(data)  # repaired: resumes fine; then a chunk index past the end
     sg.sweep(fn, pts, resume=True, **kw)
     (store / "chunk-00009.npz").write_bytes(data)
-    with pytest.raises(sg.sweeping.SweepStoreError, match="chunk 9 does not exist in a sweep of 4 chunks"):
+    with pytest.raises(sg.sweeping.SweepStoreError,
+                       match="chunk 9 does not exist in a sweep of 4 chunks"):
         sg.sweep(fn, pts, resume=True, **kw)
 
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "chunk-00000.npz").write_bytes(data)
-    with pytest.raises(sg.sweeping.SweepStoreError, match="has chunk files .* but no manifest.json"):
+    with pytest.raises(sg.sweeping.SweepStoreError,
+                       match="has chunk files .* but no manifest.json"):
         sg.sweep(fn, pts, chunk_size=4, store=stray, resume=True, progress=False)
 
 

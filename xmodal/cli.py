@@ -94,8 +94,9 @@ def error_message(err: BaseException) -> str | None:
         return f"{where}{err.strerror or err}"
     if isinstance(err, (ValueError, OverflowError)):  # bad values found after parsing
         return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    # JAX/XLA: no such backend, device out of memory, ...
     if isinstance(err, RuntimeError) and not isinstance(err, (NotImplementedError,
-                                                              RecursionError)):  # JAX/XLA: no such backend, device out of memory, ...
+                                                              RecursionError)):
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
             return f"out of device memory; reduce the sizes ({text})"

@@ -213,7 +213,8 @@ def error_counts(p: Predictions, errors: str = "pairs") -> np.ndarray:
     if errors == "pairs":
         conf = confusion(p.intended[err], p.predicted[err])
         return conf[~np.eye(K, dtype=bool)]
-    raise ValueError(f"errors must be 'pairs' (intended -> predicted) or 'targets' (predicted), got {errors!r}")
+    raise ValueError("errors must be 'pairs' (intended -> predicted) or 'targets' "
+                     f"(predicted), got {errors!r}")
 
 
 def js_distance(p, q, axis: int = -1) -> np.ndarray:
@@ -240,7 +241,8 @@ def clip_error_counts(p: Predictions, conditions, errors: str = "pairs", by: str
     """(units, (n_units, C, D) counts): error counts per unit and condition; ``by`` "clip" or
     "actor" (`Predictions.actor`)."""
     if errors not in ("pairs", "targets"):
-        raise ValueError(f"errors must be 'pairs' (intended -> predicted) or 'targets' (predicted), got {errors!r}")
+        raise ValueError("errors must be 'pairs' (intended -> predicted) or 'targets' "
+                         f"(predicted), got {errors!r}")
     units, unit = np.unique(np.asarray(p.actor if by == "actor" else p.clip, dtype=str),
                             return_inverse=True)
     D = K * (K - 1) if errors == "pairs" else K
@@ -345,7 +347,8 @@ def analyze(p: Predictions, conditions, *, seed: int = 0, n_boot: int = 1000,
     for errors in ("pairs", "targets"):
         _, counts = clip_error_counts(p, conditions, errors, by="actor")
         dist = bootstrap_distances(counts, conditions, seed=rng, n_boot=n_boot, level=level)
-        between[errors] = {k: {n: v[n] for n in ("distance", "low", "high")} for k, v in dist.items()}
+        between[errors] = {k: {n: v[n] for n in ("distance", "low", "high")}
+                           for k, v in dist.items()}
     analyses = statistics.analyses(p, conditions, rng=np.random.default_rng(seeds[2]),
                                    n_perm=n_perm, n_boot=n_boot, alpha=alpha, level=level)
     return {"labels": list(LABELS), "conditions": list(conditions), "per_condition": per,

@@ -71,7 +71,7 @@ def unit_rows(clip: Clip, condition: str, scores: np.ndarray, generated: list[st
                "forbidden": ":".join(v.forbidden), "intended": clip.intended,
                "perceived": ":".join(sorted(perceived, key=LABELS.index)), "predicted": best,
                "actor": clip.actor or "",
-               **{f"score_{label}": float(x) for label, x in zip(LABELS, s)}}
+               **{f"score_{label}": float(x) for label, x in zip(LABELS, s, strict=True)}}
         if tokens is not None:
             row.update({f"tokens_{m}": n for m, n in tokens["prefix"].items()},
                        tokens_prompt=tokens["prompt"][v.index])

@@ -199,7 +199,7 @@ def sweep(
             finished = np.zeros(n_chunks, np.int8)
             for k, path in sorted(st.open(resume).items()):
                 lo, hi = k * chunk_size, min((k + 1) * chunk_size, n_points)
-                for out, x in zip(results, st.read_chunk(k, path, np.arange(lo, hi))):
+                for out, x in zip(results, st.read_chunk(k, path, np.arange(lo, hi)), strict=True):
                     out[lo:hi] = x
                 finished[k] = 1
             return finished
@@ -244,7 +244,7 @@ def sweep(
 
         def finish(k, lo, hi, out):
             host = [gather(x)[: hi - lo] for x in jax.tree.leaves(out)]
-            for res, x in zip(results, host):
+            for res, x in zip(results, host, strict=True):
                 res[lo:hi] = x
             if st is not None:
                 st.write_chunk(k, np.arange(lo, hi), host)

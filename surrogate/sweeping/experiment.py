@@ -26,10 +26,17 @@ import numpy as np
 
 from surrogate.batch import fold_batch
 from surrogate.integrate import fold
-from surrogate.model import Sparse, resolve_field
 from surrogate.lyapunov import conditional_lyapunov_exponents
 from surrogate.metrics import dominance_index, modality_attention, order_parameter
-from surrogate.model import Params, block_matrix, initial_phases, make_drive, paper_preset
+from surrogate.model import (
+    Params,
+    Sparse,
+    block_matrix,
+    initial_phases,
+    make_drive,
+    paper_preset,
+    resolve_field,
+)
 from surrogate.sweeping.engine import sweep
 from surrogate.sweeping.points import Points, grid
 from surrogate.sweeping.spec import SweepSpec

@@ -49,7 +49,7 @@ def from_process_0(decide: Callable[[], Any], like):
         text = bytes(message).rstrip(b"\0").decode(errors="replace")
         raise SweepStoreError(f"process 0: {text}")
     return jax.tree.unflatten(treedef, [np.array(r).view(x.dtype).reshape(x.shape)
-                                        for r, x in zip(raw, flat)])
+                                        for r, x in zip(raw, flat, strict=True)])
 
 
 def init_multihost(coordinator: str | None = None, num_processes: int | None = None,

@@ -87,7 +87,7 @@ def grid(**axes) -> Points:
     cols = {name: _column(name, v, "axis") for name, v in axes.items()}
     mesh = np.meshgrid(*cols.values(), indexing="ij")
     return Points(
-        columns={name: m.ravel() for name, m in zip(cols, mesh)},
+        columns={name: m.ravel() for name, m in zip(cols, mesh, strict=True)},
         shape=tuple(len(v) for v in cols.values()),
         axes=cols,
     )

@@ -108,7 +108,7 @@ def _differences(old, new, at: str, limit: int = 3) -> list[str]:
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         out = []
-        for i, (a, b) in enumerate(zip(old, new)):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
             if a != b:
                 out += _differences(a, b, f"{at}[{i}]", limit - len(out))
             if len(out) >= limit:
@@ -310,6 +310,6 @@ def new_manifest(function: str, config: Any, pts, chunk_size: int, n_chunks: int
         platform=devices[0].platform,
         n_devices=n_dev,
         jax_version=jax.__version__,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     return manifest

@@ -262,14 +262,13 @@ def run(args) -> int:
             (out / name).unlink(missing_ok=True)
 
     from mllm_probe.emotion import experiment
-    from xmodal.commands.probe import load_model
-
     from mllm_probe.intervention import intervening
-    from xmodal.commands.probe import check_interventions
+    from xmodal.commands.probe import check_interventions, load_model
 
     adapter = load_model(args)
     check_interventions(args, adapter)
-    config = experiment.RunConfig(interventions=tuple(args.intervene),conditions=tuple(args.conditions),
+    config = experiment.RunConfig(interventions=tuple(args.intervene),
+                                  conditions=tuple(args.conditions),
                                   preprocessing=preprocessing(args, adapter),
                                   generate=args.generate, max_new_tokens=args.max_new_tokens,
                                   batch_size=args.batch_size, bundles=args.bundles,

@@ -103,7 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the neutral global phase-shift exponent (0) in the spectrum")
     g.add_argument("--field", choices=["reference", "dense", "sparse", "auto"],
                    default="reference", help="evaluation of the surrogate's vector field")
-    g.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (graph, frequencies, phases)")
+    g.add_argument("--seed", type=seed_int, default=0,
+                   help="PRNG seed (graph, frequencies, phases)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write a convergence plot (PNG)")
     p.set_defaults(run=run)

@@ -21,7 +21,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
 
 
 def _intervention(text: str):
@@ -60,9 +61,10 @@ def check_interventions(args, adapter) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "probe", help="capture modality-block attention of a multimodal model into a bundle",
-        description="Run a model (Qwen2.5-Omni, Gemma 3n, or any HF model with modality token ids) "
-                    "on audio/video/image/text inputs and save its self- and cross-modal attention, "
-                    "reduced to modality blocks per layer and head, as an attention bundle.")
+        description="Run a model (Qwen2.5-Omni, Gemma 3n, or any HF model with modality token "
+                    "ids) on audio/video/image/text inputs and save its self- and cross-modal "
+                    "attention, reduced to modality blocks per layer and head, as an attention "
+                    "bundle.")
     p.add_argument("--model", required=True,
                    help="model folder, or hub id resolved in the local Hugging Face cache")
     p.add_argument("--revision", help="model revision (hub ids)")
@@ -79,7 +81,8 @@ def register(subparsers) -> None:
     item.add_argument("--out", help="bundle file to write")
     batch = p.add_argument_group("batch")
     source = batch.add_mutually_exclusive_group()
-    source.add_argument("--manifest", help="CSV manifest (columns id,audio,video,frames,image,prompt)")
+    source.add_argument("--manifest",
+                        help="CSV manifest (columns id,audio,video,frames,image,prompt)")
     source.add_argument("--input-dir", help="folder of media files grouped by name stem")
     batch.add_argument("--out-dir", help="folder for <id>.bundle files (done items are skipped)")
     p.add_argument("--prompt", help="text prompt (batch: default for rows without one)")
@@ -170,7 +173,6 @@ def load_model(args, *, weights: bool = True):
     import torch
 
     from mllm_probe.adapters import load_adapter
-
     from xmodal.report import check_torch_device
 
     if weights:

@@ -158,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
 
     multihost = (args.coordinator, args.num_processes, args.process_id)
     if args.distributed or any(x is not None for x in multihost):
-        _start_processes(*multihost, args.start_timeout)  # returns once every process has passed the check above
+        # returns once every process has passed the check above
+        _start_processes(*multihost, args.start_timeout)
     # process 0 writes the store: it holds the folder's lock while it does
     with store_lock(out) if jax.process_index() == 0 else contextlib.nullcontext():
         if args.force and not args.resume:
