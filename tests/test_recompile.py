@@ -1,6 +1,9 @@
 """Recompile guards on the hot entry points: new parameter values of the same shapes reuse the
 compiled program (a trace counter), and a strategy object's static fields are part of the key."""
 
+import collections
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,3 +68,42 @@ def test_sweep_chunk_function_traced_a_bounded_number_of_times(tmp_path):
     out = sg.sweep(fn, points, chunk_size=2, store=tmp_path / "store", progress=False)
     assert np.asarray(out["r"]).shape == (12,)
     assert fn.traces <= 2, fn.traces  # 6 chunks
+
+
+class _Compiles(logging.Handler):
+    """The programs JAX compiles while installed (``jax.log_compiles``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Compiling "):
+            self.names.append(message.split(" with ")[0][len("Compiling "):])
+
+
+def test_a_second_fit_of_the_same_shapes_compiles_nothing():
+    """The fit's step, polish and attention programs are compiled once per configuration, key
+    (the realizations' graphs) and target shape: refitting another target of the same shape
+    reuses every one of them, eager operations included."""
+    from surrogate import fitting as sf
+
+    config = sf.FitConfig(sizes=(6, 6), k=2, horizon=1.0, dt=0.1, n_initial=1, realizations=2,
+                          restarts=2, steps=4, patience=10, polish_steps=2, bootstrap=0)
+    rng = np.random.default_rng(0)
+
+    def target():
+        mass = rng.dirichlet(np.ones(2), size=(4, 2))  # (L, M, M) rows summing to 1
+        return sf.make_target(mass)
+
+    sf.fit(target(), jax.random.key(0), config)
+    handler, logger = _Compiles(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            result = sf.fit(target(), jax.random.key(0), config)
+    finally:
+        logger.removeHandler(handler)
+    assert np.all(np.isfinite(np.asarray(result.params.B)))
+    assert handler.names == [], collections.Counter(handler.names)
