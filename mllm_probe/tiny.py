@@ -90,6 +90,26 @@ def tiny_qwen_omni_thinker_config(num_layers: int = 4):
     )
 
 
+def tiny_qwen_omni_thinker(seed: int = 0):
+    """(model, inputs, token modality) of a random tiny Qwen2.5-Omni thinker (eager attention)
+    and one prompt of 27 positions: text, 7 audio, 4 image and delimiter tokens, with random
+    audio features and pixels drawn from ``seed``."""
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    from mllm_probe.modality import spec_from_config, token_modality
+
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
+        tiny_qwen_omni_thinker_config(), attn_implementation="eager").eval()
+    ids = torch.tensor([[9, 6, 4] + [1] * 7 + [5, 7] + [2] * 4 + [8, 20, 21, 22, 23, 10, 9, 13]])
+    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
+                  input_features=torch.randn(1, 20, 30),
+                  feature_attention_mask=torch.ones(1, 30, dtype=torch.long),
+                  pixel_values=torch.randn(4, 3 * 14 * 14 * 2),
+                  image_grid_thw=torch.tensor([[1, 2, 2]]))
+    return model, inputs, token_modality(ids[0].numpy(), spec_from_config(model.config))
+
+
 def tiny_qwen_omni_processor():
     """A ``Qwen2_5OmniProcessor`` from components: 20 mel bins, 1 s audio windows, 28 px images."""
     from transformers import Qwen2_5OmniProcessor, WhisperFeatureExtractor
@@ -206,4 +226,4 @@ def save_tiny_gemma3n(path, *, num_layers: int = 4, sliding_window: int = 16, se
 
 __all__ = ["GEMMA_IDS", "QWEN_IDS", "save_tiny_gemma3n", "save_tiny_qwen_omni",
            "tiny_gemma3n_config", "tiny_gemma3n_processor", "tiny_qwen_omni_processor",
-           "tiny_qwen_omni_thinker_config"]
+           "tiny_qwen_omni_thinker", "tiny_qwen_omni_thinker_config"]

@@ -19,7 +19,10 @@ from mllm_probe.capture import (
 )
 from mllm_probe.intervention import Intervention, intervening, parse_intervention
 from mllm_probe.modality import spec_from_config, token_modality
-from mllm_probe.tiny import tiny_gemma3n_config, tiny_qwen_omni_thinker_config
+from mllm_probe.tiny import (
+    tiny_gemma3n_config,
+    tiny_qwen_omni_thinker,
+)
 
 TEXT, AUDIO, VISION = 0, 1, 2
 REFERENCE = "xmodal_test_reference"
@@ -126,18 +129,7 @@ def intervened_run(model, inputs, tm, interventions):
 
 @pytest.fixture(scope="module")
 def qwen():
-    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
-    torch.manual_seed(0)
-    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
-        tiny_qwen_omni_thinker_config(), attn_implementation="eager").eval()
-    ids = torch.tensor([[9, 6, 4] + [1] * 7 + [5, 7] + [2] * 4 + [8, 20, 21, 22, 23, 10, 9, 13]])
-    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
-                  input_features=torch.randn(1, 20, 30),
-                  feature_attention_mask=torch.ones(1, 30, dtype=torch.long),
-                  pixel_values=torch.randn(4, 3 * 14 * 14 * 2),
-                  image_grid_thw=torch.tensor([[1, 2, 2]]))
-    return model, inputs, token_modality(ids[0].numpy(), spec_from_config(model.config))
+    return tiny_qwen_omni_thinker()
 
 
 def check_exactness(model, inputs, tm, scaled, knocked):

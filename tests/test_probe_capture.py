@@ -17,7 +17,10 @@ pytest.importorskip("transformers")
 
 from mllm_probe.capture import CAPTURE_IMPLEMENTATION, CapturePlan, capturing, register_capture
 from mllm_probe.modality import spec_from_config, token_modality
-from mllm_probe.tiny import tiny_gemma3n_config, tiny_qwen_omni_thinker_config
+from mllm_probe.tiny import (
+    tiny_gemma3n_config,
+    tiny_qwen_omni_thinker,
+)
 
 TOL = 1e-6
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,19 +63,7 @@ def eager_and_capture(model, inputs, tm, qi, **plan_kw):
 
 @pytest.fixture(scope="module")
 def qwen():
-    torch.manual_seed(0)
-    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
-    model = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
-        tiny_qwen_omni_thinker_config(), attn_implementation="eager").eval()
-    ids = torch.tensor([[9, 6, 4] + [1] * 7 + [5, 7] + [2] * 4 + [8, 20, 21, 22, 23, 10, 9, 13]])
-    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
-                  input_features=torch.randn(1, 20, 30),
-                  feature_attention_mask=torch.ones(1, 30, dtype=torch.long),
-                  pixel_values=torch.randn(4, 3 * 14 * 14 * 2),
-                  image_grid_thw=torch.tensor([[1, 2, 2]]))
-    tm = token_modality(ids[0].numpy(), spec_from_config(model.config))
-    return model, inputs, tm
+    return tiny_qwen_omni_thinker()
 
 
 def test_qwen_thinker_capture_equals_eager_reduction(qwen):
