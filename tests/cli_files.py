@@ -28,3 +28,15 @@ def write_bundle(path: Path) -> None:
     tm = np.array([0, 0, 1, 1, 1, 2, 2])
     save_bundle(path, make_bundle(block, ("text", "audio", "vision", "special"),
                                   ("full_attention",) * 3, tm, np.arange(2, 7)))
+
+
+def run_cli(argv, capsys):
+    """(exit code, stdout, stderr) of ``xmodal.cli.main(argv)`` run in this process."""
+    from xmodal.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("qwen_omni_utils")
 pytest.importorskip("torchvision")
 
+import cli_files
 from emotion_media import GOOD, SKIPPED, cremad_folder, one_torch_thread, tiny_model
 
 from mllm_probe.adapters import load_adapter
@@ -20,7 +21,6 @@ from mllm_probe.emotion.datasets import read_cremad
 from mllm_probe.emotion.preprocess import Preprocessing, load_clip_media
 from mllm_probe.emotion.prompts import prompt_text, variants
 from mllm_probe.emotion.table import read_table
-from xmodal.cli import main
 
 #: Pixel caps that keep the tiny model's video small (56 x 56 frames: 16 tokens per 2 frames).
 CAPS = {"min_pixels": 28 * 28, "max_pixels": 56 * 56}
@@ -153,12 +153,7 @@ def test_forward_passes_counted_without_a_model_match_the_run(setup):
 
 
 def run_cli(args, capsys):
-    try:
-        code = main(["emotion", *args])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return cli_files.run_cli(["emotion", *args], capsys)
 
 
 @pytest.mark.parametrize("kind", ["qwen2_5_omni", "gemma3n"])

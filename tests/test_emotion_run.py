@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import cli_files
 import numpy as np
 import pytest
 from emotion_media import (
@@ -39,12 +40,7 @@ def _threads():
 
 
 def run_cli(args, capsys):
-    try:
-        code = main(["emotion", *args])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return cli_files.run_cli(["emotion", *args], capsys)
 
 
 @pytest.fixture(scope="module")

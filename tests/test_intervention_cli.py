@@ -7,20 +7,11 @@ import json
 
 import numpy as np
 import pytest
-
-from xmodal.cli import main
+from cli_files import run_cli
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
                                 reason="transformers' Qwen2.5-Omni processor needs torchvision")
 
-
-def run_cli(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,13 @@ on a tiny saved Qwen2.5-Omni thinker write valid bundles and figures."""
 import importlib.util
 import os
 
+import cli_files
 import numpy as np
 import pytest
 
-from xmodal.cli import main
-
 
 def run_cli(args, capsys):
-    try:
-        code = main(["probe", *args])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return cli_files.run_cli(["probe", *args], capsys)
 
 
 @pytest.mark.parametrize("args, message", [
