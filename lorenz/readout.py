@@ -143,9 +143,12 @@ def _split_nmse(st: NormalEquations, w, b):
     C = st.G - st.n[..., None, None] * mu[..., :, None] * mu[..., None, :]
     c = st.h - st.n[..., None, None] * mu[..., :, None] * zbar[..., None, :]
     vz = (st.zz - st.n[..., None] * zbar ** 2)[..., None, :, :]  # (..., 1, S, Z) n var(z)
-    wq = w[..., :, None, :, :]  # (..., L, 1, F, Z)
-    Cw = C[..., None, :, :, :] @ wq  # (..., L, S, F, Z)
-    sse_c = np.sum(wq * (Cw - 2 * c[..., None, :, :, :]), -2) + vz
+    lz = w.shape[-3] * w.shape[-1]
+    wl = np.swapaxes(w, -3, -2).reshape(w.shape[:-3] + (w.shape[-2], lz))  # (..., F, L Z)
+    cw = C @ wl[..., None, :, :]  # (..., S, F, L Z): one matrix product per split
+    sse_c = np.sum(wl[..., None, :, :] * (cw - 2 * np.tile(c, w.shape[-3])), -2)
+    sse_c = np.swapaxes(sse_c.reshape(sse_c.shape[:-1] + (w.shape[-3], w.shape[-1])), -3, -2)
+    sse_c = sse_c + vz  # (..., L, S, Z)
     rbar = (mu[..., None, :, :] @ w) + b[..., :, None, :] - zbar[..., None, :, :]
     return np.maximum(sse_c, 0) / vz + n * rbar ** 2 / vz
 
