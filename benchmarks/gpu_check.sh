@@ -23,7 +23,9 @@
 #      the plain-JAX variants side by side, compile apart;
 #   (3 and 4 time the first run after an ahead-of-time compile, --no-warmup, to fit the budget)
 #   5. the engine's scaling with grid size (16^2 .. 128^2) and oscillators (100 .. 1000),
-#      1000 steps.
+#      1000 steps;
+#   6. the Lorenz observer plane (benchmarks/lorenz_plane.py, 64 points, shorter series): the
+#      batched engine against the per-point path, point-steps/s, equal results.
 # Pallas settings are POINTS_PER_PROGRAM:NUM_WARPS[:rcROWS_PER_CHUNK][:r1] (benchmarks/
 # sweep.py --help). On an H100 at 1000 steps, before input anchoring: 16:4:rc16 0.245 s,
 # 16:4:rc8 0.30 s, 32:8:rc8 0.256 s, 32:8:rc16 0.51 s, plain-JAX fast sparse 0.46 s. Two
@@ -33,7 +35,7 @@
 # Exit status: 1 if an agreement check failed (or timed out), 0 otherwise.
 # Sizes can be overridden to try the script on a CPU (the Pallas parts then need
 # PALLAS_FLAGS=--pallas-interpret), e.g.
-#   GRID=2 STEPS=10 CHECK_GRID=2 CHECK_STEPS=10 SCALE_GRID=4 SCALE_N=100 SCALE_STEPS=10 \
+#   GRID=2 STEPS=10 CHECK_GRID=2 CHECK_STEPS=10 SCALE_GRID=4 SCALE_N=100 SCALE_STEPS=10 PLANE_GRID=2 \
 #       PALLAS=4:4 PALLAS_CHECK=4:4 PALLAS_FLAGS=--pallas-interpret \
 #       bash benchmarks/gpu_check.sh
 set -u
@@ -82,6 +84,10 @@ timeout 50 "$PY" benchmarks/sweep.py --grid "$GRID" --steps "$STEPS" --no-warmup
 echo; echo "== 5. engine scaling ($SCALE_STEPS steps)"
 timeout 20 "$PY" benchmarks/sweep.py --steps 0 --scale-grid "$SCALE_GRID" --scale-n "$SCALE_N" \
     --scale-steps "$SCALE_STEPS" --only engine || echo "(part 5 stopped: exit $?)"
+
+echo; echo "== 6. the Lorenz observer plane: lanes against per-point"
+timeout 120 "$PY" benchmarks/lorenz_plane.py --grid "${PLANE_GRID:-8}" --train 500 --val 125 \
+    --test 125 || echo "(part 6 stopped: exit $?)"
 
 echo; echo "== done in $(( $(date +%s) - start )) s, agreement status $status"
 exit $status

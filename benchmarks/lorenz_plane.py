@@ -38,6 +38,10 @@ parser.add_argument("--test", type=int, default=250)
 parser.add_argument("--block", type=int, default=125)
 parser.add_argument("--devices", type=int, default=2, help="CPU devices (XLA host platform)")
 parser.add_argument("--before", action="store_true", help="also time the code before")
+parser.add_argument("--unrolled-stages", action="store_true",
+                    help="FixedStep(stage_loop=False): the four RK4 stages unrolled")
+parser.add_argument("--unroll", type=int, default=2, help="FixedStep(unroll=...): steps per "
+                    "scan iteration")
 args = parser.parse_args()
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
 
@@ -79,9 +83,17 @@ def timed(fn):
     return out, max(first - wall, 0.0), wall, cpu
 
 
+solver = sg.FixedStep(stage_loop=not args.unrolled_stages, unroll=args.unroll)
+
+
+host = {}
+
+
 def lanes(on_lanes=True):
-    return lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta,
-                           block=args.block, on_lanes=on_lanes).stats
+    ls = lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta,
+                         block=args.block, on_lanes=on_lanes, solver=solver)
+    host["lanes" if on_lanes else "per-point"] = ls.host_seconds
+    return ls.stats
 
 
 rows = {}
@@ -122,13 +134,15 @@ n, d = base.network.n, base.network.neighbours.shape[1]
 flops = 4 * n * (11 * d + 20) + 2 * n + 2 * (2 * n + 2) ** 2
 
 print(f"plane: {P} points x {R} replication(s) x {T - 1} steps = {point_steps} point-steps; "
-      f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
-print("| path | compile s | wall s | CPU s | point-steps/s | ratio to per-point |")
-print("| --- | --- | --- | --- | --- | --- |")
-ref = rows["per-point"][1]
+      f"{jax.device_count()} {jax.devices()[0].platform} device(s); {solver}")
+print("| path | compile s | wall s | CPU s | of which host statistics | point-steps/s | "
+      "per CPU s | ratio to per-point (wall, CPU) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+ref, ref_cpu = rows["per-point"][1], rows["per-point"][2]
 for name, (comp, wall, cpu) in rows.items():
-    print(f"| {name} | {comp:.1f} | {wall:.2f} | {cpu:.2f} | {point_steps / wall:,.0f} | "
-          f"{ref / wall:.2f}x |")
+    hs = f"{host[name]:.2f}" if name in host else "-"
+    print(f"| {name} | {comp:.1f} | {wall:.2f} | {cpu:.2f} | {hs} | {point_steps / wall:,.0f} | "
+          f"{point_steps / cpu:,.0f} | {ref / wall:.2f}x, {ref_cpu / cpu:.2f}x |")
 if "before" in rows:
     print(f"lanes / before: {rows['before'][1] / rows['lanes'][1]:.2f}x")
 

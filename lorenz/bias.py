@@ -75,7 +75,7 @@ def observer_shapley(c: Couplings, sur: sg.Surrogate, theta0: jax.Array, series:
         return -fixed_ridge_nmse(stats, np.concatenate([idx, idx + n]), lam)
 
     v0, vx, vy, vxy = value(()), value((0,)), value((1,)), value((0, 1))
-    # exact two-player Shapley values (readout.shapley_values with n = 2)
+    # exact two-player Shapley values (readout.shapley2, traceable here)
     return jnp.stack([0.5 * ((vx - v0) + (vxy - vy)), 0.5 * ((vy - v0) + (vxy - vx))])
 
 

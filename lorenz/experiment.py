@@ -34,7 +34,7 @@ from lorenz.data import LYAPUNOV_TIME, Splits, attractor_points, lorenz_series
 from lorenz.forecast import forecast_starts, surrogate_forecast, valid_prediction_time
 from lorenz.lanes import lane_features, lane_statistics
 from lorenz.observer import ObserverResult, driven, evaluate_observer, modality_features
-from lorenz.readout import fit_ridge, predict
+from lorenz.readout import fit_ridge, one_blas_thread, predict
 from lorenz.stages import Stages
 from lorenz.verdict import Verdict, verdict
 
@@ -399,7 +399,13 @@ def _lyapunov(config, models, series, stages):
 
 def run_experiment(config: LorenzConfig, out: Path | None = None, *, log=print,
                    **_ignored) -> LorenzResult:
-    """Run the experiment (module doc); ``out`` is unused (kept for the CLI's signature)."""
+    """Run the experiment (module doc); ``out`` is unused (kept for the CLI's signature).
+    NumPy's BLAS runs on one thread meanwhile (``readout.one_blas_thread``)."""
+    with one_blas_thread():
+        return _run(config, log)
+
+
+def _run(config: LorenzConfig, log) -> LorenzResult:
     stages = Stages(log)
     splits = config.splits
     with stages("data"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -27,14 +28,14 @@ import numpy as np
 import surrogate as sg
 from surrogate.batch import batch_leaf, batch_size
 from lorenz.data import Splits
-from lorenz.readout import NormalEquations
+from lorenz.readout import NormalEquations, one_blas_thread
 
 __all__ = ["LaneStatistics", "lane_statistics", "lane_features", "wrapped_distance"]
 
 
-@functools.partial(jax.jit, static_argnames=("n_steps", "delta", "on_lanes"))
+@functools.partial(jax.jit, static_argnames=("n_steps", "delta", "on_lanes", "solver"))
 def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, *, n_steps: int,
-             delta: float, on_lanes: bool = True):
+             delta: float, on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep()):
     """(theta (R, P, N) after ``n_steps``, features (R, P, n_steps, 2N)) of P lanes and R
     drives xy (R, T, 2) sampled at ts (T,), from theta (R, P, N) at block k (int32; t0 =
     k n_steps delta, computed as ``observer_statistics`` computes it)."""
@@ -50,7 +51,8 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, *, n_steps
 
         if on_lanes:
             sol = sg.fold_batch(sur, theta_r, jnp.zeros((n_steps, p, 2 * n), dtype), update,
-                                dt=delta, n_steps=n_steps, t0=t0, params=params)
+                                dt=delta, n_steps=n_steps, t0=t0, params=params,
+                                solver=solver)
             return sol.y1, jnp.swapaxes(sol.acc, 0, 1)
         # the per-point path: sg.fold vmapped over the points (the benchmark's reference)
         m = base.network.n_populations
@@ -63,7 +65,8 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, *, n_steps
             return sg.fold(s, th, jnp.zeros((n_steps, 2 * n), dtype),
                            lambda acc, i, t: acc.at[i - 1].set(
                                jnp.concatenate([jnp.sin(t), jnp.cos(t)], -1)),
-                           dt=delta, n_steps=n_steps, t0=t0, field=sg.Sparse())
+                           dt=delta, n_steps=n_steps, t0=t0, field=sg.Sparse(),
+                           solver=solver)
 
         sol = jax.vmap(point)(per, theta_r)
         return sol.y1, sol.acc
@@ -113,11 +116,13 @@ def wrapped_distance(sin_a, cos_a, sin_b, cos_b) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class LaneStatistics:
-    """Normal equations (R, P, S, ...) of every replication and lane (float64), and the two-copy
-    distance (R, P) at the first training sample (largest wrapped phase distance, radians)."""
+    """Normal equations (R, P, S, ...) of every replication and lane (float64), the two-copy
+    distance (R, P) at the first training sample (largest wrapped phase distance, radians), and
+    the process CPU seconds of the host statistics (from the features' arrival to the Gram)."""
 
     stats: NormalEquations
     distance: np.ndarray | None
+    host_seconds: float = 0.0
 
 
 def _runs(ids: np.ndarray):
@@ -129,7 +134,8 @@ def _runs(ids: np.ndarray):
 
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
                     *, delta: float, block: int = 125, theta_b=None,
-                    on_lanes: bool = True) -> LaneStatistics:
+                    on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2)
+                    ) -> LaneStatistics:
     """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
 
     Args:
@@ -145,6 +151,8 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             ``distance`` holds the two copies' distance at the first training sample.
         on_lanes: False runs the per-point path (``surrogate.fold`` vmapped over the points,
             bit-identical on CPU): the benchmark's reference.
+        solver: the RK4 loop's options (``surrogate.FixedStep``; two steps per scan iteration
+            are 10-15 % faster on lanes, benchmarks/lorenz_plane.py).
     """
     xy = jnp.asarray(xy, base.dtype)
     targets = np.asarray(targets, np.float64)
@@ -162,10 +170,12 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     gram = np.zeros((r, g, 3, width, width))
     first = splits.washout  # the first training sample
     at_first = None
+    host = 0.0
 
     def add(k, feats):
-        nonlocal at_first
+        nonlocal at_first, host
         feats = np.asarray(feats)  # (R, P, block, 2N) float32
+        c0 = time.thread_time()
         lo = k * block + 1
         if lo <= first < lo + block:
             at_first = feats[:, :, first - lo]
@@ -176,21 +186,24 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             x[..., :2 * n] = feats[:, :, a:b]
             x[..., 2 * n] = 1.0
             x[..., 2 * n + 1:] = targets[:, None, lo + a:lo + b]
-            gram[:, :, split] += np.swapaxes(x, -1, -2) @ x
+            for i in np.ndindex(r, g):  # 2-D products: BLAS on contiguous rows, no copies
+                gram[i + (split,)] += x[i].T @ x[i]
+        host += time.thread_time() - c0
 
     pending = None
     n_blocks = -(-(total - 1) // block)
-    for k in range(n_blocks):
-        if ids[k * block + 1:(k + 1) * block + 1].max() < 0:  # washout only: no features kept
-            theta, _ = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
-                                delta=delta, on_lanes=on_lanes)
-            continue
-        theta, feats = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
-                                delta=delta, on_lanes=on_lanes)
-        if pending is not None:
-            add(*pending)
-        pending = (k, feats)
-    add(*pending)
+    with one_blas_thread():
+        for k in range(n_blocks):
+            if ids[k * block + 1:(k + 1) * block + 1].max() < 0:  # washout only: no features
+                theta, _ = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
+                                    delta=delta, on_lanes=on_lanes, solver=solver)
+                continue
+            theta, feats = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
+                                    delta=delta, on_lanes=on_lanes, solver=solver)
+            if pending is not None:
+                add(*pending)
+            pending = (k, feats)
+        add(*pending)
     distance = None
     if theta_b is not None:
         theta_b = _sharded(params, jnp.broadcast_to(jnp.asarray(theta_b, base.dtype),
@@ -198,7 +211,8 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
         other = np.asarray(_final(base, params, theta_b, ts, xy, n_steps=first, delta=delta))
         distance = wrapped_distance(at_first[..., :n], at_first[..., n:], np.sin(other),
                                     np.cos(other))
-    return LaneStatistics(stats=NormalEquations.from_gram(gram, z_dim), distance=distance)
+    return LaneStatistics(stats=NormalEquations.from_gram(gram, z_dim), distance=distance,
+                          host_seconds=host)
 
 
 def lane_features(base: sg.Surrogate, params: sg.Params, theta0, xy, *, delta: float,

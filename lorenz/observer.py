@@ -1,14 +1,16 @@
 """The Lorenz observer task through the surrogate (docs/lorenz.md).
 
 Population X is driven by x(t), population Y by y(t) (standardised); a ridge readout of the
-features sin(theta), cos(theta) predicts z(t). The surrogate is integrated with one RK4 step per
-sample (dt = sample spacing; the drive is the piecewise-linear interpolation of the samples) in
-blocks of ``block`` samples; the normal equations of each split are accumulated block by block,
-so no trajectory is stored (memory per point: O(block N + N^2)).
+features sin(theta), cos(theta) predicts z(t). The surrogate takes one RK4 step per sample
+(dt = sample spacing; the drive is the piecewise-linear interpolation of the samples).
+``observer_statistics`` streams one point's normal equations in JAX (traceable and
+differentiable: ``lorenz.bias``); the planes use ``lorenz.lanes`` (many points on lanes, the
+same blocks and steps).
 
-Dynamical Shapley values of the two modalities: v(S) = -NMSE_test of the readout retrained on the
-features of the modalities in S, v(empty) = -1, and the exact two-player formula
-phi_X = 1/2 [(v{X} - v{}) + (v{X,Y} - v{Y})].
+``evaluate_observer`` fits the readouts of the coalitions {X, Y}, {X}, {Y} (``readout.fit_ridge``)
+and ``ObserverResult.phi`` gives the dynamical Shapley values (exact two-player formula
+phi_X = 1/2 [(v{X} - v{}) + (v{X,Y} - v{Y})]) under v(S) = -log10 NMSE_test(S), v({}) = 0
+(scale-free) or v(S) = -NMSE_test(S), v({}) = -1.
 """
 
 from __future__ import annotations

@@ -149,13 +149,14 @@ def test_ngrc_forecast_valid_prediction_time(forecasting):
 
 @pytest.mark.slow
 def test_esn_forecast_valid_prediction_time(forecasting):
-    """Mean VPT over the 5 starts, measured on six trajectories: 4.4 .. 5.8 Lyapunov times
-    (settings chosen on the validation split's one-step NMSE)."""
+    """Mean VPT over the 5 starts with the inputs every forecaster gets, x and y (4.4 .. 5.8
+    Lyapunov times when it was also given z); the main job measured 0.69 [0.29, 1.09]. The ESN
+    must remember z: it forecasts beyond the first steps, where NG-RC does not."""
     series, splits, starts = forecasting
     esn = make_esn(jax.random.key(0), CFG.esn_size)
     pred, fit = esn_forecast(esn, series, splits, starts, CFG.forecast_horizon)
     assert pred.shape == (len(starts), CFG.forecast_horizon, 3)
-    assert _vpt(series, starts, pred).mean() > 3.0
+    assert 0.2 < _vpt(series, starts, pred).mean() < 3.0
 
 
 def test_bad_starts():
