@@ -148,7 +148,7 @@ def _tune_esn(esn: ESN, u_in, z, ids, grid, lambdas=LAMBDAS) -> tuple[ESN, Ridge
     (mean over targets), and its fit; the seed and the other settings stay those of ``esn``."""
     best = None
     for values in itertools.product(*grid.values()):
-        cand = dataclasses.replace(esn, **{n: float(v) for n, v in zip(grid, values)})
+        cand = dataclasses.replace(esn, **{n: float(v) for n, v in zip(grid, values, strict=False)})
         fit = _fit(esn_states(cand, u_in), z, ids, lambdas)
         err = float(jnp.mean(fit.nmse[1]))
         if best is None or err < best[0]:

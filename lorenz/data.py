@@ -48,7 +48,8 @@ class Splits:
     def slices(self) -> dict[str, slice]:
         edges = np.cumsum([0, self.washout, self.train, self.val, self.test])
         names = ("washout", "train", "val", "test")
-        return {n: slice(int(a), int(b)) for n, a, b in zip(names, edges[:-1], edges[1:])}
+        return {n: slice(int(a), int(b))
+                for n, a, b in zip(names, edges[:-1], edges[1:], strict=True)}
 
 
 @struct.dataclass

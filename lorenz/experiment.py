@@ -116,25 +116,28 @@ class LorenzConfig:
     def readings(self) -> tuple[str, ...]:
         return READINGS if self.coupling == "both" else (self.coupling,)
 
-    def kappa_of(self, reading: str) -> float | None:
-        """K of a reading: None (K = B) for "tied", ``kappa`` for "fixed"."""
-        return None if reading == "tied" else self.kappa
+    def coupling_of(self, reading: str) -> sg.Tied | sg.Fixed:
+        """The coupling reading: ``Tied()`` (K = B) for "tied", ``Fixed(kappa)`` for "fixed"."""
+        return sg.Tied() if reading == "tied" else sg.Fixed(float(self.kappa))
 
 
-def point_surrogate(base: sg.Surrogate, beta_self, beta_cross, kappa=None) -> sg.Surrogate:
-    """``base`` at one point of the plane: B = [[b_s, b_c], [b_c, b_s]] and K = B (tied,
-    ``kappa=None``) or K = kappa in every block (fixed coupling)."""
+#: The default coupling reading of a point (K = B).
+TIED = sg.Tied()
+
+
+def point_surrogate(base: sg.Surrogate, beta_self, beta_cross,
+                    coupling: sg.Tied | sg.Fixed = TIED) -> sg.Surrogate:
+    """``base`` at one point of the plane: B = [[b_s, b_c], [b_c, b_s]] and K of the
+    ``coupling`` reading (``Tied()``: K = B; ``Fixed(kappa)``: K = kappa in every block)."""
     B = sg.block_matrix(beta_self, beta_cross, 2, base.dtype)
-    K = B if kappa is None else jnp.full_like(B, kappa)
-    return sg.replace(base, B=B, K=K)
+    return sg.replace(base, B=B, K=coupling.strengths(B))
 
 
-def _plane_params(base: sg.Surrogate, bs, bc, kappa) -> sg.Params:
+def _plane_params(base: sg.Surrogate, bs, bc, coupling) -> sg.Params:
     """Params with B, K batched over the points (P, 2, 2)."""
     B = jax.vmap(lambda a, b: sg.block_matrix(a, b, 2, base.dtype))(
         jnp.asarray(bs, base.dtype), jnp.asarray(bc, base.dtype))
-    K = B if kappa is None else jnp.full_like(B, kappa)
-    return base.params.replace(B=B, K=K)
+    return base.params.replace(B=B, K=jax.vmap(coupling.strengths)(B))
 
 
 def _model(config: LorenzConfig, seed: int, anchor: float, scale: float):
@@ -158,7 +161,7 @@ class Plane:
     distance (S, R, g, g) at the first training sample."""
 
     reading: str
-    kappa: float | None
+    coupling: sg.Tied | sg.Fixed
     obs: ObserverResult
     distance: np.ndarray
 
@@ -267,16 +270,16 @@ def _planes(config, models, series, splits, stages, log):
     planes = {}
     with stages("planes"):
         for reading in config.readings:
-            kappa = config.kappa_of(reading)
+            coupling = config.coupling_of(reading)
             runs = []
             for base, theta0, theta_b in models:
-                params = _plane_params(base, bs.ravel(), bc.ravel(), kappa)
+                params = _plane_params(base, bs.ravel(), bc.ravel(), coupling)
                 runs.append(_observe(base, params, theta0, series, splits, config, theta_b))
             obs = ObserverResult(**{k: np.stack([getattr(o, k) for o, _ in runs]).reshape(
                 len(models), len(series), g, g, *getattr(runs[0][0], k).shape[2:])
                 for k in ("nmse", "lam", "edge")})
             dist = np.stack([d for _, d in runs]).reshape(len(models), len(series), g, g)
-            planes[reading] = Plane(reading, kappa, obs, dist)
+            planes[reading] = Plane(reading, coupling, obs, dist)
             log(f"plane ({reading}): {g * g} points x {len(series)} replications x "
                 f"{len(models)} seed(s)")
     return planes
@@ -292,7 +295,7 @@ def _extremes(config, planes, models, series, splits, stages):
     with stages("echo+pred"):
         pts = {"best": plane.best, "worst": plane.worst}
         params = _plane_params(base, [betas[i] for i, _ in pts.values()],
-                               [betas[j] for _, j in pts.values()], plane.kappa)
+                               [betas[j] for _, j in pts.values()], plane.coupling)
         s0 = series[0]
         total = splits.total
         feats = lane_features(base, params, theta0, s0.u[None, :, :2], delta=s0.delta,
@@ -365,12 +368,13 @@ def _forecast(config, models, planes, stages):
         truth = np.stack([np.asarray(f_series.u[s + 1:s + 1 + h]) for s in starts])
         norm = float(np.sqrt(np.mean(np.sum(np.asarray(f_series.u) ** 2, -1))))
         esn = make_esn(jax.random.fold_in(jax.random.key(config.seed), 11), config.esn_size)
-        sur = point_surrogate(base, betas[i], betas[j], plane.kappa)
+        sur = point_surrogate(base, betas[i], betas[j], plane.coupling)
         preds = {"ngrc": ngrc_forecast(f_series, f_splits, starts, h)[0],
                  "esn": esn_forecast(esn, f_series, f_splits, starts, h)[0],
                  "surrogate": surrogate_forecast(sur, theta0, f_series, f_splits, starts, h)}
     vpt = {name: np.asarray([float(valid_prediction_time(t, p, f_series.delta, norm=norm))
-                             for t, p in zip(truth, pred)]) for name, pred in preds.items()}
+                             for t, p in zip(truth, pred, strict=True)])
+           for name, pred in preds.items()}
     return {"starts": starts, "horizon": h, "delta": f_series.delta,
             "lyapunov_time": LYAPUNOV_TIME, "point": (config.readings[0], i, j), "vpt": vpt}
 
@@ -382,10 +386,10 @@ def _lyapunov(config, models, series, stages):
     out = {}
     with stages("lyapunov"):
         for reading in config.readings:
-            kappa = config.kappa_of(reading)
+            coupling = config.coupling_of(reading)
 
-            def fn(b_s, b_c, kappa=kappa):
-                sur = driven(point_surrogate(base, b_s, b_c, kappa), series[0])
+            def fn(b_s, b_c, coupling=coupling):
+                sur = driven(point_surrogate(base, b_s, b_c, coupling), series[0])
                 return sg.conditional_lyapunov_exponents(
                     sur, theta0, dt=series[0].delta, n_steps=config.lyapunov_steps,
                     transient=config.washout, k=1, n_records=1, modulo_phase_shift=False,

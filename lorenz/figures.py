@@ -77,7 +77,7 @@ def prediction(path, ts, z, preds, test):
     plt = _plt()
     fig, ax = plt.subplots(len(preds), 1, figsize=(10, 2.6 * len(preds)), sharex=True,
                            constrained_layout=True, squeeze=False)
-    for a, (name, p) in zip(ax[:, 0], preds.items()):
+    for a, (name, p) in zip(ax[:, 0], preds.items(), strict=False):
         a.plot(ts[test], z[test], "k", lw=1.2, label="true z")
         a.plot(ts[test], p["z_hat"][test], "C1", lw=1, label="surrogate readout")
         a.set(ylabel="z", title=f"{name}: beta_self={p['beta_self']:.2g}, "

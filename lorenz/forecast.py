@@ -24,8 +24,8 @@ import numpy as np
 import surrogate as sg
 from lorenz.baselines import (  # noqa: F401 (the forecasters re-exported)
     FORECAST_LAMBDAS,
-    forecast_targets,
     esn_forecast,
+    forecast_targets,
     ngrc_forecast,
 )
 from lorenz.data import LYAPUNOV_TIME, LorenzSeries, Splits

@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import surrogate as sg
-from surrogate.batch import batch_leaf, batch_size
 from lorenz.data import Splits
 from lorenz.readout import NormalEquations, one_blas_thread
+from surrogate.batch import batch_leaf, batch_size
 
 __all__ = ["LaneStatistics", "lane_statistics", "lane_features", "wrapped_distance"]
 
@@ -129,7 +129,7 @@ def _runs(ids: np.ndarray):
     """(value, start, stop) of the runs of equal values in ``ids``."""
     edges = np.flatnonzero(np.diff(ids)) + 1
     starts, stops = np.r_[0, edges], np.r_[edges, ids.size]
-    return [(int(ids[a]), int(a), int(b)) for a, b in zip(starts, stops)]
+    return [(int(ids[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=False)]
 
 
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,

@@ -46,7 +46,7 @@ def _plane_json(res, name, plane) -> dict:
     tol = res.config.echo_tolerance
     phi_log, phi_neg = o.phi("log").mean((0, 1)), o.phi("neg").mean((0, 1))
     return {
-        "coupling": name, "kappa": plane.kappa,
+        "coupling": name, "kappa": getattr(plane.coupling, "kappa_self", None),
         "replications": int(o.nmse.shape[1]), "seeds": int(o.nmse.shape[0]),
         "nmse": _geo(o.test[..., 0]), "nmse_val": _geo(o.val[..., 0]),
         "nmse_x_only": _geo(o.test[..., 1]), "nmse_y_only": _geo(o.test[..., 2]),

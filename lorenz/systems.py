@@ -196,7 +196,8 @@ def _orbit(g, y0, args, *, n_steps, transient):
 _orbit_jit = jax.jit(_orbit, static_argnums=0, static_argnames=("n_steps", "transient"))
 
 
-#: name -> (dynamics "flow" or "map", function, default parameters, initial state, default dt); used by the CLI.
+#: name -> (dynamics "flow" or "map", function, default parameters, initial state, default dt);
+#: used by the CLI.
 SYSTEMS = {
     "lorenz": ("flow", lorenz63, LorenzParams(), (1.0, 1.0, 1.0), 0.01),
     "rossler": ("flow", rossler, RosslerParams(), (1.0, 1.0, 0.0), 0.01),

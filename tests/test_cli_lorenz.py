@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """The command as users run it, in its own process, on a small grid with h and s given (the

@@ -47,7 +47,8 @@ def _vpt(series, starts, pred):
     h = pred.shape[1]
     norm = jnp.sqrt(jnp.mean(jnp.sum(series.u ** 2, -1)))
     return np.array([float(valid_prediction_time(series.u[s + 1:s + 1 + h], p, series.delta,
-                                                 norm=norm)) for s, p in zip(starts, pred)])
+                                                 norm=norm))
+                     for s, p in zip(starts, pred, strict=True)])
 
 
 def test_observer_accuracy_on_the_main_jobs_data(observer):

@@ -47,7 +47,8 @@ def test_readout_recovers_a_known_linear_map():
 def test_nmse_from_statistics_equals_direct_computation_and_lambda_is_chosen_on_validation():
     rng = np.random.default_rng(0)
     f = jnp.asarray(rng.normal(size=(800, 5)))
-    z = jnp.asarray(np.sin(np.asarray(f) @ rng.normal(size=(5, 1))) + 0.3 * rng.normal(size=(800, 1)))
+    z = jnp.asarray(np.sin(np.asarray(f) @ rng.normal(size=(5, 1)))
+                    + 0.3 * rng.normal(size=(800, 1)))
     ids = jnp.repeat(jnp.asarray([0, 1, 2]), jnp.asarray([500, 150, 150]))
     stats = normal_equations(f, z, ids)
     lams = (1e-6, 1e-2, 1.0, 100.0)
@@ -105,7 +106,7 @@ def test_streamed_statistics_equal_stored_features():
     stats = observer_statistics(sur, theta0, series, SPLITS, block=64)  # pads past the end
     f = surrogate_features(sur, theta0, series)
     ref = normal_equations(f, series.u[:, 2:3], SPLITS.ids())
-    for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref)):
+    for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-8)
     assert np.asarray(stats.n).tolist() == [1000, 250, 500]
     masks = modality_masks(sur.network)

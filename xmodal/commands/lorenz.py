@@ -13,7 +13,9 @@ from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_npz,
+    check_jax_environment,
     check_memory,
+    hold_lock,
     prepare_out,
     seed_int,
 )
@@ -78,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--grid {args.grid} x --seeds {args.seeds} x --replications "
                          f"{args.replications} x {readings} reading(s) is {points} points "
                          f"(about 0.05 s each on 2 CPU cores); at most 1e6")
-    out = prepare_out(args.out, force=args.force, resume=False)
+    check_jax_environment(None if args.device == "auto" else PLATFORMS[args.device],
+                          arg=f"--device {args.device}")
+    out = prepare_out(args.out, force=args.force, resume=None)
+    hold_lock(out)
     import jax
 
     if args.device != "auto":
