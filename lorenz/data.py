@@ -72,7 +72,7 @@ class LorenzSeries:
     @property
     def raw(self) -> jax.Array:
         """(T, 3) the series in Lorenz units."""
-        return self.u * self.std + self.mean
+        return self.u * self.std[None, :] + self.mean[None, :]
 
 
 def lorenz_series(

@@ -264,7 +264,7 @@ def _observe(base, params, theta0, series, splits, config, theta_b):
     return evaluate_observer(ls.stats, modality_features(base.network)), ls.distance
 
 
-def _planes(config, models, series, splits, stages, log):
+def _planes(config, models, series, splits, stages, log, store=None):
     g, betas = config.grid, config.betas
     bs, bc = np.meshgrid(betas, betas, indexing="ij")
     planes = {}
@@ -272,9 +272,17 @@ def _planes(config, models, series, splits, stages, log):
         for reading in config.readings:
             coupling = config.coupling_of(reading)
             runs = []
-            for base, theta0, theta_b in models:
-                params = _plane_params(base, bs.ravel(), bc.ravel(), coupling)
-                runs.append(_observe(base, params, theta0, series, splits, config, theta_b))
+            for k, (base, theta0, theta_b) in enumerate(models):
+                name = f"{reading}-seed{k}"
+                run = store.load(name) if store is not None else None
+                if run is None:
+                    params = _plane_params(base, bs.ravel(), bc.ravel(), coupling)
+                    run = _observe(base, params, theta0, series, splits, config, theta_b)
+                    if store is not None:
+                        store.save(name, run)
+                else:
+                    log(f"plane ({reading}, seed {k}): finished before, read from {store.root}")
+                runs.append(run)
             obs = ObserverResult(**{k: np.stack([getattr(o, k) for o, _ in runs]).reshape(
                 len(models), len(series), g, g, *getattr(runs[0][0], k).shape[2:])
                 for k in ("nmse", "lam", "edge")})
@@ -401,15 +409,47 @@ def _lyapunov(config, models, series, stages):
     return out
 
 
-def run_experiment(config: LorenzConfig, out: Path | None = None, *, log=print,
-                   **_ignored) -> LorenzResult:
-    """Run the experiment (module doc); ``out`` is unused (kept for the CLI's signature).
+class PlaneStore:
+    """Finished planes (one reading, one graph seed) kept in ``root`` (``.npz``, written
+    atomically, tagged with the configuration and the chosen anchoring), so that a killed run
+    resumes without computing them again."""
+
+    def __init__(self, root: Path, config: LorenzConfig, resume: bool):
+        self.root = Path(root)
+        self.tag = repr(dataclasses.asdict(config))
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for old in self.root.glob("*.npz"):
+                old.unlink()
+
+    def save(self, name: str, run) -> None:
+        from surrogate.files import atomic_write_npz
+
+        obs, dist = run
+        atomic_write_npz(self.root / f"{name}.npz", tag=np.asarray(self.tag), nmse=obs.nmse,
+                         lam=obs.lam, edge=obs.edge, distance=dist)
+
+    def load(self, name: str):
+        path = self.root / f"{name}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as f:
+            if str(f["tag"]) != self.tag:
+                raise ValueError(f"{path}: a plane of another configuration; resume with the "
+                                 f"options of that run, or pass --force without --resume")
+            return ObserverResult(nmse=f["nmse"], lam=f["lam"], edge=f["edge"]), f["distance"]
+
+
+def run_experiment(config: LorenzConfig, out: Path | None = None, *, resume: bool = False,
+                   log=print) -> LorenzResult:
+    """Run the experiment (module doc). With ``out``, finished planes are kept in
+    ``out/planes`` and, with ``resume``, read back instead of computed (``PlaneStore``).
     NumPy's BLAS runs on one thread meanwhile (``readout.one_blas_thread``)."""
     with one_blas_thread():
-        return _run(config, log)
+        return _run(config, log, None if out is None else (Path(out) / "planes", resume))
 
 
-def _run(config: LorenzConfig, log) -> LorenzResult:
+def _run(config: LorenzConfig, log, store=None) -> LorenzResult:
     stages = Stages(log)
     splits = config.splits
     with stages("data"):
@@ -418,7 +458,10 @@ def _run(config: LorenzConfig, log) -> LorenzResult:
                   for y0 in starts]
     anchor, scale, selection = _select(config, series, splits, stages, log)
     models = [_model(config, config.seed + k, anchor, scale) for k in range(config.seeds)]
-    planes = _planes(config, models, series, splits, stages, log)
+    if store is not None:  # tagged with the anchoring chosen on validation too
+        store = PlaneStore(store[0], dataclasses.replace(config, anchor=anchor,
+                                                         encoding_scale=scale), store[1])
+    planes = _planes(config, models, series, splits, stages, log, store)
     verdicts = {name: plane_verdicts(p, config) for name, p in planes.items()}
     preds = _extremes(config, planes, models, series, splits, stages)
     scan = _anchor_scan(config, models, series, splits, stages)

@@ -11,16 +11,22 @@ import numpy as np
 import pytest
 
 
+ARGS = ["--grid", "2", "--seed", "1", "--replications", "2", "--anchor", "4",
+        "--encoding-scale", "0.5"]
+
+
+def _lorenz(out, *extra):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return subprocess.run([sys.executable, "-m", "xmodal.cli", "lorenz", "--out", str(out),
+                           *ARGS, *extra], env=env, capture_output=True, text=True, timeout=900)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """The command as users run it, in its own process, on a small grid with h and s given (the
     validation selection is tested in tests/test_lorenz_plane.py)."""
     out = tmp_path_factory.mktemp("lorenz")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-m", "xmodal.cli", "lorenz", "--grid", "2", "--out",
-                           str(out), "--seed", "1", "--replications", "2", "--anchor", "4",
-                           "--encoding-scale", "0.5"], env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = _lorenz(out)
     assert proc.returncode == 0, proc.stderr
     assert "on 2 cpu device(s)" in proc.stderr
     return out
@@ -32,6 +38,25 @@ def test_writes_every_file(run_dir):
     for name in ("phase_map_tied.png", "phase_map_fixed.png", "shapley_tied.png", "anchor.png",
                  "echo.png", "prediction.png", "attractor.png"):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_a_killed_run_resumes_from_its_finished_planes(run_dir, tmp_path):
+    """A run killed after its tied plane: --resume reads that plane back, computes the rest and
+    writes the same numbers; without --resume a non-empty --out is refused."""
+    out = tmp_path / "killed"
+    (out / "planes").mkdir(parents=True)
+    tied = run_dir / "planes" / "tied-seed0.npz"
+    (out / "planes" / tied.name).write_bytes(tied.read_bytes())
+    refused = _lorenz(out)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    proc = _lorenz(out, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "plane (tied, seed 0): finished before" in proc.stderr
+    assert "plane (fixed, seed 0): finished before" not in proc.stderr
+    a, b = np.load(run_dir / "arrays.npz"), np.load(out / "arrays.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_results_validate_against_schema(run_dir):

@@ -35,7 +35,7 @@ def test_readout_recovers_a_known_linear_map():
     f = jax.random.normal(key, (600, 7), F64)
     w = jax.random.normal(jax.random.key(1), (7, 2), F64)
     b = jnp.asarray([0.3, -1.2], F64)
-    z = f @ w + b
+    z = f @ w + b[None, :]
     ids = jnp.repeat(jnp.asarray([-1, 0, 1, 2]), jnp.asarray([50, 350, 100, 100]))
     fit = fit_ridge(normal_equations(f, z, ids), lambdas=(1e-12, 1e-6, 1e-2))
     np.testing.assert_allclose(fit.w, w, atol=1e-8)

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="PRNG seed (graph, frequencies, phases)")
     p.add_argument("--device", choices=["auto", *PLATFORMS], default="auto",
                    help="JAX platform (auto: the default backend)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run in --out: its finished planes (OUT/planes) are "
+                        "read back, the rest computed")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty --out (overwriting the files there)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                          f"(about 0.05 s each on 2 CPU cores); at most 1e6")
     check_jax_environment(None if args.device == "auto" else PLATFORMS[args.device],
                           arg=f"--device {args.device}")
-    out = prepare_out(args.out, force=args.force, resume=None)
+    out = prepare_out(args.out, force=args.force, resume=args.resume)
     hold_lock(out)
     import jax
 
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                           kappa=args.kappa, anchor=args.anchor,
                           encoding_scale=args.encoding_scale, lyapunov=args.lyapunov)
     log(f"xmodal lorenz on {jax.device_count()} {jax.devices()[0].platform} device(s)")
-    res = run_experiment(config, log=log)
+    res = run_experiment(config, out, resume=args.resume, log=log)
     results = to_json(res)
     results["versions"] = versions()
     t_fig = time.perf_counter()
