@@ -242,7 +242,8 @@ def _select(config, series, splits, stages, log):
         lo, hi = config.beta_min, config.beta_max
         corners = [(lo, lo), (lo, hi), (hi, lo), (hi, hi)]
         combos = [(h, s, b) for h in anchors for s in scales for b in corners]
-        params = _plane_params(base, [c[2][0] for c in combos], [c[2][1] for c in combos], None)
+        params = _plane_params(base, [c[2][0] for c in combos], [c[2][1] for c in combos],
+                               sg.Tied())
         params = params.replace(
             anchor=jnp.asarray([[c[0]] * base.network.n for c in combos], base.dtype),
             encoding_gain=jnp.stack([c[1] * unit_c for c in combos]))
@@ -331,7 +332,7 @@ def _anchor_scan(config, models, series, splits, stages):
     with stages("anchor scan"):
         hs, ks = np.meshgrid(config.scan_anchors, config.scan_kappas, indexing="ij")
         b = config.scan_beta
-        params = _plane_params(base, np.full(hs.size, b), np.full(hs.size, b), None)
+        params = _plane_params(base, np.full(hs.size, b), np.full(hs.size, b), sg.Tied())
         params = params.replace(
             K=jnp.asarray(ks.ravel(), base.dtype)[:, None, None] * jnp.ones((1, 2, 2)),
             anchor=jnp.asarray(hs.ravel(), base.dtype)[:, None]
