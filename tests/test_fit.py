@@ -233,7 +233,7 @@ def test_tiny_qwen_capture_fits_end_to_end(tmp_path, capsys):
     code, stdout, err = run_cli(["fit", str(path), "--out", str(out), "--n-total", "24",
                                  "--k", "4", "--horizon", "2", "--dt", "0.1", "--realizations",
                                  "2", "--restarts", "2", "--steps", "15", "--polish-steps", "3",
-                                 "--bootstrap", "2"],
+                                 "--bootstrap", "0"],
                                 capsys)
     assert code == 0, err
     assert "step 1/15" in err and "wrote" in stdout
@@ -296,3 +296,31 @@ def test_curvature_of_a_steep_float32_jacobian():
     assert c.unidentified == ("gain[0]",)
     with pytest.raises(ValueError, match="Jacobian at the best fit is not finite"):
         curvature(np.array([[np.nan, 1.0]]), ("B[0,0]", "gain[0]"), "kl", 1e-3)
+
+
+@pytest.mark.slow
+def test_sensitivity_refuses_the_shapley_gradient_of_an_observer_that_does_not_work(
+        tmp_path, capsys):
+    """The unanchored preset's Lorenz observer has test NMSE ~1: the Shapley gradient would be
+    noise, so `xmodal sensitivity` refuses it (exit 2, one line with the reason)."""
+    code, _, err = run_cli(["sensitivity", "--preset", "paper", "--anchor", "0", "--out",
+                            str(tmp_path / "s"), "--steps", "40", "--burn", "20",
+                            "--balance-steps", "0"], capsys)
+    assert code == 2
+    assert "observer" in err and "NMSE" in err and "--no-shapley" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_recovery_from_another_realization_covers_and_separates():
+    """benchmarks/fit_recovery.py on (1, 0.1) and (0.1, 1), tied: data from one key, the
+    ensemble and the bootstrap from others, 50 + 50 oscillators. The 90 % intervals cover the
+    truth and separate the two couplings (see docs/fit.md for the full table)."""
+    import os
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from fit_recovery import recovery, separated
+
+    rows = recovery("tied", [(1.0, 0.1), (0.1, 1.0)], log=lambda *a, **k: None)
+    assert all(r["covered"] for r in rows)
+    assert separated(rows[0], rows[1])

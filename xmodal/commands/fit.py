@@ -71,10 +71,12 @@ def _structure_hints(args: argparse.Namespace) -> dict:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fit", help="fit the surrogate to attention bundles (layer depth <-> surrogate time)",
-        description="Fit B, K, the omega spread and the input gains of the surrogate so that its "
-        "modality-block attention at times t_l matches the bundles' layer-by-layer attention "
-        "(KL of row-normalised blocks), with restarts, early stopping and a Levenberg-Marquardt "
-        "polish. Writes params.json, report.md, loss.png and residuals.png to --out.")
+        description="Fit B, K, the omega spread and the input gains of the anchored surrogate so "
+        "that its modality-block attention at times t_l, averaged over --realizations "
+        "realizations, matches the bundles' layer-by-layer attention (KL of row-normalised "
+        "blocks), with restarts, early stopping and a Levenberg-Marquardt polish; intervals from "
+        "refits of held-out realizations. Writes params.json, report.md, loss.png and "
+        "residuals.png to --out.")
     p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="attention bundle files")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out")

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from surrogate.files import read_json_file
-from xmodal.commands.simulate import finite_float, positive_float, positive_int
+from xmodal.commands.simulate import (
+    finite_float,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+)
 from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
@@ -32,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=("paper",), help="use the paper preset instead of a file")
     p.add_argument("--beta-self", type=finite_float, default=0.5, help="preset beta_self (= K)")
     p.add_argument("--beta-cross", type=finite_float, default=0.1, help="preset beta_cross (= K)")
+    p.add_argument("--anchor", type=nonnegative_float, default=4.0,
+                   help="preset anchoring strength h (default 4, the Lorenz presets)")
+    p.add_argument("--realizations", type=positive_int, default=4,
+                   help="realizations of a fit's ensemble whose gradients give the intervals "
+                   "(at most the fit's R; default 4)")
+    p.add_argument("--max-observer-nmse", type=positive_float, default=0.5,
+                   help="refuse the Shapley metric when the Lorenz observer's test NMSE at the "
+                   "base couplings exceeds this (its gradient is noise there)")
     p.add_argument("--out", type=Path, default=Path("results/sensitivity"), help="output directory")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
@@ -99,52 +112,84 @@ def run(args: argparse.Namespace) -> int:
         from surrogate.fitting import model_from_json
 
         model, params = model_from_json(obj, source=f"PARAMS.json {args.params}", dtype=dtype)
-        sur = model.surrogate(params)
-        theta0 = model.theta0[0, 0]  # realization 0, its first phase draw
+        n_real = min(args.realizations, model.realizations)
+        surs = [model.surrogate(params, r) for r in range(n_real)]
+        theta0s = [model.theta0[r, 0] for r in range(n_real)]  # first phase draw of each
+        sur, theta0 = surs[0], theta0s[0]
         c = sb.Couplings(B=params.B, K=params.K, gain=jnp.asarray(params.gain, dtype))
         source = f"fit {args.params}"
     else:
         k_model, k_theta = jax.random.split(jax.random.key(args.seed))
-        sur = sg.paper_preset(k_model, args.beta_self, args.beta_cross, dtype=dtype)
+        sur = sg.paper_preset(k_model, args.beta_self, args.beta_cross, dtype=dtype,
+                              anchor=args.anchor)
         theta0 = sg.initial_phases(k_theta, sur.network.n, dtype)
+        surs, theta0s = [sur], [theta0]
         c = sb.couplings_of(sur)
         source = f"paper preset beta_self={args.beta_self:g}, beta_cross={args.beta_cross:g}"
     drive = args.drive if args.drive != "auto" else ("constant" if obj is not None else "lorenz")
     if drive == "lorenz" or not args.no_shapley:
         series = lorenz_series(splits, sample_every=4, dtype=dtype)
     if drive == "lorenz":
-        sur = sur.replace(drive=sg.make_drive(series.ts, series.u[:, :2]))
+        surs = [s.replace(drive=sg.make_drive(series.ts, series.u[:, :2])) for s in surs]
     elif obj is None:  # the preset with a constant unit drive
         horizon = args.dt * args.steps
-        sur = sur.replace(drive=sg.make_drive(jnp.asarray([0.0, horizon], dtype),
-                                              jnp.ones((2, sur.network.n_populations), dtype)))
+        surs = [s.replace(drive=sg.make_drive(jnp.asarray([0.0, horizon], dtype),
+                                              jnp.ones((2, s.network.n_populations), dtype)))
+                for s in surs]
+    sur = surs[0]
     window = sb.Window(dt=args.dt, n_steps=args.steps, n_burn=args.burn)
-    metrics = {
-        "D_01": lambda cc: sb.dominance_metric(cc, sur, theta0, window),
-        "cross_share": lambda cc: sb.cross_share_metric(cc, sur, theta0, window),
-    }
+
+    # realizations side by side: their leaves stacked, each surrogate rebuilt inside vmap
+    treedef = jax.tree.structure(surs[0])
+    stacked = [jnp.stack(xs) for xs in zip(*(jax.tree.leaves(s) for s in surs))]
+    thetas = jnp.stack(theta0s)
+
+    def per_realization(metric):
+        def one(cc, leaves, th):
+            return metric(cc, jax.tree.unflatten(treedef, leaves), th, window)
+
+        return lambda cc: jax.vmap(lambda lv, th: one(cc, lv, th))(stacked, thetas)
+
+    attention = {"D_01": per_realization(sb.dominance_metric),
+                 "cross_share": per_realization(sb.cross_share_metric)}
+    metrics = {}
     if not args.no_shapley:
         if sur.network.n_populations != 2:
             raise ValueError("the Shapley difference needs 2 modalities (use --no-shapley)")
         # Lorenz observer: gains multiply x(t) and y(t); evaluated at the couplings' gains
         # for the preset, at unit gains for a fit (whose gains belong to a constant drive).
         shap_gain = c.gain if obj is None else jnp.ones_like(c.gain)
+        base = sb.with_couplings(sur, c.replace(gain=shap_gain))
+        observer_nmse = _observer_nmse(base, theta0, series, splits)
+        if not observer_nmse <= args.max_observer_nmse:
+            raise ValueError(
+                f"the Lorenz observer of this model has test NMSE {observer_nmse:.3g} > "
+                f"--max-observer-nmse {args.max_observer_nmse:g} at the base couplings: the "
+                f"gradient of phi_Y - phi_X would be noise; use --no-shapley"
+                + (" or an anchored model (--anchor > 0)" if obj is None else ""))
         lam = args.ridge
         if lam is None:
-            stats = jax.jit(lambda s: observer_statistics(s, theta0, series, splits))(
-                sb.with_couplings(sur, c.replace(gain=shap_gain)))
+            stats = jax.jit(lambda s: observer_statistics(s, theta0, series, splits))(base)
             lam = select_lambda(stats)
         metrics["phi_Y-phi_X"] = lambda cc: shapley_difference(
             cc.replace(gain=cc.gain - c.gain + shap_gain), sur, theta0, series, splits, lam=lam)
         print(f"Shapley readouts: fixed ridge lam = {lam:g}", file=sys.stderr)
     print(f"sensitivity at {source} ({drive} drive)", file=sys.stderr)
-    names, rows, values = sb.sensitivity_table(metrics, c)
+    names, rows, values, spread = _attention_table(sb, attention, c, len(surs))
+    if metrics:  # the Shapley difference, realization 0
+        _, shap_rows, shap_values = sb.sensitivity_table(metrics, c)
+        rows.update(shap_rows)
+        values.update(shap_values)
     print(f"gradients done; balancing search ({args.balance_steps} steps)", file=sys.stderr)
     path = None
     if args.balance_steps:
-        path = sb.balance_couplings(metrics["D_01"], c, fields=("B", "K"),
+        path = sb.balance_couplings(lambda cc: jnp.mean(attention["D_01"](cc)), c,
+                                    fields=("B", "K"),
                                     steps=args.balance_steps, learning_rate=args.balance_lr)
     table = bias_report.sensitivity_table_markdown(names, rows, values)
+    if len(surs) > 1:
+        table += (f"\n\nD_01 and cross_share rows: mean over {len(surs)} realizations of the "
+                  f"fit's ensemble (their range: gradient_min/max in sensitivity.json).")
     result = {
         "command": "sensitivity", "source": source, "drive": drive,
         "window": {"dt": args.dt, "steps": args.steps, "burn": args.burn},
@@ -152,8 +197,10 @@ def run(args: argparse.Namespace) -> int:
         "couplings": {"B": np.asarray(c.B).tolist(), "K": np.asarray(c.K).tolist(),
                       "gain": np.asarray(c.gain).tolist()},
         "parameters": list(names),
-        "metrics": {k: {"value": values[k], "gradient": np.asarray(v).tolist()}
-                    for k, v in rows.items()},
+        "metrics": {k: {"value": values[k], "gradient": np.asarray(v).tolist(),
+                        **spread.get(k, {})} for k, v in rows.items()},
+        "realizations": len(surs),
+        "observer_nmse": None if args.no_shapley else observer_nmse,
         "versions": versions(),
     }
     if path is not None:
@@ -168,3 +215,34 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(f"wrote {out}/sensitivity.json, sensitivity.md, sensitivity.png")
     return 0
+
+
+def _attention_table(sb, attention, c, n_real):
+    """Gradient rows of the attention metrics, mean over ``n_real`` realizations (vmapped), with
+    their range: (names, rows, values, {row: min/max of gradient and value})."""
+    import numpy as np
+
+    names, flat_rows, flat_values = sb.sensitivity_table(attention, c)
+    rows, values, spread = {}, {}, {}
+    for name in attention:
+        keys = [k for k in flat_rows if k.split("[")[0] == name]
+        per = len(keys) // n_real  # components per realization (row-major (n_real, per))
+        for i in range(per):
+            label = name if per == 1 else f"{name}[{i}]"
+            grads = np.stack([flat_rows[keys[r * per + i]] for r in range(n_real)])
+            vals = np.asarray([flat_values[keys[r * per + i]] for r in range(n_real)])
+            rows[label], values[label] = grads.mean(0), float(vals.mean())
+            if n_real > 1:
+                spread[label] = {"gradient_min": grads.min(0).tolist(),
+                                 "gradient_max": grads.max(0).tolist(),
+                                 "value_min": float(vals.min()), "value_max": float(vals.max())}
+    return names, rows, values, spread
+
+
+def _observer_nmse(sur, theta0, series, splits) -> float:
+    """Test NMSE of the Lorenz observer (full readout, ridge chosen on validation) of ``sur``:
+    the refusal check."""
+    from lorenz.observer import evaluate_observer, modality_features, observer_statistics
+
+    stats = observer_statistics(sur, theta0, series, splits)
+    return float(evaluate_observer(stats, modality_features(sur.network)).test[0])
