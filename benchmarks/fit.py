@@ -46,9 +46,11 @@ def problem(args: argparse.Namespace):
     written and read back in the bundle format."""
     from mllm_probe.bundle import load_block_shares, save_bundle, shares_bundle
     from surrogate import fitting as sf
+    from surrogate.coupling import Free, Tied
 
     dtype = jnp.result_type(float)
-    config = sf.FitConfig(restarts=args.restarts, steps=args.steps, couplings=args.couplings,
+    coupling = Tied() if args.couplings == "tied" else Free()
+    config = sf.FitConfig(restarts=args.restarts, steps=args.steps, coupling=coupling,
                           realizations=args.realizations, anchored=not args.unanchored,
                           n_initial=args.initial, bootstrap=args.bootstrap)
     sizes = sf.sizes_from_counts((30, 18), config.n_total, config.k + 2)

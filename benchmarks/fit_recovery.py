@@ -30,15 +30,16 @@ def recovery(reading: str, truths, realizations: int = 8, bootstrap: int = 16, s
              layers: int = 8, data_seed: int = 0, fit_seed: int = 1000, log=print):
     """Rows per truth: dict(truth, B, K, low, high, covered, width, seconds, cpu)."""
     from surrogate import fitting as sf
+    from surrogate.coupling import Free, Tied
 
     dtype = jnp.result_type(float)
     config = sf.FitConfig(sizes=(50, 50), k=10, p=0.01, cross_density=0.1, anchor=4.0,
                           init_spread=1.0, fit_spread=False, fit_gain=False, restarts=2,
-                          steps=steps, patience=25, polish_steps=10, couplings="free",
+                          steps=steps, patience=25, polish_steps=10, coupling=Free(),
                           realizations=realizations, bootstrap=bootstrap, bootstrap_steps=6,
                           init_B=0.3, init_K=0.3, init_noise=0.3)
     if reading == "tied":
-        config = config.replace(couplings="tied")
+        config = config.replace(coupling=Tied())
     rows = []
     for i, (bs, bc) in enumerate(truths):
         B = jnp.asarray([[bs, bc], [bc, bs]], dtype)

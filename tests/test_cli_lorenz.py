@@ -10,7 +10,6 @@ import jsonschema
 import numpy as np
 import pytest
 
-
 ARGS = ["--grid", "2", "--seed", "1", "--replications", "2", "--anchor", "4",
         "--encoding-scale", "0.5"]
 

@@ -64,7 +64,7 @@ def test_round_trip_recovers_B_and_K(seed, tmp_path):
     own ensemble of realizations, saved and read back in the real bundle format, is fitted back
     to within RECOVERY_RTOL from random starts (the optimiser and the format, not
     identifiability: the model's realizations are the data's)."""
-    config = CONFIG.replace(couplings="tied")
+    config = CONFIG.replace(coupling=sg.Tied())
     B = np.asarray(jax.random.uniform(jax.random.key(100 + seed), (2, 2), minval=0.5, maxval=2.5))
     key = jax.random.key(seed)
     path = tmp_path / "synthetic.bundle"
@@ -88,7 +88,7 @@ def test_intervals_from_held_out_realizations_are_finite_and_written(tmp_path):
     """Data from one realization (key 0), fitted with an ensemble from other keys: the bootstrap
     over held-out realizations gives finite intervals inside the box that hold the estimate;
     params.json (version 2) carries them as strict JSON, and reads back."""
-    config = CONFIG.replace(couplings="tied", bootstrap=2, bootstrap_steps=3)
+    config = CONFIG.replace(coupling=sg.Tied(), bootstrap=2, bootstrap_steps=3)
     B = np.array([[1.0, 0.3], [0.5, 1.5]])
     target = sf.make_target(sf.synthetic_shares(jax.random.key(0), truth(B), config))
     result = sf.fit(target, jax.random.key(1000), config)
@@ -118,7 +118,8 @@ def test_intervals_from_held_out_realizations_are_finite_and_written(tmp_path):
 def test_params_json_version_1_reads_as_the_unanchored_model():
     """A params.json of the first format (no anchor, no realizations) still reads: the
     unanchored model, one realization."""
-    obj = {"format": "xmodal-fit", "format_version": 1, "seed": 3, "modalities": ["audio", "vision"],
+    obj = {"format": "xmodal-fit", "format_version": 1, "seed": 3,
+           "modalities": ["audio", "vision"],
            "surrogate": {"sizes": [10, 10], "k": 4, "p": 0.01, "cross_density": 0.3,
                          "normalisation": "softmax", "n_initial": 2, "horizon": 3.0, "dt": 0.1},
            "params": {"B": [[1, 0.5], [0.5, 1]], "K": [[1, 0.5], [0.5, 1]], "omega_spread": 0.2,

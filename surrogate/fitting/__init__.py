@@ -2,7 +2,7 @@
 
     s = mllm_probe.bundle.load_block_shares("qwen.bundle")     # the bundle format lives there
     target = make_target(s.shares, s.weight, s.modalities, s.token_counts, (s.source,))
-    result = fit(target, jax.random.key(0), FitConfig(couplings="tied"))
+    result = fit(target, jax.random.key(0), FitConfig(coupling=surrogate.Tied()))
     result.params.B, result.intervals                   # fitted couplings and their intervals
 
 Modules: ``target`` (arrays -> target), ``model`` (the anchored ensemble model and the

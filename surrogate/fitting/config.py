@@ -10,6 +10,11 @@ import math
 
 import numpy as np
 
+from surrogate.coupling import Coupling, Free, Tied
+
+#: The fit's default coupling reading: B and K both fitted.
+FREE = Free()
+
 __all__ = ["DIVERGENCES", "TIME_MAPS", "FitConfig"]
 
 TIME_MAPS = ("fixed", "learned")
@@ -43,7 +48,7 @@ class FitConfig:
     learning_rate: float = 0.05
     patience: int = 40
     tol: float = 1e-4
-    couplings: str = "free"  # "free": B and K fitted; "tied": K = B (the paper preset)
+    coupling: Coupling = FREE  # Free(): B and K fitted; Tied(): K = B (the paper preset)
     init_B: float = 1.0
     init_K: float = 1.0
     init_spread: float = 0.5
@@ -81,9 +86,9 @@ class FitConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"FitConfig.{name} must be a positive integer, got {v!r}")
-        if self.couplings not in ("free", "tied"):
-            raise ValueError(f"FitConfig.couplings must be 'free' or 'tied', "
-                             f"got {self.couplings!r}")
+        if not isinstance(self.coupling, (Free, Tied)):
+            raise ValueError(f"FitConfig.coupling must be surrogate.coupling.Free() or "
+                             f"surrogate.Tied(), got {self.coupling!r}")
         if self.time_map not in TIME_MAPS:
             raise ValueError(f"FitConfig.time_map must be one of {TIME_MAPS}, "
                              f"got {self.time_map!r}")

@@ -58,7 +58,7 @@ def curvature(jac: np.ndarray, names: tuple[str, ...], divergence: str,
     top = max(float(np.abs(evals).max()), 1e-300)
     sloppy = np.flatnonzero(evals < sloppy_ratio * top)
     weight = (evecs[:, sloppy] ** 2).sum(1) if sloppy.size else np.zeros(len(names))
-    unidentified = tuple(n for n, w in zip(names, weight) if w > 0.45)
+    unidentified = tuple(n for n, w in zip(names, weight, strict=False) if w > 0.45)
     directions = []
     for k in sloppy:
         v = evecs[:, k]

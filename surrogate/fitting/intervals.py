@@ -10,8 +10,9 @@ realization from a key the fit never saw (held out); each is refitted from theta
 d_b in the raw coordinates (log B, log K, log spread, gains, log anchor) mimic the estimator's
 error; scaled by sqrt(1 + 1/R) for the Monte Carlo error of the R-realization mean, their
 quantiles give the percentile interval, clipped to the box ``POSITIVE_BOX`` (1e-4 .. 1e2 for
-B, K, spread and anchor, where a flat direction runs) and mapped back (exp): finite. The noise scale of the Fisher analysis
-is the per-entry variance of the attention across the R realizations at theta_hat.
+B, K, spread and anchor, where a flat direction runs) and mapped back (exp): finite. The noise
+scale of the Fisher analysis is the per-entry variance of the attention across the R
+realizations at theta_hat.
 """
 
 from __future__ import annotations

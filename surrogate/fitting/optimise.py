@@ -5,7 +5,7 @@ Positive parameters (B, K, omega spread) are optimised as logarithms, the time m
 loss is the row-wise KL(P* || P) (or squared error) averaged over weighted rows and layers;
 ``restarts`` initialisations from explicit keys run side by side (vmap), each stopping once its
 best loss has not improved by a relative ``tol`` for ``patience`` steps. Parameters that are not
-fitted (``couplings="tied"``: K; ``fit_spread``/``fit_gain`` off) are frozen by ``optax.masked``.
+fitted (``coupling=Tied()``: K; ``fit_spread``/``fit_gain`` off) are frozen by ``optax.masked``.
 Adam finds the basin; Levenberg-Marquardt on the whitened residuals then resolves the sloppy
 directions that first-order steps crawl along. See docs/fit.md.
 """
@@ -25,8 +25,9 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from surrogate.fitting.config import FitConfig
+from surrogate.coupling import Free, Tied
 from surrogate.fitting import intervals as iv
+from surrogate.fitting.config import FitConfig
 from surrogate.fitting.identifiability import curvature, parameter_names, restart_spread
 from surrogate.fitting.model import (
     FitModel,
@@ -90,7 +91,8 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(RawParams))
 
 def trained_fields(config: FitConfig) -> tuple[bool, ...]:
     """Which ``RawParams`` fields a fit with ``config`` trains (in field order)."""
-    on = {"log_B": True, "log_K": config.couplings == "free", "log_spread": config.fit_spread,
+    on = {"log_B": True, "log_K": isinstance(config.coupling, Free),
+          "log_spread": config.fit_spread,
           "gain": config.fit_gain, "log_anchor": config.anchored and config.fit_anchor,
           "time_logits": True}
     return tuple(on[f] for f in _FIELDS)
@@ -98,7 +100,7 @@ def trained_fields(config: FitConfig) -> tuple[bool, ...]:
 
 def optimiser(settings: AdamSettings) -> optax.GradientTransformation:
     """Adam, with the updates of the frozen fields set to zero."""
-    frozen = RawParams(**{f: not t for f, t in zip(_FIELDS, settings.trained)})
+    frozen = RawParams(**{f: not t for f, t in zip(_FIELDS, settings.trained, strict=False)})
     return optax.chain(optax.adam(settings.learning_rate),
                        optax.masked(optax.set_to_zero(), frozen))
 
@@ -210,8 +212,8 @@ def polish(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
         x = np.where(ok[:, None], cand, x)
         chi = np.where(ok, new_chi, chi)
         lam = np.where(ok, lam * 0.3, lam * 10)
-        ev = jax.tree.map(lambda n, o: jnp.where(ok.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
-                          new, ev)
+        ev = jax.tree.map(
+            lambda n, o, ok=ok: jnp.where(ok.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, ev)
     return jax.vmap(unravel)(jnp.asarray(x)), ev
 
 
@@ -248,7 +250,7 @@ def fit(
         raise ValueError(f"target modalities {list(target.modalities)} differ from "
                          f"config.modalities {list(config.modalities)}")
     num_layers = target.num_layers
-    tied = config.couplings == "tied"
+    tied = isinstance(config.coupling, Tied)
     dtype = jnp.result_type(float)
     sizes = config.sizes or sizes_from_counts(target.token_counts, config.n_total, config.k + 2)
     k_model, k_init, k_boot = fit_keys(key)
@@ -285,7 +287,7 @@ def fit(
     # Levenberg-Marquardt polish of every restart; its last evaluation gives the predictions,
     # losses and the Jacobian for the curvature.
     trained = RawParams(**{f: jnp.full_like(getattr(base, f), t)
-                           for f, t in zip(_FIELDS, settings.trained)})
+                           for f, t in zip(_FIELDS, settings.trained, strict=False)})
     idx = np.flatnonzero(np.asarray(ravel_pytree(trained)[0]) > 0)
     names_all = parameter_names(base)
     names = tuple(names_all[i] for i in idx)

@@ -47,27 +47,28 @@ def fit_report_markdown(result: FitResult, figures: Sequence[str] = ()) -> str:
         "## Parameters (value +- std over converged restarts)", "",
         "Rows: query modality, columns: key modality.", "",
         mat("B"), "", mat("K"), "",
-        f"Model: {'anchored, h = ' + format(float(p.anchor), '.4g') if c.anchored else 'unanchored'}"
+        "Model: " + (f"anchored, h = {float(p.anchor):.4g}" if c.anchored else "unanchored") +
         f"{' (fitted)' if c.anchored and c.fit_anchor else ''}; mean over {c.realizations} "
         f"realizations (graph, frequencies, encodings, phases) x {c.n_initial} initial "
         f"phase draws.", "",
         f"omega_spread = {float(p.omega_spread):.4g} +- "
         f"{float(np.asarray(result.spread['omega_spread'])):.2g} rad/unit", "",
         "gain = " + ", ".join(f"{m}: {g:.4g} +- {s:.2g}"
-                              for m, g, s in zip(mods, np.asarray(p.gain), gain_s)), "",
+                              for m, g, s in zip(mods, np.asarray(p.gain), gain_s,
+                                                 strict=False)), "",
         "layer times t_l = " + ", ".join(f"{x:.3g}" for x in np.asarray(p.times)), "",
         "## Per-layer residuals", "",
         "| layer | t_l | residual | target row shares (cross) | model row shares (cross) |",
         "| --- | --- | --- | --- | --- |",
     ]
     tm, mm = np.asarray(t.mass), result.model_mass
-    for l in range(t.num_layers):
-        cross_t = [f"{tm[l, a, b]:.3f}" for a in range(len(mods)) for b in range(len(mods))
+    for layer in range(t.num_layers):
+        cross_t = [f"{tm[layer, a, b]:.3f}" for a in range(len(mods)) for b in range(len(mods))
                    if a != b]
-        cross_m = [f"{mm[l, a, b]:.3f}" for a in range(len(mods)) for b in range(len(mods))
+        cross_m = [f"{mm[layer, a, b]:.3f}" for a in range(len(mods)) for b in range(len(mods))
                    if a != b]
-        lines.append(f"| {l} | {float(np.asarray(p.times)[l]):.3g} | "
-                     f"{result.layer_residual[l]:.3g} | {', '.join(cross_t)} | "
+        lines.append(f"| {layer} | {float(np.asarray(p.times)[layer]):.3g} | "
+                     f"{result.layer_residual[layer]:.3g} | {', '.join(cross_t)} | "
                      f"{', '.join(cross_m)} |")
     lines += _interval_lines(result)
     ev = result.hessian_eigvals
@@ -94,8 +95,8 @@ def _interval_lines(result: FitResult) -> list[str]:
              f"each the attention of one realization the fit never saw, at the fitted "
              f"parameters, refitted with {c.bootstrap_steps} Levenberg-Marquardt steps "
              f"({iv.refits} finite); percentile intervals of the refits, deviations scaled by "
-             f"sqrt(1 + 1/R) for the {c.realizations}-realization mean, within 1e-4 .. 1e2. They cover "
-             f"realization noise, not a model that cannot fit the data.", "",
+             f"sqrt(1 + 1/R) for the {c.realizations}-realization mean, within 1e-4 .. 1e2. "
+             f"They cover realization noise, not a model that cannot fit the data.", "",
              "| parameter | value | low | high | bootstrap sd (raw) | linearised sd (raw) |",
              "| --- | --- | --- | --- | --- | --- |"]
     flat = {n: i for i, n in enumerate(result.param_names)}

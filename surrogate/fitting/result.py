@@ -94,7 +94,7 @@ class FitResult:
             "noise": None if self.intervals is None else {
                 "realization_sd": np.asarray(self.intervals.noise_sd).tolist(),
                 "fisher_sd": dict(zip(self.param_names,
-                                      np.asarray(self.intervals.fisher_sd).tolist())),
+                                      np.asarray(self.intervals.fisher_sd).tolist(), strict=False)),
                 "profile": self.intervals.profile},
             "loss": self.loss,
             "divergence": c.divergence,
@@ -113,8 +113,8 @@ class FitResult:
                           "clipped to 1e-4 .. 1e2",
                 "draws": iv.draws, "finite_refits": iv.refits,
                 "refit_steps": self.config.bootstrap_steps,
-                "raw_sd": dict(zip(self.param_names, np.asarray(iv.raw_sd).tolist())),
-                "bias": dict(zip(self.param_names, np.asarray(iv.bias).tolist()))}
+                "raw_sd": dict(zip(self.param_names, np.asarray(iv.raw_sd).tolist(), strict=False)),
+                "bias": dict(zip(self.param_names, np.asarray(iv.bias).tolist(), strict=False))}
 
 
 def model_from_json(obj: dict, source: str = "<params>", dtype=None

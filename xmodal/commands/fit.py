@@ -170,10 +170,12 @@ def run(args: argparse.Namespace) -> int:
 
     from mllm_probe.bundle import load_block_shares
     from surrogate import fitting as sf
+    from surrogate.coupling import Free, Tied
 
     config = sf.FitConfig(
         modalities=args.modalities, heads=args.heads, sizes=args.sizes, n_total=args.n_total,
-        k=args.k, cross_density=args.cross_density, couplings=args.couplings,
+        k=args.k, cross_density=args.cross_density,
+        coupling=Tied() if args.couplings == "tied" else Free(),
         time_map=args.time_map, horizon=args.horizon, dt=args.dt, n_initial=args.initial,
         divergence=args.divergence, restarts=args.restarts, steps=args.steps,
         learning_rate=args.lr, patience=args.patience, polish_steps=args.polish_steps,

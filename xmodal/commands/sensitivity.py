@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     # realizations side by side: their leaves stacked, each surrogate rebuilt inside vmap
     treedef = jax.tree.structure(surs[0])
-    stacked = [jnp.stack(xs) for xs in zip(*(jax.tree.leaves(s) for s in surs))]
+    stacked = [jnp.stack(xs) for xs in zip(*(jax.tree.leaves(s) for s in surs), strict=False)]
     thetas = jnp.stack(theta0s)
 
     def per_realization(metric):

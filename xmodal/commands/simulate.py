@@ -57,7 +57,8 @@ def sizes_list(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(s) for s in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
     if len(sizes) < 2 or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"need >= 2 positive sizes, got {text!r}")
     return sizes
@@ -72,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", choices=["paper"], default="paper", help="parameter preset")
     p.add_argument("--beta-self", type=finite_float, default=1.0, help="beta_self (= kappa_self)")
-    p.add_argument("--beta-cross", type=finite_float, default=0.1, help="beta_cross (= kappa_cross)")
+    p.add_argument("--beta-cross", type=finite_float, default=0.1,
+                   help="beta_cross (= kappa_cross)")
     p.add_argument("--sizes", type=sizes_list, default=(50, 50), help="oscillators per modality")
     p.add_argument("--omega-spread", type=finite_float, default=1.0, help="std of omega (rad/time)")
     p.add_argument("--anchor", type=nonnegative_float, default=4.0,
@@ -224,8 +226,8 @@ def _write_bundle(args: argparse.Namespace, dtype) -> None:
 
 
 def _figure(path, ts, ys, r, p, sizes, args) -> None:
-    from matplotlib.figure import Figure
     import numpy as np
+    from matplotlib.figure import Figure
 
     from xmodal.report import atomic_savefig
 
