@@ -283,6 +283,15 @@ def test_sensitivity_paper_preset_with_shapley(tmp_path, capsys):
     assert set(result["metrics"]) == {"D_01", "cross_share[0]", "cross_share[1]", "phi_Y-phi_X"}
     assert all(np.all(np.isfinite(m["gradient"])) for m in result["metrics"].values())
     assert "| phi_Y-phi_X |" in stdout
+    # the predicted change per e-fold of each block: B_ab times the gradient in B_ab
+    B, names = np.asarray(result["couplings"]["B"]), result["parameters"]
+    assert set(result["per_log_B"]) == {f"B[{a},{b}]" for a in range(2) for b in range(2)}
+    for block, cols in result["per_log_B"].items():
+        a, b, k = int(block[2]), int(block[4]), names.index(block)
+        assert set(cols) == {"D_01", "cross_share[0]", "cross_share[1]"}
+        for metric, v in cols.items():
+            assert v["slope"] == pytest.approx(B[a, b] * result["metrics"][metric]["gradient"][k])
+    assert "d metric / d log B_ab" in stdout
 
 
 def test_curvature_of_a_steep_float32_jacobian():

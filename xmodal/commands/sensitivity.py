@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
                                     fields=("B", "K"),
                                     steps=args.balance_steps, learning_rate=args.balance_lr)
     table = bias_report.sensitivity_table_markdown(names, rows, values)
+    per_log_b = _per_log_b(names, rows, spread, c)
+    table += "\n\n" + _per_log_b_markdown(per_log_b)
     if len(surs) > 1:
         table += (f"\n\nD_01 and cross_share rows: mean over {len(surs)} realizations of the "
                   f"fit's ensemble (their range: gradient_min/max in sensitivity.json).")
@@ -199,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         "parameters": list(names),
         "metrics": {k: {"value": values[k], "gradient": np.asarray(v).tolist(),
                         **spread.get(k, {})} for k, v in rows.items()},
+        "per_log_B": per_log_b,
         "realizations": len(surs),
         "observer_nmse": None if args.no_shapley else observer_nmse,
         "versions": versions(),
@@ -215,6 +218,42 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(f"wrote {out}/sensitivity.json, sensitivity.md, sensitivity.png")
     return 0
+
+
+def _per_log_b(names, rows, spread, c) -> dict:
+    """The predicted change of each attention metric per e-fold of each block B_ab
+    (d metric / d log B_ab = B_ab d metric / d B_ab: the linearised response to an intervention
+    that scales the block's logits, ``xmodal compare``), with its range over the realizations:
+    {"B[a,b]": {metric: {"slope", "min", "max"}}}."""
+    import numpy as np
+
+    B = np.asarray(c.B, np.float64)
+    out = {}
+    for k, name in enumerate(names):
+        if not name.startswith("B["):
+            continue
+        a, b = (int(x) for x in name[2:-1].split(","))
+        scale = float(B[a, b])
+        out[name] = {
+            label: {"slope": scale * float(np.asarray(g)[k]),
+                    **({"min": scale * spread[label]["gradient_min"][k],
+                        "max": scale * spread[label]["gradient_max"][k]}
+                       if label in spread else {})}
+            for label, g in rows.items() if label == "D_01" or label.startswith("cross_share")}
+    return out
+
+
+def _per_log_b_markdown(per_log_b: dict) -> str:
+    """The ``_per_log_b`` table: a row per block, a column per metric (slope [min, max])."""
+    metrics = list(next(iter(per_log_b.values()), {}))
+    lines = ["Predicted change per e-fold of a block, d metric / d log B_ab (the linearised "
+             "response to scaling that block's logits; [range over realizations]):", "",
+             "| block | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for block, cols in per_log_b.items():
+        cells = [f"{v['slope']:+.3g}" + (f" [{v['min']:+.3g}, {v['max']:+.3g}]" if "min" in v
+                                          else "") for v in cols.values()]
+        lines.append(f"| {block} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _attention_table(sb, attention, c, n_real):
