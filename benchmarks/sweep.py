@@ -110,7 +110,7 @@ def lorenz_drive(n_steps: int, dt: float):
     """Standardised Lorenz x(t), y(t) sampled at the step times, as a linear interpolation."""
     ys = rk4_trajectory(lorenz63, jnp.ones(3, DTYPE), dt=dt, n_steps=n_steps + 1,
                         transient=2000).ys
-    xy = (ys[:, :2] - ys[:, :2].mean(0)) / ys[:, :2].std(0)
+    xy = (ys[:, :2] - ys[:, :2].mean(0)[None, :]) / ys[:, :2].std(0)[None, :]
     return sg.make_drive(dt * jnp.arange(n_steps + 2, dtype=DTYPE), xy)
 
 

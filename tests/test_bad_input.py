@@ -578,6 +578,7 @@ def test_long_lyapunov_run_says_how_long_and_shows_progress():
     finally:
         proc.kill()
         proc.wait(timeout=30)
+        proc.stderr.close()
     text = "".join(lines)
     assert re.search(r"lyapunov: 1e\+11 steps at about \S+ steps/s \(timed on \d+\): about "
                      r"[\d.]+ (min|h|days)\n", text), text

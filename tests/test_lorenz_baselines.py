@@ -77,7 +77,9 @@ def test_same_splits_and_nmse_as_the_surrogate(observer):
         for i, part in enumerate(("train", "val", "test")):
             s = sl[part]
             want = np.mean((z_hat[s] - z[s]) ** 2) / np.var(z[s])
-            np.testing.assert_allclose(float(fit.nmse[i, 0]), want, rtol=1e-6, atol=1e-10,
+            # the readout's NMSE comes from the split's normal equations (a quadratic form):
+            # float64 cancellation leaves an absolute error of about 1e-10 (ESN: NMSE ~3e-8)
+            np.testing.assert_allclose(float(fit.nmse[i, 0]), want, rtol=1e-6, atol=5e-10,
                                        err_msg=name)
 
 

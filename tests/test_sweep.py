@@ -373,7 +373,9 @@ def test_sigkill_mid_sweep_then_resume_is_bit_identical(tmp_path):
             break
         time.sleep(0.01)
     child.wait(timeout=60)
-    assert child.returncode == -signal.SIGKILL, child.stderr.read()
+    err = child.stderr.read()
+    child.stderr.close()
+    assert child.returncode == -signal.SIGKILL, err
     at_kill = files(store)
     chunks_at_kill = sorted(n for n in at_kill if n.startswith("chunk-"))
     assert 2 <= len(chunks_at_kill) < 16, chunks_at_kill

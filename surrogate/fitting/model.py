@@ -235,7 +235,7 @@ def realization_attention(model: FitModel, params: FitParams) -> jax.Array:
                          model.theta0)
     pos = jnp.clip(params.times / model.dt, 0.0, model.n_steps)
     i0 = jnp.clip(jnp.floor(pos), 0, model.n_steps - 1).astype(jnp.int32)
-    frac = (pos - i0)[:, None, None]
+    frac = (pos - i0)[None, :, None, None]
     return (1 - frac) * grid[:, i0] + frac * grid[:, i0 + 1]
 
 

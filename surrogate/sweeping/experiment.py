@@ -49,7 +49,7 @@ def standardised_drive(samples, dt: float):
     """A piecewise-linear drive through ``samples`` (T, M) at t = 0, dt, ..., each column
     standardised to mean 0 and standard deviation 1."""
     samples = jnp.asarray(samples)
-    xy = (samples - samples.mean(0)) / samples.std(0)
+    xy = (samples - samples.mean(0)[None, :]) / samples.std(0)[None, :]
     return make_drive(dt * jnp.arange(samples.shape[0], dtype=samples.dtype), xy)
 
 

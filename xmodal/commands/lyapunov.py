@@ -142,7 +142,7 @@ def _lorenz_drive(jnp, dtype, dt, n_steps):
     sol = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
                          n_steps=n_steps + 1, transient=round(20 / dt))
     ts, xy = sol.ts, sol.ys[:, :2]
-    xy = (xy - xy.mean(0)) / xy.std(0)
+    xy = (xy - xy.mean(0)[None, :]) / xy.std(0)[None, :]
     return sg.make_drive(ts - ts[0], xy)
 
 
