@@ -195,6 +195,26 @@ def tiny_gemma3n_config(num_layers: int = 4, sliding_window: int = 16, image_siz
     )
 
 
+def tiny_gemma3n(seed: int = 0, sliding_window: int = 6):
+    """(model, inputs, token modality) of a random tiny Gemma 3n (eager attention, sliding
+    windows of ``sliding_window`` keys) and one prompt of 28 positions with 4 audio and 8 image
+    soft tokens, random audio features and pixels drawn from ``seed``."""
+    from transformers import Gemma3nForConditionalGeneration
+
+    from mllm_probe.modality import spec_from_config, token_modality
+
+    torch.manual_seed(seed)
+    model = Gemma3nForConditionalGeneration._from_config(
+        tiny_gemma3n_config(sliding_window=sliding_window), attn_implementation="eager").eval()
+    ids = torch.tensor([[2, 4, 9, 90] + [97] * 4 + [96, 91] + [105] * 8
+                        + [104, 20, 21, 22, 23, 24, 25, 5, 4, 8]])
+    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
+                  input_features=torch.randn(1, 17, 32),
+                  input_features_mask=torch.ones(1, 17, dtype=torch.bool),
+                  pixel_values=torch.randn(1, 3, 64, 64))
+    return model, inputs, token_modality(ids[0].numpy(), spec_from_config(model.config))
+
+
 def tiny_gemma3n_processor(image_size: int = 64):
     """A ``Gemma3nProcessor`` from components: 32 mel bins, 8 audio and (size/32)^2 image tokens."""
     from transformers import Gemma3nAudioFeatureExtractor, Gemma3nProcessor, SiglipImageProcessor
@@ -224,6 +244,6 @@ def save_tiny_gemma3n(path, *, num_layers: int = 4, sliding_window: int = 16, se
     return path
 
 
-__all__ = ["GEMMA_IDS", "QWEN_IDS", "save_tiny_gemma3n", "save_tiny_qwen_omni",
+__all__ = ["GEMMA_IDS", "QWEN_IDS", "save_tiny_gemma3n", "save_tiny_qwen_omni", "tiny_gemma3n",
            "tiny_gemma3n_config", "tiny_gemma3n_processor", "tiny_qwen_omni_processor",
            "tiny_qwen_omni_thinker", "tiny_qwen_omni_thinker_config"]

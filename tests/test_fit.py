@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_files import run_cli
 
 import surrogate as sg
 from mllm_probe.bundle import (
@@ -23,7 +24,6 @@ from mllm_probe.bundle import (
 )
 from surrogate import fitting as sf
 from surrogate.fitting.model import POSITIVE_BOX, fit_keys
-from xmodal.cli import main
 
 L = 8
 #: Small, informative synthetic setting (fast on 2 CPU cores): the anchored model (h = 4),
@@ -190,13 +190,6 @@ def test_bundle_target_heads_renormalisation_and_errors():
         sf.FitConfig(horizon=1.0, dt=0.3)
 
 
-def run_cli(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_errors_exit_2_naming_the_file(tmp_path, capsys):

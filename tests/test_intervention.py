@@ -18,9 +18,8 @@ from mllm_probe.capture import (
     register_capture,
 )
 from mllm_probe.intervention import Intervention, intervening, parse_intervention
-from mllm_probe.modality import spec_from_config, token_modality
 from mllm_probe.tiny import (
-    tiny_gemma3n_config,
+    tiny_gemma3n,
     tiny_qwen_omni_thinker,
 )
 
@@ -215,18 +214,7 @@ def test_layer_range_beyond_the_model_is_refused(qwen):
 @pytest.fixture(scope="module")
 def gemma():
     pytest.importorskip("timm", reason="Gemma 3n's vision tower is timm (needs torchvision)")
-    from transformers import Gemma3nForConditionalGeneration
-
-    torch.manual_seed(0)
-    model = Gemma3nForConditionalGeneration._from_config(
-        tiny_gemma3n_config(sliding_window=6), attn_implementation="eager").eval()
-    ids = torch.tensor([[2, 4, 9, 90] + [97] * 4 + [96, 91] + [105] * 8
-                        + [104, 20, 21, 22, 23, 24, 25, 5, 4, 8]])
-    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
-                  input_features=torch.randn(1, 17, 32),
-                  input_features_mask=torch.ones(1, 17, dtype=torch.bool),
-                  pixel_values=torch.randn(1, 3, 64, 64))
-    return model, inputs, token_modality(ids[0].numpy(), spec_from_config(model.config))
+    return tiny_gemma3n()
 
 
 @pytest.mark.slow
