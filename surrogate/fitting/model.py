@@ -244,17 +244,17 @@ def model_attention(model: FitModel, params: FitParams) -> jax.Array:
     return realization_attention(model, params).mean(0)
 
 
-def divergence(pred: jax.Array, target: Target, kind: str = "kl") -> tuple[jax.Array, jax.Array]:
+def divergence(pred: jax.Array, target: Target, name: str = "kl") -> tuple[jax.Array, jax.Array]:
     """(loss, per-layer residual (L,)): weighted mean over rows of KL(P* || P) or of the squared
     error summed over the row; pred and target.mass (L, M, M)."""
     t, w = target.mass, target.weight
-    if kind == "kl":
+    if name == "kl":
         rows = jnp.sum(jnp.where(t > 0, t * (jnp.log(jnp.maximum(t, _EPS))
                                             - jnp.log(jnp.maximum(pred, _EPS))), 0.0), -1)
-    elif kind == "mse":
+    elif name == "mse":
         rows = jnp.sum((pred - t) ** 2, -1)
     else:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {kind!r}")
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {name!r}")
     per_layer = jnp.sum(w * rows, -1) / jnp.maximum(w.sum(-1), 1)
     return jnp.sum(w * rows) / jnp.maximum(w.sum(), 1), per_layer
 
