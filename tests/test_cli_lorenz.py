@@ -39,6 +39,7 @@ def test_writes_every_file(run_dir):
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_finished_planes(run_dir, tmp_path):
     """A run killed after its tied plane: --resume reads that plane back, computes the rest and
     writes the same numbers; without --resume a non-empty --out is refused."""
