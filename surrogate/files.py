@@ -32,6 +32,7 @@ __all__ = [
     "read_json_file",
     "read_text_file",
     "read_toml_file",
+    "remove_partial_writes",
     "strict_json",
     "strict_json_dumps",
     "write_strict_json",
@@ -167,6 +168,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files ``atomic_write`` leaves in ``folder`` when a process is killed
+    mid-write (``.NAME.*.tmp``); returns them. Call before resuming a run in ``folder``."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
 import time
 
@@ -141,11 +140,9 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
     bundle_dir = os.path.join(out_dir, "bundles")
     if config.bundles:
         os.makedirs(bundle_dir, exist_ok=True)
-        for name in os.listdir(bundle_dir):  # partial writes of a killed run (ours or the writer's)
-            if not name.endswith(".bundle") and (name.startswith(".") and name.endswith(".tmp")
-                                                 or name.startswith(".tmp") or ".tmp-" in name):
-                stale = os.path.join(bundle_dir, name)
-                shutil.rmtree(stale) if os.path.isdir(stale) else os.remove(stale)
+        from surrogate.files import remove_partial_writes
+
+        remove_partial_writes(bundle_dir)  # bundles a killed run was writing
     skipped = list(dataset.skipped)
     for s in dataset.skipped:
         print(f"skip {s.id}: {s.reason}" + (f" ({s.path})" if s.path else ""), file=log, flush=True)

@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from surrogate.files import atomic_write
+from surrogate.files import atomic_write, remove_partial_writes
 
 __all__ = ["FORMAT", "MANIFEST", "Store", "SweepStoreError", "function_name", "jsonable",
            "new_manifest", "points_hash", "sha256"]
@@ -191,8 +191,7 @@ class Store:
         recorded = (self.previous or {"chunk_sha256": {}}).get("chunk_sha256")
         self.manifest["chunk_sha256"] = ({k: v for k, v in recorded.items() if isinstance(v, str)}
                                          if isinstance(recorded, dict) else {})
-        for stale in root.glob(".chunk-*.tmp"):  # left by a kill during a write
-            stale.unlink(missing_ok=True)
+        remove_partial_writes(root)  # left by a kill during a write
         n_chunks = self.manifest["n_chunks"]
         for k, path in chunks.items():
             if k >= n_chunks:
