@@ -192,7 +192,7 @@ def test_plan_reads_clips_and_processor_only(kind, setup, tmp_path_factory, tmp_
 
 @pytest.mark.parametrize("args, message", [
     (["--fps", "2", "--num-frames", "4"], "give --fps (2.0) or --num-frames (4), not both"),
-    (["--fps", "0"], "argument --fps: expected a positive number"),
+    (["--fps", "0"], "argument --fps: must be positive"),
     (["--preprocessing", "processor", "--max-pixels", "3136"],
      "--fps and the pixel caps apply to the qwen-omni-utils preprocessing only"),
     (["--min-pixels", "4000", "--max-pixels", "3136"], "--min-pixels 4000 exceeds --max-pixels"),

@@ -213,11 +213,11 @@ def test_gemma3n_run_from_a_manifest(setup, tmp_path_factory, tmp_path, capsys):
     (["--data", ".", "--model", "m", "--out", "o", "--conditions", "face,voice"],
      "argument --conditions: expected distinct names among face_voice,face_only,voice_only"),
     (["--data", ".", "--model", "m", "--out", "o", "--limit", "0"],
-     "argument --limit: expected a positive integer"),
+     "argument --limit: must be >= 1"),
     (["--data", ".", "--model", "m", "--out", "o", "--processor-kwargs", "[1]"],
      "argument --processor-kwargs: expected a JSON object"),
     (["--data", ".", "--model", "m", "--out", "o", "--min-share", "2"],
-     "argument --min-share: expected a number in [0, 1]"),
+     "argument --min-share: must be in [0, 1]"),
 ])
 def test_bad_arguments_exit_2(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -665,7 +665,7 @@ def test_cli_rejects_bad_spec_fields(tmp_path, capsys, patch, message):
 
 @pytest.mark.parametrize("flags,message", [
     (["--num-processes", "2", "--process-id", "2"], "--process-id must be in 0 .."),
-    (["--num-processes", "0"], "--num-processes must be at least 1"),
+    (["--num-processes", "0"], "argument --num-processes: must be >= 1"),
     (["--num-processes", "2", "--process-id", "1"], "cannot start the multi-host run"),
 ])
 def test_cli_rejects_bad_multihost_flags(tmp_path, capsys, flags, message):

@@ -44,8 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"xmodal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"xmodal.commands.{name}").register(sub)
+    for name in COMMANDS:  # each module: HELP, DESCRIPTION, [PARSER], add_arguments(p), run(args)
+        command = importlib.import_module(f"xmodal.commands.{name}")
+        p = sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION,
+                           **getattr(command, "PARSER", {}))
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
     for name, (extra, modules) in NEEDS_EXTRA.items():
         p = sub.choices[name]
         missing = _missing(modules)

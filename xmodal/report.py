@@ -46,7 +46,6 @@ __all__ = [
     "release_locks",
     "remove_created_dirs",
     "remove_store",
-    "seed_int",
     "store_lock",
     "versions",
     "warn_non_finite_arrays",
@@ -371,19 +370,6 @@ def check_steps(n_steps: int, what: str, *, limit: int = MAX_STEPS) -> int:
         raise ValueError(f"{what} gives {n_steps:.4g} steps, more than {limit} (the limit of "
                          f"one integration's step counter)")
     return n_steps
-
-
-def seed_int(text: str) -> int:
-    """argparse type of a PRNG seed: an integer that fits the 64-bit key (|seed| < 2**63)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not -(2**63) <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be in -2**63 .. 2**63 - 1, got {text!r}")
-    return value
 
 
 def check_coordinator(text: str | None, *, process_id: int | None = None,

@@ -12,28 +12,29 @@ import json
 import sys
 from pathlib import Path
 
+from xmodal.arguments import add_out
+
 #: Bundle fields that must agree for the two runs to be comparable (warned about otherwise).
 SAME = ("model", "prompt", "inputs", "layer_types", "query_set", "token_modality")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "compare", help="measured vs predicted change of attention shares under an intervention",
-        description="Per layer, the measured change of the modality attention shares between a "
-                    "baseline bundle and a bundle run with one --intervene (xmodal probe or "
-                    "xmodal emotion), beside the fitted surrogate's predicted change for the "
-                    "same change of B_ab (finite, and linearised in log B_ab), with sign "
-                    "agreement and the Spearman rank correlation. Writes report.md and "
-                    "summary.json.")
+HELP = "measured vs predicted change of attention shares under an intervention"
+DESCRIPTION = (
+    "Per layer, the measured change of the modality attention shares between a baseline bundle and"
+    " a bundle run with one --intervene (xmodal probe or xmodal emotion), beside the fitted "
+    "surrogate's predicted change for the same change of B_ab (finite, and linearised in log "
+    "B_ab), with sign agreement and the Spearman rank correlation. Writes report.md and "
+    "summary.json.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, metavar="A.bundle", help="bundle without "
                    "intervention")
     p.add_argument("--intervened", required=True, metavar="B.bundle",
                    help="bundle of the same input with one intervention")
     p.add_argument("--params", required=True, metavar="PARAMS.json", help="params.json of "
                    "`xmodal fit` (its modalities must include the intervened block's)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    p.set_defaults(run=run)
+    add_out(p, help="output folder")
 
 
 def _differences(a, b) -> list[str]:

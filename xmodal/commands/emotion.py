@@ -16,26 +16,18 @@ import json
 import os
 from pathlib import Path
 
+from xmodal.arguments import (
+    add_out,
+    add_seed,
+    json_object,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 from xmodal.commands.probe import add_intervene_option
 
 CONDITIONS = ("face_voice", "face_only", "voice_only")
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _conditions(text: str) -> tuple[str, ...]:
@@ -46,44 +38,16 @@ def _conditions(text: str) -> tuple[str, ...]:
     return names
 
 
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"invalid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
+HELP = "emotion classification under face/voice conditions and label exclusions"
+DESCRIPTION = (
+    "Zero-shot emotion classification (angry, disgust, fear, happy, neutral, sad) of CREMA-D clips"
+    " under Face+Voice, Face-only and Voice-only inputs, with the unperturbed prompt and the 56 "
+    "prompts that forbid 1-4 labels; scores the labels' log-probabilities on a media prefix "
+    "encoded once per clip and condition, parses generated JSON, and analyses the error "
+    "attractors.")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "emotion", help="emotion classification under face/voice conditions and label exclusions",
-        description="Zero-shot emotion classification (angry, disgust, fear, happy, neutral, sad) "
-                    "of CREMA-D clips under Face+Voice, Face-only and Voice-only inputs, with the "
-                    "unperturbed prompt and the 56 prompts that forbid 1-4 labels; scores the "
-                    "labels' log-probabilities on a media prefix encoded once per clip and "
-                    "condition, parses generated JSON, and analyses the error attractors.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="CREMA-D folder (AudioWAV/, VideoFlash/, processedResults/)")
     source.add_argument("--manifest", help="CSV with id,label,video[,audio,perceived_voice,"
@@ -94,16 +58,15 @@ def register(subparsers) -> None:
     p.add_argument("--model",
                    help="model folder, or hub id resolved in the local Hugging Face cache "
                         "(required with --data or --manifest)")
-    p.add_argument("--out", required=True, help="output folder")
+    add_out(p, help="output folder", path=False,
+            force="write into a non-empty --out (discarding the predictions there)")
     p.add_argument("--conditions", type=_conditions, default=CONDITIONS,
                    help=f"comma-separated subset of {','.join(CONDITIONS)} (default: all)")
-    p.add_argument("--limit", type=_positive,
+    p.add_argument("--limit", type=positive_int,
                    help="use the first N clips that pass the file checks (clips that then fail "
                         "to decode count too)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out (discarding the predictions there)")
-    p.add_argument("--bundles", type=_non_negative, default=0,
+    p.add_argument("--bundles", type=nonnegative_int, default=0,
                    help="save attention bundles of the unperturbed prompt for the first N clips "
                         "of each condition (default 0)")
     p.add_argument("--plan", action="store_true",
@@ -114,33 +77,33 @@ def register(subparsers) -> None:
                    help="media preprocessing: 'reference' = the model card's (qwen-omni-utils for "
                         "Qwen2.5-Omni; frames for Gemma 3n), 'processor' = evenly spaced frames "
                         "to the bare processor (default reference)")
-    p.add_argument("--num-frames", type=_positive,
+    p.add_argument("--num-frames", type=positive_int,
                    help="video frames per clip (default: 2 fps for qwen-omni-utils, 8 frames "
                         "otherwise)")
-    p.add_argument("--fps", type=_positive_float,
+    p.add_argument("--fps", type=positive_float,
                    help="frames per second sampled by qwen-omni-utils (default its 2.0)")
-    p.add_argument("--min-pixels", type=_positive,
+    p.add_argument("--min-pixels", type=positive_int,
                    help="qwen-omni-utils: least pixels per frame (default 128 x 28 x 28)")
-    p.add_argument("--max-pixels", type=_positive,
+    p.add_argument("--max-pixels", type=positive_int,
                    help="qwen-omni-utils: most pixels per frame (default 768 x 28 x 28)")
-    p.add_argument("--total-pixels", type=_positive,
+    p.add_argument("--total-pixels", type=positive_int,
                    help="qwen-omni-utils: most pixels per video, all frames together")
     p.add_argument("--no-generate", dest="generate", action="store_false",
                    help="skip the greedy JSON answers (secondary scoring)")
-    p.add_argument("--max-new-tokens", type=_positive, default=16,
+    p.add_argument("--max-new-tokens", type=positive_int, default=16,
                    help="length limit of generated answers (default 16)")
-    p.add_argument("--batch-size", type=_positive, default=64,
+    p.add_argument("--batch-size", type=positive_int, default=64,
                    help="suffix rows per forward pass on the cached prefix (default 64)")
-    p.add_argument("--processor-kwargs", type=_json_object,
+    p.add_argument("--processor-kwargs", type=json_object,
                    help='JSON passed to the processor, e.g. \'{"videos_kwargs": {"size": ...}}\'')
     p.add_argument("--include-known-bad", action="store_true",
                    help="do not skip the CREMA-D clips known to be broken")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    p.add_argument("--n-boot", type=_positive, default=1000,
+    add_seed(p, "seed of the bootstrap (default 0)")
+    p.add_argument("--n-boot", type=positive_int, default=1000,
                    help="bootstrap resamples of the actors (1000)")
-    p.add_argument("--n-perm", type=_positive, default=1000,
+    p.add_argument("--n-perm", type=positive_int, default=1000,
                    help="permutations of the claim test (1000)")
-    p.add_argument("--min-share", type=_share, default=0.10,
+    p.add_argument("--min-share", type=unit_float, default=0.10,
                    help="prune error-graph edges below this share of the source label's errors "
                         "(default 0.10)")
     p.add_argument("--revision", help="model revision (hub ids)")
@@ -149,7 +112,6 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     p.add_argument("--device", default="cpu", help="torch device, or 'auto' to spread over GPUs")
     add_intervene_option(p)
-    p.set_defaults(run=run)
 
 
 def _check_args(args) -> None:

@@ -5,37 +5,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from xmodal.commands.simulate import nonnegative_float, positive_float, positive_int
+from xmodal.arguments import (
+    add_float64,
+    add_out,
+    add_seed,
+    int_list,
+    names_list,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
     check_memory,
     check_steps,
     prepare_out,
-    seed_int,
     versions,
 )
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    if len(names) < 2:
-        raise argparse.ArgumentTypeError(f"expected >= 2 comma-separated names, got {text!r}")
-    return names
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
 
 #: Structure a bundle written by `xmodal simulate --bundle` records and a fit adopts unless given
 #: (the graph and encodings, not the parameters): the fit is then a well-posed recovery.
@@ -68,23 +57,23 @@ def _structure_hints(args: argparse.Namespace) -> dict:
     return extra
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fit", help="fit the surrogate to attention bundles (layer depth <-> surrogate time)",
-        description="Fit B, K, the omega spread and the input gains of the anchored surrogate so "
-        "that its modality-block attention at times t_l, averaged over --realizations "
-        "realizations, matches the bundles' layer-by-layer attention (KL of row-normalised "
-        "blocks), with restarts, early stopping and a Levenberg-Marquardt polish; intervals from "
-        "refits of held-out realizations. Writes params.json, report.md, loss.png and "
-        "residuals.png to --out.")
+HELP = "fit the surrogate to attention bundles (layer depth <-> surrogate time)"
+DESCRIPTION = (
+    "Fit B, K, the omega spread and the input gains of the anchored surrogate so that its "
+    "modality-block attention at times t_l, averaged over --realizations realizations, matches the"
+    " bundles' layer-by-layer attention (KL of row-normalised blocks), with restarts, early "
+    "stopping and a Levenberg-Marquardt polish; intervals from refits of held-out realizations. "
+    "Writes params.json, report.md, loss.png and residuals.png to --out.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="attention bundle files")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    p.add_argument("--modalities", type=_names, default=("audio", "vision"),
+    add_out(p)
+    p.add_argument("--modalities", type=names_list, default=("audio", "vision"),
                    help="bundle modalities mapped to surrogate populations 0, 1, ... "
                    "(default audio,vision)")
-    p.add_argument("--heads", type=_ints, help="head group (indices) to average (default all)")
-    p.add_argument("--sizes", type=_ints, help="oscillators per population (default: "
+    p.add_argument("--heads", type=int_list, help="head group (indices) to average (default all)")
+    p.add_argument("--sizes", type=int_list, help="oscillators per population (default: "
                    "proportional to the bundles' token counts, --n-total in all)")
     p.add_argument("--n-total", type=positive_int, default=48, help="oscillators in all")
     p.add_argument("--k", type=int, help="Watts-Strogatz degree inside a population (default 6, "
@@ -95,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="free: fit B and K; tied: K = B (the paper preset)")
     p.add_argument("--time-map", choices=("fixed", "learned"), default="fixed",
                    help="layer -> time: fixed spacing or a learned monotone map")
-    p.add_argument("--horizon", type=positive_float, help="time of the last layer (default 4, or "
+    p.add_argument("--horizon", type=positive_float,
+                   help="time of the last layer (default 4, or "
                    "the writer's)")
     p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
     p.add_argument("--initial", type=positive_int, default=1,
@@ -117,10 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=300, help="max Adam steps")
     p.add_argument("--lr", type=positive_float, default=0.05, help="Adam learning rate")
     p.add_argument("--patience", type=positive_int, default=40, help="early-stopping patience")
-    p.add_argument("--polish-steps", type=int, default=15, help="Levenberg-Marquardt steps")
-    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (graph, phases, restarts)")
-    p.add_argument("--float64", action="store_true", help="fit in float64")
-    p.set_defaults(run=run)
+    p.add_argument("--polish-steps", type=nonnegative_int, default=15,
+                   help="Levenberg-Marquardt steps")
+    add_seed(p, "PRNG seed (graph, phases, restarts)")
+    add_float64(p, "fit in float64")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,8 +119,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"BUNDLE {path}: is a directory, not a bundle file")
         if not os.path.isfile(path):
             raise ValueError(f"BUNDLE {path}: no such file")
-    if args.polish_steps < 0:
-        raise ValueError(f"--polish-steps must be >= 0, got {args.polish_steps}")
     if args.bootstrap < 0 or args.bootstrap == 1:
         raise ValueError(f"--bootstrap must be 0 or >= 2, got {args.bootstrap}")
     if not 0 < args.level < 1:

@@ -6,9 +6,8 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
-from xmodal.commands.simulate import positive_int
+from xmodal.arguments import add_out, add_quiet, add_seed, positive_int
 from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
@@ -17,21 +16,20 @@ from xmodal.report import (
     check_memory,
     hold_lock,
     prepare_out,
-    seed_int,
 )
 
 PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "lorenz",
-        help="the Lorenz observer experiment: NMSE and Shapley map over the beta plane",
-        description="Sweep the (beta_self, beta_cross) plane with the anchored surrogate observer "
-        "(X <- x(t), Y <- y(t), readout -> z(t)) under both coupling readings; write "
-        "results.json, report.md, arrays.npz and the figures (phase_map_*.png, lyapunov_*.png, "
-        "shapley_*.png, anchor.png, echo.png, prediction.png, attractor.png).",
-    )
+HELP = "the Lorenz observer experiment: NMSE and Shapley map over the beta plane"
+DESCRIPTION = (
+    "Sweep the (beta_self, beta_cross) plane with the anchored surrogate observer (X <- x(t), Y <-"
+    " y(t), readout -> z(t)) under both coupling readings; write results.json, report.md, "
+    "arrays.npz and the figures (phase_map_*.png, lyapunov_*.png, shapley_*.png, anchor.png, "
+    "echo.png, prediction.png, attractor.png).")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=positive_int, default=8, help="points per beta axis (>= 2)")
     p.add_argument("--coupling", choices=["tied", "fixed", "both"], default="both",
                    help="reading of 'low beta': tied (K = B), fixed (K = --kappa, only B "
@@ -52,18 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 1)")
     p.add_argument("--lyapunov", action="store_true",
                    help="also map the largest conditional Lyapunov exponent over the plane")
-    p.add_argument("--out", type=Path, default=Path("results/lorenz"), help="output directory")
-    p.add_argument("--seed", type=seed_int, default=0,
-                   help="PRNG seed (graph, frequencies, phases)")
+    add_seed(p)
     p.add_argument("--device", choices=["auto", *PLATFORMS], default="auto",
                    help="JAX platform (auto: the default backend)")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run in --out: its finished planes (OUT/planes) are "
                         "read back, the rest computed")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out (overwriting the files there)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(run=run)
+    add_out(p, default="results/lorenz",
+            force="write into a non-empty --out (overwriting the files there)")
+    add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> int:

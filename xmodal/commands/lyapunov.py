@@ -8,14 +8,21 @@ import sys
 import time
 from pathlib import Path
 
-from xmodal.commands.simulate import finite_float, positive_float, positive_int, sizes_list
+from xmodal.arguments import (
+    add_seed,
+    finite_float,
+    float_list,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    sizes_list,
+)
 from xmodal.report import (
     check_figure_format,
     check_memory,
     check_out_file,
     check_steps,
     dumps_json,
-    seed_int,
 )
 
 #: Published values at the default parameters (Sprott, "Chaos and Time-Series Analysis", 2003).
@@ -39,28 +46,6 @@ TITLES = {
 }
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def float_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return values
-
-
 def param_setting(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -68,16 +53,16 @@ def param_setting(text: str) -> tuple[str, float]:
     return name.strip(), finite_float(value)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "lyapunov",
-        help="Lyapunov spectrum (Benettin/QR) of a test system or a surrogate point",
-        description="Lyapunov spectrum by Benettin's QR method on the tangent dynamics (RK4). "
-        "Test systems (lorenz, rossler, henon) default to float64 and a length long enough "
-        "for the published values; 'surrogate' gives the conditional exponents of the paper "
-        "preset at (beta_self, beta_cross), driven by the Lorenz x(t), y(t) (--drive), "
-        "transverse to the neutral global phase shift.",
-    )
+HELP = "Lyapunov spectrum (Benettin/QR) of a test system or a surrogate point"
+DESCRIPTION = (
+    "Lyapunov spectrum by Benettin's QR method on the tangent dynamics (RK4). Test systems "
+    "(lorenz, rossler, henon) default to float64 and a length long enough for the published "
+    "values; 'surrogate' gives the conditional exponents of the paper preset at (beta_self, "
+    "beta_cross), driven by the Lorenz x(t), y(t) (--drive), transverse to the neutral global "
+    "phase shift.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", choices=["lorenz", "rossler", "henon", "surrogate"],
                    default="lorenz", help="the system (default lorenz)")
     p.add_argument("--dt", type=positive_float, help="RK4 step (flows; default 0.01)")
@@ -103,11 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the neutral global phase-shift exponent (0) in the spectrum")
     g.add_argument("--field", choices=["reference", "dense", "sparse", "auto"],
                    default="reference", help="evaluation of the surrogate's vector field")
-    g.add_argument("--seed", type=seed_int, default=0,
-                   help="PRNG seed (graph, frequencies, phases)")
+    add_seed(g)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write a convergence plot (PNG)")
-    p.set_defaults(run=run)
 
 
 def _system(args, jnp, dtype):

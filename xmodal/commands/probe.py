@@ -9,20 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-    return value
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
+from xmodal.arguments import int_list, nonnegative_int
 
 
 def _intervention(text: str):
@@ -58,13 +45,14 @@ def check_interventions(args, adapter) -> None:
                 raise ValueError(f"--intervene: {err}") from None
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "probe", help="capture modality-block attention of a multimodal model into a bundle",
-        description="Run a model (Qwen2.5-Omni, Gemma 3n, or any HF model with modality token "
-                    "ids) on audio/video/image/text inputs and save its self- and cross-modal "
-                    "attention, reduced to modality blocks per layer and head, as an attention "
-                    "bundle.")
+HELP = "capture modality-block attention of a multimodal model into a bundle"
+DESCRIPTION = (
+    "Run a model (Qwen2.5-Omni, Gemma 3n, or any HF model with modality token ids) on "
+    "audio/video/image/text inputs and save its self- and cross-modal attention, reduced to "
+    "modality blocks per layer and head, as an attention bundle.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="model folder, or hub id resolved in the local Hugging Face cache")
     p.add_argument("--revision", help="model revision (hub ids)")
@@ -90,17 +78,16 @@ def register(subparsers) -> None:
     p.add_argument("--query", default="last",
                    help="query rows: all, last, answer, a modality (text/audio/vision/special) or "
                         "comma-separated positions (default: last)")
-    p.add_argument("--answer-tokens", type=_positive_int, default=0,
+    p.add_argument("--answer-tokens", type=nonnegative_int, default=0,
                    help="generate this many answer tokens first (needed for --query answer)")
-    p.add_argument("--full-map-layers", type=_int_list, default=(),
+    p.add_argument("--full-map-layers", type=int_list, default=(),
                    help="comma-separated layers whose full attention rows are saved")
-    p.add_argument("--num-frames", type=_positive_int, default=8,
+    p.add_argument("--num-frames", type=nonnegative_int, default=8,
                    help="frames sampled from a video or frames folder (default 8)")
     p.add_argument("--figure", action="store_true",
                    help="also write an attention figure (PNG) beside each bundle")
     p.add_argument("--figure-layer", type=int, help="layer of the figure's heatmap (default last)")
     add_intervene_option(p)
-    p.set_defaults(run=run)
 
 
 def _check_args(args) -> str:

@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 from surrogate.files import read_json_file
-from xmodal.commands.simulate import (
+from xmodal.arguments import (
+    add_float64,
+    add_out,
+    add_seed,
     finite_float,
     nonnegative_float,
+    nonnegative_int,
     positive_float,
     positive_int,
 )
@@ -20,19 +24,19 @@ from xmodal.report import (
     check_memory,
     check_steps,
     prepare_out,
-    seed_int,
     versions,
 )
 
+HELP = "bias sensitivity: d(dominance, cross share, Shapley diff)/d couplings"
+DESCRIPTION = (
+    "Differentiate the modality dominance D_01, the cross-modal attention shares and (Lorenz "
+    "observer) the Shapley difference phi_Y - phi_X with respect to B, K and the drive gains, at "
+    "fitted parameters (PARAMS.json from `xmodal fit`) or at the paper preset; then search the "
+    "couplings that minimise D_01^2 at fixed totals of B and K. Writes sensitivity.json, "
+    "sensitivity.md and sensitivity.png.")
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sensitivity", help="bias sensitivity: d(dominance, cross share, Shapley diff)/d couplings",
-        description="Differentiate the modality dominance D_01, the cross-modal attention shares "
-        "and (Lorenz observer) the Shapley difference phi_Y - phi_X with respect to B, K and the "
-        "drive gains, at fitted parameters (PARAMS.json from `xmodal fit`) or at the paper "
-        "preset; then search the couplings that minimise D_01^2 at fixed totals of B and K. "
-        "Writes sensitivity.json, sensitivity.md and sensitivity.png.")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("params", nargs="?", metavar="PARAMS.json", help="params.json of a fit")
     p.add_argument("--preset", choices=("paper",), help="use the paper preset instead of a file")
     p.add_argument("--beta-self", type=finite_float, default=0.5, help="preset beta_self (= K)")
@@ -45,11 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-observer-nmse", type=positive_float, default=0.5,
                    help="refuse the Shapley metric when the Lorenz observer's test NMSE at the "
                    "base couplings exceeds this (its gradient is noise there)")
-    p.add_argument("--out", type=Path, default=Path("results/sensitivity"), help="output directory")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    add_out(p, default="results/sensitivity")
     p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
     p.add_argument("--steps", type=positive_int, default=400, help="RK4 steps of the window")
-    p.add_argument("--burn", type=int, default=200, help="steps discarded before averaging")
+    p.add_argument("--burn", type=nonnegative_int, default=200,
+                   help="steps discarded before averaging")
     p.add_argument("--drive", choices=("auto", "constant", "lorenz"), default="auto",
                    help="drive of the attention metrics: the fit's constant unit drive, or "
                    "x(t), y(t) of Lorenz-63 (auto: constant for a file, lorenz for the preset)")
@@ -57,12 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ridge", type=positive_float,
                    help="fixed ridge regularisation of the Shapley readouts (default: chosen on "
                    "the validation split at the base couplings, then held fixed)")
-    p.add_argument("--balance-steps", type=int, default=30, help="steps of the balancing search")
+    p.add_argument("--balance-steps", type=nonnegative_int, default=30,
+                   help="steps of the balancing search")
     p.add_argument("--balance-lr", type=positive_float, default=0.01,
                    help="Adam learning rate of the balancing search")
-    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed (preset graph, phases)")
-    p.add_argument("--float64", action="store_true", help="compute in float64")
-    p.set_defaults(run=run)
+    add_seed(p, "PRNG seed (preset graph, phases)")
+    add_float64(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,10 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give either PARAMS.json or --preset paper")
     if args.params is not None and not Path(args.params).exists():
         raise ValueError(f"PARAMS.json {args.params}: no such file")
-    if not 0 <= args.burn < args.steps:
+    if args.burn >= args.steps:
         raise ValueError(f"--burn must be in [0, --steps={args.steps}), got {args.burn}")
-    if args.balance_steps < 0:
-        raise ValueError(f"--balance-steps must be >= 0, got {args.balance_steps}")
     obj = None
     if args.params is not None:
         obj = read_json_file(args.params, f"PARAMS.json {args.params}")

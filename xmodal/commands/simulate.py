@@ -7,6 +7,16 @@ import math
 import sys
 from pathlib import Path
 
+from xmodal.arguments import (
+    add_float64,
+    add_out,
+    add_seed,
+    finite_float,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    sizes_list,
+)
 from xmodal.report import (
     atomic_write_json,
     atomic_write_npz,
@@ -14,63 +24,16 @@ from xmodal.report import (
     check_out_file,
     check_steps,
     prepare_out,
-    seed_int,
     versions,
 )
 
-
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return value
+HELP = "integrate one surrogate; write trajectory.npz, metrics.json, simulate.png"
+DESCRIPTION = (
+    "Integrate the attention surrogate (paper preset: K = B blockwise) and write the trajectory "
+    "(.npz), its metrics (JSON) and an order-parameter/phase figure (PNG).")
 
 
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
-
-
-def sizes_list(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"need >= 2 positive sizes, got {text!r}")
-    return sizes
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "simulate",
-        help="integrate one surrogate; write trajectory.npz, metrics.json, simulate.png",
-        description="Integrate the attention surrogate (paper preset: K = B blockwise) and write "
-        "the trajectory (.npz), its metrics (JSON) and an order-parameter/phase figure (PNG).",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=["paper"], default="paper", help="parameter preset")
     p.add_argument("--beta-self", type=finite_float, default=1.0, help="beta_self (= kappa_self)")
     p.add_argument("--beta-cross", type=finite_float, default=0.1,
@@ -94,12 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dt", type=positive_float, default=0.01, help="step size")
     p.add_argument("--save-every", type=positive_int, default=10, help="save every n-th step")
     p.add_argument("--path", choices=["fast", "diffrax"], default="fast", help="integration path")
-    p.add_argument("--float64", action="store_true", help="integrate in float64")
-    p.add_argument("--seed", type=seed_int, default=0,
-                   help="PRNG seed (graph, frequencies, phases)")
-    p.add_argument("--out", type=Path, default=Path("results/simulate"), help="output directory")
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    p.set_defaults(run=run)
+    add_float64(p, "integrate in float64")
+    add_seed(p)
+    add_out(p, default="results/simulate")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ import math
 import time
 from pathlib import Path
 
+from xmodal.arguments import add_out, add_quiet, nonnegative_int, positive_int
 from xmodal.report import (
     atomic_write_json,
     atomic_write_npz,
@@ -68,50 +69,40 @@ from xmodal.report import (
     warn_non_finite_arrays,
 )
 
+HELP = "metrics of the surrogate over a parameter grid (resumable); write sweep.npz/json"
+DESCRIPTION = (
+    "Sweep the surrogate over a grid of coupling parameters given in a JSON or TOML spec file: per"
+    " point, time-averaged order parameters, modality attention, cross-modal share, dominance and "
+    "optionally the largest conditional Lyapunov exponent. Sharded over all devices; finished "
+    "chunks are kept in OUT/chunks so that --resume continues a killed sweep.")
+PARSER = {"epilog": __doc__.split("\n\n", 1)[1],
+          "formatter_class": argparse.RawDescriptionHelpFormatter}
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="metrics of the surrogate over a parameter grid (resumable); write sweep.npz/json",
-        description="Sweep the surrogate over a grid of coupling parameters given in a JSON or "
-        "TOML spec file: per point, time-averaged "
-        "order parameters, modality attention, cross-modal share, dominance and optionally the "
-        "largest conditional Lyapunov exponent. Sharded over all devices; finished chunks are "
-        "kept in OUT/chunks so that --resume continues a killed sweep.",
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", type=Path, help="spec file, .json or .toml")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    add_out(p, force="write into a non-empty --out (discarding the sweep stored there)")
     p.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out (discarding the sweep stored there)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_quiet(p, "no progress on stderr")
     m = p.add_argument_group(
         "multi-host", "Run the same command on every host (one process each): the grid is "
         "sharded over the devices of all hosts; process 0 reads and writes --out. Any of these "
         "flags starts jax.distributed; those left out are detected from the cluster (SLURM, "
         "Open MPI, ...).")
     m.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    m.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
-    m.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N-1")
+    m.add_argument("--num-processes", type=positive_int, metavar="N", help="number of processes")
+    m.add_argument("--process-id", type=nonnegative_int, metavar="I", help="this process, 0 .. N-1")
     m.add_argument("--distributed", action="store_true",
                    help="start jax.distributed with every setting detected from the cluster")
-    m.add_argument("--start-timeout", type=int, default=120, metavar="S",
+    m.add_argument("--start-timeout", type=positive_int, default=120, metavar="S",
                    help="seconds to wait for all processes to join (default 120)")
-    p.set_defaults(run=run)
 
 
 def _start_processes(coordinator, num_processes, process_id, timeout: int) -> None:
     import jax
 
-    if num_processes is not None and num_processes < 1:
-        raise ValueError(f"--num-processes must be at least 1, got {num_processes}")
-    if process_id is not None and (
-            process_id < 0 or (num_processes is not None and process_id >= num_processes)):
+    if process_id is not None and num_processes is not None and process_id >= num_processes:
         raise ValueError(f"--process-id must be in 0 .. --num-processes - 1, got {process_id}")
-    if timeout < 1:
-        raise ValueError(f"--start-timeout must be >= 1 second, got {timeout}")
     # jax.distributed aborts the process (a C++ check failure, no Python exception) when the
     # coordinator cannot be reached or the port is taken: check both first, with a deadline.
     check_coordinator(coordinator, process_id=process_id, wait_s=timeout)
