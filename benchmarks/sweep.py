@@ -35,10 +35,11 @@ on long ones).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
+
+from common import add_cpu_devices, start
 
 
 def parse_args(argv=None):
@@ -53,8 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="*", default=None,
                    help="substrings of variant names to run (naive, diffrax, dense, sparse, "
                         "engine); default all")
-    p.add_argument("--cpu-devices", type=int, default=None,
-                   help="simulate this many CPU devices (before JAX starts)")
+    add_cpu_devices(p)
     p.add_argument("--engine", choices=("batch", "fast"), default="batch",
                    help="what the sweep engine runs in the device and scaling tables: "
                         "simulate_batch (batched=True) or the vmapped fast sparse path")
@@ -88,15 +88,12 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args()
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+start(ARGS)  # before JAX starts its backends
 
 import diffrax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
-if ARGS.cpu_devices:  # before JAX starts its backends
-    jax.config.update("jax_num_cpu_devices", ARGS.cpu_devices)
 
 import surrogate as sg  # noqa: E402
 from lorenz.systems import lorenz63, rk4_trajectory  # noqa: E402

@@ -20,25 +20,23 @@ import sys
 import tempfile
 import time
 
+from common import add_cpu_devices, start
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", type=int, default=16, help="points per axis")
     p.add_argument("--steps", type=int, default=5000, help="measured RK4 steps")
     p.add_argument("--transient", type=int, default=1000, help="discarded RK4 steps")
-    p.add_argument("--cpu-devices", type=int, default=None,
-                   help="simulate this many CPU devices (before JAX starts)")
+    add_cpu_devices(p)
     return p.parse_args(argv)
 
 
 ARGS = parse_args()
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+start(ARGS)  # before JAX starts its backends
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
-if ARGS.cpu_devices:  # before JAX starts its backends
-    jax.config.update("jax_num_cpu_devices", ARGS.cpu_devices)
 
 import surrogate as sg  # noqa: E402
 from lorenz.data import lorenz_xy  # noqa: E402

@@ -13,6 +13,7 @@ random models for tests).
 from __future__ import annotations
 
 import importlib
+import sys
 
 _EXPORTS = {
     "bundle": ("Bundle", "BundleError", "EncoderBlocks", "FORMAT_VERSION", "bundles_equal",
@@ -29,7 +30,6 @@ _EXPORTS = {
     "batch": ("BatchItem", "read_manifest", "run_batch"),
     "intervention": ("Intervention", "intervening", "parse_intervention"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["Adapter", "BatchItem", "Bundle", "BundleError", "CAPTURE_IMPLEMENTATION",
     "CapturePlan", "CaptureResult", "EncoderBlocks", "FORMAT_VERSION", "Gemma3nAdapter",
     "GenericAdapter", "Intervention", "MODALITIES", "ModalitySpec", "Prompt", "QwenOmniAdapter",
@@ -42,14 +42,20 @@ __all__ = ["Adapter", "BatchItem", "Bundle", "BundleError", "CAPTURE_IMPLEMENTAT
     "token_modality", "validate_bundle"]
 
 
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mllm_probe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mllm_probe.{module}"), name)
-    globals()[name] = value
-    return value
+def _lazy_getattr(package: str, exports: dict[str, tuple[str, ...]]):
+    """The module ``__getattr__`` of a package whose names live in its submodules (``exports``:
+    submodule -> names): a name is imported on first use and then kept in the package."""
+    where = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str):
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
 
 
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__ = _lazy_getattr(__name__, _EXPORTS)

@@ -171,6 +171,18 @@ def _fail(source: str, field: str, message: str) -> BundleError:
     return BundleError(f"{source}: field {field!r}: {message}")
 
 
+def _check_indices(source, field: str, a, dim: str, what: str, bound: int) -> int:
+    """The length of ``a``, a 1-d integer array of ``what`` in [0, bound); else BundleError."""
+    if not isinstance(a, np.ndarray) or a.ndim != 1:
+        raise _fail(source, field, f"expected 1 dimension ({dim},), got shape "
+                                   f"{getattr(a, 'shape', None)}")
+    _check_array(source, field, a, (a.shape[0],), dtype_kind="i")
+    if a.shape[0] and (a.min() < 0 or a.max() >= bound):
+        raise _fail(source, field, f"{what} must lie in [0, {bound}), got range "
+                                   f"[{a.min()}, {a.max()}]")
+    return a.shape[0]
+
+
 def _check_array(source, field, arr, shape, *, dtype_kind="f", probability=False):
     if not isinstance(arr, np.ndarray):
         raise _fail(source, field, f"expected an array, got {type(arr).__name__}")
@@ -212,24 +224,9 @@ def validate_bundle(bundle: Bundle, source: str = "<in memory>") -> None:
     if H == 0:
         raise _fail(source, "block_mass", f"no heads: shape {bm.shape} has H = 0")
     _check_array(source, "block_mass", bm, (L, H, M, M), probability=True)
-    tm = bundle.token_modality
-    if not isinstance(tm, np.ndarray) or tm.ndim != 1:
-        raise _fail(source, "token_modality", f"expected 1 dimension (S,), got shape "
-                                              f"{getattr(tm, 'shape', None)}")
-    S = tm.shape[0]
-    _check_array(source, "token_modality", tm, (S,), dtype_kind="i")
-    if S and (tm.min() < 0 or tm.max() >= M):
-        raise _fail(source, "token_modality", f"values must lie in [0, {M}), got range "
-                                              f"[{tm.min()}, {tm.max()}]")
+    S = _check_indices(source, "token_modality", bundle.token_modality, "S", "values", M)
     qi = bundle.query_index
-    if not isinstance(qi, np.ndarray) or qi.ndim != 1:
-        raise _fail(source, "query_index", f"expected 1 dimension (Q,), got shape "
-                                           f"{getattr(qi, 'shape', None)}")
-    Q = qi.shape[0]
-    _check_array(source, "query_index", qi, (Q,), dtype_kind="i")
-    if Q and (qi.min() < 0 or qi.max() >= S):
-        raise _fail(source, "query_index", f"positions must lie in [0, {S}), got range "
-                                           f"[{qi.min()}, {qi.max()}]")
+    Q = _check_indices(source, "query_index", qi, "Q", "positions", S)
     if Q > 1 and np.any(np.diff(qi) <= 0):
         raise _fail(source, "query_index", "positions must be sorted and unique")
     if not isinstance(bundle.query_set, Mapping) or "kind" not in bundle.query_set:

@@ -282,19 +282,19 @@ def lyapunov_spectrum(
     y0, k = _check(y0, n_steps, transient, k, renorm_every, n_records)
     if isinstance(dt, (int, float)) and not dt > 0:
         raise ValueError(f"dt must be positive, got dt={dt!r}")
-    out = jax.eval_shape(vector_field, t0, y0, args)
-    if getattr(out, "shape", None) != y0.shape:
-        raise ValueError(
-            f"vector_field must map a state of shape {y0.shape} to the same shape, "
-            f"got {getattr(out, 'shape', out)}"
-        )
-    _check_frame(tangent0, y0.shape[0], k)
+    _check_system("vector_field", jax.eval_shape(vector_field, t0, y0, args), y0, tangent0, k)
     run = cached_jit(_flow_jit, _flow, vector_field)
     return run(vector_field, y0, args, dt, t0, tangent0, k=k, n_steps=n_steps,
                  transient=transient, renorm_every=renorm_every, n_records=n_records)
 
 
-def _check_frame(q0, n: int, k: int) -> None:
+def _check_system(what: str, out, y0, q0, k: int) -> None:
+    """ValueError unless the system ``what`` maps y0 to ``out`` (its ``eval_shape``) of y0's
+    shape and the tangent frame ``q0`` (or None) is (n, k)."""
+    if getattr(out, "shape", None) != y0.shape:
+        raise ValueError(f"{what} must map a state of shape {y0.shape} to the same shape, "
+                         f"got {getattr(out, 'shape', out)}")
+    n = y0.shape[0]
     if q0 is not None and jnp.shape(q0) != (n, k):
         raise ValueError(f"tangent0 must have shape ({n}, {k}), got {jnp.shape(q0)}")
 
@@ -317,13 +317,7 @@ def lyapunov_spectrum_map(
     ``transient`` count iterations, ``times`` are iteration counts.
     """
     y0, k = _check(y0, n_steps, transient, k, renorm_every, n_records)
-    out = jax.eval_shape(map_fn, y0, args)
-    if getattr(out, "shape", None) != y0.shape:
-        raise ValueError(
-            f"map_fn must map a state of shape {y0.shape} to the same shape, "
-            f"got {getattr(out, 'shape', out)}"
-        )
-    _check_frame(tangent0, y0.shape[0], k)
+    _check_system("map_fn", jax.eval_shape(map_fn, y0, args), y0, tangent0, k)
     run = cached_jit(_map_jit, _map, map_fn)
     return run(map_fn, y0, args, tangent0, k=k, n_steps=n_steps, transient=transient,
                 renorm_every=renorm_every, n_records=n_records)

@@ -24,7 +24,7 @@ from surrogate import rk4
 from surrogate.lyapunov import (
     LyapunovSpectrum,
     _check,
-    _check_frame,
+    _check_system,
     _is_count,
     benettin,
     cached_jit,
@@ -96,11 +96,7 @@ def _check_batch(y0s, fn_out, n_steps, transient, k, renorm_every, n_records, la
     y0, k = _check(y0s[0], n_steps, transient, k, renorm_every, n_records)
     if not _is_count(lanes, 1):
         raise ValueError(f"lanes must be an integer >= 1, got lanes={lanes!r}")
-    out = fn_out(y0)
-    if getattr(out, "shape", None) != y0.shape:
-        raise ValueError(f"{what} must map a state of shape {y0.shape} to the same shape, "
-                         f"got {getattr(out, 'shape', out)}")
-    _check_frame(q0, y0.shape[0], k)
+    _check_system(what, fn_out(y0), y0, q0, k)
     return y0s.astype(y0.dtype), k
 
 

@@ -17,7 +17,7 @@ Imports are lazy: ``attractors``, ``statistics``, ``simulate``, ``prompts``, ``t
 
 from __future__ import annotations
 
-import importlib
+from mllm_probe import _lazy_getattr
 
 _EXPORTS = {
     "prompts": ("LABELS", "Variant", "answer_text", "parse_answer", "prompt_text", "variants"),
@@ -32,7 +32,6 @@ _EXPORTS = {
     "experiment": ("RunConfig", "run"),
     "statistics": ("analyses", "claim", "holm"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["CONDITIONS", "KNOWN_BAD", "LABELS", "Clip", "Dataset", "Media", "PredictionTable",
            "Predictions", "Preprocessing", "RunConfig", "Skipped", "Variant", "analyses", "analyze",
            "answer_text",
@@ -44,10 +43,4 @@ __all__ = ["CONDITIONS", "KNOWN_BAD", "LABELS", "Clip", "Dataset", "Media", "Pre
            "variants"]
 
 
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mllm_probe.emotion' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mllm_probe.emotion.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_getattr(__name__, _EXPORTS)
