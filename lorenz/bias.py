@@ -1,10 +1,11 @@
 """Differentiable dynamical Shapley values of the Lorenz observer (docs/lorenz.md).
 
 ``observer.evaluate_observer`` picks the ridge regularisation on a validation split (an argmin,
-and an eigendecomposition whose derivative is singular for masked features). Here the
-regularisation is *fixed* (lam times the mean feature variance times n, as in
-``readout.fit_ridge``) and each coalition's readout is a Cholesky-type solve on the features of
-its modalities only, so v(S) = -NMSE_test(S) is a smooth function of the couplings:
+and an eigendecomposition whose derivative is singular for masked features). Here the same ridge
+(``readout.ridge``) runs with a *fixed* regularisation (lam times the mean feature variance
+times n) and each coalition's readout is a Cholesky solve in plain XLA ops
+(``readout.spd_solve``) on the features of its modalities only, so v(S) = -NMSE_test(S) is a
+smooth function of the couplings:
 
     phi_Y - phi_X = v{Y} - v{X} = NMSE_X - NMSE_Y      (two players, exact)
 
@@ -21,7 +22,7 @@ import numpy as np
 import surrogate as sg
 from lorenz.data import LorenzSeries, Splits
 from lorenz.observer import observer_statistics
-from lorenz.readout import NormalEquations, nmse
+from lorenz.readout import NormalEquations, one_blas_thread, ridge
 from surrogate.bias import Couplings, with_couplings
 
 __all__ = ["DEFAULT_LAMBDA", "fixed_ridge_nmse", "observer_shapley", "select_lambda",
@@ -33,29 +34,23 @@ DEFAULT_LAMBDA = 1e-4
 
 def fixed_ridge_nmse(stats: NormalEquations, features: np.ndarray, lam: float = DEFAULT_LAMBDA,
                      train: int = 0, split: int = 2) -> jax.Array:
-    """NMSE (mean over targets) on ``split`` of the ridge readout fitted on ``train`` with the
-    fixed ``lam``, on the feature indices ``features`` (static int array)."""
-    idx = np.asarray(features, int)
-    st = jax.tree.map(lambda x: x[train], stats)
-    mu = st.s / st.n
-    zbar = st.zs / st.n
-    C = (st.G - st.n * jnp.outer(mu, mu))[np.ix_(idx, idx)]
-    c = (st.h - st.n * mu[:, None] * zbar[None, :])[idx]
-    scale = jnp.trace(C) / idx.size
-    w_sub = jnp.linalg.solve(C + lam * scale * jnp.eye(idx.size, dtype=C.dtype), c)
-    w = jnp.zeros((stats.G.shape[-1], c.shape[-1]), C.dtype).at[idx].set(w_sub)
-    b = zbar - mu @ w
-    return nmse(stats, split, w, b).mean()
+    """NMSE (mean over targets) on ``split`` of the ridge readout (``readout.ridge``) fitted on
+    ``train`` with the fixed ``lam``, on the feature indices ``features`` (static int array)."""
+    st = jax.tree.map(jnp.asarray, stats)
+    _, _, errs = ridge(st, np.asarray(features, int), (lam,), train)
+    return errs[0, split].mean()
 
 
 def select_lambda(stats: NormalEquations, lambdas=tuple(10.0 ** k for k in range(-6, 2)),
-                  val: int = 1) -> float:
-    """The lam of ``lambdas`` with the lowest validation NMSE of the readout on all features
-    (host-side, not differentiated): choose it once at a base point, then hold it fixed."""
-    idx = np.arange(stats.G.shape[-1])
-    errs = [float(fixed_ridge_nmse(stats, idx, lam, split=val)) for lam in lambdas]
-    errs = [e if np.isfinite(e) else np.inf for e in errs]
-    return float(lambdas[int(np.argmin(errs))])
+                  train: int = 0, val: int = 1) -> float:
+    """The lam of ``lambdas`` with the lowest validation NMSE (mean over targets) of the readout
+    on all features (host float64, not differentiated): choose it once at a base point, then
+    hold it fixed."""
+    st = jax.tree.map(lambda x: np.asarray(x, np.float64), stats)
+    with one_blas_thread():
+        _, _, errs = ridge(st, np.arange(st.G.shape[-1]), lambdas, train)
+    v = errs[:, val].mean(-1)
+    return float(lambdas[int(np.argmin(np.where(np.isfinite(v), v, np.inf)))])
 
 
 def observer_shapley(c: Couplings, sur: sg.Surrogate, theta0: jax.Array, series: LorenzSeries,

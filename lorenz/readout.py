@@ -6,9 +6,11 @@ A linear readout z_hat = w . f + b is fitted by ridge regression. Everything it 
     G = sum_t f_t f_t^T  (F, F),   h = sum_t f_t z_t  (F, Z),   s = sum_t f_t  (F,),
     zz = sum_t z_t^2  (Z,),        zs = sum_t z_t  (Z,),         n = number of samples.
 
-``fit_ridge`` is the project's one ridge readout (the observer planes, the baselines and the
-forecasters call it). It computes in NumPy float64 whatever the process-wide JAX flags: the
-readout is fitted on the train split with the features centred (the bias is not penalised),
+``ridge`` is the project's one ridge readout, written once for NumPy and JAX statistics:
+``fit_ridge`` (lam validated; the observer planes, the baselines and the forecasters call it) and
+``lorenz.bias.fixed_ridge_nmse`` (lam fixed, differentiable) run it. ``fit_ridge`` computes in
+NumPy float64 whatever the process-wide JAX flags: the readout is fitted on the train split
+with the features centred (the bias is not penalised),
 w = (C + lam scale I)^-1 c with C = G - n mu mu^T, c = h - n mu zbar, scale = tr C / F, for every
 lam of ``LAMBDAS`` at once from one eigendecomposition of C. lam is chosen per target by the
 validation NMSE; a choice at either end of the grid is flagged (``RidgeFit.edge``). The NMSE of
@@ -35,7 +37,8 @@ __all__ = [
     "accumulate",
     "RidgeFit",
     "fit_ridge",
-    "nmse",
+    "ridge",
+    "spd_solve",
     "predict",
     "shapley2",
     "LAMBDAS",
@@ -133,24 +136,94 @@ class RidgeFit:
     edge: np.ndarray
 
 
+def _namespace(x):
+    """jax.numpy for JAX arrays (and tracers), else NumPy: the ridge below is written once for
+    both."""
+    return jnp if isinstance(x, jax.Array) else np
+
+
+def _centred(st: NormalEquations):
+    """Feature and target means mu (..., S, F), zbar (..., S, Z) and the centred statistics
+    C = G - n mu mu^T (..., S, F, F), c = h - n mu zbar^T (..., S, F, Z) (NumPy or JAX)."""
+    mu = st.s / st.n[..., None]
+    zbar = st.zs / st.n[..., None]
+    C = st.G - st.n[..., None, None] * mu[..., :, None] * mu[..., None, :]
+    c = st.h - st.n[..., None, None] * mu[..., :, None] * zbar[..., None, :]
+    return mu, zbar, C, c
+
+
 def _split_nmse(st: NormalEquations, w, b):
     """(..., L, S, Z) NMSE per split of z_hat = f w + b for L readouts w (..., L, F, Z),
     b (..., L, Z): the residual r = w.f + b - z about its split mean, plus n times that mean
-    squared."""
+    squared (NumPy or JAX)."""
+    xp = _namespace(w)
     n = st.n[..., None, :, None]  # (..., 1, S, 1)
-    mu = st.s / st.n[..., None]  # (..., S, F)
-    zbar = st.zs / st.n[..., None]  # (..., S, Z)
-    C = st.G - st.n[..., None, None] * mu[..., :, None] * mu[..., None, :]
-    c = st.h - st.n[..., None, None] * mu[..., :, None] * zbar[..., None, :]
+    mu, zbar, C, c = _centred(st)
     vz = (st.zz - st.n[..., None] * zbar ** 2)[..., None, :, :]  # (..., 1, S, Z) n var(z)
     lz = w.shape[-3] * w.shape[-1]
-    wl = np.swapaxes(w, -3, -2).reshape(w.shape[:-3] + (w.shape[-2], lz))  # (..., F, L Z)
+    wl = xp.swapaxes(w, -3, -2).reshape(w.shape[:-3] + (w.shape[-2], lz))  # (..., F, L Z)
     cw = C @ wl[..., None, :, :]  # (..., S, F, L Z): one matrix product per split
-    sse_c = np.sum(wl[..., None, :, :] * (cw - 2 * np.tile(c, w.shape[-3])), -2)
-    sse_c = np.swapaxes(sse_c.reshape(sse_c.shape[:-1] + (w.shape[-3], w.shape[-1])), -3, -2)
+    sse_c = xp.sum(wl[..., None, :, :] * (cw - 2 * xp.tile(c, w.shape[-3])), -2)
+    sse_c = xp.swapaxes(sse_c.reshape(sse_c.shape[:-1] + (w.shape[-3], w.shape[-1])), -3, -2)
     sse_c = sse_c + vz  # (..., L, S, Z)
     rbar = (mu[..., None, :, :] @ w) + b[..., :, None, :] - zbar[..., None, :, :]
-    return np.maximum(sse_c, 0) / vz + n * rbar ** 2 / vz
+    return xp.maximum(sse_c, 0) / vz + n * rbar ** 2 / vz
+
+
+def spd_solve(A: jax.Array, B: jax.Array) -> jax.Array:
+    """x = A^-1 B for a symmetric positive definite A (F, F), B (F, Z): Gauss-Jordan elimination
+    of [A | B] in plain XLA ops (one loop of rank-1 updates; no pivoting, which a positive
+    definite A does not need); derivatives by the implicit rule dx = A^-1 (dB - dA x), not
+    through the loop.
+
+    Not ``jnp.linalg.solve`` or ``cho_solve``: jaxlib's CPU LAPACK kernels split a batch over
+    XLA's intra-op thread pool and block until it is done, so two of them running at once (one
+    per CPU device of a sharded run, or independent calls in one program, as the coalitions of
+    ``lorenz.bias``) can wait for each other forever on a 2-core machine.
+    """
+    n = A.shape[0]
+
+    def solve(_, b):
+        def eliminate(k, m):  # row k scaled to a unit pivot, column k cleared in the others
+            row = m[k] / m[k, k]
+            return (m - m[:, k, None] * row[None, :]).at[k].set(row)
+
+        m = jax.lax.fori_loop(0, n, eliminate, jnp.concatenate([A, b], -1))
+        return m[:, n:]
+
+    return jax.lax.custom_linear_solve(lambda x: A @ x, B, solve, symmetric=True)
+
+
+def ridge(stats: NormalEquations, idx: np.ndarray, lambdas, train: int = 0):
+    """The ridge readout, written once: on the feature indices ``idx`` (static int array),
+    fitted on the split ``train`` with the features centred (the bias not penalised),
+    w = (C + lam scale I)^-1 c, scale = tr C / F, for every lam of ``lambdas``.
+
+    Returns (ws (..., L, F', Z), bs (..., L, Z), nmse (..., L, S, Z)) with F' = idx.size. NumPy
+    statistics: float64 on the host, every lam from one eigendecomposition of C (``fit_ridge``).
+    JAX statistics: traceable and smooth in the statistics, one ``spd_solve`` per lam, no batch
+    axes (the differentiable fixed-lam readout of ``lorenz.bias``)."""
+    xp = _namespace(stats.G)
+    sub = NormalEquations(G=stats.G[..., idx[:, None], idx], h=stats.h[..., idx, :],
+                          s=stats.s[..., idx], zz=stats.zz, zs=stats.zs, n=stats.n)
+    axis = stats.n.ndim - 1  # the split axis
+    tr = jax.tree.map(lambda x: xp.take(x, train, axis), sub)
+    mu, zbar, C, c = _centred(tr)
+    scale = xp.trace(C, axis1=-2, axis2=-1) / idx.size  # (...)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if xp is np:
+            e, V = np.linalg.eigh(C)
+            a = np.swapaxes(V, -1, -2) @ c  # (..., F, Z)
+            lams = np.asarray(lambdas, np.float64)
+            den = e[..., None, :, None] + lams[:, None, None] * scale[..., None, None, None]
+            ws = V[..., None, :, :] @ (a[..., None, :, :] / den)  # (..., L, F, Z)
+        else:
+            eye = jnp.eye(idx.size, dtype=C.dtype)
+            ws = jax.vmap(lambda lam: spd_solve(C + lam * scale * eye, c))(
+                jnp.asarray(lambdas, C.dtype))
+        bs = zbar[..., None, :] - xp.einsum("...f,...lfz->...lz", mu, ws)
+        errs = _split_nmse(sub, ws, bs)  # (..., L, S, Z)
+    return ws, bs, errs
 
 
 def fit_ridge(stats: NormalEquations, features=None, lambdas=LAMBDAS, train: int = 0,
@@ -169,22 +242,8 @@ def _fit_ridge(stats, features, lambdas, train, val) -> RidgeFit:
     st = jax.tree.map(lambda x: np.asarray(x, np.float64), stats)
     n_feat = st.G.shape[-1]
     idx = np.arange(n_feat) if features is None else np.asarray(features, int)
-    sub = NormalEquations(G=st.G[..., idx[:, None], idx], h=st.h[..., idx, :],
-                          s=st.s[..., idx], zz=st.zz, zs=st.zs, n=st.n)
-    axis = st.n.ndim - 1  # the split axis
-    tr = jax.tree.map(lambda x: np.take(x, train, axis), sub)
-    mu, zbar = tr.s / tr.n[..., None], tr.zs / tr.n[..., None]
-    C = tr.G - tr.n[..., None, None] * mu[..., :, None] * mu[..., None, :]
-    c = tr.h - tr.n[..., None, None] * mu[..., :, None] * zbar[..., None, :]
-    scale = np.trace(C, axis1=-2, axis2=-1) / idx.size  # (...)
-    e, V = np.linalg.eigh(C)
-    a = np.swapaxes(V, -1, -2) @ c  # (..., F, Z)
+    ws, bs, errs = ridge(st, idx, lambdas, train)
     lams = np.asarray(lambdas, np.float64)
-    den = e[..., None, :, None] + lams[:, None, None] * scale[..., None, None, None]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ws = V[..., None, :, :] @ (a[..., None, :, :] / den)  # (..., L, F, Z)
-        bs = zbar[..., None, :] - np.einsum("...f,...lfz->...lz", mu, ws)
-        errs = _split_nmse(sub, ws, bs)  # (..., L, S, Z)
     v = errs[..., val, :]
     best = np.argmin(np.where(np.isfinite(v), v, np.inf), axis=-2)  # (..., Z)
     take = lambda x: np.take_along_axis(x, best[..., None, None, :], -3)[..., 0, :, :]  # noqa
@@ -194,18 +253,6 @@ def _fit_ridge(stats, features, lambdas, train, val) -> RidgeFit:
     b = np.take_along_axis(bs, best[..., None, :], -2)[..., 0, :]
     return RidgeFit(w=w, b=b, lam=lams[best], nmse=take(errs),
                     edge=(best == 0) | (best == lams.size - 1))
-
-
-def nmse(stats: NormalEquations, split: int, w: jax.Array, b: jax.Array) -> jax.Array:
-    """(Z,) NMSE of z_hat = f w + b on one split, from its statistics alone (JAX, traceable:
-    the differentiable fixed-lam readout of ``lorenz.bias``)."""
-    st = jax.tree.map(lambda x: x[split], stats)
-    n = st.n
-    # sum (w.f + b - z)^2 = w'Gw + 2 b w's + n b^2 - 2 w'h - 2 b zs + zz
-    sse = (jnp.einsum("fz,fg,gz->z", w, st.G, w) + 2 * b * (w.T @ st.s) + n * b * b
-           - 2 * jnp.einsum("fz,fz->z", w, st.h) - 2 * b * st.zs + st.zz)
-    var = st.zz / n - (st.zs / n) ** 2
-    return jnp.maximum(sse, 0) / (n * var)
 
 
 def predict(fit: RidgeFit, f) -> np.ndarray:
