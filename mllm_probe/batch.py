@@ -14,7 +14,6 @@ import dataclasses
 import io
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 from mllm_probe.bundle import BundleError, load_bundle
@@ -137,31 +136,32 @@ def is_done(bundle_path: str) -> bool:
 
 def run_batch(items: Sequence[BatchItem], out_dir, probe_one: Callable[[BatchItem, str], None],
               *, log=sys.stderr) -> dict[str, list[str]]:
-    """Call ``probe_one(item, bundle_path)`` for each item not done yet; print progress.
+    """Call ``probe_one(item, bundle_path)`` for each item not done yet, with progress on ``log``
+    (``surrogate.progress.Progress``: skipped and failed items named, a bar or count lines).
 
     Returns {"done": [...], "skipped": [...], "failed": [...]} by item id; a failing item is
     reported and the batch goes on.
     """
+    from surrogate.progress import Progress
+
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     report = {"done": [], "skipped": [], "failed": []}
     n = len(items)
-    for i, item in enumerate(items, start=1):
-        target = os.path.join(out_dir, f"{item.id}.bundle")
-        if is_done(target):
-            report["skipped"].append(item.id)
-            print(f"[{i}/{n}] {item.id}: already done, skipped", file=log, flush=True)
-            continue
-        start = time.perf_counter()
-        try:
-            probe_one(item, target)
-        except (ValueError, RuntimeError, OSError) as err:
-            report["failed"].append(item.id)
-            print(f"[{i}/{n}] {item.id}: FAILED: {err}", file=log, flush=True)
-            continue
-        report["done"].append(item.id)
-        print(f"[{i}/{n}] {item.id}: done in {time.perf_counter() - start:.1f} s", file=log,
-              flush=True)
+    with Progress(n, desc="probe", unit="items", stream=log) as progress:
+        for i, item in enumerate(items, start=1):
+            target = os.path.join(out_dir, f"{item.id}.bundle")
+            if is_done(target):
+                report["skipped"].append(item.id)
+                progress.say(f"[{i}/{n}] {item.id}: already done, skipped")
+            else:
+                try:
+                    probe_one(item, target)
+                    report["done"].append(item.id)
+                except (ValueError, RuntimeError, OSError) as err:
+                    report["failed"].append(item.id)
+                    progress.say(f"[{i}/{n}] {item.id}: FAILED: {err}")
+            progress.update()
     return report
 
 

@@ -97,7 +97,7 @@ def test_batch_manifest_resumes(files, tmp_path, capsys):
             "--prompt", "say the emotion"]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
-    assert "done 2, skipped 0, failed 0" in stdout and "[2/2] b: done" in err
+    assert "done 2, skipped 0, failed 0" in stdout and "probe: 2/2 items (100.0%)" in err
     assert load_bundle(out_dir / "b.bundle").prompt.count("say the emotion") == 1
     assert load_bundle(out_dir / "a.bundle").prompt.count("what emotion is this") == 1
     # a truncated bundle is not "done": only that item runs again

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from mllm_probe.emotion.prompts import LABELS, TEMPLATE, parse_answer, prompt_te
 from mllm_probe.emotion.table import PredictionTable
 from mllm_probe.intervention import describe
 from mllm_probe.modality import token_modality
+from surrogate.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +50,6 @@ class RunConfig:
                 "labels": list(LABELS), "processor_kwargs": self.processor_kwargs or {},
                 "dtype": str(adapter.model.dtype),
                 **({"intervention": describe(self.interventions)} if self.interventions else {})}
-
-
-def _fmt_seconds(s: float) -> str:
-    s = round(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def unit_rows(clip: Clip, condition: str, scores: np.ndarray, generated: list[str] | None,
@@ -122,6 +117,42 @@ def save_unit_bundle(adapter: Adapter, clip: Clip, condition: str, media: Media,
     save_bundle(path, bundle)
 
 
+def _run_unit(adapter, clip, cond, config, table, media_cache, failed, skipped, bundles_made,
+              bundle_dir, progress) -> int:
+    """Score one (clip, condition) unit into ``table`` (1), or record why its clip cannot be
+    run (0: the clip joins ``failed`` and ``skipped``)."""
+    if clip.id not in media_cache:
+        media_cache.clear()
+        try:
+            media_cache[clip.id] = load_clip_media(clip, config.preprocessing,
+                                                   adapter.sampling_rate)
+        except ImportError:
+            raise
+        except Exception as err:  # noqa: BLE001  any decoder failure: report the clip, go on
+            failed.add(clip.id)
+            skipped.append(Skipped(clip.id, f"media could not be decoded: {err}", clip.video))
+            progress.say(f"skip {clip.id}: media could not be decoded ({type(err).__name__}: "
+                         f"{err})")
+            return 0
+    media = apply_condition(media_cache[clip.id], cond)
+    try:
+        scores, generated, tokens = score_unit(adapter, media, config)
+    except (ValueError, RuntimeError) as err:  # media the processor or model cannot take
+        if isinstance(err, torch.OutOfMemoryError):  # (e.g. audio longer than Gemma 3n's
+            raise                                     # audio window); never hide OOM
+        failed.add(clip.id)
+        skipped.append(Skipped(clip.id, f"model inputs could not be built: {err}", clip.video))
+        progress.say(f"skip {clip.id}: model inputs could not be built ({err})")
+        return 0
+    table.append(unit_rows(clip, cond, scores, generated, tokens))
+    if bundles_made[cond] < config.bundles:
+        path = os.path.join(bundle_dir, f"{clip.id}.{cond}.bundle")
+        if not os.path.exists(path):
+            save_unit_bundle(adapter, clip, cond, media, path, config)
+        bundles_made[cond] += 1
+    return 1
+
+
 def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resume: bool = False,
         limit: int | None = None, log=None) -> dict:
     """Run the experiment into ``out_dir`` (predictions.csv, bundles/); returns
@@ -134,9 +165,12 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
     clips = list(dataset.clips[:limit] if limit else dataset.clips)
     table = PredictionTable(os.path.join(out_dir, "predictions.csv"),
                             config.fingerprint(adapter, dataset), len(variants()), resume=resume)
+    units = [(c, cond) for c in clips for cond in config.conditions]
+    todo = [u for u in units if (u[0].id, u[1]) not in table.done]
+    resumed = len(units) - len(todo)
+    progress = Progress(len(units), desc="emotion", unit="units", stream=log, done=resumed)
     if table.dropped_rows:
-        print(f"resume: dropped {table.dropped_rows} rows of incomplete units", file=log,
-              flush=True)
+        progress.say(f"resume: dropped {table.dropped_rows} rows of incomplete units")
     bundle_dir = os.path.join(out_dir, "bundles")
     if config.bundles:
         os.makedirs(bundle_dir, exist_ok=True)
@@ -145,55 +179,20 @@ def run(adapter: Adapter, dataset: Dataset, out_dir, config: RunConfig, *, resum
         remove_partial_writes(bundle_dir)  # bundles a killed run was writing
     skipped = list(dataset.skipped)
     for s in dataset.skipped:
-        print(f"skip {s.id}: {s.reason}" + (f" ({s.path})" if s.path else ""), file=log, flush=True)
-    units = [(c, cond) for c in clips for cond in config.conditions]
-    todo = [u for u in units if (u[0].id, u[1]) not in table.done]
-    resumed = len(units) - len(todo)
-    print(f"{len(clips)} clips x {len(config.conditions)} conditions = {len(units)} units of "
-          f"{len(variants())} prompt variants; {resumed} done before, {len(todo)} to run",
-          file=log, flush=True)
+        progress.say(f"skip {s.id}: {s.reason}" + (f" ({s.path})" if s.path else ""))
+    progress.say(f"{len(clips)} clips x {len(config.conditions)} conditions = {len(units)} units "
+                 f"of {len(variants())} prompt variants; {resumed} done before, {len(todo)} to "
+                 f"run")
     bundles_made = {cond: sum(n.endswith(f".{cond}.bundle") for n in os.listdir(bundle_dir))
                     if config.bundles else 0 for cond in config.conditions}
-    start, done, failed = time.perf_counter(), 0, set()
+    done, failed = 0, set()
     media_cache: dict[str, object] = {}
-    for k, (clip, cond) in enumerate(todo, start=1):
-        if clip.id in failed:
-            continue
-        if clip.id not in media_cache:
-            media_cache.clear()
-            try:
-                media_cache[clip.id] = load_clip_media(clip, config.preprocessing,
-                                                       adapter.sampling_rate)
-            except ImportError:
-                raise
-            except Exception as err:  # noqa: BLE001  any decoder failure: report the clip, go on
-                failed.add(clip.id)
-                skipped.append(Skipped(clip.id, f"media could not be decoded: {err}", clip.video))
-                print(f"skip {clip.id}: media could not be decoded ({type(err).__name__}: {err})",
-                      file=log, flush=True)
-                continue
-        media = apply_condition(media_cache[clip.id], cond)
-        try:
-            scores, generated, tokens = score_unit(adapter, media, config)
-        except (ValueError, RuntimeError) as err:  # media the processor or model cannot take
-            if isinstance(err, torch.OutOfMemoryError):  # (e.g. audio longer than Gemma 3n's
-                raise                                     # audio window); never hide OOM
-            failed.add(clip.id)
-            skipped.append(Skipped(clip.id, f"model inputs could not be built: {err}", clip.video))
-            print(f"skip {clip.id}: model inputs could not be built ({err})", file=log, flush=True)
-            continue
-        table.append(unit_rows(clip, cond, scores, generated, tokens))
-        done += 1
-        if bundles_made[cond] < config.bundles:
-            path = os.path.join(bundle_dir, f"{clip.id}.{cond}.bundle")
-            if not os.path.exists(path):
-                save_unit_bundle(adapter, clip, cond, media, path, config)
-            bundles_made[cond] += 1
-        elapsed = time.perf_counter() - start
-        eta = elapsed / k * (len(todo) - k)
-        print(f"[{resumed + k}/{len(units)}] {clip.id} {cond}: "
-              f"{elapsed / k:.1f} s/unit, elapsed {_fmt_seconds(elapsed)}, ETA {_fmt_seconds(eta)}",
-              file=log, flush=True)
+    with progress:
+        for clip, cond in todo:
+            if clip.id not in failed:
+                done += _run_unit(adapter, clip, cond, config, table, media_cache, failed, skipped,
+                                  bundles_made, bundle_dir, progress)
+            progress.update()  # a unit of a clip that failed counts as processed
     return {"done": done, "resumed": resumed, "skipped": skipped,
             "units": len(units), "failed_clips": sorted(failed)}
 
