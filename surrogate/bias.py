@@ -28,6 +28,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 from optax.projections import projection_simplex
 
+from surrogate._checks import check_count
 from surrogate.integrate import fold
 from surrogate.metrics import dominance_index, modality_attention
 from surrogate.model import Auto, Field, Surrogate
@@ -69,8 +70,7 @@ class Window:
     n_burn: int = struct.field(pytree_node=False, default=100)
 
     def __post_init__(self):
-        if not (isinstance(self.n_steps, (int, np.integer)) and self.n_steps >= 1):
-            raise ValueError(f"Window.n_steps must be a positive integer, got {self.n_steps!r}")
+        check_count(self.n_steps, "Window.n_steps", 1)
         if not (isinstance(self.n_burn, (int, np.integer)) and 0 <= self.n_burn < self.n_steps):
             raise ValueError(f"Window.n_burn must be in [0, n_steps={self.n_steps}), "
                              f"got {self.n_burn!r}")

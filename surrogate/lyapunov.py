@@ -26,6 +26,7 @@ import numpy as np
 from flax import struct
 
 from surrogate import rk4
+from surrogate._checks import check_count, is_count
 from surrogate.model import Reference, Sparse, coupling_tables, resolve_field, rhs, vector_field
 
 __all__ = [
@@ -100,10 +101,6 @@ def _qr_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
     return q * sign[None, :], jnp.log(jnp.abs(d))
 
 
-def _is_count(value, minimum: int) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
-
-
 def _check(y0, n_steps, transient, k, renorm_every, n_records):
     y0 = jnp.asarray(y0)
     if not jnp.issubdtype(y0.dtype, jnp.floating):
@@ -112,7 +109,7 @@ def _check(y0, n_steps, transient, k, renorm_every, n_records):
         raise ValueError(f"y0 must have shape (n,) with n >= 1, got shape {y0.shape}")
     n = y0.shape[0]
     k = n if k is None else k
-    if not _is_count(k, 1) or k > n:
+    if not is_count(k, 1) or k > n:
         raise ValueError(f"k must be an integer in 1..{n} (the state dimension), got k={k!r}")
     for name, value, minimum in (
         ("n_steps", n_steps, 1),
@@ -120,8 +117,7 @@ def _check(y0, n_steps, transient, k, renorm_every, n_records):
         ("renorm_every", renorm_every, 1),
         ("n_records", n_records, 1),
     ):
-        if not _is_count(value, minimum):
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
+        check_count(value, name, minimum)
     if n_steps % renorm_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of renorm_every={renorm_every}")
     return y0, k
@@ -379,7 +375,7 @@ def conditional_lyapunov_exponents(
         _check(theta0, n_steps, transient, k, renorm_every, n_records)
         frame, _ = _qr_log(jax.random.normal(key, (n, k), theta0.dtype))
         return lyapunov_spectrum(vector_field, theta0, args, k=k, tangent0=frame, **kw)
-    if not _is_count(k, 1) or k > n - 1:
+    if not is_count(k, 1) or k > n - 1:
         raise ValueError(f"k must be an integer in 1..{n - 1} (N - 1 transverse), got k={k!r}")
     # frame: (1, ..., 1)/sqrt(N) first; the invariant neutral direction stays the first column
     frame = jnp.concatenate([jnp.ones((n, 1), theta0.dtype),

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 
 from surrogate import rk4
+from surrogate._checks import check_count
 from surrogate.lyapunov import (
     LyapunovSpectrum,
     _check,
     _check_system,
-    _is_count,
     benettin,
     cached_jit,
     qr_blocks,
@@ -94,8 +94,7 @@ def _check_batch(y0s, fn_out, n_steps, transient, k, renorm_every, n_records, la
     if y0s.ndim != 2 or y0s.shape[0] < 1:
         raise ValueError(f"y0s must have shape (B, n) with B >= 1, got shape {y0s.shape}")
     y0, k = _check(y0s[0], n_steps, transient, k, renorm_every, n_records)
-    if not _is_count(lanes, 1):
-        raise ValueError(f"lanes must be an integer >= 1, got lanes={lanes!r}")
+    check_count(lanes, "lanes", 1)
     _check_system(what, fn_out(y0), y0, q0, k)
     return y0s.astype(y0.dtype), k
 

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from surrogate._checks import check_count
+
 __all__ = ["Network", "watts_strogatz", "cross_links", "build_network", "from_adjacency"]
 
 
@@ -53,8 +55,7 @@ def _rng(key: jax.Array) -> np.random.Generator:
 
 
 def _check_ws(n: int, k: int, p: float) -> None:
-    if not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got n={n!r}")
+    check_count(n, "n", 2)
     if not isinstance(k, (int, np.integer)) or k < 0 or k % 2:
         raise ValueError(f"k must be a non-negative even integer, got k={k!r}")
     if k >= n:

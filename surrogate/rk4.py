@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from surrogate._checks import check_count
+
 __all__ = ["NODES", "STAGE_A", "WEIGHTS", "TABLEAU", "RK4", "FixedStep", "Solution", "step",
            "flow_step", "fold", "stage_times", "stage_drive", "check_steps"]
 
@@ -97,8 +99,7 @@ class FixedStep:
     unroll: int = struct.field(pytree_node=False, default=1)
 
     def __post_init__(self):
-        if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or self.unroll < 1:
-            raise ValueError(f"FixedStep.unroll must be a positive integer, got {self.unroll!r}")
+        check_count(self.unroll, "FixedStep.unroll", 1)
 
 
 def step(f: Callable, y, xs, dt, *, stage_loop: bool = True):
@@ -178,9 +179,8 @@ def fold(step_fn: Callable, y0, init, update: Callable, xs, n_steps: int, *,
 def check_steps(dt, n_steps: int, save_every: int = 1) -> None:
     """ValueError for a non-positive or non-integer step count, a ``save_every`` that does not
     divide it, or a non-positive ``dt`` (a traced dt is checked where it runs)."""
-    for name, value in (("n_steps", n_steps), ("save_every", save_every)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_count(n_steps, "n_steps", 1)
+    check_count(save_every, "save_every", 1)
     if n_steps % save_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of save_every={save_every}")
     if isinstance(dt, (int, float, np.floating)) and not dt > 0:

@@ -95,7 +95,7 @@ def test_bad_batches_are_rejected():
     with pytest.raises(ValueError, match=r"params.B must have shape \(2, 2\)"):
         sg.simulate_batch(sur, theta0, params=params.replace(B=jnp.zeros((3, 3, 3))),
                           dt=0.01, n_steps=5)
-    with pytest.raises(ValueError, match="n_steps must be a positive integer"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         sg.simulate_batch(sur, theta0, dt=0.01, n_steps=0)
 
 

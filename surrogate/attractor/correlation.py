@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from surrogate.attractor.trajectory import as_trajectory, check_count, squared_distances
+from surrogate._checks import check_count
+from surrogate.attractor.trajectory import as_trajectory, squared_distances
 
 __all__ = ["CorrelationDimension", "correlation_dimension", "correlation_sum"]
 

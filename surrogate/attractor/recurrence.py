@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from surrogate.attractor.trajectory import as_trajectory, check_count, squared_distances
+from surrogate._checks import check_count
+from surrogate.attractor.trajectory import as_trajectory, squared_distances
 
 __all__ = ["RecurrenceQuantification", "recurrence_matrix", "recurrence_quantification"]
 

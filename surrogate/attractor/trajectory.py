@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-__all__ = ["as_trajectory", "check_count", "squared_distances"]
+__all__ = ["as_trajectory", "squared_distances"]
 
 
 def as_trajectory(x, name: str = "points") -> jax.Array:
@@ -22,10 +21,6 @@ def as_trajectory(x, name: str = "points") -> jax.Array:
     return x
 
 
-def check_count(value, name: str, minimum: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
-    return int(value)
 
 
 def squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -37,6 +37,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from surrogate._checks import check_count
 from surrogate.progress import Progress
 from surrogate.sweeping.multihost import from_process_0, gather
 from surrogate.sweeping.points import as_points
@@ -181,10 +182,7 @@ def sweep(
             return np.int64(_auto_chunk_size(one_point, program, devices, n_points))
 
         chunk_size = int(from_process_0(default_chunk_size, np.int64(0)))
-    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) \
-            or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    chunk_size = int(min(chunk_size, n_points))
+    chunk_size = min(check_count(chunk_size, "chunk_size", 1), n_points)
     n_chunks = -(-n_points // chunk_size)
     padded = -(-chunk_size // n_dev) * n_dev  # every device gets the same number of rows
 
