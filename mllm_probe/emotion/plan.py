@@ -134,11 +134,11 @@ def gib(nbytes: float) -> str:
 def render_plan(plan: dict) -> str:
     """The plan as text: header, skipped clips, a table per clip, passes and memory."""
     p, pre = plan, plan["preprocessing"]
-    settings = ", ".join(f"{k} {v}" for k, v in pre.items() if k != "kind" and v is not None)
+    settings = ", ".join(f"{k} {v}" for k, v in pre.items() if k != "pipeline" and v is not None)
     lines = [(f"plan: model {p['model']['id']} ({p['model']['architecture']}, "
               f"{p['parameters'] / 1e6:.1f} M parameters, {p['dtype']} weights "
               f"{gib(p['parameters'] * BYTES.get(p['dtype'], 4))} GiB)"),
-             f"preprocessing: {pre['kind']}" + (f" ({settings})" if settings else ""),
+             f"preprocessing: {pre['pipeline']}" + (f" ({settings})" if settings else ""),
              f"clips: {p['clips']['usable']} usable, {p['clips']['skipped']} skipped"]
     lines += [f"  skipped {s['clip']}: {s['reason']}" for s in p["skipped"]]
     fp = p["forward_passes_per_unit"]

@@ -28,7 +28,7 @@ from mllm_probe import media as _media
 from mllm_probe.emotion.conditions import Media, load_media
 from mllm_probe.emotion.datasets import Clip
 
-KINDS = ("qwen-omni-utils", "frames")
+PIPELINES = ("qwen-omni-utils", "frames")
 #: Frames of the ``frames`` path when none are asked for.
 DEFAULT_NUM_FRAMES = 8
 #: qwen-omni-utils' sampling rate of audio (Hz).
@@ -39,12 +39,12 @@ QWEN_SAMPLING_RATE = 16000
 class Preprocessing:
     """How the media of a clip become processor inputs (see the module docstring).
 
-    kind: one of `KINDS`; fps: frames per second sampled (qwen-omni-utils; None: its 2 fps);
+    pipeline: one of `PIPELINES`; fps: frames per second sampled (qwen-omni-utils; None: its 2 fps);
     num_frames: a fixed frame count instead; min_pixels/max_pixels: per-frame pixel caps,
     total_pixels: per-video cap (qwen-omni-utils; None: its defaults).
     """
 
-    kind: str = "frames"
+    pipeline: str = "frames"
     fps: float | None = None
     num_frames: int | None = None
     min_pixels: int | None = None
@@ -52,9 +52,10 @@ class Preprocessing:
     total_pixels: int | None = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"preprocessing kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind == "frames" and any(v is not None for v in (
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"preprocessing pipeline must be one of {PIPELINES}, got "
+                             f"{self.pipeline!r}")
+        if self.pipeline == "frames" and any(v is not None for v in (
                 self.fps, self.min_pixels, self.max_pixels, self.total_pixels)):
             raise ValueError("--fps and the pixel caps apply to the qwen-omni-utils preprocessing "
                              "only (Qwen2.5-Omni)")
@@ -72,9 +73,9 @@ class Preprocessing:
     def describe(self) -> dict:
         """JSON-able settings (run fingerprint, summary)."""
         out = dataclasses.asdict(self)
-        if self.kind == "frames" and self.num_frames is None:
+        if self.pipeline == "frames" and self.num_frames is None:
             out["num_frames"] = DEFAULT_NUM_FRAMES
-        if self.kind == "qwen-omni-utils":
+        if self.pipeline == "qwen-omni-utils":
             from importlib.metadata import version
 
             out["qwen_omni_utils"] = version("qwen-omni-utils")
@@ -82,7 +83,7 @@ class Preprocessing:
 
     def check(self) -> None:
         """Raise ValueError if this preprocessing cannot run here (missing packages)."""
-        if self.kind != "qwen-omni-utils":
+        if self.pipeline != "qwen-omni-utils":
             return
         import importlib.util
 
@@ -107,13 +108,13 @@ class Preprocessing:
         return ele
 
 
-def for_adapter(adapter, kind: str = "reference", **options) -> Preprocessing:
-    """The preprocessing of ``adapter``'s model: ``kind`` "reference" (its model card:
+def for_adapter(adapter, mode: str = "reference", **options) -> Preprocessing:
+    """The preprocessing of ``adapter``'s model: ``mode`` "reference" (its model card:
     qwen-omni-utils for Qwen2.5-Omni, frames otherwise) or "processor" (frames for every model)."""
-    if kind not in ("reference", "processor"):
-        raise ValueError(f"--preprocessing must be 'reference' or 'processor', got {kind!r}")
+    if mode not in ("reference", "processor"):
+        raise ValueError(f"--preprocessing must be 'reference' or 'processor', got {mode!r}")
     qwen = getattr(adapter, "architecture", "") == "qwen2_5_omni_thinker"
-    return Preprocessing("qwen-omni-utils" if kind == "reference" and qwen else "frames",
+    return Preprocessing("qwen-omni-utils" if mode == "reference" and qwen else "frames",
                          **options)
 
 
@@ -122,7 +123,7 @@ def load_clip_media(clip: Clip, prep: Preprocessing, sampling_rate: int) -> Medi
 
     ``sampling_rate``: the model's audio rate (Hz) for the ``frames`` path.
     """
-    if prep.kind == "frames":
+    if prep.pipeline == "frames":
         return load_media(clip, sampling_rate, prep.num_frames or DEFAULT_NUM_FRAMES)
     return qwen_reference_media(clip, prep)
 
@@ -161,5 +162,5 @@ def qwen_reference_media(clip: Clip, prep: Preprocessing) -> Media:
                  fps=float(fps), audio_in_video=True)
 
 
-__all__ = ["DEFAULT_NUM_FRAMES", "KINDS", "Preprocessing", "for_adapter", "load_clip_media",
+__all__ = ["DEFAULT_NUM_FRAMES", "PIPELINES", "Preprocessing", "for_adapter", "load_clip_media",
            "qwen_reference_media"]
