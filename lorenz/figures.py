@@ -40,8 +40,10 @@ def _log_extent(betas):
     return (lb[0] - step / 2, lb[-1] + step / 2, lb[0] - step / 2, lb[-1] + step / 2)
 
 
-def phase_map(path, betas, nmse, phi):
-    """NMSE heat map over (log beta_cross, log beta_self) with Shapley arrows."""
+def phase_map(path, betas, nmse, phi, marks=()):
+    """NMSE heat map over (log beta_cross, log beta_self) with Shapley arrows; ``marks``: fitted
+    couplings to draw, dicts with ``label``, ``beta_self``, ``beta_cross`` and optional ranges
+    ``self_range``, ``cross_range`` (low, high) drawn as error bars."""
     plt = _plt()
     lb = np.log10(betas)
     fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
@@ -52,11 +54,33 @@ def phase_map(path, betas, nmse, phi):
     xx, yy = np.meshgrid(lb, lb)  # rows: beta_self, columns: beta_cross
     ax.quiver(xx, yy, np.cos(angle), np.sin(angle), angles="uv", pivot="middle", color="w",
               scale=1.6 * len(betas), width=0.004)
+    _draw_marks(ax, marks, _log_extent(betas))
     ax.set(xlabel="log10 beta_cross", ylabel="log10 beta_self",
            title="observer NMSE; arrows (v = -log10 NMSE): right = balanced, up = Y "
                  "dominates, down = X")
     ax.title.set_fontsize(9)
     _save(fig, path)
+
+
+def _draw_marks(ax, marks, extent):
+    """Each mark at (log10 beta_cross, log10 beta_self), clipped to the plane (an open marker
+    and "outside" in the legend when clipped), with its ranges as error bars."""
+    lo, hi = extent[0], extent[1]
+    for i, m in enumerate(marks):
+        x, y = np.log10(m["beta_cross"]), np.log10(m["beta_self"])
+        cx, cy = float(np.clip(x, lo, hi)), float(np.clip(y, lo, hi))
+        inside = (cx, cy) == (x, y)
+        err = {}
+        for axis, key, c in (("xerr", "cross_range", cx), ("yerr", "self_range", cy)):
+            if m.get(key) is not None and inside:
+                a, b = np.clip(np.log10(m[key]), lo, hi)
+                err[axis] = [[max(c - a, 0)], [max(b - c, 0)]]
+        ax.errorbar(cx, cy, **err, fmt="o" if inside else "X", ms=9, mfc=f"C{i % 10}"
+                    if inside else "none", mec="k", ecolor="k", capsize=3,
+                    clip_on=inside, label=m["label"] + ("" if inside else " (outside the plane)"))
+    if marks:
+        ax.set(xlim=(lo, hi), ylim=(lo, hi))
+        ax.legend(fontsize=7, loc="upper left")
 
 
 def shapley_map(path, betas, phi):
@@ -136,8 +160,9 @@ def echo(path, preds):
     _save(fig, path)
 
 
-def write_figures(out: Path, res) -> list[str]:
-    """The experiment's figures from a ``LorenzResult`` in ``out``; returns their file names."""
+def write_figures(out: Path, res, marks=()) -> list[str]:
+    """The experiment's figures from a ``LorenzResult`` in ``out``; returns their file names.
+    ``marks``: fitted couplings drawn on the phase maps (see ``phase_map``)."""
     out = Path(out)
     betas, raw, preds = res.betas, res.series_raw, res.preds
     c = res.config
@@ -146,7 +171,7 @@ def write_figures(out: Path, res) -> list[str]:
     for reading, plane in res.planes.items():
         nmse = np.exp(np.log(plane.obs.test[..., 0]).mean((0, 1)))
         phi = plane.obs.phi("log").mean((0, 1))
-        phase_map(out / f"phase_map_{reading}.png", betas, nmse, phi)
+        phase_map(out / f"phase_map_{reading}.png", betas, nmse, phi, marks)
         shapley_map(out / f"shapley_{reading}.png", betas, phi)
         names += [f"phase_map_{reading}.png", f"shapley_{reading}.png"]
         if res.lyapunov is not None:

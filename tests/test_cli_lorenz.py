@@ -14,6 +14,12 @@ ARGS = ["--grid", "2", "--seed", "1", "--replications", "2", "--anchor", "4",
         "--encoding-scale", "0.5"]
 
 
+#: The fields of an ``xmodal fit`` params.json that ``--mark`` reads.
+FIT = {"format": "xmodal-fit", "params": {"B": [[1.0, 0.1], [0.2, 4.0]]},
+       "intervals": {"B": {"low": [[0.5, 0.05], [0.1, 2.0]], "high": [[2.0, 0.3], [0.4, 8.0]],
+                           "level": 0.9}}}
+
+
 def _lorenz(out, *extra):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     return subprocess.run([sys.executable, "-m", "xmodal.cli", "lorenz", "--out", str(out),
@@ -25,7 +31,9 @@ def run_dir(tmp_path_factory):
     """The command as users run it, in its own process, on a small grid with h and s given (the
     validation selection is tested in tests/test_lorenz_plane.py)."""
     out = tmp_path_factory.mktemp("lorenz")
-    proc = _lorenz(out)
+    mark = tmp_path_factory.mktemp("fit") / "params.json"
+    mark.write_text(json.dumps(FIT))
+    proc = _lorenz(out, "--mark", str(mark))
     assert proc.returncode == 0, proc.stderr
     assert "on 2 cpu device(s)" in proc.stderr
     return out
@@ -104,9 +112,37 @@ def test_numbers_are_consistent(run_dir):
     [(["--grid", "1"], "--grid must be >= 2"), (["--grid", "x"], "argument --grid"),
      (["--replications", "1"], "--replications must be >= 2"),
      (["--encoding-scale", "-1"], "--encoding-scale must be a number in [0, 1000]"),
-     (["--device", "abacus"], "argument --device: invalid choice")],
+     (["--device", "abacus"], "argument --device: invalid choice"),
+     (["--mark", "missing.json"], "missing.json"),
+     (["--mark", "{dir}/b.json"], "field 'params.B' must be a 2 x 2 matrix"),
+     (["--mark", "{dir}/f.json"], "field 'format' must be 'xmodal-fit'")],
 )
 def test_bad_arguments(argv, message, tmp_path):
+    (tmp_path / "b.json").write_text(json.dumps({**FIT, "params": {"B": [[1.0, -1.0]]}}))
+    (tmp_path / "f.json").write_text(json.dumps({**FIT, "format": "xmodal-sweep"}))
+    argv = [a.replace("{dir}", str(tmp_path)) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "xmodal.cli", "lorenz", "--out",
                            str(tmp_path / "o"), *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_mark_is_the_fit_on_the_plane(tmp_path):
+    """--mark: beta_self, beta_cross the geometric means of B's diagonal and off-diagonal, the
+    ranges the span of their intervals; the phase map changes where it is drawn."""
+    from lorenz.figures import phase_map
+    from xmodal.commands.lorenz import fit_mark
+
+    (tmp_path / "params.json").write_text(json.dumps(FIT))
+    mark = fit_mark(tmp_path / "params.json")
+    assert mark["beta_self"] == pytest.approx(2.0) and mark["beta_cross"] == pytest.approx(
+        np.sqrt(0.02))
+    assert mark["self_range"] == (0.5, 8.0) and mark["cross_range"] == (0.05, 0.4)
+    import matplotlib.image
+
+    betas = np.logspace(-2, 1, 3)
+    nmse, phi = np.full((3, 3), 0.1), np.ones((3, 3, 2))
+    images = []
+    for name, marks in (("none", []), ("mark", [mark])):
+        phase_map(tmp_path / f"{name}.png", betas, nmse, phi, marks)
+        images.append(matplotlib.image.imread(tmp_path / f"{name}.png"))
+    assert images[0].shape == images[1].shape and np.abs(images[0] - images[1]).max() > 0.5

@@ -16,7 +16,6 @@ See docs/fit.md.
 from surrogate.fitting.config import DIVERGENCES, TIME_MAPS, FitConfig
 from surrogate.fitting.identifiability import parameter_names
 from surrogate.fitting.model import (
-    DENSE_UP_TO,
     FitModel,
     FitParams,
     RawParams,
@@ -35,7 +34,6 @@ from surrogate.fitting.synthetic import synthetic_shares
 from surrogate.fitting.target import Target, combine_targets, make_target, sizes_from_counts
 
 __all__ = [
-    "DENSE_UP_TO",
     "DIVERGENCES",
     "TIME_MAPS",
     "FitConfig",

@@ -8,9 +8,12 @@ parameters theta_hat, ``bootstrap`` pseudo-data sets are drawn, each the attenti
 realization from a key the fit never saw (held out); each is refitted from theta_hat with
 ``bootstrap_steps`` Levenberg-Marquardt steps of the same ensemble model. The refits' deviations
 d_b in the raw coordinates (log B, log K, log spread, gains, log anchor) mimic the estimator's
-error; scaled by sqrt(1 + 1/R) for the Monte Carlo error of the R-realization mean, their
-quantiles give the percentile interval, clipped to the box ``POSITIVE_BOX`` (1e-4 .. 1e2 for
-B, K, spread and anchor, where a flat direction runs) and mapped back (exp): finite. The noise
+error theta_hat - theta; scaled by sqrt(1 + 1/R) for the Monte Carlo error of the R-realization
+mean, their quantiles q give the basic bootstrap interval [theta_hat - q_hi, theta_hat - q_lo]
+(a refit that drifts up from theta_hat says the estimate sits above the truth: the percentile
+interval theta_hat + [q_lo, q_hi] would move the wrong way), clipped to the box
+``POSITIVE_BOX`` (1e-4 .. 1e2 for B, K, spread and anchor, where a flat direction runs) and
+mapped back (exp): finite. The noise
 scale of the Fisher analysis is the per-entry variance of the attention across the R
 realizations at theta_hat.
 """
@@ -43,8 +46,9 @@ _realizations = jax.jit(realization_attention)
 class Intervals:
     """Bootstrap intervals: ``low``/``high`` FitParams-like dicts {name: array} at ``level``;
     ``raw_sd`` (P,) the inflated bootstrap standard deviation of the raw coordinates
-    ``names``; ``bias`` (P,) mean deviation of the refits; ``refits`` finite refits of
-    ``draws``; ``noise_sd`` (L, M, M) realization sd of the attention at the fit;
+    ``names``; ``bias`` (P,) mean deviation of the refits; ``deviations`` (B', P) the refits'
+    inflated deviations from the fit (the interval's quantiles are theirs); ``refits`` finite
+    refits of ``draws``; ``noise_sd`` (L, M, M) realization sd of the attention at the fit;
     ``profile``: the loss along the most poorly constrained direction (or None)."""
 
     low: dict
@@ -53,6 +57,7 @@ class Intervals:
     names: tuple[str, ...]
     raw_sd: np.ndarray
     bias: np.ndarray
+    deviations: np.ndarray
     refits: int
     draws: int
     noise_sd: np.ndarray
@@ -83,21 +88,20 @@ def noise_fisher(jac_raw: np.ndarray, noise_var: np.ndarray, weight: np.ndarray
     return np.sqrt((evecs ** 2 * inv).sum(1))
 
 
-def interval_table(raw: RawParams, params: FitParams, idx: np.ndarray, refits: np.ndarray,
-                   level: float, tied: bool, inflate: float) -> tuple[dict, dict]:
-    """(low, high) {B, K, omega_spread, gain, anchor: arrays}: percentile intervals of the
-    refits ``refits`` (B, P) of the trained raw coordinates ``idx``, their deviations from
-    ``raw`` scaled by ``inflate``, clipped to the box of ``raw_box`` and mapped through exp
-    (logs) or identity (gains); untrained parameters get a zero-width interval (they are
-    fixed), K = B's interval when ``tied``."""
+def interval_table(raw: RawParams, params: FitParams, idx: np.ndarray, dev: np.ndarray,
+                   level: float, tied: bool) -> tuple[dict, dict]:
+    """(low, high) {B, K, omega_spread, gain, anchor: arrays}: basic bootstrap intervals from
+    the refits' deviations ``dev`` (B, P) from ``raw`` in the trained raw coordinates ``idx``
+    (already inflated; [raw - q_hi(dev), raw - q_lo(dev)]), clipped to the box of ``raw_box``
+    and mapped through exp (logs) or identity (gains); untrained parameters get a zero-width
+    interval (they are fixed), K = B's interval when ``tied``."""
     flat, unravel = ravel_pytree(jax.tree.map(np.asarray, raw))
     flat = np.asarray(flat)
     box = [np.asarray(ravel_pytree(b)[0]) for b in raw_box(raw)]
-    dev = (np.asarray(refits) - flat[idx]) * inflate
     tail = (1 - level) / 2
     lo_flat, hi_flat = flat.copy(), flat.copy()
-    lo_flat[idx] = flat[idx] + np.quantile(dev, tail, axis=0)
-    hi_flat[idx] = flat[idx] + np.quantile(dev, 1 - tail, axis=0)
+    lo_flat[idx] = flat[idx] - np.quantile(dev, 1 - tail, axis=0)
+    hi_flat[idx] = flat[idx] - np.quantile(dev, tail, axis=0)
     # the interval holds the estimate itself (refits along a flat direction may all run away)
     lo_flat, hi_flat = np.minimum(lo_flat, flat), np.maximum(hi_flat, flat)
     lo_flat, hi_flat = np.clip(lo_flat, *box), np.clip(hi_flat, *box)

@@ -342,9 +342,9 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
     held = make_model(k_boot, sizes, config, dtype, realizations=config.bootstrap)
     refits, raw_sd, bias = iv.bootstrap(model, held, data, raw, params, idx, settings,
                                         config.bootstrap_steps, config.level, polish)
-    low, high = iv.interval_table(raw, params, idx, refits, config.level, settings.tied,
-                                  math.sqrt(1 + 1 / config.realizations))
+    dev = (refits - np.asarray(ravel_pytree(raw)[0])[idx]) * math.sqrt(1 + 1 / config.realizations)
+    low, high = iv.interval_table(raw, params, idx, dev, config.level, settings.tied)
     profile = iv.profile(model, data, raw, idx, settings, jac, noise_var, fisher_sd, names)
     return iv.Intervals(low=low, high=high, level=config.level, names=names, raw_sd=raw_sd,
-                        bias=bias, refits=len(refits), draws=config.bootstrap,
+                        bias=bias, deviations=dev, refits=len(refits), draws=config.bootstrap,
                         noise_sd=np.sqrt(noise_var), fisher_sd=fisher_sd, profile=profile)

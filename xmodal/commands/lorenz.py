@@ -6,6 +6,9 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 from xmodal.arguments import add_out, add_quiet, add_seed, positive_int
 from xmodal.report import (
@@ -59,6 +62,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out(p, default="results/lorenz",
             force="write into a non-empty --out (overwriting the files there)")
     add_quiet(p)
+    p.add_argument("--mark", type=Path, action="append", default=[], metavar="PARAMS_JSON",
+                   help="draw the (beta_self, beta_cross) of a two-modality fit (xmodal fit's "
+                        "params.json, with its 90 %% intervals) on the phase maps; repeatable")
+
+
+def fit_mark(path: Path) -> dict:
+    """The plane point of a fit's params.json: beta_self and beta_cross the geometric means of
+    the diagonal and off-diagonal entries of B, their ranges the span of those entries'
+    intervals (when the file has them); ValueError naming the file and field."""
+    from surrogate.files import read_json_file
+
+    obj = read_json_file(path)
+
+    def matrix(value, field):
+        a = np.asarray(value, dtype=float) if isinstance(value, list) else None
+        if a is None or a.shape != (2, 2) or not (np.isfinite(a).all() and (a > 0).all()):
+            raise ValueError(f"{path}: field '{field}' must be a 2 x 2 matrix of positive "
+                             f"numbers (the plane has two modalities), got {value!r}")
+        return a
+
+    if not isinstance(obj, dict) or obj.get("format") != "xmodal-fit":
+        raise ValueError(f"{path}: not a params.json of xmodal fit (field 'format' must be "
+                         f"'xmodal-fit')")
+    if not isinstance(obj.get("params"), dict):
+        raise ValueError(f"{path}: field 'params' is missing")
+    B = matrix(obj["params"].get("B"), "params.B")
+    off = ~np.eye(2, dtype=bool)
+    mark = {"label": f"fit {path.name}", "beta_self": float(np.exp(np.log(B.diagonal()).mean())),
+            "beta_cross": float(np.exp(np.log(B[off]).mean()))}
+    iv = (obj.get("intervals") or {}).get("B")
+    if iv is not None:
+        if not isinstance(iv, dict):
+            raise ValueError(f"{path}: field 'intervals.B' must be an object")
+        low = matrix(iv.get("low"), "intervals.B.low")
+        high = matrix(iv.get("high"), "intervals.B.high")
+        mark["self_range"] = (float(low.diagonal().min()), float(high.diagonal().max()))
+        mark["cross_range"] = (float(low[off].min()), float(high[off].max()))
+    return mark
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not (math.isfinite(value) and 0 <= value <= 1e3):
             raise ValueError(f"--{name.replace('_', '-')} must be a number in [0, 1000], "
                              f"got {value}")
+    marks = [fit_mark(path) for path in args.mark]
     check_memory(16 * 8 * args.grid**2, f"--grid {args.grid} ({args.grid**2} points)")
     readings = 2 if args.coupling == "both" else 1
     points = args.grid**2 * readings * args.seeds * args.replications
@@ -108,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     results = to_json(res)
     results["versions"] = versions()
     t_fig = time.perf_counter()
-    files = write_figures(out, res)
+    files = write_figures(out, res, marks)
     results["timing_s"]["figures"] = time.perf_counter() - t_fig
     planes = {}
     for reading, plane in res.planes.items():
