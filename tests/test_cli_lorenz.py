@@ -109,8 +109,8 @@ def test_numbers_are_consistent(run_dir):
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["--grid", "1"], "--grid must be >= 2"), (["--grid", "x"], "argument --grid"),
-     (["--replications", "1"], "--replications must be >= 2"),
+    [(["--grid", "1"], "argument --grid: must be >= 2"), (["--grid", "x"], "argument --grid"),
+     (["--replications", "1"], "argument --replications: must be >= 2"),
      (["--encoding-scale", "-1"], "--encoding-scale must be a number in [0, 1000]"),
      (["--device", "abacus"], "argument --device: invalid choice"),
      (["--mark", "missing.json"], "missing.json"),

@@ -16,6 +16,7 @@ __all__ = [
     "add_seed",
     "finite_float",
     "float_list",
+    "int_at_least",
     "int_list",
     "json_object",
     "names_list",
@@ -86,6 +87,16 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (a count that may be zero)."""
     return _int(text, 0)
+
+
+def int_at_least(minimum: int):
+    """The argparse type of an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        return _int(text, minimum)
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def seed_int(text: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodal.arguments import add_out, add_quiet, add_seed, positive_int
+from xmodal.arguments import add_out, add_quiet, add_seed, int_at_least, positive_int
 from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
@@ -33,7 +33,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grid", type=positive_int, default=8, help="points per beta axis (>= 2)")
+    p.add_argument("--grid", type=int_at_least(2), default=8, help="points per beta axis (>= 2)")
     p.add_argument("--coupling", choices=["tied", "fixed", "both"], default="both",
                    help="reading of 'low beta': tied (K = B), fixed (K = --kappa, only B "
                         "swept), or both (default)")
@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding-scale", type=float, default=None,
                    help="encoding scale s, c_i ~ N(0, s^2) (default: chosen on validation "
                         "from 0.5, pi/4, pi/2)")
-    p.add_argument("--replications", type=positive_int, default=3,
+    p.add_argument("--replications", type=int_at_least(2), default=3,
                    help="independent Lorenz trajectories (>= 2; default 3): every figure of "
                         "merit is a mean with an interval over them")
     p.add_argument("--seeds", type=positive_int, default=1,
@@ -103,10 +103,6 @@ def fit_mark(path: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.grid < 2:
-        raise ValueError(f"--grid must be >= 2, got {args.grid}")
-    if args.replications < 2:
-        raise ValueError(f"--replications must be >= 2, got {args.replications}")
     for name in ("kappa", "anchor", "encoding_scale"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and 0 <= value <= 1e3):
