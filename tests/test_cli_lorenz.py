@@ -111,7 +111,7 @@ def test_numbers_are_consistent(run_dir):
     "argv, message",
     [(["--grid", "1"], "argument --grid: must be >= 2"), (["--grid", "x"], "argument --grid"),
      (["--replications", "1"], "argument --replications: must be >= 2"),
-     (["--encoding-scale", "-1"], "--encoding-scale must be a number in [0, 1000]"),
+     (["--encoding-scale", "-1"], "argument --encoding-scale: must be in [0, 1000]"),
      (["--device", "abacus"], "argument --device: invalid choice"),
      (["--mark", "missing.json"], "missing.json"),
      (["--mark", "{dir}/b.json"], "field 'params.B' must be a 2 x 2 matrix"),

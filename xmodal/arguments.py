@@ -15,6 +15,7 @@ __all__ = [
     "add_quiet",
     "add_seed",
     "finite_float",
+    "float_in",
     "float_list",
     "int_at_least",
     "int_list",
@@ -61,12 +62,21 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
-def unit_float(text: str) -> float:
-    """A number in [0, 1] (a share or a probability)."""
-    value = finite_float(text)
-    if not 0 <= value <= 1:
-        raise _error(f"must be in [0, 1], got {text!r}")
-    return value
+def float_in(low: float, high: float):
+    """The argparse type of a number in [low, high]."""
+
+    def parse(text: str) -> float:
+        value = finite_float(text)
+        if not low <= value <= high:
+            raise _error(f"must be in [{low:g}, {high:g}], got {text!r}")
+        return value
+
+    parse.__name__ = f"number in [{low:g}, {high:g}]"
+    return parse
+
+
+#: A number in [0, 1] (a share or a probability).
+unit_float = float_in(0, 1)
 
 
 def _int(text: str, minimum: int) -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from xmodal.arguments import add_out, add_quiet, add_seed, int_at_least, positive_int
+from xmodal.arguments import add_out, add_quiet, add_seed, float_in, int_at_least, positive_int
 from xmodal.report import (
     atomic_write_bytes,
     atomic_write_json,
@@ -37,12 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coupling", choices=["tied", "fixed", "both"], default="both",
                    help="reading of 'low beta': tied (K = B), fixed (K = --kappa, only B "
                         "swept), or both (default)")
-    p.add_argument("--kappa", type=float, default=0.3,
+    p.add_argument("--kappa", type=float_in(0, 1000), default=0.3,
                    help="coupling K in every block for the fixed reading (default 0.3)")
-    p.add_argument("--anchor", type=float, default=None,
+    p.add_argument("--anchor", type=float_in(0, 1000), default=None,
                    help="input anchoring strength h of every oscillator (default: chosen on "
                         "validation from 4, 8, 16; 0: the additive drive only)")
-    p.add_argument("--encoding-scale", type=float, default=None,
+    p.add_argument("--encoding-scale", type=float_in(0, 1000), default=None,
                    help="encoding scale s, c_i ~ N(0, s^2) (default: chosen on validation "
                         "from 0.5, pi/4, pi/2)")
     p.add_argument("--replications", type=int_at_least(2), default=3,
@@ -103,11 +102,6 @@ def fit_mark(path: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("kappa", "anchor", "encoding_scale"):
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and 0 <= value <= 1e3):
-            raise ValueError(f"--{name.replace('_', '-')} must be a number in [0, 1000], "
-                             f"got {value}")
     marks = [fit_mark(path) for path in args.mark]
     check_memory(16 * 8 * args.grid**2, f"--grid {args.grid} ({args.grid**2} points)")
     readings = 2 if args.coupling == "both" else 1
