@@ -22,7 +22,7 @@ import numpy as np
 import surrogate as sg
 from lorenz.data import LorenzSeries, Splits
 from lorenz.observer import observer_statistics
-from lorenz.readout import NormalEquations, one_blas_thread, ridge
+from lorenz.readout import NormalEquations, one_blas_thread, ridge, shapley2
 from surrogate.bias import Couplings, with_couplings
 
 __all__ = ["DEFAULT_LAMBDA", "fixed_ridge_nmse", "observer_shapley", "select_lambda",
@@ -70,8 +70,7 @@ def observer_shapley(c: Couplings, sur: sg.Surrogate, theta0: jax.Array, series:
         return -fixed_ridge_nmse(stats, np.concatenate([idx, idx + n]), lam)
 
     v0, vx, vy, vxy = value(()), value((0,)), value((1,)), value((0, 1))
-    # exact two-player Shapley values (readout.shapley2, traceable here)
-    return jnp.stack([0.5 * ((vx - v0) + (vxy - vy)), 0.5 * ((vy - v0) + (vxy - vx))])
+    return shapley2(vx, vy, vxy, v0)
 
 
 def shapley_difference(c: Couplings, sur: sg.Surrogate, theta0: jax.Array,

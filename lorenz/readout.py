@@ -260,11 +260,13 @@ def predict(fit: RidgeFit, f) -> np.ndarray:
     return np.asarray(f, np.float64) @ fit.w + fit.b[..., None, :]
 
 
-def shapley2(v_x, v_y, v_xy, v_empty=0.0) -> np.ndarray:
+def shapley2(v_x, v_y, v_xy, v_empty=0.0):
     """Exact two-player Shapley values (..., 2) = (phi_X, phi_Y) of a game with values v({X}),
     v({Y}), v({X, Y}), v({}): phi_X = [(v_X - v_0) + (v_XY - v_Y)] / 2; they sum to
-    v_XY - v_0 (efficiency)."""
-    v_x, v_y, v_xy = (np.asarray(v, np.float64) for v in (v_x, v_y, v_xy))
+    v_XY - v_0 (efficiency). NumPy float64, or JAX (traceable) when ``v_xy`` is a JAX array."""
+    xp = _namespace(v_xy)
+    if xp is np:
+        v_x, v_y, v_xy = (np.asarray(v, np.float64) for v in (v_x, v_y, v_xy))
     phi_x = 0.5 * ((v_x - v_empty) + (v_xy - v_y))
     phi_y = 0.5 * ((v_y - v_empty) + (v_xy - v_x))
-    return np.stack([phi_x, phi_y], -1)
+    return xp.stack([phi_x, phi_y], -1)
