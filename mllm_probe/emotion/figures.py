@@ -1,5 +1,6 @@
-"""Figures of the emotion experiment (matplotlib, Agg): confusion matrices, error-attractor
-graphs, an alluvial (Sankey) plot of errors and the JS distances between conditions.
+"""Figures of the emotion experiment (matplotlib Figures, no pyplot: no backend is set):
+confusion matrices, error-attractor graphs, an alluvial (Sankey) plot of errors and the JS
+distances between conditions.
 
 Each function takes the JSON-able statistics of `mllm_probe.emotion.attractors.analyze` and
 returns a matplotlib Figure; the caller saves it.
@@ -14,30 +15,22 @@ from mllm_probe.emotion.prompts import LABELS
 COLORS = ("#d62728", "#8c564b", "#9467bd", "#ff7f0e", "#7f7f7f", "#1f77b4")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _panels(stats: dict, width: float, height: float):
     """Figure with one panel per condition (one empty panel saying so when there is none)."""
-    plt = _plt()
+    from matplotlib.figure import Figure
+
     conds = list(stats["conditions"])
-    fig, axes = plt.subplots(1, max(1, len(conds)), figsize=(width * max(1, len(conds)), height),
-                             squeeze=False)
+    fig = Figure(figsize=(width * max(1, len(conds)), height))
+    axes = fig.subplots(1, max(1, len(conds)), squeeze=False)
     if not conds:
         axes[0][0].axis("off")
         axes[0][0].text(0.5, 0.5, "no predictions", ha="center", va="center")
-    return plt, fig, list(zip(axes[0], conds, strict=False))
+    return fig, list(zip(axes[0], conds, strict=False))
 
 
 def confusion_figure(stats: dict):
     """Row-normalised confusion matrix per condition (counts written in the cells)."""
-    _, fig, panels = _panels(stats, 4.2, 4)
+    fig, panels = _panels(stats, 4.2, 4)
     for ax, cond in panels:
         conf = np.asarray(stats["per_condition"][cond]["confusion"], dtype=float)
         rows = conf.sum(1, keepdims=True)
@@ -59,7 +52,7 @@ def confusion_figure(stats: dict):
 
 def attractor_graph_figure(stats: dict):
     """Error graph per condition: labels on a circle, arrows true -> predicted, width ~ share."""
-    _, fig, panels = _panels(stats, 4, 4)
+    fig, panels = _panels(stats, 4, 4)
     angles = np.pi / 2 - 2 * np.pi * np.arange(len(LABELS)) / len(LABELS)
     xy = {label: np.array([np.cos(a), np.sin(a)]) for label, a in zip(LABELS, angles, strict=False)}
     for ax, cond in panels:
@@ -98,7 +91,9 @@ def _band(ax, x0, x1, y0a, y0b, y1a, y1b, color):
 def sankey_figure(stats: dict):
     """Alluvial plot per condition: intended label (left) -> predicted label (right), errors
     only."""
-    plt, fig, panels = _panels(stats, 4, 4.5)
+    from matplotlib.patches import Rectangle
+
+    fig, panels = _panels(stats, 4, 4.5)
     gap = 0.02
     for ax, cond in panels:
         conf = np.asarray(stats["per_condition"][cond]["confusion"], dtype=float)
@@ -129,7 +124,7 @@ def sankey_figure(stats: dict):
             for x, top, size, ha, xt in ((0.05, ltop[k], left[k], "right", 0.03),
                                          (0.9, rtop[k], right[k], "left", 0.97)):
                 if size > 0:
-                    ax.add_patch(plt.Rectangle((x, top - size), 0.05, size, color=COLORS[k]))
+                    ax.add_patch(Rectangle((x, top - size), 0.05, size, color=COLORS[k]))
                     ax.text(xt, top - size / 2, label, ha=ha, va="center", fontsize=8)
         ax.text(0.075, 1.05, "intended", ha="center", fontsize=8)
         ax.text(0.925, 1.05, "predicted", ha="center", fontsize=8)
@@ -142,8 +137,10 @@ def sankey_figure(stats: dict):
 def distance_figure(stats: dict):
     """JS distances between the conditions' error distributions with intervals over actors
     (descriptive: the claim's verdict comes from `statistics.claim`)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     width = 0.38
     for k, (errors, offset) in enumerate((("pairs", -width / 2), ("targets", width / 2))):
         items = list(stats["js_distance"][errors].items())

@@ -269,11 +269,6 @@ def write_analysis(out: Path, rows: list[dict], conditions, *, seed: int, n_boot
                    n_perm: int, min_share: float, run_info: dict) -> dict:
     """Analyse predictions-table ``rows``; write summary.json, the figures and report.md to
     ``out``. Needs numpy and matplotlib only."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from mllm_probe.emotion import attractors, figures
     from mllm_probe.emotion.tokens import distribution
     from xmodal.report import atomic_savefig, atomic_write_bytes, atomic_write_json
@@ -299,7 +294,6 @@ def write_analysis(out: Path, rows: list[dict], conditions, *, seed: int, n_boot
     for name, make in figures.FIGURES.items():
         fig = make(primary)
         atomic_savefig(fig, out / name)
-        plt.close(fig)
     atomic_write_bytes(out / "report.md", render_report(summary).encode())
     return summary
 
