@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from surrogate.model import NORMALISATIONS
+
 __all__ = ["METRICS", "SWEEPABLE", "Axis", "ModelSpec", "RunSpec", "SweepSpec", "load_spec"]
 
 #: Parameters a spec may sweep (per-point values; the graph is shared by all points).
@@ -20,7 +22,6 @@ SWEEPABLE = ("beta_self", "beta_cross", "kappa_self", "kappa_cross", "gain", "om
 #: Sweepable parameters that must not be negative.
 NON_NEGATIVE = ("anchor",)
 METRICS = ("order_parameter", "modality_attention", "lyapunov")
-NORMALISATIONS = ("softmax", "mean", "none")
 FIELDS = ("auto", "dense", "sparse")
 DRIVES = ("none", "lorenz")
 
