@@ -117,16 +117,13 @@ def _system(args, jnp, dtype):
     return dynamics, fn, params, jnp.asarray(y0, dtype), exact_sum, reference
 
 
-def _lorenz_drive(jnp, dtype, dt, n_steps):
-    """Standardised Lorenz x(t), y(t) on [0, n_steps dt] (after 20 time units of transient)."""
-    import surrogate as sg
-    from lorenz.systems import lorenz63, rk4_trajectory
+def _lorenz_drive(dtype, dt, n_steps):
+    """Standardised Lorenz x(t), y(t) on [0, (n_steps + 1) dt] (after 20 time units of
+    transient): the drive of sweep specs."""
+    from lorenz.data import lorenz_xy
+    from surrogate.sweeping import standardised_drive
 
-    sol = rk4_trajectory(lorenz63, jnp.asarray([1.0, 1.0, 1.0], dtype), dt=dt,
-                         n_steps=n_steps + 1, transient=round(20 / dt))
-    ts, xy = sol.ts, sol.ys[:, :2]
-    xy = (xy - xy.mean(0)[None, :]) / xy.std(0)[None, :]
-    return sg.make_drive(ts - ts[0], xy)
+    return standardised_drive(lorenz_xy(n_steps + 2, dt, dtype), dt)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         k_model, k_theta = jax.random.split(jax.random.key(args.seed))
         drive = None
         if args.drive == "lorenz":
-            drive = _lorenz_drive(jnp, dtype, dt, transient + n_steps)
+            drive = _lorenz_drive(dtype, dt, transient + n_steps)
         sur = sg.paper_preset(k_model, args.beta_self, args.beta_cross, sizes=args.sizes,
                               k=args.degree, omega_spread=args.omega_spread, drive=drive,
                               dtype=dtype)
