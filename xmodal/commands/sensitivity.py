@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     import surrogate as sg
     from lorenz.bias import select_lambda, shapley_difference
     from lorenz.data import Splits, lorenz_series
-    from lorenz.observer import observer_statistics
+    from lorenz.observer import driven, observer_statistics
     from surrogate import bias as sb
     from surrogate import bias_report
 
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if drive == "lorenz" or not args.no_shapley:
         series = lorenz_series(splits, sample_every=4, dtype=dtype)
     if drive == "lorenz":
-        surs = [s.replace(drive=sg.make_drive(series.ts, series.u[:, :2])) for s in surs]
+        surs = [driven(s, series) for s in surs]  # X <- x(t), Y <- y(t)
     elif obj is None:  # the preset with a constant unit drive
         horizon = args.dt * args.steps
         surs = [s.replace(drive=sg.make_drive(jnp.asarray([0.0, horizon], dtype),
