@@ -108,7 +108,7 @@ class FitResult:
 
     def _interval_method(self) -> dict:
         iv = self.intervals
-        return {"method": "parametric bootstrap over held-out realizations, basic interval in "
+        return {"method": "parametric bootstrap over held-out realizations, percentile interval in "
                           "log coordinates (gains: linear), deviations scaled by sqrt(1 + 1/R), "
                           "clipped to 1e-4 .. 1e2",
                 "draws": iv.draws, "finite_refits": iv.refits,
