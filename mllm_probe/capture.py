@@ -438,9 +438,9 @@ def capture_attention(module, query, key, value, attention_mask, scaling=None, d
         if dead is not None:
             w.masked_fill_(dead, 0.0)
         if role is not None:
-            kind, where = role
+            part, where = role
             with torch.no_grad():
-                if kind == "language":
+                if part == "language":
                     recorder.observe_language(where, w.detach(), block_mask, start)
                 else:
                     recorder.observe_encoder(where, w.detach(), block_mask)
