@@ -39,30 +39,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xmodal.arguments import nonnegative_int, positive_int
+
 REFERENCE = np.array([0.9056, 0.0, -14.5723])
 TRACE = -(10.0 + 1.0 + 8.0 / 3.0)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=4096, help="initial conditions (default 4096)")
-    p.add_argument("--steps", type=int, default=20_000, help="measured RK4 steps (default 20000)")
-    p.add_argument("--transient", type=int, default=1000, help="discarded steps (default 1000)")
+    p.add_argument("--batch", type=positive_int, default=4096,
+                   help="initial conditions (default 4096)")
+    p.add_argument("--steps", type=positive_int, default=20_000,
+                   help="measured RK4 steps (default 20000)")
+    p.add_argument("--transient", type=nonnegative_int, default=1000,
+                   help="discarded steps (default 1000)")
     p.add_argument("--dt", type=float, default=0.01)
-    p.add_argument("--renorm-every", type=int, default=8,
+    p.add_argument("--renorm-every", type=positive_int, default=8,
                    help="steps between QRs of the batch row and the second lyapax row (default 8)")
-    p.add_argument("--lanes", type=int, default=256, help="trajectories per lane block")
+    p.add_argument("--lanes", type=positive_int, default=256, help="trajectories per lane block")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-lyapax", action="store_true", help="time xmodal's engines only")
     p.add_argument("--no-vmap", action="store_true", help="skip the vmapped one-system row")
     args = p.parse_args(argv)
-    for name in ("batch", "steps", "renorm_every", "repeats", "lanes"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.transient < 0:
-        p.error("--transient must be >= 0")
     if args.steps % args.renorm_every:
         p.error("--steps must be a multiple of --renorm-every")
     if args.transient % args.renorm_every:
