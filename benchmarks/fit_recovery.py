@@ -74,19 +74,25 @@ def recovery(reading: str, truths, realizations: int = 8, bootstrap: int = 16, s
             if name == "B" or reading == "free":
                 covered &= bool(row[f"{name}_in"].all())
         row["covered"] = covered
-        # beside the library's percentile intervals: the basic interval (fit - the deviations'
-        # quantiles) and simultaneous percentile intervals (Bonferroni over the P trained
-        # coordinates: each at 1 - (1 - level) / P), from the same refits
+        # beside the library's intervals (percentile; the whole box for the coordinates the
+        # curvature flags as not pinned down), from the same refits: the bootstrap alone
+        # (percentile, no box rule), the basic interval (fit - the deviations' quantiles) and
+        # simultaneous intervals (Bonferroni over the P trained coordinates, each at
+        # 1 - (1 - level) / P, with the box rule)
         row["deviations"] = np.asarray(iv.deviations)
+        row["unidentified"] = list(res.unidentified)
         tail = (1 - iv.level) / 2
-        for method, qs in (("basic", (1 - tail, tail)),
+        for method, qs in (("bootstrap", (tail, 1 - tail)), ("basic", (1 - tail, tail)),
                            ("joint", (tail / len(iv.names), 1 - tail / len(iv.names)))):
             lo, hi = row["B"].copy(), row["B"].copy()
             for (i, j), b in np.ndenumerate(row["B"]):
-                if f"B[{i},{j}]" in iv.names:
-                    q = np.quantile(iv.deviations[:, iv.names.index(f"B[{i},{j}]")], qs)
+                name = f"B[{i},{j}]"
+                if name in iv.names:
+                    q = np.quantile(iv.deviations[:, iv.names.index(name)], qs)
                     q = -q if method == "basic" else q
                     lo[i, j], hi[i, j] = np.clip(b * np.exp(q), 1e-4, 1e2)
+                    if method == "joint" and name in res.unidentified:
+                        lo[i, j], hi[i, j] = 1e-4, 1e2
             lo, hi = np.minimum(lo, row["B"]), np.maximum(hi, row["B"])
             t = np.asarray(B)
             row[f"B_{method}_low"], row[f"B_{method}_high"] = lo, hi
@@ -101,7 +107,9 @@ def recovery(reading: str, truths, realizations: int = 8, bootstrap: int = 16, s
                f" high {np.round(row['K_high'], 3).tolist()}, inside {row['K_in'].tolist()}"
                if reading == "free" else "")
             + f"; widths log10(high/low) B {np.round(row['B_width'], 2).tolist()}; inside the "
-            f"basic {row['B_basic_in'].tolist()}, simultaneous {row['B_joint_in'].tolist()}; "
+            f"bootstrap alone {row['B_bootstrap_in'].tolist()}, "
+            f"basic {row['B_basic_in'].tolist()}, "
+            f"simultaneous {row['B_joint_in'].tolist()}; unidentified {row['unidentified']}; "
             f"{sec:.0f} s wall, {cpu:.0f} s cpu", flush=True)
     return rows
 
@@ -142,7 +150,8 @@ def main() -> None:
     entries = sum(np.asarray(r["B_in"]).size for r in rows)
     print(f"\n{args.reading}: 90 % intervals cover the truth in "
           f"{sum(r['covered'] for r in rows)} of {len(rows)} truths (every entry); entries of B "
-          f"covered: percentile {sum(int(np.sum(r['B_in'])) for r in rows)} of {entries}, basic "
+          f"covered: library {sum(int(np.sum(r['B_in'])) for r in rows)} of {entries}, bootstrap "
+          f"alone {sum(int(np.sum(r['B_bootstrap_in'])) for r in rows)}, basic "
           f"{sum(int(np.sum(r['B_basic_in'])) for r in rows)}; truths with every entry inside "
           f"the simultaneous intervals: {sum(bool(np.all(r['B_joint_in'])) for r in rows)} of "
           f"{len(rows)}")

@@ -90,12 +90,15 @@ def noise_fisher(jac_raw: np.ndarray, noise_var: np.ndarray, weight: np.ndarray
 
 
 def interval_table(raw: RawParams, params: FitParams, idx: np.ndarray, dev: np.ndarray,
-                   level: float, tied: bool) -> tuple[dict, dict]:
+                   level: float, tied: bool, unbounded: np.ndarray | None = None
+                   ) -> tuple[dict, dict]:
     """(low, high) {B, K, omega_spread, gain, anchor: arrays}: percentile intervals from the
     refits' deviations ``dev`` (B, P) from ``raw`` in the trained raw coordinates ``idx``
     (already inflated; raw + [q_lo(dev), q_hi(dev)]), clipped to the box of ``raw_box``
     and mapped through exp (logs) or identity (gains); untrained parameters get a zero-width
-    interval (they are fixed), K = B's interval when ``tied``."""
+    interval (they are fixed), K = B's interval when ``tied``; the trained coordinates flagged
+    in ``unbounded`` (P,) bool (those the curvature finds not pinned down: refits from the fit
+    do not explore a flat direction) get the whole box."""
     flat, unravel = ravel_pytree(jax.tree.map(np.asarray, raw))
     flat = np.asarray(flat)
     box = [np.asarray(ravel_pytree(b)[0]) for b in raw_box(raw)]
@@ -106,6 +109,9 @@ def interval_table(raw: RawParams, params: FitParams, idx: np.ndarray, dev: np.n
     # the interval holds the estimate itself (refits along a flat direction may all run away)
     lo_flat, hi_flat = np.minimum(lo_flat, flat), np.maximum(hi_flat, flat)
     lo_flat, hi_flat = np.clip(lo_flat, *box), np.clip(hi_flat, *box)
+    if unbounded is not None:
+        wide = np.asarray(idx)[np.asarray(unbounded, bool)]
+        lo_flat[wide], hi_flat[wide] = box[0][wide], box[1][wide]
     lo_raw, hi_raw = unravel(jnp.asarray(lo_flat)), unravel(jnp.asarray(hi_flat))
     low, high = {}, {}
     for name, field in (("B", "log_B"), ("K", "log_K"), ("omega_spread", "log_spread"),

@@ -305,7 +305,7 @@ def fit(
     restart_params = jax.vmap(model_settings.constrain)(best_raws)
     converged, spread = restart_spread(restart_params, best_loss, config.converged_within)
     intervals = _intervals(model, data, raw, params, idx, names, model_settings, config, sizes,
-                           k_boot, ev["jac"][r], dtype)
+                           k_boot, ev["jac"][r], dtype, curv.unidentified)
 
     def to_np(tree):
         return jax.tree.map(np.asarray, tree)
@@ -325,7 +325,7 @@ def fit(
 
 
 def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_boot, jac_w,
-               dtype):
+               dtype, unidentified=()):
     """Bootstrap intervals over held-out realizations, the Fisher with the realization noise
     scale, and the loss profile along its weakest direction (surrogate.fitting.intervals)."""
     if config.bootstrap < 2:
@@ -343,7 +343,8 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
     refits, raw_sd, bias = iv.bootstrap(model, held, data, raw, params, idx, settings,
                                         config.bootstrap_steps, config.level, polish)
     dev = (refits - np.asarray(ravel_pytree(raw)[0])[idx]) * math.sqrt(1 + 1 / config.realizations)
-    low, high = iv.interval_table(raw, params, idx, dev, config.level, settings.tied)
+    low, high = iv.interval_table(raw, params, idx, dev, config.level, settings.tied,
+                                  np.isin(names, unidentified))
     profile = iv.profile(model, data, raw, idx, settings, jac, noise_var, fisher_sd, names)
     return iv.Intervals(low=low, high=high, level=config.level, names=names, raw_sd=raw_sd,
                         bias=bias, deviations=dev, refits=len(refits), draws=config.bootstrap,

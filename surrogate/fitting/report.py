@@ -95,7 +95,8 @@ def _interval_lines(result: FitResult) -> list[str]:
              f"each the attention of one realization the fit never saw, at the fitted "
              f"parameters, refitted with {c.bootstrap_steps} Levenberg-Marquardt steps "
              f"({iv.refits} finite); percentile intervals of the refits, deviations scaled by "
-             f"sqrt(1 + 1/R) for the {c.realizations}-realization mean, within 1e-4 .. 1e2. "
+             f"sqrt(1 + 1/R) for the {c.realizations}-realization mean, within 1e-4 .. 1e2; "
+             f"parameters not pinned down (below) get the whole box. "
              f"They cover realization noise, not a model that cannot fit the data.", "",
              "| parameter | value | low | high | bootstrap sd (raw) | linearised sd (raw) |",
              "| --- | --- | --- | --- | --- | --- |"]

@@ -110,7 +110,7 @@ class FitResult:
         iv = self.intervals
         return {"method": "parametric bootstrap over held-out realizations, percentile interval in "
                           "log coordinates (gains: linear), deviations scaled by sqrt(1 + 1/R), "
-                          "clipped to 1e-4 .. 1e2",
+                          "clipped to 1e-4 .. 1e2; the whole box for unidentified parameters",
                 "draws": iv.draws, "finite_refits": iv.refits,
                 "refit_steps": self.config.bootstrap_steps,
                 "raw_sd": dict(zip(self.param_names, np.asarray(iv.raw_sd).tolist(), strict=False)),
