@@ -3,9 +3,9 @@
 ``observer.evaluate_observer`` picks the ridge regularisation on a validation split (an argmin,
 and an eigendecomposition whose derivative is singular for masked features). Here the same ridge
 (``readout.ridge``) runs with a *fixed* regularisation (lam times the mean feature variance
-times n) and each coalition's readout is a Cholesky solve in plain XLA ops
-(``readout.spd_solve``) on the features of its modalities only, so v(S) = -NMSE_test(S) is a
-smooth function of the couplings:
+times n) and each coalition's readout is a solve in plain XLA ops (``readout.spd_solve``,
+Gauss-Jordan with the implicit derivative) on the features of its modalities only, so
+v(S) = -NMSE_test(S) is a smooth function of the couplings:
 
     phi_Y - phi_X = v{Y} - v{X} = NMSE_X - NMSE_Y      (two players, exact)
 
