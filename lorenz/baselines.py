@@ -148,8 +148,8 @@ def esn_states_batch(esns, u) -> np.ndarray:
     several hyperparameters) driven by u (T, D), from zero states: reservoirpy's matrices of
     each (``ESN.reservoir()``, initialised) and its update x <- (1 - lr) x + lr tanh(W x +
     W_in u + bias), the C reservoirs advanced together by one sparse block-diagonal product
-    per step (reservoirpy steps each alone: C Python steps per sample). Equal to
-    ``esn_states`` of each up to rounding (the input term is one matrix product over time)."""
+    per step (reservoirpy steps each alone: C Python steps per sample). The same operations
+    in the same order as reservoirpy's: equal to ``esn_states`` of each, bit for bit."""
     import scipy.sparse
 
     u = np.asarray(u, np.float64)
@@ -160,15 +160,15 @@ def esn_states_batch(esns, u) -> np.ndarray:
     if any(node.units != units for node in nodes):
         raise ValueError(f"the reservoirs must have one size, got {[n.units for n in nodes]}")
     w = scipy.sparse.block_diag([node.W for node in nodes], format="csr")
-    drive = np.concatenate([u @ np.asarray(node.Win).T for node in nodes], -1)  # (T, C units)
+    w_in = np.concatenate([np.asarray(node.Win) for node in nodes])  # (C units, D)
     bias = np.concatenate([np.broadcast_to(node.bias, (units,)) for node in nodes])
     lr = np.repeat([float(node.lr) for node in nodes], units)
     keep = 1 - lr
-    out = np.empty((u.shape[0], drive.shape[1]))
-    x = np.zeros(drive.shape[1])
+    out = np.empty((u.shape[0], w_in.shape[0]))
+    x = np.zeros(w_in.shape[0])
     for t in range(u.shape[0]):  # in place: (1 - lr) x + lr tanh(W x + W_in u + bias)
         pre = w @ x
-        pre += drive[t]
+        pre += w_in @ u[t]
         pre += bias
         np.tanh(pre, out=pre)
         pre *= lr
