@@ -37,6 +37,9 @@ def test_lanes_equal_the_per_point_path_and_copies_converge():
     np.testing.assert_array_equal(out[0].stats.n[0, 0], [500, 50, 50])
     res = evaluate_observer(out[0].stats, modality_features(base.network))
     assert res.nmse.shape == (2, 2, 3, 3) and np.all(res.test[..., 0] < 0.1)
+    full = evaluate_observer(out[0].stats, modality_features(base.network), ("xy",))
+    assert full.nmse.shape == (2, 2, 1, 3)  # the full readout alone (selection, anchor scan)
+    np.testing.assert_array_equal(full.nmse[..., 0, :], res.nmse[..., 0, :])
     # anchored at h = 4 with s = 0.5 the copies forget their start within 8 time units (the
     # main job: at most 1.8e-6 rad after 10; after 2 they are still 0.2-1.9 apart)
     assert out[0].distance.shape == (2, 2) and np.all(out[0].distance < 1e-3)
