@@ -149,7 +149,8 @@ def esn_states_batch(esns, u) -> np.ndarray:
     each (``ESN.reservoir()``, initialised) and its update x <- (1 - lr) x + lr tanh(W x +
     W_in u + bias), the C reservoirs advanced together by one sparse block-diagonal product
     per step (reservoirpy steps each alone: C Python steps per sample). The same operations
-    in the same order as reservoirpy's: equal to ``esn_states`` of each, bit for bit."""
+    in the same order as reservoirpy's: equal to ``esn_states`` of each, bit for bit (with
+    reservoirpy's sparse W, i.e. ``rc_connectivity`` < 1)."""
     import scipy.sparse
 
     u = np.asarray(u, np.float64)
