@@ -33,7 +33,13 @@ from lorenz.baselines import esn_forecast, make_esn, ngrc_forecast, observer_bas
 from lorenz.data import LYAPUNOV_TIME, Splits, attractor_points, lorenz_series
 from lorenz.forecast import forecast_starts, surrogate_forecast, valid_prediction_time
 from lorenz.lanes import lane_features, lane_statistics
-from lorenz.observer import ObserverResult, driven, evaluate_observer, modality_features
+from lorenz.observer import (
+    COALITIONS,
+    ObserverResult,
+    driven,
+    evaluate_observer,
+    modality_features,
+)
 from lorenz.readout import fit_ridge, one_blas_thread, predict
 from lorenz.stages import Stages
 from lorenz.verdict import Verdict, verdict
@@ -247,7 +253,7 @@ def _select(config, series, splits, stages, log):
         params = params.replace(
             anchor=jnp.asarray([[c[0]] * base.network.n for c in combos], base.dtype),
             encoding_gain=jnp.stack([c[1] * unit_c for c in combos]))
-        obs = _observe(base, params, theta0, series, splits, config, None)[0]
+        obs = _observe(base, params, theta0, series, splits, config, None, ("xy",))[0]
         lv = np.log10(obs.val[..., 0]).mean(0).reshape(len(anchors), len(scales), 4).mean(-1)
     i, j = np.unravel_index(np.argmin(lv), lv.shape)
     table = {"anchors": list(anchors), "scales": list(scales), "log10_val_nmse": lv}
@@ -256,13 +262,15 @@ def _select(config, series, splits, stages, log):
     return float(anchors[i]), float(scales[j]), table
 
 
-def _observe(base, params, theta0, series, splits, config, theta_b):
-    """(ObserverResult (R, P, ...), distance (R, P) or None) of the lanes in ``params``."""
+def _observe(base, params, theta0, series, splits, config, theta_b, coalitions=COALITIONS):
+    """(ObserverResult (R, P, ...) of ``coalitions``, distance (R, P) or None) of the lanes in
+    ``params``."""
     xy = jnp.stack([s.u[:, :2] for s in series])
     z = np.stack([np.asarray(s.u[:, 2:3], np.float64) for s in series])
     ls = lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta,
                          block=config.block, theta_b=theta_b)
-    return evaluate_observer(ls.stats, modality_features(base.network)), ls.distance
+    return (evaluate_observer(ls.stats, modality_features(base.network), coalitions),
+            ls.distance)
 
 
 def _planes(config, models, series, splits, stages, log, store=None):
@@ -337,7 +345,7 @@ def _anchor_scan(config, models, series, splits, stages):
             K=jnp.asarray(ks.ravel(), base.dtype)[:, None, None] * jnp.ones((1, 2, 2)),
             anchor=jnp.asarray(hs.ravel(), base.dtype)[:, None]
             * jnp.ones((1, base.network.n), base.dtype))
-        obs, _ = _observe(base, params, theta0, series, splits, config, None)
+        obs, _ = _observe(base, params, theta0, series, splits, config, None, ("xy",))
     shape = hs.shape
     return {"anchors": list(config.scan_anchors), "kappas": list(config.scan_kappas),
             "beta": b, "nmse": np.exp(np.log(obs.test[..., 0]).mean(0)).reshape(shape),

@@ -74,17 +74,6 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, *, n_steps
     return jax.vmap(one)(theta, xy)
 
 
-@functools.partial(jax.jit, static_argnames=("n_steps", "delta"))
-def _final(base, params, theta, ts, xy, *, n_steps: int, delta: float):
-    """theta (R, P, N) after ``n_steps`` from t = 0 (no features)."""
-    def one(theta_r, xy_r):
-        sur = base.replace(drive=sg.make_drive(ts, xy_r))
-        return sg.fold_batch(sur, theta_r, (), lambda a, i, th: a, dt=delta, n_steps=n_steps,
-                             params=params).y1
-
-    return jax.vmap(one)(theta, xy)
-
-
 def _sharded(params: sg.Params, theta, g: int):
     """``params`` leaves batched over the G lanes and theta (R, G, N) split along the lanes
     over the backend's devices (XLA partitions the step; no communication inside it), when
@@ -205,12 +194,16 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             pending = (k, feats)
         add(*pending)
     distance = None
-    if theta_b is not None:
+    if theta_b is not None:  # the second copy through the same blocks (no other program)
         theta_b = _sharded(params, jnp.broadcast_to(jnp.asarray(theta_b, base.dtype),
                                                     (r, g, n)), g)[1]
-        other = np.asarray(_final(base, params, theta_b, ts, xy, n_steps=first, delta=delta))
-        distance = wrapped_distance(at_first[..., :n], at_first[..., n:], np.sin(other),
-                                    np.cos(other))
+        k_first = (first - 1) // block  # the block holding the first training sample
+        for k in range(k_first + 1):
+            theta_b, fb = _advance(base, params, theta_b, ts, xy, jnp.int32(k), n_steps=block,
+                                   delta=delta, on_lanes=on_lanes, solver=solver)
+        fb = np.asarray(fb)[:, :, first - (k_first * block + 1)]
+        distance = wrapped_distance(at_first[..., :n], at_first[..., n:], fb[..., :n],
+                                    fb[..., n:])
     return LaneStatistics(stats=NormalEquations.from_gram(gram, z_dim), distance=distance,
                           host_seconds=host)
 

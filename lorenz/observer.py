@@ -154,11 +154,14 @@ def modality_features(net: sg.Network) -> list[np.ndarray]:
             for m in range(net.n_populations)]
 
 
-def evaluate_observer(stats: NormalEquations, groups: list[np.ndarray]) -> ObserverResult:
+def evaluate_observer(stats: NormalEquations, groups: list[np.ndarray],
+                      coalitions: tuple[str, ...] = COALITIONS) -> ObserverResult:
     """Ridge readouts (``readout.fit_ridge``, float64) of the coalitions {X, Y}, {X}, {Y} from
-    the statistics (..., 3 splits, F, F) of one target; ``groups`` the features of X and Y."""
-    subsets = (np.concatenate(groups), groups[0], groups[1])
-    fits = [fit_ridge(stats, idx) for idx in subsets]
+    the statistics (..., 3 splits, F, F) of one target; ``groups`` the features of X and Y.
+    ``coalitions``: those fitted, in this order (``("xy",)``: the full readout alone, as the
+    anchoring selection and the anchor scan need; ``phi`` needs all three)."""
+    subsets = dict(zip(COALITIONS, (np.concatenate(groups), groups[0], groups[1]), strict=True))
+    fits = [fit_ridge(stats, subsets[c]) for c in coalitions]
     return ObserverResult(nmse=np.stack([f.nmse.mean(-1) for f in fits], -2),
                           lam=np.stack([f.lam[..., 0] for f in fits], -1),
                           edge=np.stack([f.edge[..., 0] for f in fits], -1))

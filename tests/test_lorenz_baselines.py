@@ -13,6 +13,7 @@ from lorenz.baselines import (  # noqa: E402
     ESN,
     esn_forecast,
     esn_states,
+    esn_states_batch,
     make_esn,
     ngrc_features,
     ngrc_forecast,
@@ -112,6 +113,20 @@ def test_esn_seed_is_explicit():
     u = np.random.default_rng(0).normal(size=(50, 2))
     np.testing.assert_array_equal(esn_states(a, u), esn_states(b, u))
     assert not np.allclose(esn_states(a, u), esn_states(make_esn(jax.random.key(4)), u))
+
+
+def test_batched_esn_states_are_reservoirpys():
+    """The tuning's batched run equals reservoirpy's run of each candidate (leaky and not,
+    several scalings) bit for bit; a candidate's states differ from the others'."""
+    esn = make_esn(jax.random.key(5), 30)
+    cands = [dataclasses.replace(esn, sr=sr, lr=lr, input_scaling=s)
+             for sr, lr, s in [(0.2, 1.0, 0.1), (0.9, 0.5, 1.0), (0.5, 0.2, 0.3)]]
+    u = np.random.default_rng(1).normal(size=(200, 2))
+    batch = esn_states_batch(cands, u)
+    assert batch.shape == (3, 200, 30)
+    for c, b in zip(cands, batch, strict=True):
+        np.testing.assert_array_equal(b, esn_states(c, u))
+    assert np.abs(batch[0] - batch[1]).max() > 0.1
 
 
 @pytest.mark.parametrize("kind", ["ngrc", "esn"])

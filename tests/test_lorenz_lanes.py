@@ -29,13 +29,19 @@ def test_lanes_equal_the_per_point_path_and_copies_converge():
     xy = jnp.stack([s.u[:, :2] for s in series])
     z = np.stack([np.asarray(s.u[:, 2:3], np.float64) for s in series])
     out = [lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta, block=25,
-                           theta_b=theta0 + 2.0, on_lanes=lanes) for lanes in (True, False)]
+                           theta_b=theta0 + 2.0 * lanes, on_lanes=lanes)
+           for lanes in (True, False)]
     for a, b in zip(jax.tree.leaves(out[0].stats), jax.tree.leaves(out[1].stats), strict=False):
         np.testing.assert_array_equal(a, b)  # bit-identical dynamics, the same host sums
     assert out[0].stats.G.shape == (2, 2, 3, 200, 200)
     np.testing.assert_array_equal(out[0].stats.n[0, 0], [500, 50, 50])
     res = evaluate_observer(out[0].stats, modality_features(base.network))
     assert res.nmse.shape == (2, 2, 3, 3) and np.all(res.test[..., 0] < 0.1)
+    full = evaluate_observer(out[0].stats, modality_features(base.network), ("xy",))
+    assert full.nmse.shape == (2, 2, 1, 3)  # the full readout alone (selection, anchor scan)
+    np.testing.assert_array_equal(full.nmse[..., 0, :], res.nmse[..., 0, :])
     # anchored at h = 4 with s = 0.5 the copies forget their start within 8 time units (the
-    # main job: at most 2.4e-6 rad after 10; after 2 they are still 0.2-1.9 apart)
+    # main job: at most 1.8e-6 rad after 10; after 2 they are still 0.2-1.9 apart)
     assert out[0].distance.shape == (2, 2) and np.all(out[0].distance < 1e-3)
+    # a second copy from the same start runs through the same blocks: exactly the first
+    np.testing.assert_array_equal(out[1].distance, 0.0)
