@@ -1,4 +1,5 @@
-"""Figures of the Lorenz experiment (matplotlib, Agg); each written atomically as PNG."""
+"""Figures of the Lorenz experiment (matplotlib figures without pyplot); each written atomically
+as PNG."""
 
 from __future__ import annotations
 
@@ -18,20 +19,21 @@ def arrow_angle(phi_x, phi_y):
     return np.pi / 2 * d
 
 
-def _plt():
-    import matplotlib
+def _subplots(*grid, **kw):
+    """(figure, axes) of a ``matplotlib.figure.Figure``: no pyplot, so the caller's backend and
+    figure registry are left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    constrained = kw.pop("constrained_layout", False)
+    shared = {k: kw.pop(k) for k in ("sharex", "sharey", "squeeze") if k in kw}
+    fig = Figure(layout="constrained" if constrained else None, **kw)
+    return fig, fig.subplots(*grid, **shared)
 
 
 def _save(fig, path):
     from surrogate.files import atomic_savefig
 
     atomic_savefig(fig, path)
-    _plt().close(fig)
 
 
 def _log_extent(betas):
@@ -44,9 +46,8 @@ def phase_map(path, betas, nmse, phi, marks=()):
     """NMSE heat map over (log beta_cross, log beta_self) with Shapley arrows; ``marks``: fitted
     couplings to draw, dicts with ``label``, ``beta_self``, ``beta_cross`` and optional ranges
     ``self_range``, ``cross_range`` (low, high) drawn as error bars."""
-    plt = _plt()
     lb = np.log10(betas)
-    fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6.4, 5.2), constrained_layout=True)
     im = ax.imshow(np.log10(nmse), origin="lower", cmap="viridis_r", extent=_log_extent(betas),
                    aspect="auto")
     fig.colorbar(im, ax=ax, label="log10 NMSE (test, geometric mean over replications)")
@@ -84,8 +85,7 @@ def _draw_marks(ax, marks, extent):
 
 
 def shapley_map(path, betas, phi):
-    plt = _plt()
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    fig, ax = _subplots(1, 3, figsize=(14, 4), constrained_layout=True)
     diff = phi[..., 1] - phi[..., 0]
     for a, data, title in ((ax[0], phi[..., 0], "phi_X"), (ax[1], phi[..., 1], "phi_Y"),
                            (ax[2], diff, "phi_Y - phi_X")):
@@ -98,9 +98,8 @@ def shapley_map(path, betas, phi):
 
 
 def prediction(path, ts, z, preds, test):
-    plt = _plt()
-    fig, ax = plt.subplots(len(preds), 1, figsize=(10, 2.6 * len(preds)), sharex=True,
-                           constrained_layout=True, squeeze=False)
+    fig, ax = _subplots(len(preds), 1, figsize=(10, 2.6 * len(preds)), sharex=True,
+                        constrained_layout=True, squeeze=False)
     for a, (name, p) in zip(ax[:, 0], preds.items(), strict=False):
         a.plot(ts[test], z[test], "k", lw=1.2, label="true z")
         a.plot(ts[test], p["z_hat"][test], "C1", lw=1, label="surrogate readout")
@@ -112,9 +111,8 @@ def prediction(path, ts, z, preds, test):
 
 
 def attractor(path, raw, z_hat, test):
-    plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True, sharey=True,
-                           constrained_layout=True)
+    fig, ax = _subplots(1, 2, figsize=(10, 4.2), sharex=True, sharey=True,
+                        constrained_layout=True)
     ax[0].plot(raw[test, 0], raw[test, 2], "k", lw=0.6)
     ax[0].set(title="true (x, z)", xlabel="x", ylabel="z")
     ax[1].plot(raw[test, 0], z_hat[test], "C1", lw=0.6)
@@ -124,8 +122,7 @@ def attractor(path, raw, z_hat, test):
 
 def lyapunov_map(path, betas, lyap, title):
     """Largest conditional Lyapunov exponent over the plane (negative: the echo-state property)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6.4, 5.2), constrained_layout=True)
     lim = max(np.nanmax(np.abs(lyap)), 1e-12)
     im = ax.imshow(lyap, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
                    extent=_log_extent(betas), aspect="auto")
@@ -137,8 +134,7 @@ def lyapunov_map(path, betas, lyap, title):
 
 def anchor_scan(path, scan):
     """Test NMSE against anchor strength h, one line per coupling K."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6.4, 4.4), constrained_layout=True)
     nmse = np.asarray(scan["nmse"])
     for k, kappa in enumerate(scan["kappas"]):
         ax.loglog(scan["anchors"], nmse[:, k], "o-", label=f"K = {kappa:g}")
@@ -150,8 +146,7 @@ def anchor_scan(path, scan):
 
 def echo(path, preds):
     """Distance of two copies from different phases under one drive, best and worst points."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6.4, 4.0), constrained_layout=True)
     for name, p in preds.items():
         ax.semilogy(p["echo_ts"], np.maximum(p["echo_distance"], 1e-16), label=name)
     ax.set(xlabel="t (Lorenz time units)", ylabel="phase distance of the two copies",
