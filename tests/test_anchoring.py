@@ -102,8 +102,12 @@ def test_paths_agree_with_anchoring_float32():
     np.testing.assert_allclose(batch, want, rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("path", ["fast", "diffrax"])
-@pytest.mark.parametrize("name", ["anchor", "encoding_gain"])
+@pytest.mark.parametrize("path, name", [
+    ("fast", "anchor"), ("diffrax", "encoding_gain"),
+    # the other two pairings under -m slow (about 23 s): each path and each parameter is
+    # checked by default
+    pytest.param("diffrax", "anchor", marks=pytest.mark.slow),
+    pytest.param("fast", "encoding_gain", marks=pytest.mark.slow)])
 def test_metric_gradient_in_anchor_and_encoding_gain_matches_finite_differences(path, name):
     sur, theta0 = anchored_system()
     opts = dict(solver=sg.RK4()) if path == "diffrax" else dict(field="sparse")

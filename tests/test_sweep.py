@@ -489,6 +489,7 @@ def _two_processes(spec: Path, out: Path, *extra: str) -> list[subprocess.Comple
     return done
 
 
+@pytest.mark.slow  # 25 s; the resume of a killed sweep is also checked by default (sigkill test)
 def test_two_processes_sweep_like_one_and_resume(tmp_path):
     # jax.distributed with 2 processes x 2 CPU devices (gloo collectives): the grid is sharded
     # over 4 devices of 2 processes; process 0 alone decides on and writes the store.
