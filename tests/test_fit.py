@@ -327,3 +327,22 @@ def test_recovery_from_another_realization_covers_and_separates():
     rows = recovery("tied", [(1.0, 0.1), (0.1, 1.0)], log=lambda *a, **k: None)
     assert all(r["covered"] for r in rows)
     assert separated(rows[0], rows[1])
+
+
+def test_interval_table_gives_unidentified_coordinates_the_whole_box():
+    """Percentile interval of the deviations around the fit for a pinned coordinate; the whole
+    box (1e-4 .. 1e2) for one flagged as not pinned down, whatever its refits did."""
+    from surrogate.fitting.intervals import interval_table
+    from surrogate.fitting.model import unconstrain
+
+    B = jnp.asarray([[1.0, 0.1], [0.2, 2.0]])
+    params = sf.FitParams(B=B, K=B, omega_spread=jnp.asarray(1.0), gain=jnp.zeros(2),
+                          anchor=jnp.asarray(4.0), times=jnp.asarray([1.0, 2.0]))
+    raw = unconstrain(params)
+    idx = np.arange(4)  # log_B, ravel order
+    dev = np.random.default_rng(0).normal(0, 0.1, (200, 4))
+    low, high = interval_table(raw, params, idx, dev, 0.9, True, np.array([0, 1, 0, 0], bool))
+    q = np.quantile(dev[:, 0], [0.05, 0.95])
+    np.testing.assert_allclose([low["B"][0, 0], high["B"][0, 0]], np.exp(q), rtol=1e-6)
+    np.testing.assert_allclose([low["B"][0, 1], high["B"][0, 1]], [1e-4, 1e2], rtol=1e-6)
+    np.testing.assert_allclose(low["K"], low["B"])

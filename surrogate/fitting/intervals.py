@@ -14,9 +14,8 @@ flat directions that run to it; the basic interval theta_hat - [q_hi, q_lo] mirr
 other side (on the recovery study's first truth it put the upper bounds of two cross couplings
 that are flat toward 0 at 16 and 100 and missed three entries of four). Clipped to the box
 ``POSITIVE_BOX`` (1e-4 .. 1e2 for B, K, spread and anchor, where a flat direction runs) and
-mapped back (exp): finite. The noise
-scale of the Fisher analysis is the per-entry variance of the attention across the R
-realizations at theta_hat.
+mapped back (exp): finite. The noise scale of the Fisher analysis is the per-entry variance of
+the attention across the R realizations at theta_hat.
 """
 
 from __future__ import annotations
@@ -131,8 +130,9 @@ def bootstrap(model: FitModel, held_out: FitModel, target: Target, raw: RawParam
               params: FitParams, idx: np.ndarray, settings, steps: int, level: float,
               polish) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Refit ``held_out.realizations`` pseudo-data sets (one held-out realization each, at
-    ``params``) from ``raw`` with ``steps`` LM steps (``polish``). Returns (the finite refits
-    (B', P) of the coordinates ``idx``, raw_sd (P,) inflated by sqrt(1 + 1/R), bias (P,))."""
+    ``params``) from ``raw`` with ``steps`` LM steps (``polish``). Returns (the finite refits'
+    deviations from ``raw`` (B', P) in the coordinates ``idx`` and their sd (P,), both inflated
+    by sqrt(1 + 1/R), and their mean (P,), not inflated)."""
     pseudo = _realizations(held_out, params)  # (B, L, M, M)
     n = pseudo.shape[0]
     targets = Target(mass=pseudo, weight=jnp.broadcast_to(target.weight, pseudo.shape[:-1]),
@@ -145,8 +145,8 @@ def bootstrap(model: FitModel, held_out: FitModel, target: Target, raw: RawParam
     if ok.sum() < 2:
         raise ValueError(f"interval bootstrap failed: {int(ok.sum())} of {n} refits finite")
     dev = flats[ok] - flat0
-    sd = dev.std(0, ddof=1) * math.sqrt(1 + 1 / model.realizations)
-    return flats[ok], sd, dev.mean(0)
+    inflate = math.sqrt(1 + 1 / model.realizations)
+    return dev * inflate, dev.std(0, ddof=1) * inflate, dev.mean(0)
 
 
 def profile(model: FitModel, target: Target, raw: RawParams, idx: np.ndarray, settings,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -340,12 +339,11 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
     jac = np.asarray(jac_w, np.float64) / np.maximum(scale, 1e-300).reshape(-1, 1)
     fisher_sd = iv.noise_fisher(jac, noise_var, np.asarray(data.weight))
     held = make_model(k_boot, sizes, config, dtype, realizations=config.bootstrap)
-    refits, raw_sd, bias = iv.bootstrap(model, held, data, raw, params, idx, settings,
-                                        config.bootstrap_steps, config.level, polish)
-    dev = (refits - np.asarray(ravel_pytree(raw)[0])[idx]) * math.sqrt(1 + 1 / config.realizations)
+    dev, raw_sd, bias = iv.bootstrap(model, held, data, raw, params, idx, settings,
+                                     config.bootstrap_steps, config.level, polish)
     low, high = iv.interval_table(raw, params, idx, dev, config.level, settings.tied,
                                   np.isin(names, unidentified))
     profile = iv.profile(model, data, raw, idx, settings, jac, noise_var, fisher_sd, names)
     return iv.Intervals(low=low, high=high, level=config.level, names=names, raw_sd=raw_sd,
-                        bias=bias, deviations=dev, refits=len(refits), draws=config.bootstrap,
+                        bias=bias, deviations=dev, refits=len(dev), draws=config.bootstrap,
                         noise_sd=np.sqrt(noise_var), fisher_sd=fisher_sd, profile=profile)
