@@ -78,7 +78,7 @@ def main() -> None:
         for name, fn in variants.items():
             optimise.polish = fn  # fit() looks the polish up at call time
             t0 = time.perf_counter()
-            res = sf.fit(target, key, config.replace(bootstrap=0))
+            res = sf.fit(target, key, config.replace(held_out=0))
             sec = time.perf_counter() - t0
             e_b = np.abs(np.asarray(res.params.B) / np.asarray(B) - 1).max()
             e_k = np.abs(np.asarray(res.params.K) / np.asarray(K) - 1).max()

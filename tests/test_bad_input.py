@@ -133,7 +133,7 @@ CASES = [
          code=2, msg="10000000 oscillators x --restarts 4 x --realizations 8 x --initial 1",
          absent="{tmp}/f4"),
     dict(id="fit-one-restart", argv="fit {tmp}/b.bundle --out {tmp}/f5 --restarts 1 --steps 3 "
-         "--n-total 8 --k 2 --polish-steps 0 --initial 1 --horizon 1 --dt 0.1 --bootstrap 0 "
+         "--n-total 8 --k 2 --polish-steps 0 --initial 1 --horizon 1 --dt 0.1 --held-out 0 "
          "--realizations 2", code=0,
          json=["{tmp}/f5/params.json"]),
     # ------------------------------------------------------------------------ sensitivity

@@ -92,9 +92,9 @@ def test_simulate_bundle_is_the_fits_forward_model_and_a_default_fit_adopts_its_
     assert s.shares[0, 0, 1] != pytest.approx(s.shares[0, 1, 0], abs=1e-3)  # not symmetric
     out = tmp_path / "fit"
     rc = main(["fit", str(path), "--out", str(out), "--realizations", "2", "--restarts", "1",
-               "--steps", "3", "--polish-steps", "1", "--bootstrap", "0", "--anchor", "3"])
+               "--steps", "3", "--polish-steps", "1", "--held-out", "0", "--anchor", "3"])
     assert rc == 0
     obj = json.loads((out / "params.json").read_text())
     assert obj["surrogate"]["sizes"] == [12, 12] and obj["surrogate"]["k"] == 10
     assert obj["surrogate"]["cross_density"] == 0.1 and obj["params"]["anchor"] == 3.0
-    assert obj["intervals"] is None  # --bootstrap 0 (intervals: tests/test_fit.py)
+    assert obj["intervals"] is None  # --held-out 0 (intervals: tests/test_fit.py)

@@ -90,7 +90,7 @@ def test_a_second_fit_of_the_same_shapes_compiles_nothing():
     from surrogate import fitting as sf
 
     config = sf.FitConfig(sizes=(6, 6), k=2, horizon=1.0, dt=0.1, n_initial=1, realizations=2,
-                          restarts=2, steps=4, patience=10, polish_steps=2, bootstrap=0)
+                          restarts=2, steps=4, patience=10, polish_steps=2, held_out=0)
     rng = np.random.default_rng(0)
 
     def target():

@@ -56,9 +56,10 @@ class FitConfig:
     fit_spread: bool = True
     fit_gain: bool = True
     polish_steps: int = 15
-    bootstrap: int = 16  # pseudo-data sets from held-out realizations (0: no intervals)
-    bootstrap_steps: int = 8  # Levenberg-Marquardt steps of each bootstrap refit
+    held_out: int = 64  # realizations the fit never saw, for the noise covariance (0: no intervals)
+    profile_steps: int = 3  # Levenberg-Marquardt steps per point of a likelihood profile
     level: float = 0.9  # coverage of the intervals
+    simultaneous: bool = True  # intervals of all coordinates at once (chi2_P), else marginal
     sloppy_ratio: float = 1e-3
     converged_within: float = 1e-5
 
@@ -71,7 +72,7 @@ class FitConfig:
         for name in ("horizon", "dt", "learning_rate", "init_B", "init_K", "init_spread",
                      "sloppy_ratio", "tol", "encoding_scale"):
             positive(name)
-        for name in ("polish_steps", "bootstrap", "bootstrap_steps"):
+        for name in ("polish_steps", "held_out", "profile_steps"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"FitConfig.{name} must be an integer >= 0, got {v!r}")

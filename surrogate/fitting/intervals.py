@@ -1,121 +1,331 @@
-"""Parameter intervals that reflect realization noise: a parametric bootstrap over held-out
-realizations, the Fisher information with that noise scale, and a loss profile along the most
-poorly constrained direction.
+"""Parameter intervals that reflect realization noise: profile-likelihood intervals under the
+covariance of the attention across realizations.
 
-The data of a fit are one draw of attention (one network for a bundle the surrogate wrote,
-one model run for a real bundle); the fitted model is the mean over R realizations. At the fitted
-parameters theta_hat, ``bootstrap`` pseudo-data sets are drawn, each the attention of one
-realization from a key the fit never saw (held out); each is refitted from theta_hat with
-``bootstrap_steps`` Levenberg-Marquardt steps of the same ensemble model. The refits' deviations
-d_b in the raw coordinates (log B, log K, log spread, gains, log anchor) mimic the estimator's
-error; scaled by sqrt(1 + 1/R) for the Monte Carlo error of the R-realization mean, their
-quantiles q give the percentile interval theta_hat + [q_lo, q_hi]. It respects the box and the
-flat directions that run to it; the basic interval theta_hat - [q_hi, q_lo] mirrors them to the
-other side (on the recovery study's first truth it put the upper bounds of two cross couplings
-that are flat toward 0 at 16 and 100 and missed three entries of four). Clipped to the box
-``POSITIVE_BOX`` (1e-4 .. 1e2 for B, K, spread and anchor, where a flat direction runs) and
-mapped back (exp): finite. The noise scale of the Fisher analysis is the per-entry variance of
-the attention across the R realizations at theta_hat.
+The data of a fit are one draw of attention (one network for a bundle the surrogate wrote, one
+model run for a real bundle); the fitted model is the mean over R realizations. At parameters
+theta, ``held_out`` realizations from keys the fit never saw give the covariance S(theta) of
+one draw's free shares (the first M - 1 entries of every weighted row; the last is 1 minus
+their sum), shrunk toward its diagonal (Schafer and Strimmer 2005) and scaled by 1 + 1/R for
+the Monte Carlo error of the R-realization mean. With r(theta) the data minus the model,
+
+    D(theta) = r(theta)^T Sigma(theta)^-1 r(theta),        Sigma = (1 + 1/R) S(theta),
+
+is Pearson's chi-square: at the truth it is a chi-square with the noise of the truth itself
+(the realization noise grows with the couplings by up to 1.5x in sd at 50 + 50 oscillators, so
+a covariance fixed at the fit would hold a strongly coupled truth to the noise of a weakly
+coupled fit). The interval of a coordinate theta_j (log B, log K, log spread, gain, log anchor)
+is the set of values whose profile min_{theta_-j} D rises above min D by at most q:
+chi2_P(level) for simultaneous intervals (the default: the projection of the joint region of
+all P coordinates, every coordinate inside at once with probability >= level), chi2_1(level)
+for marginal ones. Each profile is traced outward from the minimum at the offsets ``OFFSETS``
+(within the box ``POSITIVE_BOX``), the other coordinates re-optimised by a few
+Levenberg-Marquardt steps warm-started from the previous offset (with the covariance of that
+offset, then scored with its own); the bound is interpolated in sqrt(D - min D) (linear for a
+quadratic profile). A profile that stays below q up to the box (a direction flat toward 0)
+gives the box's bound: every bound is finite. The 2 P half-lines run side by side.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
+from scipy.stats import chi2
 
-from surrogate.fitting.model import (
-    FitModel,
-    FitParams,
-    RawParams,
-    raw_box,
-    realization_attention,
-)
-from surrogate.fitting.target import Target
+from surrogate.fitting.model import FitParams, RawParams, realization_attention
 
-__all__ = ["Intervals", "interval_table", "noise_fisher"]
+__all__ = ["Intervals", "Profiles", "Score", "Whitening", "constrained_table", "noise_fisher",
+           "profile_likelihood", "shrunk_covariance", "threshold", "whitening"]
 
 _realizations = jax.jit(realization_attention)
 
 
+def realizations(model, params: FitParams) -> np.ndarray:
+    """The attention (R, L, M, M) of each realization of ``model`` at ``params`` (float64)."""
+    return np.asarray(_realizations(model, params), np.float64)
+
+#: Offsets (raw units) at which a profile is evaluated, outward from the minimum: doubling up
+#: to 1, then steps of 1 to the far side of the box (a log coupling spans 13.8).
+OFFSETS = np.concatenate([2.0 ** np.arange(-3, 0), np.arange(1.0, 15.0)])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Intervals:
-    """Bootstrap intervals: ``low``/``high`` FitParams-like dicts {name: array} at ``level``;
-    ``raw_sd`` (P,) the inflated bootstrap standard deviation of the raw coordinates
-    ``names``; ``bias`` (P,) mean deviation of the refits; ``deviations`` (B', P) the refits'
-    inflated deviations from the fit (the interval's quantiles are theirs); ``refits`` finite
-    refits of ``draws``; ``noise_sd`` (L, M, M) realization sd of the attention at the fit;
-    ``profile``: the loss along the most poorly constrained direction (or None)."""
+    """Profile-likelihood intervals: ``low``/``high`` {B, K, omega_spread, gain, anchor: array}
+    at ``level`` (``simultaneous``: all coordinates at once); ``profiled`` the names of the
+    profiled raw coordinates; ``threshold`` the deviance increase q; ``profiles`` the traced
+    profiles (in the order of ``profiled``);
+    ``draws`` held-out realizations behind the noise covariance; ``noise_sd`` (L, M, M)
+    realization sd of the attention at the fit; ``fisher_sd`` (P,) linearised sd of the raw
+    coordinates under the same noise."""
 
     low: dict
     high: dict
     level: float
-    names: tuple[str, ...]
-    raw_sd: np.ndarray
-    bias: np.ndarray
-    deviations: np.ndarray
-    refits: int
+    simultaneous: bool
+    threshold: float
+    profiled: tuple[str, ...]
+    profiles: Profiles
     draws: int
     noise_sd: np.ndarray
     fisher_sd: np.ndarray
-    profile: dict | None
 
     def to_json(self) -> dict:
-        out = {name: {"low": np.asarray(self.low[name]).tolist(),
-                      "high": np.asarray(self.high[name]).tolist(), "level": self.level}
-               for name in self.low}
-        return out
+        return {name: {"low": np.asarray(self.low[name]).tolist(),
+                       "high": np.asarray(self.high[name]).tolist(), "level": self.level}
+                for name in self.low}
 
 
-def noise_fisher(jac_raw: np.ndarray, noise_var: np.ndarray, weight: np.ndarray
-                 ) -> np.ndarray:
-    """Linearised standard deviations (P,) of the raw coordinates: the diagonal of the
-    pseudo-inverse of J^T Sigma^-1 J, with J (L M M, P) the Jacobian of the ensemble-mean
-    attention and Sigma the realization variance (L, M, M) of one draw (rows of weight 0
-    dropped). Directions with information below 1e-10 of the largest are left out (the loss
-    profile looks along the weakest direction instead)."""
-    keep = (np.broadcast_to(np.asarray(weight)[..., None], noise_var.shape) > 0).ravel()
-    var = np.maximum(np.asarray(noise_var, np.float64).ravel(), 1e-12)[keep]
-    jac = np.asarray(jac_raw, np.float64)[keep]
-    info = jac.T @ (jac / var[:, None])
+@dataclasses.dataclass(frozen=True, eq=False)
+class Whitening:
+    """The free shares of the weighted rows and their whitening: ``keep`` (L, M, M) bool the
+    entries in the residual vector (d of them), ``inv_chol`` (d, d) with
+    D = |inv_chol r|^2, ``sd`` (L, M, M) the per-entry realization sd of one draw."""
+
+    keep: np.ndarray
+    inv_chol: np.ndarray
+    sd: np.ndarray
+
+    def residuals(self, data: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Whitened residuals (..., d) of predictions (..., L, M, M)."""
+        return np.einsum("...ij,...j->...i", self.inv_chol, (data - pred)[..., self.keep])
+
+    def jacobian(self, jac: np.ndarray) -> np.ndarray:
+        """Whitened Jacobian (..., d, P) of the residuals from the prediction's
+        (..., L, M, M, P)."""
+        return -np.einsum("...ij,...jp->...ip", self.inv_chol, jac[..., self.keep, :])
+
+    def lanes(self, run: np.ndarray) -> Whitening:
+        """The whitening of the lanes ``run`` (when ``inv_chol`` has a lane axis)."""
+        if self.inv_chol.ndim == 2:
+            return self
+        return dataclasses.replace(self, inv_chol=self.inv_chol[run], sd=self.sd[run])
+
+
+def shrunk_covariance(x: np.ndarray) -> np.ndarray:
+    """Covariance (d, d) of the rows of ``x`` (n, d), its correlations shrunk toward 0 with the
+    estimated optimal weight of Schafer and Strimmer (2005, target D): well conditioned for
+    n < d."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[0]
+    xc = x - x.mean(0)
+    sd = np.sqrt(np.maximum((xc ** 2).sum(0) / (n - 1), 1e-300))
+    z = xc / sd
+    w = z[:, :, None] * z[:, None, :]                        # (n, d, d)
+    corr = w.sum(0) / (n - 1)
+    var_corr = n / (n - 1) ** 3 * ((w - w.mean(0)) ** 2).sum(0)
+    off = ~np.eye(x.shape[1], dtype=bool)
+    denom = float((corr[off] ** 2).sum())
+    lam = 1.0 if denom == 0 else float(np.clip(var_corr[off].sum() / denom, 0.0, 1.0))
+    shrunk = np.where(off, (1 - lam) * corr, 1.0)
+    return shrunk * sd[:, None] * sd[None, :]
+
+
+def whitening(draws: np.ndarray, weight: np.ndarray, realizations: int) -> Whitening:
+    """The whitening of the residuals from ``draws`` ([n,] D, L, M, M), the attention of D
+    held-out realizations (at n parameter points), for rows of ``weight`` (L, M) > 0 and a
+    model averaging ``realizations`` R draws: Sigma = (1 + 1/R) S."""
+    draws = np.asarray(draws, np.float64)
+    if draws.ndim == 5:
+        each = [whitening(d, weight, realizations) for d in draws]
+        return Whitening(keep=each[0].keep, inv_chol=np.stack([w.inv_chol for w in each]),
+                         sd=np.stack([w.sd for w in each]))
+    m = draws.shape[-1]
+    keep = np.broadcast_to(np.asarray(weight)[..., None] > 0, draws.shape[1:]).copy()
+    keep[..., m - 1] = False
+    cov = shrunk_covariance(draws[:, keep]) * (1 + 1 / realizations)
+    floor = 1e-12 * max(float(np.trace(cov)) / max(cov.shape[0], 1), 1e-300)
+    chol = np.linalg.cholesky(cov + floor * np.eye(cov.shape[0]))
+    return Whitening(keep=keep, inv_chol=np.linalg.inv(chol), sd=draws.std(0, ddof=1))
+
+
+def noise_fisher(jac_w: np.ndarray) -> np.ndarray:
+    """Linearised standard deviations (P,) of the raw coordinates from the whitened Jacobian
+    (d, P) (D = |e|^2 = -2 log L, so the Fisher information is J^T J): the diagonal of its
+    pseudo-inverse; a coordinate with weight on a direction of information below 1e-10 of the
+    largest gets an infinite sd."""
+    info = jac_w.T @ jac_w
     evals, evecs = np.linalg.eigh(0.5 * (info + info.T))
     top = max(float(evals.max()), 1e-300)
-    inv = np.where(evals > 1e-10 * top, 1.0 / np.maximum(evals, 1e-300), 0.0)
+    inv = np.where(evals > 1e-10 * top, 1.0 / np.maximum(evals, 1e-300), np.inf)
     return np.sqrt((evecs ** 2 * inv).sum(1))
 
 
-def interval_table(raw: RawParams, params: FitParams, idx: np.ndarray, dev: np.ndarray,
-                   level: float, tied: bool, unbounded: np.ndarray | None = None
-                   ) -> tuple[dict, dict]:
-    """(low, high) {B, K, omega_spread, gain, anchor: arrays}: percentile intervals from the
-    refits' deviations ``dev`` (B, P) from ``raw`` in the trained raw coordinates ``idx``
-    (already inflated; raw + [q_lo(dev), q_hi(dev)]), clipped to the box of ``raw_box``
-    and mapped through exp (logs) or identity (gains); untrained parameters get a zero-width
-    interval (they are fixed), K = B's interval when ``tied``; the trained coordinates flagged
-    in ``unbounded`` (P,) bool (those the curvature finds not pinned down: refits from the fit
-    do not explore a flat direction) get the whole box."""
-    flat, unravel = ravel_pytree(jax.tree.map(np.asarray, raw))
-    flat = np.asarray(flat)
-    box = [np.asarray(ravel_pytree(b)[0]) for b in raw_box(raw)]
-    tail = (1 - level) / 2
-    lo_flat, hi_flat = flat.copy(), flat.copy()
-    lo_flat[idx] = flat[idx] + np.quantile(dev, tail, axis=0)
-    hi_flat[idx] = flat[idx] + np.quantile(dev, 1 - tail, axis=0)
-    # the interval holds the estimate itself (refits along a flat direction may all run away)
-    lo_flat, hi_flat = np.minimum(lo_flat, flat), np.maximum(hi_flat, flat)
-    lo_flat, hi_flat = np.clip(lo_flat, *box), np.clip(hi_flat, *box)
-    if unbounded is not None:
-        wide = np.asarray(idx)[np.asarray(unbounded, bool)]
-        lo_flat[wide], hi_flat[wide] = box[0][wide], box[1][wide]
-    lo_raw, hi_raw = unravel(jnp.asarray(lo_flat)), unravel(jnp.asarray(hi_flat))
+@dataclasses.dataclass(frozen=True, eq=False)
+class Profiles:
+    """Traced profiles: ``center`` (P_all,) the deviance minimiser in the flat raw coordinates,
+    ``minimum`` its deviance; per profiled coordinate ``coords`` (C,) (flat index) and side
+    (0: down, 1: up), ``offsets`` (C, 2, K) the raw offsets reached (NaN where not evaluated)
+    and ``deviance`` (C, 2, K) the profile there."""
+
+    center: np.ndarray
+    minimum: float
+    coords: np.ndarray
+    offsets: np.ndarray
+    deviance: np.ndarray
+
+    def bounds(self, threshold: float, low: np.ndarray, high: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) raw bounds (C,) where the profile rises by ``threshold``; a side that
+        never rises so far runs to ``low``/``high`` (C,), the box."""
+        out = []
+        root = np.sqrt(threshold)
+        for side, edge in ((0, low), (1, high)):
+            b = edge.astype(np.float64).copy()
+            for c in range(len(self.coords)):
+                off = np.concatenate([[0.0], self.offsets[c, side]])
+                rise = np.concatenate([[0.0], self.deviance[c, side] - self.minimum])
+                ok = np.isfinite(off)
+                off, rise = off[ok], rise[ok]
+                over = np.flatnonzero(~(rise <= threshold))  # NaN deviance counts as over
+                if over.size == 0:
+                    continue
+                k = over[0]
+                r0 = np.sqrt(max(rise[k - 1], 0.0))
+                r1 = np.sqrt(rise[k]) if np.isfinite(rise[k]) else np.inf
+                frac = 0.0 if not np.isfinite(r1) else (root - r0) / max(r1 - r0, 1e-300)
+                step = off[k - 1] + frac * (off[k] - off[k - 1])
+                b[c] = self.center[self.coords[c]] + (step if side else -step)
+            out.append(b)
+        return out[0], out[1]
+
+
+Linearize = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Score = Callable[[np.ndarray], tuple[np.ndarray, Whitening]]
+
+
+def _lm(lin: Linearize, x: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+        data: np.ndarray, white: Whitening, steps: int, lam: np.ndarray):
+    """Levenberg-Marquardt on the deviance of every lane of ``x`` (n, T) over the coordinates
+    ``free`` (n, T) bool (Marquardt's scaling; damping x0.3 on success, x10 on failure), the
+    whitening held fixed. Returns (x, deviance (n,), lam)."""
+    pred, jac = lin(x)
+    e, j = white.residuals(data, pred), white.jacobian(jac)
+    dev = np.sum(e ** 2, -1)
+    dev = np.where(np.isfinite(dev), dev, np.inf)
+    for _ in range(steps):
+        cand = x.copy()
+        for r in range(x.shape[0]):
+            f = np.flatnonzero(free[r])
+            if not np.isfinite(dev[r]) or f.size == 0:
+                continue
+            a = j[r][:, f].T @ j[r][:, f]
+            g = j[r][:, f].T @ e[r]
+            damped = a + lam[r] * np.diag(np.diag(a) + 1e-12)
+            try:
+                cand[r, f] = np.clip(x[r, f] + np.linalg.solve(damped, -g), lo[f], hi[f])
+            except np.linalg.LinAlgError:
+                lam[r] *= 10
+        pred, jac = lin(cand)
+        e_new, j_new = white.residuals(data, pred), white.jacobian(jac)
+        new = np.sum(e_new ** 2, -1)
+        ok = np.isfinite(new) & np.all(np.isfinite(j_new), (1, 2)) & (new < dev)
+        x = np.where(ok[:, None], cand, x)
+        dev = np.where(ok, new, dev)
+        e = np.where(ok[:, None], e_new, e)
+        j = np.where(ok[:, None, None], j_new, j)
+        lam = np.where(ok, lam * 0.3, lam * 10)
+    return x, dev, lam
+
+
+def _deviance(pred: np.ndarray, data: np.ndarray, white: Whitening) -> np.ndarray:
+    d = np.sum(white.residuals(data, pred) ** 2, -1)
+    return np.where(np.isfinite(d), d, np.nan)
+
+
+def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np.ndarray,
+                       profiled: np.ndarray, lo: np.ndarray, hi: np.ndarray, data: np.ndarray,
+                       threshold: float, center_steps: int = 10, steps: int = 3) -> Profiles:
+    """Trace the deviance profiles of the coordinates ``profiled`` (flat indices into the raw
+    vector x0 (P_all,)), the other ``trained`` coordinates (indices) re-optimised. ``lin(x)``
+    maps raw vectors (n, P_all) to the prediction (n, L, M, M) and its Jacobian
+    (n, L, M, M, T) with respect to x[:, trained]; ``score(x)`` gives the prediction and the
+    whitening of the realization noise at each of them (lane axis first), so that the deviance
+    r^T Sigma(theta)^-1 r is a chi-square with the noise of theta itself (Pearson's form: a
+    point with more realization noise is not held to the noise of the fit); ``lo``/``hi``
+    (T,) the box of the trained coordinates. Each profile point takes ``steps``
+    Levenberg-Marquardt steps with the whitening of the point before it, then is scored with
+    its own. Each half-line stops once its profile exceeds the minimum by ``threshold`` or
+    reaches the box."""
+    trained = np.asarray(trained)
+    pos = {int(t): i for i, t in enumerate(trained)}
+
+    def full(x):  # raw vectors (n, P_all) from the trained coordinates (n, T)
+        out = np.broadcast_to(x0, (x.shape[0], x0.size)).copy()
+        out[:, trained] = x
+        return out
+
+    def lin_t(x):
+        return lin(full(x))
+
+    # the minimum: Levenberg-Marquardt with the noise of the fit, then with that of the result
+    xc = x0[trained][None]
+    for _ in range(2):
+        white = score(full(xc))[1]
+        xc, _, _ = _lm(lin_t, xc, np.ones((1, trained.size), bool), lo, hi, data, white,
+                       center_steps, np.full(1, 1e-2))
+    pred, white_c = score(full(xc))
+    dmin = float(_deviance(pred, data, white_c)[0])
+    xc = xc[0]
+    c = len(profiled)
+    lanes = np.array([pos[int(p)] for p in profiled for _ in (0, 1)])
+    signs = np.tile([-1.0, 1.0], c)
+    free = np.ones((2 * c, trained.size), bool)
+    free[np.arange(2 * c), lanes] = False
+    edge = np.where(signs < 0, lo[lanes], hi[lanes])
+    x = np.tile(xc, (2 * c, 1))
+    white = dataclasses.replace(white_c, inv_chol=np.repeat(white_c.inv_chol, 2 * c, 0),
+                                sd=np.repeat(white_c.sd, 2 * c, 0))
+    offsets = np.full((2 * c, OFFSETS.size), np.nan)
+    deviance = np.full((2 * c, OFFSETS.size), np.nan)
+    active = np.ones(2 * c, bool)
+    lam = np.full(2 * c, 1e-2)
+    rows = np.arange(2 * c)
+    for k, off in enumerate(OFFSETS):
+        if not active.any():
+            break
+        target = np.clip(xc[lanes] + signs * off, lo[lanes], hi[lanes])
+        x[rows, lanes] = np.where(active, target, x[rows, lanes])
+        run = np.flatnonzero(active)
+        # padded to a power of two with copies of a running lane: a few compiled lane counts
+        pad = np.concatenate([run, np.full((1 << (run.size - 1).bit_length()) - run.size,
+                                           run[0])])
+        xr, _, lam_r = _lm(lin_t, x[pad], free[pad], lo, hi, data, white.lanes(pad), steps,
+                           lam[pad])
+        pred, own = score(full(xr))
+        n = run.size
+        x[run], lam[run] = xr[:n], lam_r[:n]
+        white.inv_chol[run], white.sd[run] = own.inv_chol[:n], own.sd[:n]
+        offsets[run, k] = np.abs(target[run] - xc[lanes[run]])
+        deviance[run, k] = _deviance(pred[:n], data, own.lanes(np.arange(n)))
+        reached = (target == edge) | ~(deviance[:, k] - dmin <= threshold)
+        active &= ~reached
+    center = x0.astype(np.float64).copy()
+    center[trained] = xc
+    # a profile point below the minimum found: the minimum is at most that
+    found = np.nanmin(np.concatenate([[dmin], deviance.ravel()]))
+    return Profiles(center=center, minimum=float(found), coords=np.asarray(profiled),
+                    offsets=offsets.reshape(c, 2, -1), deviance=deviance.reshape(c, 2, -1))
+
+
+def threshold(level: float, simultaneous: bool, dof: int) -> float:
+    """The deviance increase q of a ``level`` interval: chi2_1 quantile, or chi2_dof for
+    simultaneous intervals."""
+    return float(chi2.ppf(level, dof if simultaneous else 1))
+
+
+def constrained_table(lo_raw: RawParams, hi_raw: RawParams, params: FitParams, tied: bool
+                      ) -> tuple[dict, dict]:
+    """(low, high) {B, K, omega_spread, gain, anchor: arrays} from raw bounds: exp of the logs,
+    gains as they are; zero width for the anchor of the unanchored model, K = B's when
+    ``tied``."""
     low, high = {}, {}
     for name, field in (("B", "log_B"), ("K", "log_K"), ("omega_spread", "log_spread"),
                         ("anchor", "log_anchor"), ("gain", "gain")):
-        lo, hi = np.asarray(getattr(lo_raw, field)), np.asarray(getattr(hi_raw, field))
+        lo = np.asarray(getattr(lo_raw, field), np.float64)
+        hi = np.asarray(getattr(hi_raw, field), np.float64)
         if field.startswith("log_"):
             lo, hi = np.exp(lo), np.exp(hi)
         if name == "anchor" and float(np.asarray(params.anchor)) == 0:
@@ -124,61 +334,3 @@ def interval_table(raw: RawParams, params: FitParams, idx: np.ndarray, dev: np.n
     if tied:
         low["K"], high["K"] = low["B"], high["B"]
     return low, high
-
-
-def bootstrap(model: FitModel, held_out: FitModel, target: Target, raw: RawParams,
-              params: FitParams, idx: np.ndarray, settings, steps: int, level: float,
-              polish) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Refit ``held_out.realizations`` pseudo-data sets (one held-out realization each, at
-    ``params``) from ``raw`` with ``steps`` LM steps (``polish``). Returns (the finite refits'
-    deviations from ``raw`` (B', P) in the coordinates ``idx`` and their sd (P,), both inflated
-    by sqrt(1 + 1/R), and their mean (P,), not inflated)."""
-    pseudo = _realizations(held_out, params)  # (B, L, M, M)
-    n = pseudo.shape[0]
-    targets = Target(mass=pseudo, weight=jnp.broadcast_to(target.weight, pseudo.shape[:-1]),
-                     modalities=target.modalities, token_counts=())
-    raws = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), raw)
-    refit, ev = polish(model, targets, raws, jnp.asarray(idx), settings, steps)
-    flat0 = np.asarray(ravel_pytree(raw)[0])[idx]
-    flats = np.asarray(jax.vmap(lambda r: ravel_pytree(r)[0])(refit))[:, idx]
-    ok = np.isfinite(np.asarray(ev["loss"])) & np.all(np.isfinite(flats), 1)
-    if ok.sum() < 2:
-        raise ValueError(f"interval bootstrap failed: {int(ok.sum())} of {n} refits finite")
-    dev = flats[ok] - flat0
-    inflate = math.sqrt(1 + 1 / model.realizations)
-    return dev * inflate, dev.std(0, ddof=1) * inflate, dev.mean(0)
-
-
-def profile(model: FitModel, target: Target, raw: RawParams, idx: np.ndarray, settings,
-            jac: np.ndarray, noise_var: np.ndarray, fisher_sd: np.ndarray,
-            names: tuple[str, ...] = ()) -> dict:
-    """The loss along the weakest direction v of the noise-scaled Fisher information (unit vector
-    in the raw coordinates ``idx``): loss(raw + s v) at s = k / sqrt(lambda_min), k = -3..3
-    (capped at 3 raw units), against the linear prediction chi^2 = k^2 in noise units."""
-    from surrogate.fitting.model import divergence, model_attention
-
-    keep = (np.broadcast_to(np.asarray(target.weight)[..., None], noise_var.shape) > 0).ravel()
-    var = np.maximum(np.asarray(noise_var, np.float64).ravel(), 1e-12)[keep]
-    j = np.asarray(jac, np.float64)[keep]
-    evals, evecs = np.linalg.eigh(j.T @ (j / var[:, None]))
-    lam, v = float(max(evals[0], 0.0)), evecs[:, 0]
-    unit = min(1.0 / math.sqrt(lam), 1.0) if lam > 0 else 1.0
-    ks = np.arange(-3, 4, dtype=np.float64)
-    flat, unravel = ravel_pytree(raw)
-    steps = ks * unit
-    cands = jnp.stack([flat.at[jnp.asarray(idx)].add(jnp.asarray(s * v, flat.dtype))
-                       for s in steps])
-
-    @jax.jit
-    def losses(c):
-        def one(x):
-            return divergence(model_attention(model, settings.constrain(unravel(x))), target,
-                              settings.divergence)[0]
-        return jax.vmap(one)(c)
-
-    loss = np.asarray(losses(cands), np.float64)
-    label = names if names else tuple(str(i) for i in idx)
-    parts = [f"{v[i]:+.2f} {label[i]}" for i in np.argsort(-np.abs(v)) if abs(v[i]) >= 0.2]
-    return {"direction": " ".join(parts), "eigenvalue": lam, "raw_steps": steps.tolist(),
-            "loss": [float(x) if np.isfinite(x) else None for x in loss],
-            "chi2_linear": (ks ** 2 * (unit ** 2 * lam)).tolist()}

@@ -283,6 +283,6 @@ def raw_box(raw: RawParams) -> tuple[RawParams, RawParams]:
 
 def fit_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The keys a fit with ``key`` draws from: (model realizations, restart initialisations,
-    held-out bootstrap realizations)."""
-    k_model, k_init, k_boot = jax.random.split(key, 3)
-    return k_model, k_init, k_boot
+    held-out realizations of the intervals' noise covariance)."""
+    k_model, k_init, k_held = jax.random.split(key, 3)
+    return k_model, k_init, k_held

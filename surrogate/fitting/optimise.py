@@ -39,6 +39,7 @@ from surrogate.fitting.model import (
     make_model,
     model_attention,
     raw_box,
+    realization_attention,
     unconstrain,
 )
 from surrogate.fitting.result import FitResult
@@ -150,6 +151,25 @@ def adam_step(state: FitState, model: FitModel, target: Target, settings: AdamSe
     return new, jnp.where(state.active, losses, jnp.nan)
 
 
+@functools.partial(jax.jit, static_argnums=(3,))
+def linearize(model: FitModel, raws: RawParams, idx: jax.Array, settings: ModelSettings
+              ) -> tuple[jax.Array, jax.Array]:
+    """Per lane (leading axis n of ``raws``): the ensemble-mean prediction (n, L, M, M) and its
+    Jacobian (n, L, M, M, P) w.r.t. the raw coordinates ``idx`` of the flattened ``RawParams``
+    (forward mode)."""
+
+    def one(raw):
+        flat, unravel = ravel_pytree(raw)
+
+        def pred_of(x):
+            return model_attention(model, settings.constrain(unravel(flat.at[idx].set(x))))
+
+        pred, jvp = jax.linearize(pred_of, flat[idx])
+        return pred, jax.vmap(jvp, out_axes=-1)(jnp.eye(idx.shape[0], dtype=flat.dtype))
+
+    return jax.vmap(one)(raws)
+
+
 @functools.partial(jax.jit, static_argnums=(4,))
 def evaluate(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
              settings: ModelSettings) -> dict:
@@ -157,24 +177,18 @@ def evaluate(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
     per-layer residual (L,), whitened residuals e (L M M,) with sum e^2 ~ 2 KL (= loss for
     "mse") and their Jacobian (L M M, P) w.r.t. the raw coordinates ``idx`` of the flattened
     ``RawParams`` (forward mode)."""
+    preds, jacs = linearize(model, raws, idx, settings)
 
-    def one(raw, target):
+    def one(pred, jac, target):
         w = target.weight[..., None] / jnp.maximum(target.weight.sum(), 1)
         kl = settings.divergence == "kl"
         scale = jnp.sqrt(w / (target.mass + 1e-6)) if kl else jnp.sqrt(w)
-        flat, unravel = ravel_pytree(raw)
-
-        def pred_of(x):
-            return model_attention(model, settings.constrain(unravel(flat.at[idx].set(x))))
-
-        pred, jvp = jax.linearize(pred_of, flat[idx])
-        jac = jax.vmap(jvp, out_axes=-1)(jnp.eye(idx.shape[0], dtype=flat.dtype))
         loss, per_layer = divergence(pred, target, settings.divergence)
         return {"pred": pred, "loss": loss, "per_layer": per_layer,
                 "e": (scale * (pred - target.mass)).ravel(),
                 "jac": (scale[..., None] * jac).reshape(-1, idx.shape[0])}
 
-    return jax.vmap(one)(raws, targets)
+    return jax.vmap(one)(preds, jacs, targets)
 
 
 def polish(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
@@ -252,7 +266,7 @@ def fit(
     tied = isinstance(config.coupling, Tied)
     dtype = jnp.result_type(float)
     sizes = config.sizes or sizes_from_counts(target.token_counts, config.n_total, config.k + 2)
-    k_model, k_init, k_boot = fit_keys(key)
+    k_model, k_init, k_held = fit_keys(key)
     model = make_model(k_model, sizes, config, dtype)
     target = jax.tree.map(lambda x: jnp.asarray(x, dtype), target)
     # the jitted steps see the arrays only (file names would make each fit recompile)
@@ -304,7 +318,7 @@ def fit(
     restart_params = jax.vmap(model_settings.constrain)(best_raws)
     converged, spread = restart_spread(restart_params, best_loss, config.converged_within)
     intervals = _intervals(model, data, raw, params, idx, names, model_settings, config, sizes,
-                           k_boot, ev["jac"][r], dtype, curv.unidentified)
+                           k_held, dtype)
 
     def to_np(tree):
         return jax.tree.map(np.asarray, tree)
@@ -323,27 +337,60 @@ def fit(
         seconds=time.perf_counter() - t_start)
 
 
-def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_boot, jac_w,
-               dtype, unidentified=()):
-    """Bootstrap intervals over held-out realizations, the Fisher with the realization noise
-    scale, and the loss profile along its weakest direction (surrogate.fitting.intervals)."""
-    if config.bootstrap < 2:
+@functools.partial(jax.jit, static_argnums=(3,))
+def _score(model: FitModel, held: FitModel, raws: RawParams, settings: ModelSettings):
+    """Per lane: the ensemble-mean prediction (n, L, M, M) and the attention of every held-out
+    realization (n, D, L, M, M)."""
+    def one(raw):
+        params = settings.constrain(raw)
+        return model_attention(model, params), realization_attention(held, params)
+
+    return jax.vmap(one)(raws)
+
+
+def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_held, dtype):
+    """Profile-likelihood intervals under the realization noise of ``config.held_out`` held-out
+    realizations (surrogate.fitting.intervals)."""
+    if config.held_out < 2:
         return None
-    per_real = np.asarray(iv._realizations(model, params), np.float64)  # (R, L, M, M)
-    noise_var = per_real.var(0, ddof=1) if per_real.shape[0] > 1 else np.zeros(per_real.shape[1:])
-    # the Jacobian of the prediction itself: the polish's whitened one, unwhitened
-    weight = np.broadcast_to(np.asarray(data.weight)[..., None], noise_var.shape)
-    w = weight / max(float(np.asarray(data.weight).sum()), 1.0)
-    kl = settings.divergence == "kl"
-    scale = np.sqrt(w / (np.asarray(data.mass) + 1e-6)) if kl else np.sqrt(w)
-    jac = np.asarray(jac_w, np.float64) / np.maximum(scale, 1e-300).reshape(-1, 1)
-    fisher_sd = iv.noise_fisher(jac, noise_var, np.asarray(data.weight))
-    held = make_model(k_boot, sizes, config, dtype, realizations=config.bootstrap)
-    dev, raw_sd, bias = iv.bootstrap(model, held, data, raw, params, idx, settings,
-                                     config.bootstrap_steps, config.level, polish)
-    low, high = iv.interval_table(raw, params, idx, dev, config.level, settings.tied,
-                                  np.isin(names, unidentified))
-    profile = iv.profile(model, data, raw, idx, settings, jac, noise_var, fisher_sd, names)
-    return iv.Intervals(low=low, high=high, level=config.level, names=names, raw_sd=raw_sd,
-                        bias=bias, deviations=dev, refits=len(dev), draws=config.bootstrap,
-                        noise_sd=np.sqrt(noise_var), fisher_sd=fisher_sd, profile=profile)
+    held = make_model(k_held, sizes, config, dtype, realizations=config.held_out)
+    flat, unravel = ravel_pytree(raw)
+    flat = np.asarray(flat, np.float64)
+    idx_j = jnp.asarray(idx)
+    weight = np.asarray(data.weight)
+
+    def raws_of(x):
+        return jax.vmap(unravel)(jnp.asarray(x, dtype))
+
+    def lin(x):
+        pred, jac = linearize(model, raws_of(x), idx_j, settings)
+        return np.asarray(pred, np.float64), np.asarray(jac, np.float64)
+
+    def score(x):
+        pred, draws = _score(model, held, raws_of(x), settings)
+        return (np.asarray(pred, np.float64),
+                iv.whitening(np.asarray(draws, np.float64), weight, config.realizations))
+
+    lo, hi = (np.asarray(ravel_pytree(b)[0], np.float64)[idx] for b in raw_box(raw))
+    # the coordinates reported: all trained ones but the time logits (nuisance parameters)
+    profiled = np.asarray([i for i, n in zip(idx, names, strict=True) if n[:4] != "time"], int)
+    profiled_names = tuple(n for n in names if n[:4] != "time")
+    q = iv.threshold(config.level, config.simultaneous, len(profiled))
+    qmax = max(iv.threshold(config.level, True, len(profiled)), q)  # trace both kinds
+    prof = iv.profile_likelihood(lin, score, flat, np.asarray(idx), profiled, lo, hi,
+                                 np.asarray(data.mass, np.float64), qmax,
+                                 steps=config.profile_steps)
+    box_lo, box_hi = (np.asarray(ravel_pytree(b)[0], np.float64) for b in raw_box(raw))
+    low_p, high_p = prof.bounds(q, box_lo[profiled], box_hi[profiled])
+    # the interval holds the estimate (the deviance minimiser and the fit differ slightly)
+    lo_flat, hi_flat = flat.copy(), flat.copy()
+    lo_flat[profiled] = np.minimum(low_p, flat[profiled])
+    hi_flat[profiled] = np.maximum(high_p, flat[profiled])
+    low, high = iv.constrained_table(unravel(jnp.asarray(lo_flat, dtype)),
+                                     unravel(jnp.asarray(hi_flat, dtype)), params, settings.tied)
+    _, jac = lin(flat[None])
+    white = score(flat[None])[1]
+    fisher_sd = iv.noise_fisher(white.jacobian(jac)[0])
+    return iv.Intervals(low=low, high=high, level=config.level, simultaneous=config.simultaneous,
+                        threshold=q, profiled=profiled_names, profiles=prof, draws=config.held_out,
+                        noise_sd=white.sd[0], fisher_sd=fisher_sd)

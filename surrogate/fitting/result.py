@@ -93,9 +93,8 @@ class FitResult:
                                 "sloppy_ratio": c.sloppy_ratio},
             "noise": None if self.intervals is None else {
                 "realization_sd": np.asarray(self.intervals.noise_sd).tolist(),
-                "fisher_sd": dict(zip(self.param_names,
-                                      np.asarray(self.intervals.fisher_sd).tolist(), strict=False)),
-                "profile": self.intervals.profile},
+                "fisher_sd": dict(zip(self.param_names, _nulls(self.intervals.fisher_sd),
+                                      strict=False))},
             "loss": self.loss,
             "divergence": c.divergence,
             "layer_residual": np.asarray(self.layer_residual).tolist(),
@@ -108,13 +107,24 @@ class FitResult:
 
     def _interval_method(self) -> dict:
         iv = self.intervals
-        return {"method": "parametric bootstrap over held-out realizations, percentile interval in "
-                          "log coordinates (gains: linear), deviations scaled by sqrt(1 + 1/R), "
-                          "clipped to 1e-4 .. 1e2; the whole box for unidentified parameters",
-                "draws": iv.draws, "finite_refits": iv.refits,
-                "refit_steps": self.config.bootstrap_steps,
-                "raw_sd": dict(zip(self.param_names, np.asarray(iv.raw_sd).tolist(), strict=False)),
-                "bias": dict(zip(self.param_names, np.asarray(iv.bias).tolist(), strict=False))}
+        pr = iv.profiles
+        profiles = {}
+        for c, name in enumerate(iv.profiled):
+            profiles[name] = {side: {"offset": _nulls(pr.offsets[c, s]),
+                                     "deviance": _nulls(pr.deviance[c, s] - pr.minimum)}
+                              for s, side in enumerate(("down", "up"))}
+        return {"method": "profile likelihood under the realization noise: Gaussian deviance "
+                          "of the free shares with the covariance of held-out realizations "
+                          "(shrunk, x (1 + 1/R)); raw coordinates (logs, gains linear) within "
+                          "1e-4 .. 1e2",
+                "simultaneous": iv.simultaneous, "threshold": iv.threshold,
+                "held_out": iv.draws, "profile_steps": self.config.profile_steps,
+                "minimum_deviance": pr.minimum, "profiles": profiles}
+
+
+def _nulls(x) -> list:
+    """A list with None where ``x`` is not finite (strict JSON)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(x, np.float64).ravel()]
 
 
 def model_from_json(obj: dict, source: str = "<params>", dtype=None

@@ -99,9 +99,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit-anchor", action="store_true", help="fit the anchoring strength h")
     p.add_argument("--unanchored", action="store_true",
                    help="the model without the anchoring term (the first release's model)")
-    p.add_argument("--bootstrap", type=int, default=16,
-                   help="held-out realizations refitted for the intervals (0: none)")
+    p.add_argument("--held-out", type=int, default=64,
+                   help="held-out realizations whose spread sets the intervals' noise "
+                   "covariance (default 64; 0: no intervals)")
     p.add_argument("--level", type=positive_float, default=0.9, help="interval coverage")
+    p.add_argument("--marginal", action="store_true",
+                   help="intervals of each coordinate on its own (default: simultaneous, all "
+                   "fitted coordinates inside at once with probability >= --level)")
     p.add_argument("--divergence", choices=("kl", "mse"), default="kl")
     p.add_argument("--restarts", type=positive_int, default=4)
     p.add_argument("--steps", type=positive_int, default=300, help="max Adam steps")
@@ -119,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"BUNDLE {path}: is a directory, not a bundle file")
         if not os.path.isfile(path):
             raise ValueError(f"BUNDLE {path}: no such file")
-    if args.bootstrap < 0 or args.bootstrap == 1:
-        raise ValueError(f"--bootstrap must be 0 or >= 2, got {args.bootstrap}")
+    if args.held_out < 0 or args.held_out == 1:
+        raise ValueError(f"--held-out must be 0 or >= 2, got {args.held_out}")
     if not 0 < args.level < 1:
         raise ValueError(f"--level must be in (0, 1), got {args.level}")
     if args.unanchored and args.fit_anchor:
@@ -144,10 +148,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k {args.k}: the Watts-Strogatz degree must be even and >= 0")
     n = sum(args.sizes) if args.sizes else args.n_total
     item = 8 if args.float64 else 4  # dense couplings and their gradients, per evaluation
-    lanes = max(args.restarts, args.bootstrap) * args.realizations * args.initial
+    m = len(args.modalities)
+    profiles = 2 * (2 * m * m + m + 2) if args.held_out else 0  # half-lines of the profiles
+    lanes = max(args.restarts, profiles) * args.realizations * args.initial
     check_memory(6 * lanes * n * n * item,
                  f"{n} oscillators x --restarts {args.restarts} x --realizations "
-                 f"{args.realizations} x --initial {args.initial} (--bootstrap {args.bootstrap})")
+                 f"{args.realizations} x --initial {args.initial} (x {profiles} likelihood "
+                 f"profiles with --held-out {args.held_out})")
     out = prepare_out(args.out, force=args.force)
 
     import jax
@@ -168,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         divergence=args.divergence, restarts=args.restarts, steps=args.steps,
         learning_rate=args.lr, patience=args.patience, polish_steps=args.polish_steps,
         anchored=not args.unanchored, anchor=args.anchor, fit_anchor=args.fit_anchor,
-        realizations=args.realizations, bootstrap=args.bootstrap, level=args.level,
+        realizations=args.realizations, held_out=args.held_out, level=args.level,
+        simultaneous=not args.marginal,
         **hints)
     targets = []
     for path in args.bundles:

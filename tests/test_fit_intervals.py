@@ -1,0 +1,102 @@
+"""Profile-likelihood intervals (surrogate.fitting.intervals) on models with known answers: a
+linear Gaussian model, where the profile interval is exact (x_hat_j +- sqrt(q [(A^T A)^-1]_jj))
+and covers the truth in 90 % of data draws, and a direction that is flat toward the box."""
+
+import numpy as np
+import pytest
+
+from surrogate.fitting import intervals as iv
+
+L, M = 8, 2
+
+
+def linear_model(a):
+    """lin(x): the prediction (n, L, M, M) whose free shares (column 0 of every row) are A x,
+    and its Jacobian (n, L, M, M, P)."""
+    d = L * M
+
+    def lin(x):
+        n = x.shape[0]
+        free = x @ a.T                                          # (n, d)
+        pred = np.zeros((n, L, M, M))
+        pred[..., 0] = free.reshape(n, L, M)
+        pred[..., 1] = 1 - pred[..., 0]
+        jac = np.zeros((n, L, M, M, a.shape[1]))
+        jac[..., 0, :] = np.broadcast_to(a.reshape(L, M, -1), (n, L, M, a.shape[1]))
+        jac[..., 1, :] = -jac[..., 0, :]
+        return pred, jac
+
+    assert a.shape[0] == d
+    return lin
+
+
+def fixed_noise(lin, sd):
+    """score(x): the prediction and a whitening with noise sd ``sd`` on every free share, at
+    every point."""
+    keep = np.zeros((L, M, M), bool)
+    keep[..., 0] = True
+
+    def score(x):
+        n = x.shape[0]
+        inv_chol = np.repeat(np.eye(L * M)[None] / sd, n, 0)
+        return lin(x)[0], iv.Whitening(keep=keep, inv_chol=inv_chol, sd=np.full((n, L, M, M), sd))
+    return score
+
+
+def test_linear_gaussian_profile_is_exact_and_covers_at_its_level():
+    """A linear model with Gaussian noise: the profile interval is the exact one, marginal
+    intervals cover one coordinate and simultaneous ones (chi2_3) all three in 90 % of 200
+    data draws (binomial sd 4.2), and a coordinate without effect gets the whole box."""
+    rng = np.random.default_rng(0)
+    p, sd = 3, 0.02
+    a = rng.normal(0, 1, (L * M, p)) / 4
+    lin = linear_model(a)
+    score = fixed_noise(lin, sd)
+    lo, hi = np.full(p, -30.0), np.full(p, 30.0)
+    q1, q3 = iv.threshold(0.9, False, p), iv.threshold(0.9, True, p)
+    assert q1 == pytest.approx(2.7055, abs=1e-4) and q3 == pytest.approx(6.2514, abs=1e-4)
+    truth = np.array([0.3, -0.2, 0.1])
+    cov = np.linalg.inv(a.T @ a / sd ** 2)
+    marginal = joint = 0
+    n = 200
+    for i in range(n):
+        data, _ = lin(truth[None])
+        data[0, ..., 0] += rng.normal(0, sd, (L, M))
+        prof = iv.profile_likelihood(lin, score, np.zeros(p), np.arange(p), np.arange(p), lo,
+                                     hi, data[0], q3, center_steps=5, steps=2)
+        low1, high1 = prof.bounds(q1, lo, hi)
+        low3, high3 = prof.bounds(q3, lo, hi)
+        if i < 3:  # the exact intervals of the linear model
+            for q, low, high in ((q1, low1, high1), (q3, low3, high3)):
+                half = np.sqrt(q * np.diag(cov))
+                np.testing.assert_allclose(low, prof.center - half, atol=3e-3 * half.max())
+                np.testing.assert_allclose(high, prof.center + half, atol=3e-3 * half.max())
+        marginal += low1[0] <= truth[0] <= high1[0]
+        joint += np.all((low3 <= truth) & (truth <= high3))
+    for count in (marginal, joint):
+        assert abs(count - 0.9 * n) <= 3 * np.sqrt(n * 0.09)
+    # the third coordinate without effect: its interval is the box, the others are unchanged
+    a0 = a.copy()
+    a0[:, 2] = 0
+    lin0 = linear_model(a0)
+    data, _ = lin0(truth[None])
+    prof = iv.profile_likelihood(lin0, fixed_noise(lin0, sd), np.zeros(p), np.arange(p),
+                                 np.arange(p), lo, hi, data[0], q1, center_steps=5, steps=2)
+    low, high = prof.bounds(q1, lo, hi)
+    assert low[2] == lo[2] and high[2] == hi[2]
+    assert np.all(np.abs(low[:2] - truth[:2]) < 1)
+
+
+def test_shrunk_covariance():
+    """Toward the sample covariance with many draws; positive definite with fewer draws than
+    dimensions; the diagonal is the sample variance."""
+    rng = np.random.default_rng(1)
+    d = 6
+    root = rng.normal(0, 1, (d, d))
+    cov = root @ root.T + np.eye(d)
+    x = rng.multivariate_normal(np.zeros(d), cov, 20000)
+    np.testing.assert_allclose(iv.shrunk_covariance(x), np.cov(x.T), rtol=0.02, atol=0.05)
+    few = x[:4]
+    s = iv.shrunk_covariance(few)
+    np.testing.assert_allclose(np.diag(s), few.var(0, ddof=1), rtol=1e-12)
+    assert np.linalg.eigvalsh(s).min() > 0
