@@ -141,8 +141,8 @@ def test_sensitivity_refuses_the_shapley_gradient_of_an_observer_that_does_not_w
 @pytest.mark.slow
 def test_recovery_from_another_realization_covers_and_separates():
     """benchmarks/fit_recovery.py on (1, 0.1) and (0.1, 1), tied: data from one key, the
-    ensemble and the bootstrap from others, 50 + 50 oscillators. The 90 % intervals cover the
-    truth and separate the two couplings (see docs/fit.md for the full table)."""
+    ensemble and the held-out realizations from others, 50 + 50 oscillators. The 90 %
+    intervals cover the truth and separate the two couplings (see docs/fit.md for the table)."""
     import os
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
