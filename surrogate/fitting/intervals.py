@@ -237,7 +237,8 @@ def _deviance(pred: np.ndarray, data: np.ndarray, white: Whitening) -> np.ndarra
 
 def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np.ndarray,
                        profiled: np.ndarray, lo: np.ndarray, hi: np.ndarray, data: np.ndarray,
-                       threshold: float, center_steps: int = 10, steps: int = 3) -> Profiles:
+                       threshold: float, center_steps: int = 10, steps: int = 3,
+                       restart: np.ndarray | None = None) -> Profiles:
     """Trace the deviance profiles of the coordinates ``profiled`` (flat indices into the raw
     vector x0 (P_all,)), the other ``trained`` coordinates (indices) re-optimised. ``lin(x)``
     maps raw vectors (n, P_all) to the prediction (n, L, M, M) and its Jacobian
@@ -248,7 +249,11 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
     (T,) the box of the trained coordinates. Each profile point takes ``steps``
     Levenberg-Marquardt steps with the whitening of the point before it, then is scored with
     its own. Each half-line stops once its profile exceeds the minimum by ``threshold`` or
-    reaches the box."""
+    reaches the box. A point that would end a half-line is first re-optimised from ``restart``
+    (P_all,) as well (its profiled coordinate set; 3 x ``steps`` steps), and the lower deviance
+    kept: warm starts cannot leave a coordinate parked at the box floor, where the attention no
+    longer depends on it and its gradient is 0 (the profile then jumps above q while a valley
+    below q lies elsewhere)."""
     trained = np.asarray(trained)
     pos = {int(t): i for i, t in enumerate(trained)}
 
@@ -300,6 +305,23 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         white.inv_chol[run], white.sd[run] = own.inv_chol[:n], own.sd[:n]
         offsets[run, k] = np.abs(target[run] - xc[lanes[run]])
         deviance[run, k] = _deviance(pred[:n], data, own.lanes(np.arange(n)))
+        over = np.flatnonzero(active & ~(deviance[:, k] - dmin <= threshold))
+        if restart is not None and over.size:
+            pad = np.concatenate([over, np.full((1 << (over.size - 1).bit_length())
+                                                - over.size, over[0])])
+            xs = np.tile(np.asarray(restart, np.float64)[trained], (pad.size, 1))
+            xs[np.arange(pad.size), lanes[pad]] = target[pad]
+            xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), 3 * steps,
+                           np.full(pad.size, 1e-2))
+            pred, alt = score(full(xs))
+            n = over.size
+            d_alt = _deviance(pred[:n], data, alt.lanes(np.arange(n)))
+            better = np.flatnonzero(d_alt < np.where(np.isfinite(deviance[over, k]),
+                                                     deviance[over, k], np.inf))
+            if better.size:
+                rows_b = over[better]
+                x[rows_b], deviance[rows_b, k] = xs[better], d_alt[better]
+                white.inv_chol[rows_b], white.sd[rows_b] = alt.inv_chol[better], alt.sd[better]
         reached = (target == edge) | ~(deviance[:, k] - dmin <= threshold)
         active &= ~reached
     center = x0.astype(np.float64).copy()

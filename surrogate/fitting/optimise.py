@@ -318,7 +318,7 @@ def fit(
     restart_params = jax.vmap(model_settings.constrain)(best_raws)
     converged, spread = restart_spread(restart_params, best_loss, config.converged_within)
     intervals = _intervals(model, data, raw, params, idx, names, model_settings, config, sizes,
-                           k_held, dtype)
+                           k_held, dtype, base)
 
     def to_np(tree):
         return jax.tree.map(np.asarray, tree)
@@ -348,9 +348,11 @@ def _score(model: FitModel, held: FitModel, raws: RawParams, settings: ModelSett
     return jax.vmap(one)(raws)
 
 
-def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_held, dtype):
+def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_held, dtype,
+               start):
     """Profile-likelihood intervals under the realization noise of ``config.held_out`` held-out
-    realizations (surrogate.fitting.intervals)."""
+    realizations (surrogate.fitting.intervals); ``start`` the fit's starting point (RawParams),
+    where the profile re-optimises a point that would end a half-line."""
     if config.held_out < 2:
         return None
     held = make_model(k_held, sizes, config, dtype, realizations=config.held_out)
@@ -379,7 +381,8 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
     qmax = max(iv.threshold(config.level, True, len(profiled)), q)  # trace both kinds
     prof = iv.profile_likelihood(lin, score, flat, np.asarray(idx), profiled, lo, hi,
                                  np.asarray(data.mass, np.float64), qmax,
-                                 steps=config.profile_steps)
+                                 steps=config.profile_steps,
+                                 restart=np.asarray(ravel_pytree(start)[0], np.float64))
     box_lo, box_hi = (np.asarray(ravel_pytree(b)[0], np.float64) for b in raw_box(raw))
     low_p, high_p = prof.bounds(q, box_lo[profiled], box_hi[profiled])
     # the interval holds the estimate (the deviance minimiser and the fit differ slightly)
