@@ -30,21 +30,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import jax
 import numpy as np
 from scipy.stats import chi2
 
-from surrogate.fitting.model import FitParams, RawParams, realization_attention
+from surrogate.fitting.model import FitParams, RawParams
 
 __all__ = ["Intervals", "Profiles", "Score", "Whitening", "constrained_table", "noise_fisher",
            "profile_likelihood", "shrunk_covariance", "threshold", "whitening"]
 
-_realizations = jax.jit(realization_attention)
-
-
-def realizations(model, params: FitParams) -> np.ndarray:
-    """The attention (R, L, M, M) of each realization of ``model`` at ``params`` (float64)."""
-    return np.asarray(_realizations(model, params), np.float64)
 
 #: Offsets (raw units) at which a profile is evaluated, outward from the minimum: doubling up
 #: to 1, then steps of 1 to the far side of the box (a log coupling spans 13.8).
