@@ -8,7 +8,9 @@ One process, one problem: the main job's default plane (tied reading, g x g poin
 validation 250, test 250 samples of 0.04) for R replications, through
 
 * lanes: ``lorenz.lanes.lane_statistics`` (``surrogate.fold_batch``: the points on the minor
-  axis, sharded over the CPU devices; features by block; float64 Gram products on the host);
+  axis, sharded over the CPU devices; one exponential per undirected edge,
+  ``surrogate.edge_pairs``; features by block; float64 Gram products on the host);
+* lanes, one exp per slot: the same with ``pairs=False`` (the exponentials per neighbour slot);
 * per-point: the same blocks and host statistics, the dynamics by ``surrogate.fold`` vmapped
   over the points (bit-identical on CPU: the reference of the equality check);
 * before (``--before``): the code as issue 24 found it, ``lorenz.observer.observer_statistics``
@@ -16,11 +18,12 @@ validation 250, test 250 samples of 0.04) for R replications, through
   points in one jit, the points sharded over the devices as the sweep engine ran them
   (statistics in JAX float64: x64 is enabled for it, last).
 
-Each variant runs twice; the second run is timed (wall and process CPU time), the first minus
-the second is reported as compile time. Then: the NMSE (every coalition and split), both
-Shapley values and the chosen ridge of lanes and per-point at every point (equal to 1e-6
-relative), the lanes statistics again under the x64 flag (the same numbers), a flop estimate per
-point-step and the fraction of a float32 matrix product's rate timed in the same process.
+Each variant runs once untimed, then ``--repeat`` times timed (wall and process CPU time; the
+medians are reported); the first run minus the median is reported as compile time. Then: the
+NMSE (every coalition and split), both Shapley values and the chosen ridge of lanes (both) and
+per-point at every point (equal to 1e-6 relative), the lanes statistics again under the x64 flag
+(the same numbers), a flop estimate per point-step and the fraction of a float32 matrix
+product's rate timed in the same process.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ parser.add_argument("--test", type=int, default=250)
 parser.add_argument("--block", type=int, default=125)
 parser.add_argument("--devices", type=int, default=2, help="CPU devices (XLA host platform)")
 parser.add_argument("--before", action="store_true", help="also time the code before")
+parser.add_argument("--repeat", type=int, default=3, help="timed runs per path (the median "
+                    "is reported)")
 parser.add_argument("--unrolled-stages", action="store_true",
                     help="FixedStep(stage_loop=False): the four RK4 stages unrolled")
 parser.add_argument("--unroll", type=int, default=2, help="FixedStep(unroll=...): steps per "
@@ -75,13 +80,17 @@ point_steps = P * R * (T - 1)
 
 
 def timed(fn):
-    """(result, compile s, wall s, cpu s) of the second of two runs."""
+    """(result, compile s, wall s, cpu s): medians of ``--repeat`` runs after a first one."""
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     first = time.perf_counter() - t0
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = jax.block_until_ready(fn())
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    walls, cpus = [], []
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = jax.block_until_ready(fn())
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    wall, cpu = float(np.median(walls)), float(np.median(cpus))
     return out, max(first - wall, 0.0), wall, cpu
 
 
