@@ -48,13 +48,13 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, pairs=None
     def one(theta_r, xy_r):
         sur = base.replace(drive=sg.make_drive(ts, xy_r))
 
-        def update(acc, i, th, c, s):  # (P, N) each
-            return acc.at[i - 1].set(jnp.concatenate([s, c], -1))
+        def update(acc, i, th):  # th (P, N)
+            return acc.at[i - 1].set(jnp.concatenate([jnp.sin(th), jnp.cos(th)], -1))
 
         if on_lanes:
             sol = sg.fold_batch(sur, theta_r, jnp.zeros((n_steps, p, 2 * n), dtype), update,
                                 dt=delta, n_steps=n_steps, t0=t0, params=params,
-                                solver=solver, pairs=pairs, trig=True)
+                                solver=solver, pairs=pairs)
             return sol.y1, jnp.swapaxes(sol.acc, 0, 1)
         # the per-point path: sg.fold vmapped over the points (the benchmark's reference)
         m = base.network.n_populations

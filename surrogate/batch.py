@@ -26,7 +26,7 @@ import numpy as np
 from flax import struct
 
 from surrogate import rk4
-from surrogate.integrate import run_drive
+from surrogate.integrate import driven_step, run_drive
 from surrogate.model import (
     NORMALISATIONS,
     CouplingTables,
@@ -152,8 +152,8 @@ def _lanes_rhs(sur: Surrogate, p: Params, field: Sparse, pairs: EdgePairs | None
         edge_xs = (a, b, p.B[pop[a], pop[b]], tab.shift[a],
                    pairs.mask.astype(sur.dtype)[..., None])
 
-    def f(theta, u, cs=None):  # cs: (cos theta, sin theta) when the caller has them
-        c, s = (jnp.cos(theta), jnp.sin(theta)) if cs is None else cs
+    def f(theta, u):
+        c, s = jnp.cos(theta), jnp.sin(theta)
         exps = None
         if pairs is not None:
             def chunk(_, xs):  # the expression of slot_sums: the same rounding
@@ -172,8 +172,7 @@ def _lanes_rhs(sur: Surrogate, p: Params, field: Sparse, pairs: EdgePairs | None
 
 def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params, field, solver,
                 pairs) -> Solution:
-    """``Solution`` (y1 (N, G), acc) after ``n_steps`` steps; ``update(acc, n, theta, cos
-    theta, sin theta)``, each (N, G)."""
+    """``Solution`` (y1 (N, G), acc) after ``n_steps`` steps; ``update(acc, n, theta (N, G))``."""
     if not isinstance(field, Sparse):
         raise ValueError(f"the batched path evaluates the field by surrogate.Sparse, got {field!r}")
     if not isinstance(solver, FixedStep):
@@ -201,21 +200,10 @@ def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params, field, solve
     p = Params(**{name: lanes(getattr(params, name), shapes.get(name, (n,)), f"params.{name}")
                   for name in params.__dataclass_fields__})
     dt = jnp.asarray(dt, dtype)
-    f = _lanes_rhs(sur, p, field, pairs)
-    zero_u = jnp.zeros((4, m), dtype)
-
-    def step(state, u4):  # state (theta, cos theta, sin theta): the sines and cosines of the
-        theta, c, s = state  # state after a step serve the update and the next step's stage 1
-        u4 = zero_u if u4 is None else u4
-        theta = rk4.step(f, theta, u4, dt, stage_loop=solver.stage_loop,
-                         k1=f(theta, u4[0], (c, s)))
-        return theta, jnp.cos(theta), jnp.sin(theta)
-
+    step = driven_step(_lanes_rhs(sur, p, field, pairs), dt, m, dtype, solver)
     theta0 = jnp.moveaxis(batch_leaf(theta0, (n,), g, dtype, "theta0"), 0, -1)
-    sol = rk4.fold(step, (theta0, jnp.cos(theta0), jnp.sin(theta0)), init,
-                   lambda acc, i, state: update(acc, i, *state),
-                   run_drive(sur, t0, dt, n_steps), n_steps, unroll=solver.unroll)
-    return sol.replace(y1=sol.y1[0])
+    return rk4.fold(step, theta0, init, update,
+                    run_drive(sur, t0, dt, n_steps), n_steps, unroll=solver.unroll)
 
 
 def fold_batch(
@@ -231,21 +219,17 @@ def fold_batch(
     field: Sparse = Sparse(),
     solver: FixedStep = FixedStep(),
     pairs: EdgePairs | str | None = "auto",
-    trig: bool = False,
 ) -> Solution:
     """``fold`` for a batch of G systems on the shared graph of ``sur``: fold
     ``acc = update(acc, n, theta_n)`` over the states after each RK4 step, ``theta_n`` (G, N) at
     t0 + n dt, n = 1..n_steps (int32). ``theta0``, ``params`` and ``pairs`` as in
-    ``simulate_batch``. ``trig``: call ``update(acc, n, theta_n, cos theta_n, sin theta_n)``
-    with the cosines and sines the next step's first stage uses (computed once for both).
+    ``simulate_batch``.
 
     Returns:
         ``Solution`` with ``y1`` (G, N) the phases at t0 + n_steps dt and ``acc``.
     """
-    def upd(acc, i, th, c, s):
-        return update(acc, i, th.T, c.T, s.T) if trig else update(acc, i, th.T)
-
-    sol = _lanes_fold(sur, theta0, init, upd, dt, n_steps, t0, params, field, solver, pairs)
+    sol = _lanes_fold(sur, theta0, init, lambda a, i, th: update(a, i, th.T), dt, n_steps, t0,
+                      params, field, solver, pairs)
     return sol.replace(y1=sol.y1.T)
 
 
@@ -289,12 +273,12 @@ def simulate_batch(
         g = batch_size(sur.params if params is None else params, theta0)
         init = (jnp.zeros((n, g), dtype), jnp.zeros((n, g), dtype))
 
-        def update(acc, _, theta, c, s):
-            return acc[0] + c, acc[1] + s
+        def update(acc, _, theta):
+            return acc[0] + jnp.cos(theta), acc[1] + jnp.sin(theta)
     else:
         init = ()
 
-        def update(acc, _, theta, c, s):
+        def update(acc, _, theta):
             return acc
 
     sol = _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params, field, solver,

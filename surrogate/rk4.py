@@ -102,7 +102,7 @@ class FixedStep:
         check_count(self.unroll, "FixedStep.unroll", 1)
 
 
-def step(f: Callable, y, xs, dt, *, stage_loop: bool = True, k1=None):
+def step(f: Callable, y, xs, dt, *, stage_loop: bool = True):
     """One RK4 step of ``f(y, x) -> dy/dt`` (``y`` any PyTree of arrays).
 
     Args:
@@ -112,8 +112,6 @@ def step(f: Callable, y, xs, dt, *, stage_loop: bool = True, k1=None):
             or (unrolled stages only) a sequence of four, e.g. ``stage_times(t, dt)``.
         dt: the step (an array of the state's dtype).
         stage_loop: as ``FixedStep.stage_loop``.
-        k1: the first stage's slope f(y, xs[0]) when the caller has it (the same numbers: the
-            stage loop's first stage evaluates f at y + 0, its sum starts at 0 + k1).
 
     Returns:
         the state after the step.
@@ -128,17 +126,14 @@ def step(f: Callable, y, xs, dt, *, stage_loop: bool = True, k1=None):
         k = f(tmap(lambda y_, k_: y_ + dt * a[j] * k_, y, k), xs[j])
         return k, tmap(lambda s, k_: s + w[j] * k_, acc, k)
 
-    if stage_loop and k1 is None:
+    if stage_loop:
         zero = tmap(jnp.zeros_like, y)
         carry = jax.lax.fori_loop(0, 4, stage, (zero, zero))
-    else:  # stage 1 at y itself starts the sum (no update by a zero slope)
-        k = f(y, xs[0]) if k1 is None else k1
+    else:  # unrolled, stage 1 at y itself starts the sum (no update by a zero slope)
+        k = f(y, xs[0])
         carry = (k, tmap(lambda k_: w[0] * k_, k))
-        if stage_loop:
-            carry = jax.lax.fori_loop(1, 4, stage, carry)
-        else:
-            for j in range(1, 4):
-                carry = stage(j, carry)
+        for j in range(1, 4):
+            carry = stage(j, carry)
     return tmap(lambda y_, s: y_ + dt / d * s, y, carry[1])
 
 
