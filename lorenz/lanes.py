@@ -126,7 +126,7 @@ def _runs(ids: np.ndarray):
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
                     *, delta: float, block: int = 125, theta_b=None,
                     on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2),
-                    pairs: bool = True) -> LaneStatistics:
+                    pairs: bool = False) -> LaneStatistics:
     """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
 
     Args:
@@ -145,8 +145,10 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
         solver: the RK4 loop's options (``surrogate.FixedStep``; two steps per scan iteration
             are 10-15 % faster on lanes, benchmarks/lorenz_plane.py).
         pairs: on lanes, one exponential per undirected edge where the graph and every
-            point's B allow it (``surrogate.edge_pairs``: the same numbers, bit for bit);
-            False: one per neighbour slot.
+            point's B allow it (``surrogate.edge_pairs``: the same numbers, bit for bit).
+            Faster only for wide blocks of lanes (benchmarks/lorenz_plane.py, 2 cores: 64
+            points x 1 replication 1.15-1.40x; 64 x 3 replications 1.03x; 25 x 3 0.77x),
+            so off by default (the main job's planes run 3 replications).
     """
     xy = jnp.asarray(xy, base.dtype)
     targets = np.asarray(targets, np.float64)
@@ -225,9 +227,8 @@ def lane_features(base: sg.Surrogate, params: sg.Params, theta0, xy, *, delta: f
     r, n = xy.shape[0], base.network.n
     g = batch_size(params, jnp.zeros(n))
     theta = jnp.broadcast_to(jnp.asarray(theta0, base.dtype), (r, g, n))
-    pairs = sg.edge_pairs(base, params)
     ts = delta * jnp.arange(xy.shape[1], dtype=base.dtype)
-    _, feats = _advance(base, params, theta, ts, xy, jnp.int32(0), pairs, n_steps=n_steps,
+    _, feats = _advance(base, params, theta, ts, xy, jnp.int32(0), n_steps=n_steps,
                         delta=delta)
     f0 = jnp.concatenate([jnp.sin(theta), jnp.cos(theta)], -1)[:, :, None]
     return np.asarray(jnp.concatenate([f0, feats], 2))
