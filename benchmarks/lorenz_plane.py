@@ -8,7 +8,10 @@ One process, one problem: the main job's default plane (tied reading, g x g poin
 validation 250, test 250 samples of 0.04) for R replications, through
 
 * lanes: ``lorenz.lanes.lane_statistics`` (``surrogate.fold_batch``: the points on the minor
-  axis, sharded over the CPU devices; features by block; float64 Gram products on the host);
+  axis, sharded over the CPU devices; ``pairs=True``: one exponential per undirected edge,
+  ``surrogate.edge_pairs``; features by block; float64 Gram products on the host);
+* lanes, one exp per slot: the same with ``pairs=False`` (the exponentials per neighbour slot:
+  ``lane_statistics``' default, what the main job runs with its 3 replications);
 * per-point: the same blocks and host statistics, the dynamics by ``surrogate.fold`` vmapped
   over the points (bit-identical on CPU: the reference of the equality check);
 * before (``--before``): the code as issue 24 found it, ``lorenz.observer.observer_statistics``
@@ -16,11 +19,12 @@ validation 250, test 250 samples of 0.04) for R replications, through
   points in one jit, the points sharded over the devices as the sweep engine ran them
   (statistics in JAX float64: x64 is enabled for it, last).
 
-Each variant runs twice; the second run is timed (wall and process CPU time), the first minus
-the second is reported as compile time. Then: the NMSE (every coalition and split), both
-Shapley values and the chosen ridge of lanes and per-point at every point (equal to 1e-6
-relative), the lanes statistics again under the x64 flag (the same numbers), a flop estimate per
-point-step and the fraction of a float32 matrix product's rate timed in the same process.
+Each variant runs once untimed, then ``--repeat`` times timed (wall and process CPU time; the
+medians are reported); the first run minus the median is reported as compile time. Then: the
+NMSE (every coalition and split), both Shapley values and the chosen ridge of lanes (both) and
+per-point at every point (equal to 1e-6 relative), the lanes statistics again under the x64 flag
+(the same numbers), a flop estimate per point-step and the fraction of a float32 matrix
+product's rate timed in the same process.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ parser.add_argument("--test", type=int, default=250)
 parser.add_argument("--block", type=int, default=125)
 parser.add_argument("--devices", type=int, default=2, help="CPU devices (XLA host platform)")
 parser.add_argument("--before", action="store_true", help="also time the code before")
+parser.add_argument("--repeat", type=int, default=3, help="timed runs per path (the median "
+                    "is reported)")
 parser.add_argument("--unrolled-stages", action="store_true",
                     help="FixedStep(stage_loop=False): the four RK4 stages unrolled")
 parser.add_argument("--unroll", type=int, default=2, help="FixedStep(unroll=...): steps per "
@@ -75,13 +81,17 @@ point_steps = P * R * (T - 1)
 
 
 def timed(fn):
-    """(result, compile s, wall s, cpu s) of the second of two runs."""
+    """(result, compile s, wall s, cpu s): medians of ``--repeat`` runs after a first one."""
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     first = time.perf_counter() - t0
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = jax.block_until_ready(fn())
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    walls, cpus = [], []
+    for _ in range(args.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = jax.block_until_ready(fn())
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    wall, cpu = float(np.median(walls)), float(np.median(cpus))
     return out, max(first - wall, 0.0), wall, cpu
 
 
@@ -91,16 +101,19 @@ solver = sg.FixedStep(stage_loop=not args.unrolled_stages, unroll=args.unroll)
 host = {}
 
 
-def lanes(on_lanes=True):
+def lanes(on_lanes=True, pairs=True, name="lanes"):
     ls = lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta,
-                         block=args.block, on_lanes=on_lanes, solver=solver)
-    host["lanes" if on_lanes else "per-point"] = ls.host_seconds
+                         block=args.block, on_lanes=on_lanes, solver=solver, pairs=pairs)
+    host[name] = ls.host_seconds
     return ls.stats
 
 
 rows = {}
 results = {}
-for name, fn in (("lanes", lanes), ("per-point", lambda: lanes(False))):
+for name, fn in (("lanes", lanes),
+                 ("lanes, one exp per slot", lambda: lanes(pairs=False, name="lanes, one exp "
+                                                           "per slot")),
+                 ("per-point", lambda: lanes(False, name="per-point"))):
     stats, comp, wall, cpu = timed(fn)
     results[name] = evaluate_observer(stats, groups)
     rows[name] = (comp, wall, cpu)
@@ -153,7 +166,7 @@ for name, (comp, wall, cpu) in rows.items():
     print(f"| {name} | {comp:.1f} | {wall:.2f} | {cpu:.2f} | {hs} | {point_steps / wall:,.0f} | "
           f"{point_steps / cpu:,.0f} | {ref / wall:.2f}x, {ref_cpu / cpu:.2f}x |")
 if "before" in rows:
-    for name in ("lanes", "per-point"):
+    for name in ("lanes", "lanes, one exp per slot", "per-point"):
         print(f"{name} / before (the issue's baseline): "
               f"{rows['before'][1] / rows[name][1]:.2f}x wall, "
               f"{rows['before'][2] / rows[name][2]:.2f}x CPU")
@@ -165,10 +178,15 @@ def rel(x, y):
     return float(np.max(np.abs(np.asarray(x) / np.asarray(y) - 1)))
 
 
-checks = {"nmse": rel(a_.nmse, b_.nmse), "phi (log)": rel(a_.phi("log"), b_.phi("log")),
-          "phi (neg)": rel(a_.phi("neg"), b_.phi("neg")), "ridge": rel(a_.lam, b_.lam)}
-print("lanes vs per-point, largest relative difference: "
-      + ", ".join(f"{k} {v:.2g}" for k, v in checks.items()))
+checks = {}
+for name in ("lanes", "lanes, one exp per slot"):
+    a_ = results[name]
+    check = {"nmse": rel(a_.nmse, b_.nmse), "phi (log)": rel(a_.phi("log"), b_.phi("log")),
+             "phi (neg)": rel(a_.phi("neg"), b_.phi("neg")), "ridge": rel(a_.lam, b_.lam)}
+    print(f"{name} vs per-point, largest relative difference: "
+          + ", ".join(f"{k} {v:.2g}" for k, v in check.items()))
+    checks.update({f"{name}: {k}": v for k, v in check.items()})
+a_ = results["lanes"]
 if args.before:
     print(f"lanes under the x64 flag vs without: nmse {rel(x64_lanes.nmse, a_.nmse):.2g}, "
           f"ridge {rel(x64_lanes.lam, a_.lam):.2g}")

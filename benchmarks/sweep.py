@@ -302,7 +302,7 @@ def main_table():
     todo["sweep engine, fast sparse, all devices"] = (todo["fast RK4, sparse"][0], 4, {})
     todo["sweep engine, batched sparse, all devices"] = (
         todo["batched RK4, sparse, points on lanes"][0], 4, {})
-    for name, (fn, stages) in todo.items():
+    for name, (fn, stages, *_) in todo.items():
         if not selected(name):
             continue
         try:

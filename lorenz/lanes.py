@@ -34,11 +34,13 @@ __all__ = ["LaneStatistics", "lane_statistics", "lane_features", "wrapped_distan
 
 
 @functools.partial(jax.jit, static_argnames=("n_steps", "delta", "on_lanes", "solver"))
-def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, *, n_steps: int,
-             delta: float, on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep()):
+def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, pairs=None, *,
+             n_steps: int, delta: float, on_lanes: bool = True,
+             solver: sg.FixedStep = sg.FixedStep()):
     """(theta (R, P, N) after ``n_steps``, features (R, P, n_steps, 2N)) of P lanes and R
     drives xy (R, T, 2) sampled at ts (T,), from theta (R, P, N) at block k (int32; t0 =
-    k n_steps delta, computed as ``observer_statistics`` computes it)."""
+    k n_steps delta, computed as ``observer_statistics`` computes it); ``pairs``: the graph's
+    ``EdgePairs`` for ``params`` (one exponential per undirected edge) or None."""
     dtype = base.dtype
     t0 = (k * n_steps).astype(dtype) * jnp.asarray(delta, dtype)
     p, n = theta.shape[1], theta.shape[2]
@@ -52,7 +54,7 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, *, n_steps
         if on_lanes:
             sol = sg.fold_batch(sur, theta_r, jnp.zeros((n_steps, p, 2 * n), dtype), update,
                                 dt=delta, n_steps=n_steps, t0=t0, params=params,
-                                solver=solver)
+                                solver=solver, pairs=pairs)
             return sol.y1, jnp.swapaxes(sol.acc, 0, 1)
         # the per-point path: sg.fold vmapped over the points (the benchmark's reference)
         m = base.network.n_populations
@@ -123,8 +125,8 @@ def _runs(ids: np.ndarray):
 
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
                     *, delta: float, block: int = 125, theta_b=None,
-                    on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2)
-                    ) -> LaneStatistics:
+                    on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2),
+                    pairs: bool = False) -> LaneStatistics:
     """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
 
     Args:
@@ -142,6 +144,11 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             bit-identical on CPU): the benchmark's reference.
         solver: the RK4 loop's options (``surrogate.FixedStep``; two steps per scan iteration
             are 10-15 % faster on lanes, benchmarks/lorenz_plane.py).
+        pairs: on lanes, one exponential per undirected edge where the graph and every
+            point's B allow it (``surrogate.edge_pairs``: the same numbers, bit for bit).
+            Faster only for wide blocks of lanes (benchmarks/lorenz_plane.py, 2 cores: 64
+            points x 1 replication 1.15-1.40x; 64 x 3 replications 1.03x; 25 x 3 0.77x),
+            so off by default (the main job's planes run 3 replications).
     """
     xy = jnp.asarray(xy, base.dtype)
     targets = np.asarray(targets, np.float64)
@@ -152,6 +159,7 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     g = batch_size(params, jnp.zeros(base.network.n))
     n, z_dim = base.network.n, targets.shape[-1]
     theta = jnp.broadcast_to(jnp.asarray(theta0, base.dtype), (r, g, n))
+    pairs = sg.edge_pairs(base, params) if pairs and on_lanes else None
     params, theta = _sharded(params, theta, g)
     ts = delta * jnp.arange(total, dtype=base.dtype)
     ids = np.concatenate([splits.ids(), -np.ones(block, int)])
@@ -184,11 +192,13 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     with one_blas_thread():
         for k in range(n_blocks):
             if ids[k * block + 1:(k + 1) * block + 1].max() < 0:  # washout only: no features
-                theta, _ = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
-                                    delta=delta, on_lanes=on_lanes, solver=solver)
+                theta, _ = _advance(base, params, theta, ts, xy, jnp.int32(k), pairs,
+                                    n_steps=block, delta=delta, on_lanes=on_lanes,
+                                    solver=solver)
                 continue
-            theta, feats = _advance(base, params, theta, ts, xy, jnp.int32(k), n_steps=block,
-                                    delta=delta, on_lanes=on_lanes, solver=solver)
+            theta, feats = _advance(base, params, theta, ts, xy, jnp.int32(k), pairs,
+                                    n_steps=block, delta=delta, on_lanes=on_lanes,
+                                    solver=solver)
             if pending is not None:
                 add(*pending)
             pending = (k, feats)
@@ -199,8 +209,9 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
                                                     (r, g, n)), g)[1]
         k_first = (first - 1) // block  # the block holding the first training sample
         for k in range(k_first + 1):
-            theta_b, fb = _advance(base, params, theta_b, ts, xy, jnp.int32(k), n_steps=block,
-                                   delta=delta, on_lanes=on_lanes, solver=solver)
+            theta_b, fb = _advance(base, params, theta_b, ts, xy, jnp.int32(k), pairs,
+                                   n_steps=block, delta=delta, on_lanes=on_lanes,
+                                   solver=solver)
         fb = np.asarray(fb)[:, :, first - (k_first * block + 1)]
         distance = wrapped_distance(at_first[..., :n], at_first[..., n:], fb[..., :n],
                                     fb[..., n:])

@@ -18,7 +18,7 @@ from surrogate import lyapunov as lyapunov
 from surrogate import metrics as metrics
 from surrogate import response as response
 from surrogate import sweeping as sweeping
-from surrogate.batch import fold_batch, simulate_batch
+from surrogate.batch import EdgePairs, edge_pairs, fold_batch, simulate_batch
 from surrogate.bias import sensitivity
 from surrogate.coupling import Fixed, Tied, block_matrix
 from surrogate.echo import echo_distance
@@ -71,6 +71,8 @@ __all__ = [
     "fold",
     "simulate_batch",
     "fold_batch",
+    "EdgePairs",
+    "edge_pairs",
     "fused_simulate",
     "Solution",
     # measurements

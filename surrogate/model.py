@@ -345,19 +345,28 @@ def coupling_tables(sur: Surrogate, field) -> CouplingTables:
     return CouplingTables.build(sur.params.B, sur.params.K, pop, pj, mask, unroll)
 
 
-def slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str):
-    """Sparse coupling sum_j kappa alpha sin(theta_j - theta_i), one neighbour slot at a time."""
+def slot_sums(c, s, tab: CouplingTables, neighbours, normalisation: str, exps=None):
+    """Sparse coupling sum_j kappa alpha sin(theta_j - theta_i), one neighbour slot at a time.
+
+    ``exps``: (values (E, ...), index (N, D)) when the caller has the slots' masked
+    exponentials mask exp(beta cos(theta_j - theta_i) [- shift]) as a table (one per undirected
+    edge, ``surrogate.batch``): slot (i, d) reads values[index[i, d]]; None: computed here."""
+    values, index = (None, None) if exps is None else exps
 
     def slot(acc, xs):
         z, a, b = acc
-        j, beta, kappa, mask = xs
+        j, beta, kappa, mask, k = xs
         cj, sj = c[j], s[j]
-        x = beta * (c * cj + s * sj)
-        e = mask * jnp.exp(x - tab.shift if normalisation == "softmax" else x)
+        if k is None:
+            x = beta * (c * cj + s * sj)
+            e = mask * jnp.exp(x - tab.shift if normalisation == "softmax" else x)
+        else:
+            e = values[k]
         w = kappa * e
         return (z + e, a + w * sj, b + w * cj), None
 
-    slots = tuple(jnp.moveaxis(x, 1, 0) for x in (neighbours, tab.beta, tab.kappa, tab.mask))
+    slots = tuple(None if x is None else jnp.moveaxis(x, 1, 0)
+                  for x in (neighbours, tab.beta, tab.kappa, tab.mask, index))
     zero = jnp.zeros_like(c)
     (z, a, b), _ = jax.lax.scan(slot, (zero, zero, zero), slots,
                                 unroll=True if tab.unroll_slots else 1)

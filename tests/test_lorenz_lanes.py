@@ -29,7 +29,7 @@ def test_lanes_equal_the_per_point_path_and_copies_converge():
     xy = jnp.stack([s.u[:, :2] for s in series])
     z = np.stack([np.asarray(s.u[:, 2:3], np.float64) for s in series])
     out = [lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta, block=25,
-                           theta_b=theta0 + 2.0 * lanes, on_lanes=lanes)
+                           theta_b=theta0 + 2.0 * lanes, on_lanes=lanes, pairs=lanes)
            for lanes in (True, False)]
     for a, b in zip(jax.tree.leaves(out[0].stats), jax.tree.leaves(out[1].stats), strict=False):
         np.testing.assert_array_equal(a, b)  # bit-identical dynamics, the same host sums
