@@ -228,6 +228,13 @@ def _deviance(pred: np.ndarray, data: np.ndarray, white: Whitening) -> np.ndarra
     return np.where(np.isfinite(d), d, np.nan)
 
 
+def _pad(lanes: np.ndarray) -> np.ndarray:
+    """``lanes`` padded to a power of two with copies of its first: a few compiled lane
+    counts."""
+    return np.concatenate([lanes, np.full((1 << (lanes.size - 1).bit_length()) - lanes.size,
+                                          lanes[0])])
+
+
 def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np.ndarray,
                        profiled: np.ndarray, lo: np.ndarray, hi: np.ndarray, data: np.ndarray,
                        threshold: float, center_steps: int = 10, steps: int = 3,
@@ -287,9 +294,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         target = np.clip(xc[lanes] + signs * off, lo[lanes], hi[lanes])
         x[rows, lanes] = np.where(active, target, x[rows, lanes])
         run = np.flatnonzero(active)
-        # padded to a power of two with copies of a running lane: a few compiled lane counts
-        pad = np.concatenate([run, np.full((1 << (run.size - 1).bit_length()) - run.size,
-                                           run[0])])
+        pad = _pad(run)
         xr, _, lam_r = _lm(lin_t, x[pad], free[pad], lo, hi, data, white.lanes(pad), steps,
                            lam[pad])
         pred, own = score(full(xr))
@@ -300,8 +305,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         deviance[run, k] = _deviance(pred[:n], data, own.lanes(np.arange(n)))
         over = np.flatnonzero(active & ~(deviance[:, k] - dmin <= threshold))
         if restart is not None and over.size:
-            pad = np.concatenate([over, np.full((1 << (over.size - 1).bit_length())
-                                                - over.size, over[0])])
+            pad = _pad(over)
             xs = np.tile(np.asarray(restart, np.float64)[trained], (pad.size, 1))
             xs[np.arange(pad.size), lanes[pad]] = target[pad]
             xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), 3 * steps,
