@@ -123,6 +123,12 @@ def test_intervals_from_held_out_realizations_are_finite_and_written(tmp_path):
     assert q1 < iv.threshold and np.all(lo4 <= lo1 + 1e-9) and np.all(hi4 >= hi1 - 1e-9)
     np.testing.assert_allclose(np.exp(np.minimum(lo4, np.log(est.ravel()))), low.ravel(),
                                rtol=1e-5)
+    # the likelihood-ratio test of points: the estimate lies inside its joint region, a point
+    # with the couplings 30x away outside it
+    far = result.params.replace(B=result.params.B * 30, K=result.params.K * 30)
+    both = jax.tree.map(lambda a, b: np.stack([a, b]), result.params, far)
+    rise = sf.deviance(result, target, both) - pr.minimum
+    assert -1e-3 * max(pr.minimum, 1.0) <= rise[0] <= iv.threshold < rise[1]
 
 
 @pytest.mark.slow

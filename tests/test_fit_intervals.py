@@ -87,6 +87,28 @@ def test_linear_gaussian_profile_is_exact_and_covers_at_its_level():
     assert np.all(np.abs(low[:2] - truth[:2]) < 1)
 
 
+def test_nuisance_coordinate_is_profiled_out():
+    """Profiling two of three coordinates, the third re-optimised at every point: the bounds
+    are the exact ones of the linear model (the marginal covariance, q = chi2_2), and the
+    profile records the two coordinates only."""
+    rng = np.random.default_rng(2)
+    p, sd = 3, 0.02
+    a = rng.normal(0, 1, (L * M, p)) / 4
+    a[:, 2] += a[:, 0]  # the nuisance correlated with the first coordinate
+    lin = linear_model(a)
+    data, _ = lin(np.array([[0.3, -0.2, 0.1]]))
+    data[0, ..., 0] += rng.normal(0, sd, (L, M))
+    lo, hi = np.full(p, -30.0), np.full(p, 30.0)
+    q2 = iv.threshold(0.9, True, 2)
+    prof = iv.profile_likelihood(lin, fixed_noise(lin, sd), np.zeros(p), np.arange(p),
+                                 np.arange(2), lo, hi, data[0], q2, center_steps=5, steps=2)
+    assert prof.deviance.shape[:2] == (2, 2)
+    low, high = prof.bounds(q2, lo[:2], hi[:2])
+    half = np.sqrt(q2 * np.diag(np.linalg.inv(a.T @ a / sd ** 2))[:2])
+    np.testing.assert_allclose(low, prof.center[:2] - half, atol=3e-3 * half.max())
+    np.testing.assert_allclose(high, prof.center[:2] + half, atol=3e-3 * half.max())
+
+
 def test_shrunk_covariance():
     """Toward the sample covariance with many draws; positive definite with fewer draws than
     dimensions; the diagonal is the sample variance."""
@@ -100,3 +122,18 @@ def test_shrunk_covariance():
     s = iv.shrunk_covariance(few)
     np.testing.assert_allclose(np.diag(s), few.var(0, ddof=1), rtol=1e-12)
     assert np.linalg.eigvalsh(s).min() > 0
+
+
+def test_noise_fisher_separates_flat_coordinates():
+    """The linearised sd is the inverse Fisher information's diagonal where the information
+    is full; a coordinate without effect gets an infinite sd, and the others keep theirs
+    (not infected by the round-off weight of the flat direction)."""
+    rng = np.random.default_rng(3)
+    jac = rng.normal(0, 1, (40, 3))
+    np.testing.assert_allclose(iv.noise_fisher(jac), np.sqrt(np.diag(np.linalg.inv(jac.T @ jac))),
+                               rtol=1e-10)
+    flat = np.concatenate([jac[:, :2], np.zeros((40, 1))], 1)
+    sd = iv.noise_fisher(flat)
+    assert np.isinf(sd[2])
+    np.testing.assert_allclose(sd[:2], np.sqrt(np.diag(np.linalg.inv(jac[:, :2].T @ jac[:, :2]))),
+                               rtol=1e-8)

@@ -27,7 +27,7 @@ from surrogate.fitting.model import (
     realization_attention,
     unconstrain,
 )
-from surrogate.fitting.optimise import fit
+from surrogate.fitting.optimise import deviance, fit
 from surrogate.fitting.report import fit_report_markdown, write_fit_figures
 from surrogate.fitting.result import FitResult, model_from_json
 from surrogate.fitting.synthetic import synthetic_shares
@@ -44,6 +44,7 @@ __all__ = [
     "Target",
     "combine_targets",
     "constrain",
+    "deviance",
     "divergence",
     "fit",
     "fit_report_markdown",

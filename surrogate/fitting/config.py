@@ -57,7 +57,7 @@ class FitConfig:
     fit_gain: bool = True
     polish_steps: int = 15
     held_out: int = 64  # realizations the fit never saw, for the noise covariance (0: no intervals)
-    profile_steps: int = 3  # Levenberg-Marquardt steps per point of a likelihood profile
+    profile_steps: int = 2  # Levenberg-Marquardt steps per point of a likelihood profile
     level: float = 0.9  # coverage of the intervals
     simultaneous: bool = True  # intervals of all coordinates at once (chi2_P), else marginal
     sloppy_ratio: float = 1e-3

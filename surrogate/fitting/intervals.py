@@ -13,16 +13,19 @@ the Monte Carlo error of the R-realization mean. With r(theta) the data minus th
 is Pearson's chi-square: at the truth it is a chi-square with the noise of the truth itself
 (the realization noise grows with the couplings by up to 1.5x in sd at 50 + 50 oscillators, so
 a covariance fixed at the fit would hold a strongly coupled truth to the noise of a weakly
-coupled fit). The interval of a coordinate theta_j (log B, log K, log spread, gain, log anchor)
-is the set of values whose profile min_{theta_-j} D rises above min D by at most q:
-chi2_P(level) for simultaneous intervals (the default: the projection of the joint region of
-all P coordinates, every coordinate inside at once with probability >= level), chi2_1(level)
-for marginal ones. Each profile is traced outward from the minimum at the offsets ``OFFSETS``
-(within the box ``POSITIVE_BOX``), the other coordinates re-optimised by a few
-Levenberg-Marquardt steps warm-started from the previous offset (with the covariance of that
-offset, then scored with its own); the bound is interpolated in sqrt(D - min D) (linear for a
-quadratic profile). A profile that stays below q up to the box (a direction flat toward 0)
-gives the box's bound: every bound is finite. The 2 P half-lines run side by side.
+coupled fit). The interval of a coupling theta_j (an entry of log B or log K: the
+parameters of interest) is the set of values whose profile min_{theta_-j} D (every other
+coordinate re-optimised: the nuisance parameters spread, gains, anchor and time logits profiled
+out) rises above min D by at most q: chi2_k(level) for simultaneous intervals (the default: the
+projection of the joint region of all k couplings, every coupling inside at once with
+probability >= level), chi2_1(level) for marginal ones. Each profile is traced outward
+from the minimum at the offsets ``OFFSETS`` (within the box ``POSITIVE_BOX``), the other
+coordinates re-optimised by a few Levenberg-Marquardt steps warm-started from the previous
+offset (with the covariance of that offset, then scored with its own); the crossing of q gets
+one more point, and the bound is interpolated in sqrt(D - min D) (linear for a quadratic
+profile). A profile that stays below q up to the box (a direction flat toward 0) gives the
+box's bound: every bound is finite. The 2 k half-lines run side by side. The nuisance
+parameters get linearised intervals: +- sqrt(q) times their sd under the same noise.
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import chi2
 
+from surrogate.fitting.levenberg import levenberg_marquardt
 from surrogate.fitting.model import FitParams, RawParams
 
 __all__ = ["Intervals", "Profiles", "Score", "Whitening", "constrained_table", "noise_fisher",
            "profile_likelihood", "shrunk_covariance", "threshold", "whitening"]
 
 
-#: Offsets (raw units) at which a profile is evaluated, outward from the minimum: doubling up
-#: to 1, then steps of 1 to the far side of the box (a log coupling spans 13.8).
-OFFSETS = np.concatenate([2.0 ** np.arange(-3, 0), np.arange(1.0, 15.0)])
+#: Offsets (raw units) at which a profile is evaluated, outward from the minimum: doubling from
+#: 1/4 to the far side of the box (a log coupling spans 13.8); the crossing is then refined.
+OFFSETS = 2.0 ** np.arange(-2, 5)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -134,24 +138,27 @@ def whitening(draws: np.ndarray, weight: np.ndarray, realizations: int) -> White
     return Whitening(keep=keep, inv_chol=np.linalg.inv(chol), sd=draws.std(0, ddof=1))
 
 
-def noise_fisher(jac_w: np.ndarray) -> np.ndarray:
+def noise_fisher(jac_w: np.ndarray, flat: float = 1e-10, weight: float = 1e-3) -> np.ndarray:
     """Linearised standard deviations (P,) of the raw coordinates from the whitened Jacobian
     (d, P) (D = |e|^2 = -2 log L, so the Fisher information is J^T J): the diagonal of its
-    pseudo-inverse; a coordinate with weight on a direction of information below 1e-10 of the
-    largest gets an infinite sd."""
+    pseudo-inverse over the directions of information above ``flat`` x the largest; a
+    coordinate with squared weight above ``weight`` on the flat directions (a coupling parked at
+    the box floor, where the attention no longer depends on it) gets an infinite sd."""
     info = jac_w.T @ jac_w
     evals, evecs = np.linalg.eigh(0.5 * (info + info.T))
     top = max(float(evals.max()), 1e-300)
-    inv = np.where(evals > 1e-10 * top, 1.0 / np.maximum(evals, 1e-300), np.inf)
-    return np.sqrt((evecs ** 2 * inv).sum(1))
+    ok = evals > flat * top
+    w2 = evecs ** 2
+    var = (w2[:, ok] / evals[ok]).sum(1)
+    return np.where(w2[:, ~ok].sum(1) > weight, np.inf, np.sqrt(var))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Profiles:
     """Traced profiles: ``center`` (P_all,) the deviance minimiser in the flat raw coordinates,
     ``minimum`` its deviance; per profiled coordinate ``coords`` (C,) (flat index) and side
-    (0: down, 1: up), ``offsets`` (C, 2, K) the raw offsets reached (NaN where not evaluated)
-    and ``deviance`` (C, 2, K) the profile there."""
+    (0: down, 1: up), ``offsets`` (C, 2, K) the raw offsets reached in increasing order (NaN,
+    last, where not evaluated) and ``deviance`` (C, 2, K) the profile there."""
 
     center: np.ndarray
     minimum: float
@@ -192,34 +199,12 @@ Score = Callable[[np.ndarray], tuple[np.ndarray, Whitening]]
 def _lm(lin: Linearize, x: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndarray,
         data: np.ndarray, white: Whitening, steps: int, lam: np.ndarray):
     """Levenberg-Marquardt on the deviance of every lane of ``x`` (n, T) over the coordinates
-    ``free`` (n, T) bool (Marquardt's scaling; damping x0.3 on success, x10 on failure), the
-    whitening held fixed. Returns (x, deviance (n,), lam)."""
-    pred, jac = lin(x)
-    e, j = white.residuals(data, pred), white.jacobian(jac)
-    dev = np.sum(e ** 2, -1)
-    dev = np.where(np.isfinite(dev), dev, np.inf)
-    for _ in range(steps):
-        cand = x.copy()
-        for r in range(x.shape[0]):
-            f = np.flatnonzero(free[r])
-            if not np.isfinite(dev[r]) or f.size == 0:
-                continue
-            a = j[r][:, f].T @ j[r][:, f]
-            g = j[r][:, f].T @ e[r]
-            damped = a + lam[r] * np.diag(np.diag(a) + 1e-12)
-            try:
-                cand[r, f] = np.clip(x[r, f] + np.linalg.solve(damped, -g), lo[f], hi[f])
-            except np.linalg.LinAlgError:
-                lam[r] *= 10
-        pred, jac = lin(cand)
-        e_new, j_new = white.residuals(data, pred), white.jacobian(jac)
-        new = np.sum(e_new ** 2, -1)
-        ok = np.isfinite(new) & np.all(np.isfinite(j_new), (1, 2)) & (new < dev)
-        x = np.where(ok[:, None], cand, x)
-        dev = np.where(ok, new, dev)
-        e = np.where(ok[:, None], e_new, e)
-        j = np.where(ok[:, None, None], j_new, j)
-        lam = np.where(ok, lam * 0.3, lam * 10)
+    ``free`` (n, T) bool, the whitening held fixed. Returns (x, deviance (n,), lam)."""
+    def residuals(x):
+        pred, jac = lin(x)
+        return white.residuals(data, pred), white.jacobian(jac), ()
+
+    x, dev, lam, _ = levenberg_marquardt(residuals, x, lo, hi, steps, free, lam)
     return x, dev, lam
 
 
@@ -237,8 +222,9 @@ def _pad(lanes: np.ndarray) -> np.ndarray:
 
 def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np.ndarray,
                        profiled: np.ndarray, lo: np.ndarray, hi: np.ndarray, data: np.ndarray,
-                       threshold: float, center_steps: int = 10, steps: int = 3,
-                       restart: np.ndarray | None = None) -> Profiles:
+                       threshold: float, center_steps: int = 5, steps: int = 2,
+                       restart: np.ndarray | None = None,
+                       progress: Callable[[str], None] | None = None) -> Profiles:
     """Trace the deviance profiles of the coordinates ``profiled`` (flat indices into the raw
     vector x0 (P_all,)), the other ``trained`` coordinates (indices) re-optimised. ``lin(x)``
     maps raw vectors (n, P_all) to the prediction (n, L, M, M) and its Jacobian
@@ -246,16 +232,21 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
     whitening of the realization noise at each of them (lane axis first), so that the deviance
     r^T Sigma(theta)^-1 r is a chi-square with the noise of theta itself (Pearson's form: a
     point with more realization noise is not held to the noise of the fit); ``lo``/``hi``
-    (T,) the box of the trained coordinates. Each profile point takes ``steps``
-    Levenberg-Marquardt steps with the whitening of the point before it, then is scored with
-    its own. Each half-line stops once its profile exceeds the minimum by ``threshold`` or
-    reaches the box. A point that would end a half-line is first re-optimised from ``restart``
-    (P_all,) as well (its profiled coordinate set; 3 x ``steps`` steps), and the lower deviance
-    kept: warm starts cannot leave a coordinate parked at the box floor, where the attention no
-    longer depends on it and its gradient is 0 (the profile then jumps above q while a valley
-    below q lies elsewhere)."""
+    (T,) the box of the trained coordinates.
+
+    Each profile point takes ``steps`` Levenberg-Marquardt steps with the whitening of the
+    point before it, then is scored with its own. Each half-line stops once its profile exceeds
+    the minimum by ``threshold`` or reaches the box. A point that would end a half-line is first
+    re-optimised from ``restart`` (P_all,) as well (its profiled coordinate set; 3 x ``steps``
+    steps), and the lower deviance kept: warm starts cannot leave a coordinate parked at the box
+    floor, where the attention no longer depends on it and its gradient is 0 (the profile then
+    jumps above q while a valley below q lies elsewhere). Last, every half-line that crossed
+    gets one more point between its last point inside and the first outside, where the
+    sqrt(rise) interpolation puts the crossing (warm-started from the point inside).
+    ``progress(message)`` is called after the minimum and each round of points."""
     trained = np.asarray(trained)
     pos = {int(t): i for i, t in enumerate(trained)}
+    say = progress or (lambda _: None)
 
     def full(x):  # raw vectors (n, P_all) from the trained coordinates (n, T)
         out = np.broadcast_to(x0, (x.shape[0], x0.size)).copy()
@@ -275,19 +266,25 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
     dmin = float(_deviance(pred, data, white_c)[0])
     xc = xc[0]
     c = len(profiled)
+    n = 2 * c
+    say(f"profile: minimum deviance {dmin:.4g}; tracing {n} half-lines to a rise of "
+        f"{threshold:.3g}")
     lanes = np.array([pos[int(p)] for p in profiled for _ in (0, 1)])
     signs = np.tile([-1.0, 1.0], c)
-    free = np.ones((2 * c, trained.size), bool)
-    free[np.arange(2 * c), lanes] = False
+    free = np.ones((n, trained.size), bool)
+    free[np.arange(n), lanes] = False
     edge = np.where(signs < 0, lo[lanes], hi[lanes])
-    x = np.tile(xc, (2 * c, 1))
-    white = dataclasses.replace(white_c, inv_chol=np.repeat(white_c.inv_chol, 2 * c, 0),
-                                sd=np.repeat(white_c.sd, 2 * c, 0))
-    offsets = np.full((2 * c, OFFSETS.size), np.nan)
-    deviance = np.full((2 * c, OFFSETS.size), np.nan)
-    active = np.ones(2 * c, bool)
-    lam = np.full(2 * c, 1e-2)
-    rows = np.arange(2 * c)
+    x = np.tile(xc, (n, 1))
+    white = dataclasses.replace(white_c, inv_chol=np.repeat(white_c.inv_chol, n, 0),
+                                sd=np.repeat(white_c.sd, n, 0))
+    k_all = OFFSETS.size + 1  # the traced offsets and the refinement point
+    offsets = np.full((n, k_all), np.nan)
+    deviance = np.full((n, k_all), np.nan)
+    active = np.ones(n, bool)
+    lam = np.full(n, 1e-2)
+    rows = np.arange(n)
+    inside = x.copy(), np.zeros(n), np.zeros(n), white.inv_chol.copy()  # x, offset, rise, whitening
+    crossed = np.full(n, -1)  # the column where each half-line crossed
     for k, off in enumerate(OFFSETS):
         if not active.any():
             break
@@ -298,11 +295,11 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         xr, _, lam_r = _lm(lin_t, x[pad], free[pad], lo, hi, data, white.lanes(pad), steps,
                            lam[pad])
         pred, own = score(full(xr))
-        n = run.size
-        x[run], lam[run] = xr[:n], lam_r[:n]
-        white.inv_chol[run], white.sd[run] = own.inv_chol[:n], own.sd[:n]
+        m = run.size
+        x[run], lam[run] = xr[:m], lam_r[:m]
+        white.inv_chol[run], white.sd[run] = own.inv_chol[:m], own.sd[:m]
         offsets[run, k] = np.abs(target[run] - xc[lanes[run]])
-        deviance[run, k] = _deviance(pred[:n], data, own.lanes(np.arange(n)))
+        deviance[run, k] = _deviance(pred[:m], data, own.lanes(np.arange(m)))
         over = np.flatnonzero(active & ~(deviance[:, k] - dmin <= threshold))
         if restart is not None and over.size:
             pad = _pad(over)
@@ -311,16 +308,48 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
             xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), 3 * steps,
                            np.full(pad.size, 1e-2))
             pred, alt = score(full(xs))
-            n = over.size
-            d_alt = _deviance(pred[:n], data, alt.lanes(np.arange(n)))
+            m = over.size
+            d_alt = _deviance(pred[:m], data, alt.lanes(np.arange(m)))
             better = np.flatnonzero(d_alt < np.where(np.isfinite(deviance[over, k]),
                                                      deviance[over, k], np.inf))
             if better.size:
                 rows_b = over[better]
                 x[rows_b], deviance[rows_b, k] = xs[better], d_alt[better]
                 white.inv_chol[rows_b], white.sd[rows_b] = alt.inv_chol[better], alt.sd[better]
-        reached = (target == edge) | ~(deviance[:, k] - dmin <= threshold)
-        active &= ~reached
+        rise = deviance[:, k] - dmin
+        below = active & (rise <= threshold)
+        inside[0][below], inside[1][below] = x[below], offsets[below, k]
+        inside[2][below], inside[3][below] = rise[below], white.inv_chol[below]
+        crossed[active & ~below] = k
+        active &= below & (target != edge)
+        say(f"profile: offset {off:g} of {OFFSETS[-1]:g}: {int(active.sum())} of {n} "
+            f"half-lines still inside")
+    # one more point per crossing, where sqrt(rise) interpolation between the last point inside
+    # and the first outside puts it, warm-started from the point inside
+    ref = np.flatnonzero(crossed >= 0)
+    if ref.size:
+        out_off, out_rise = offsets[ref, crossed[ref]], deviance[ref, crossed[ref]] - dmin
+        r0 = np.sqrt(np.maximum(inside[2][ref], 0.0))
+        frac = np.where(np.isfinite(out_rise),
+                        (np.sqrt(threshold) - r0)
+                        / np.maximum(np.sqrt(np.abs(out_rise)) - r0, 1e-300), 0.5)
+        step = inside[1][ref] + np.clip(frac, 0.05, 0.95) * (out_off - inside[1][ref])
+        pad = _pad(ref)
+        target = xc[lanes[pad]] + signs[pad] * np.concatenate(
+            [step, np.full(pad.size - ref.size, step[0])])
+        xs = inside[0][pad].copy()
+        xs[np.arange(pad.size), lanes[pad]] = target
+        white_in = dataclasses.replace(white, inv_chol=inside[3]).lanes(pad)
+        xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white_in, steps + 1,
+                       np.full(pad.size, 1e-2))
+        pred, own = score(full(xs))
+        offsets[ref, -1] = step
+        deviance[ref, -1] = _deviance(pred[:ref.size], data, own.lanes(np.arange(ref.size)))
+        say(f"profile: refined {ref.size} crossings")
+    # each half-line's points in the order of their offsets (the points not evaluated last)
+    order = np.argsort(np.where(np.isfinite(offsets), offsets, np.inf), axis=1, kind="stable")
+    offsets = np.take_along_axis(offsets, order, 1)
+    deviance = np.take_along_axis(deviance, order, 1)
     center = x0.astype(np.float64).copy()
     center[trained] = xc
     # a profile point below the minimum found: the minimum is at most that

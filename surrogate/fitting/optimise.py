@@ -28,6 +28,7 @@ from surrogate.coupling import Free, Tied
 from surrogate.fitting import intervals as iv
 from surrogate.fitting.config import FitConfig
 from surrogate.fitting.identifiability import curvature, parameter_names, restart_spread
+from surrogate.fitting.levenberg import levenberg_marquardt
 from surrogate.fitting.model import (
     FitModel,
     FitParams,
@@ -193,41 +194,26 @@ def evaluate(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
 
 def polish(model: FitModel, targets: Target, raws: RawParams, idx: jax.Array,
            settings: ModelSettings, steps: int) -> tuple[RawParams, dict]:
-    """Levenberg-Marquardt refinement (Marquardt's diagonal scaling, damping x0.3 on success,
-    x10 on failure) of every restart in the coordinates ``idx``. Returns the raws and their last
-    ``evaluate`` output. ``targets``: one per restart (leading axis R)."""
-    ev = evaluate(model, targets, raws, idx, settings)
-    flats = jax.vmap(lambda r: ravel_pytree(r)[0])(raws)
+    """Levenberg-Marquardt refinement (surrogate.fitting.levenberg) of every restart in the
+    coordinates ``idx``. Returns the raws and their last ``evaluate`` output. ``targets``: one
+    per restart (leading axis R)."""
+    flats = np.asarray(jax.vmap(lambda r: ravel_pytree(r)[0])(raws))
     unravel = ravel_pytree(jax.tree.map(lambda x: x[0], raws))[1]
     idx_np = np.asarray(idx)
-    chi = np.sum(np.asarray(ev["e"]) ** 2, -1)
-    chi = np.where(np.isfinite(chi), chi, np.inf)
-    lam = np.full(chi.shape, 1e-2)
-    x = np.asarray(flats)
+
+    def full(x):  # raws from the polished coordinates (R, P)
+        out = flats.copy()
+        out[:, idx_np] = x
+        return jax.vmap(unravel)(jnp.asarray(out, flats.dtype))
+
+    def residuals(x):
+        ev = jax.tree.map(np.asarray, evaluate(model, targets, full(x), idx, settings))
+        return ev["e"], ev["jac"], ev
+
     box = raw_box(jax.tree.map(lambda v: v[0], raws))
     lo, hi = (np.asarray(ravel_pytree(b)[0])[idx_np] for b in box)
-    for _ in range(steps):
-        jac, e = np.asarray(ev["jac"]), np.asarray(ev["e"])
-        cand = x.copy()
-        for r in range(x.shape[0]):
-            if not np.isfinite(chi[r]):
-                continue
-            a = jac[r].T @ jac[r]
-            g = jac[r].T @ e[r]
-            damped = a + lam[r] * np.diag(np.diag(a) + 1e-12)
-            try:
-                cand[r, idx_np] = np.clip(x[r, idx_np] + np.linalg.solve(damped, -g), lo, hi)
-            except np.linalg.LinAlgError:
-                lam[r] *= 10
-        new = evaluate(model, targets, jax.vmap(unravel)(jnp.asarray(cand)), idx, settings)
-        new_chi = np.sum(np.asarray(new["e"]) ** 2, -1)
-        ok = np.isfinite(new_chi) & (new_chi < chi)
-        x = np.where(ok[:, None], cand, x)
-        chi = np.where(ok, new_chi, chi)
-        lam = np.where(ok, lam * 0.3, lam * 10)
-        ev = jax.tree.map(
-            lambda n, o, ok=ok: jnp.where(ok.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, ev)
-    return jax.vmap(unravel)(jnp.asarray(x)), ev
+    x, _, _, ev = levenberg_marquardt(residuals, flats[:, idx_np], lo, hi, steps)
+    return full(x), ev
 
 
 def _init_raw(key, base: RawParams, config: FitConfig) -> RawParams:
@@ -253,11 +239,12 @@ def fit(
     seed: int | None = None,
     progress: Callable[[int, np.ndarray], None] | None = None,
     progress_every: int = 25,
+    log: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Fit the surrogate to ``target``; ``key`` draws the graph, frequencies, initial phases and
     the restart initialisations. ``progress(step, losses (R,))`` is called every
-    ``progress_every`` steps. ``seed`` (recorded in the JSON beside the key's data) is the
-    integer ``key`` came from."""
+    ``progress_every`` steps, ``log(message)`` after the polish and during the intervals.
+    ``seed`` (recorded in the JSON beside the key's data) is the integer ``key`` came from."""
     t_start = time.perf_counter()
     if tuple(target.modalities) != tuple(config.modalities):
         raise ValueError(f"target modalities {list(target.modalities)} differ from "
@@ -317,8 +304,10 @@ def fit(
     curv = curvature(np.asarray(ev["jac"][r]), names, config.divergence, config.sloppy_ratio)
     restart_params = jax.vmap(model_settings.constrain)(best_raws)
     converged, spread = restart_spread(restart_params, best_loss, config.converged_within)
+    say = log or (lambda _: None)
+    say(f"polished {config.restarts} restarts: loss {float(loss):.4g}")
     intervals = _intervals(model, data, raw, params, idx, names, model_settings, config, sizes,
-                           k_held, dtype, base)
+                           k_held, dtype, base, say)
 
     def to_np(tree):
         return jax.tree.map(np.asarray, tree)
@@ -349,10 +338,11 @@ def _score(model: FitModel, held: FitModel, raws: RawParams, settings: ModelSett
 
 
 def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_held, dtype,
-               start):
-    """Profile-likelihood intervals under the realization noise of ``config.held_out`` held-out
-    realizations (surrogate.fitting.intervals); ``start`` the fit's starting point (RawParams),
-    where the profile re-optimises a point that would end a half-line."""
+               start, log):
+    """Profile-likelihood intervals of the couplings under the realization noise of
+    ``config.held_out`` held-out realizations (surrogate.fitting.intervals), linearised ones of
+    spread, gains and anchor; ``start`` the fit's starting point (RawParams), where the profile
+    re-optimises a point that would end a half-line; ``log(message)`` reports progress."""
     if config.held_out < 2:
         return None
     held = make_model(k_held, sizes, config, dtype, realizations=config.held_out)
@@ -373,27 +363,64 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
         return (np.asarray(pred, np.float64),
                 iv.whitening(np.asarray(draws, np.float64), weight, config.realizations))
 
-    lo, hi = (np.asarray(ravel_pytree(b)[0], np.float64)[idx] for b in raw_box(raw))
-    # the coordinates reported: all trained ones but the time logits (nuisance parameters)
-    profiled = np.asarray([i for i, n in zip(idx, names, strict=True) if n[:4] != "time"], int)
-    profiled_names = tuple(n for n in names if n[:4] != "time")
+    box_lo, box_hi = (np.asarray(ravel_pytree(b)[0], np.float64) for b in raw_box(raw))
+    # the couplings are profiled; spread, gains and anchor get linearised intervals; the time
+    # logits (nuisance) neither
+    couplings = np.asarray([n[:2] in ("B[", "K[") for n in names])
+    nuisance = np.asarray([not c and n[:4] != "time" for c, n in zip(couplings, names,
+                                                                      strict=True)])
+    profiled = np.asarray(idx)[couplings]
     q = iv.threshold(config.level, config.simultaneous, len(profiled))
     qmax = max(iv.threshold(config.level, True, len(profiled)), q)  # trace both kinds
-    prof = iv.profile_likelihood(lin, score, flat, np.asarray(idx), profiled, lo, hi,
-                                 np.asarray(data.mass, np.float64), qmax,
+    prof = iv.profile_likelihood(lin, score, flat, np.asarray(idx), profiled, box_lo[idx],
+                                 box_hi[idx], np.asarray(data.mass, np.float64), qmax,
                                  steps=config.profile_steps,
-                                 restart=np.asarray(ravel_pytree(start)[0], np.float64))
-    box_lo, box_hi = (np.asarray(ravel_pytree(b)[0], np.float64) for b in raw_box(raw))
+                                 restart=np.asarray(ravel_pytree(start)[0], np.float64),
+                                 progress=log)
     low_p, high_p = prof.bounds(q, box_lo[profiled], box_hi[profiled])
+    _, jac = lin(flat[None])
+    white = score(flat[None])[1]
+    fisher_sd = iv.noise_fisher(white.jacobian(jac)[0])
     # the interval holds the estimate (the deviance minimiser and the fit differ slightly)
     lo_flat, hi_flat = flat.copy(), flat.copy()
     lo_flat[profiled] = np.minimum(low_p, flat[profiled])
     hi_flat[profiled] = np.maximum(high_p, flat[profiled])
+    lin_idx = np.asarray(idx)[nuisance]
+    half = np.sqrt(q) * fisher_sd[nuisance]
+    lo_flat[lin_idx] = np.clip(flat[lin_idx] - half, box_lo[lin_idx], box_hi[lin_idx])
+    hi_flat[lin_idx] = np.clip(flat[lin_idx] + half, box_lo[lin_idx], box_hi[lin_idx])
     low, high = iv.constrained_table(unravel(jnp.asarray(lo_flat, dtype)),
                                      unravel(jnp.asarray(hi_flat, dtype)), params, settings.tied)
-    _, jac = lin(flat[None])
-    white = score(flat[None])[1]
-    fisher_sd = iv.noise_fisher(white.jacobian(jac)[0])
     return iv.Intervals(low=low, high=high, level=config.level, simultaneous=config.simultaneous,
-                        threshold=q, profiled=profiled_names, profiles=prof, draws=config.held_out,
+                        threshold=q, profiled=tuple(n for n, c in zip(names, couplings,
+                                                                      strict=True) if c),
+                        profiles=prof, draws=config.held_out,
                         noise_sd=white.sd[0], fisher_sd=fisher_sd)
+
+
+def deviance(result: FitResult, target: Target, params: FitParams) -> np.ndarray:
+    """Pearson's deviance D (n,) of ``target`` (the fitted data) at ``params`` (FitParams with a
+    leading axis n), under the realization noise of the fit's held-out realizations at each of
+    them, as the intervals compute it: a point whose D exceeds
+    ``result.intervals.profiles.minimum`` by more than ``result.intervals.threshold`` lies
+    outside the joint region of the couplings (a likelihood-ratio test of the point). Exact
+    where the couplings are the only trained coordinates; with fitted nuisance parameters D at
+    the given ones bounds the profile from above."""
+    config = result.config
+    if result.intervals is None:
+        raise ValueError("deviance needs a fit with intervals (held_out >= 2)")
+    dtype = np.asarray(result.raw.log_B).dtype
+    k_model, _, k_held = fit_keys(jax.random.wrap_key_data(np.asarray(result.key_data,
+                                                                      np.uint32)))
+    model = make_model(k_model, result.sizes, config, dtype)
+    held = make_model(k_held, result.sizes, config, dtype, realizations=config.held_out)
+    settings = ModelSettings(target.num_layers, float(config.horizon),
+                             isinstance(config.coupling, Tied), config.divergence,
+                             config.anchored)
+    raws = jax.vmap(lambda p: unconstrain(p, config.time_map))(
+        jax.tree.map(lambda x: jnp.asarray(x, dtype), params))
+    pred, draws = _score(model, held, raws, settings)
+    white = iv.whitening(np.asarray(draws, np.float64), np.asarray(target.weight),
+                         config.realizations)
+    e = white.residuals(np.asarray(target.mass, np.float64), np.asarray(pred, np.float64))
+    return np.sum(e ** 2, -1)

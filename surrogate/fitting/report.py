@@ -92,16 +92,18 @@ def _interval_lines(result: FitResult) -> list[str]:
         return ["", "## Intervals", "", "No intervals (held_out < 2)."]
     kind = (f"simultaneous (chi2_{len(iv.profiled)})" if iv.simultaneous else "marginal (chi2_1)")
     lines = ["", f"## {round(100 * iv.level)} % intervals", "",
-             f"Profile likelihood under the realization noise: the Gaussian deviance of the free "
-             f"shares, with the covariance of {iv.draws} held-out realizations at the fit "
+             f"Couplings: profile likelihood under the realization noise, the Gaussian deviance "
+             f"of the free shares with the covariance of {iv.draws} held-out realizations at "
+             f"each point "
              f"(shrunk toward its diagonal, x (1 + 1/R) for the {c.realizations}-realization "
              f"mean); an interval holds the values whose profile (the other coordinates "
              f"re-optimised) rises by at most {iv.threshold:.3g} above the minimum "
              f"{iv.profiles.minimum:.3g}, {kind}, within 1e-4 .. 1e2 (a bound at the box: the "
-             f"data do not bound it). They cover realization noise, not a model that cannot "
+             f"data do not bound it). Spread, gains and anchor: linearised, +- sqrt(q) x their "
+             f"sd under the same noise. They cover realization noise, not a model that cannot "
              f"fit the data.", "",
-             "| parameter | value | low | high | linearised sd (raw) |",
-             "| --- | --- | --- | --- | --- |"]
+             "| parameter | value | low | high | interval | linearised sd (raw) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     flat = {n: i for i, n in enumerate(result.param_names)}
     for name in ("B", "K", "omega_spread", "gain", "anchor"):
         value = np.asarray(getattr(result.params, name))
@@ -110,8 +112,10 @@ def _interval_lines(result: FitResult) -> list[str]:
             label = name + (f"[{','.join(map(str, idx))}]" if idx else "")
             i = flat.get(label)
             fs = f"{iv.fisher_sd[i]:.3g}" if i is not None else "fixed"
+            how = ("profile" if label in iv.profiled else "linearised" if i is not None
+                   else "tied to B" if name == "K" else "fixed")
             lines.append(f"| {label} | {value[idx]:.4g} | {lo[idx]:.4g} | {hi[idx]:.4g} | "
-                         f"{fs} |")
+                         f"{how} | {fs} |")
     return lines
 
 

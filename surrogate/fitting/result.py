@@ -113,10 +113,11 @@ class FitResult:
             profiles[name] = {side: {"offset": _nulls(pr.offsets[c, s]),
                                      "deviance": _nulls(pr.deviance[c, s] - pr.minimum)}
                               for s, side in enumerate(("down", "up"))}
-        return {"method": "profile likelihood under the realization noise: Gaussian deviance "
-                          "of the free shares with the covariance of held-out realizations "
-                          "(shrunk, x (1 + 1/R)); raw coordinates (logs, gains linear) within "
-                          "1e-4 .. 1e2",
+        return {"method": "couplings: profile likelihood under the realization noise "
+                          "(Gaussian deviance of the free shares with the covariance of "
+                          "held-out realizations at each point, shrunk, x (1 + 1/R)), raw "
+                          "coordinates (logs) within 1e-4 .. 1e2; spread, gains, anchor: "
+                          "linearised, +- sqrt(threshold) x their sd under the same noise",
                 "simultaneous": iv.simultaneous, "threshold": iv.threshold,
                 "held_out": iv.draws, "profile_steps": self.config.profile_steps,
                 "minimum_deviance": pr.minimum, "profiles": profiles}

@@ -149,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     n = sum(args.sizes) if args.sizes else args.n_total
     item = 8 if args.float64 else 4  # dense couplings and their gradients, per evaluation
     m = len(args.modalities)
-    profiles = 2 * (2 * m * m + m + 2) if args.held_out else 0  # half-lines of the profiles
+    # half-lines of the coupling profiles, padded to a power of two
+    couplings = m * m * (1 if args.couplings == "tied" else 2)
+    profiles = 1 << (2 * couplings - 1).bit_length() if args.held_out else 0
     lanes = max(args.restarts, profiles) * args.realizations * args.initial
     check_memory(6 * lanes * n * n * item,
                  f"{n} oscillators x --restarts {args.restarts} x --realizations "
@@ -193,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"step {step + 1}/{args.steps}: best loss {best}, {finite.size} of "
               f"{len(losses)} restarts running", file=sys.stderr, flush=True)
 
-    result = sf.fit(target, jax.random.key(args.seed), config, seed=args.seed, progress=progress)
+    result = sf.fit(target, jax.random.key(args.seed), config, seed=args.seed, progress=progress,
+                    log=lambda message: print(message, file=sys.stderr, flush=True))
     obj = result.to_json()
     obj["versions"] = versions()
     atomic_write_json(out / "params.json", obj)
