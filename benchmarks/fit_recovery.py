@@ -2,7 +2,7 @@
 realization (graph, frequencies, encodings, phases) of one key, as ``xmodal simulate --bundle``
 writes it; the fit's ensemble and its held-out realizations come from other keys.
 
-    python benchmarks/fit_recovery.py [--reading tied|free] [--truths 8] [--realizations 8]
+    python benchmarks/fit_recovery.py [--reading tied|free] [--truths 8] [--realizations 4]
                                       [--rows FILE.jsonl] [--float64]
 
 50 + 50 oscillators, the paper preset's graph (k = 10, p = 0.01, cross density 0.1), anchor
@@ -35,7 +35,7 @@ PLANE = [(1.0, 0.1), (0.1, 1.0), (1.0, 1.0), (0.1, 0.1), (0.5, 0.5), (1.0, 0.3),
          (0.03, 0.3), (0.3, 0.03), (2.0, 0.5)]
 
 
-def recovery(reading: str, truths, realizations: int = 8, held_out: int = 64, steps: int = 120,
+def recovery(reading: str, truths, realizations: int = 4, held_out: int = 64, steps: int = 120,
              layers: int = 8, data_seed: int = 0, fit_seed: int = 1000, log=print, done=None,
              on_row=None, sizes=(50, 50)):
     """Rows per truth: dict(truth, B, K, low, high, covered, width, seconds, cpu); ``done``: rows
@@ -136,7 +136,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reading", choices=("tied", "free"), default="tied")
     ap.add_argument("--truths", type=int, default=8)
-    ap.add_argument("--realizations", type=int, default=8)
+    ap.add_argument("--realizations", type=int, default=4)
     ap.add_argument("--held-out", type=int, default=64)
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--rows", help="JSON-lines file the rows are appended to (and resumed from)")

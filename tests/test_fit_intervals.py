@@ -88,9 +88,9 @@ def test_linear_gaussian_profile_is_exact_and_covers_at_its_level():
 
 
 def test_nuisance_coordinate_is_profiled_out():
-    """Profiling two of three coordinates, the third re-optimised at every point: the bounds
-    are the exact ones of the linear model (the marginal covariance, q = chi2_2), and the
-    profile records the two coordinates only."""
+    """Profiling two of three coordinates, the third re-optimised at every point (by chord
+    steps): the bounds are the exact ones of the linear model (the marginal covariance,
+    q = chi2_2), and the profile records the two coordinates only."""
     rng = np.random.default_rng(2)
     p, sd = 3, 0.02
     a = rng.normal(0, 1, (L * M, p)) / 4
@@ -101,7 +101,8 @@ def test_nuisance_coordinate_is_profiled_out():
     lo, hi = np.full(p, -30.0), np.full(p, 30.0)
     q2 = iv.threshold(0.9, True, 2)
     prof = iv.profile_likelihood(lin, fixed_noise(lin, sd), np.zeros(p), np.arange(p),
-                                 np.arange(2), lo, hi, data[0], q2, center_steps=5, steps=2)
+                                 np.arange(2), lo, hi, data[0], q2, center_steps=5, steps=2,
+                                 predict=lambda x: lin(x)[0])  # chord steps
     assert prof.deviance.shape[:2] == (2, 2)
     low, high = prof.bounds(q2, lo[:2], hi[:2])
     half = np.sqrt(q2 * np.diag(np.linalg.inv(a.T @ a / sd ** 2))[:2])

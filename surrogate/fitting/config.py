@@ -37,7 +37,7 @@ class FitConfig:
     anchor: float = 4.0  # h, as in the Lorenz presets (initial value when fit_anchor)
     encoding_scale: float = math.pi / 2  # c_i ~ N(0, encoding_scale^2)
     fit_anchor: bool = False
-    realizations: int = 8  # R: graphs, frequencies, encodings and phases from independent keys
+    realizations: int = 4  # R: graphs, frequencies, encodings and phases from independent keys
     horizon: float = 4.0
     dt: float = 0.05
     time_map: str = "fixed"
@@ -57,7 +57,7 @@ class FitConfig:
     fit_gain: bool = True
     polish_steps: int = 15
     held_out: int = 64  # realizations the fit never saw, for the noise covariance (0: no intervals)
-    profile_steps: int = 2  # Levenberg-Marquardt steps per point of a likelihood profile
+    profile_steps: int = 3  # Levenberg-Marquardt (chord) steps per point of a likelihood profile
     level: float = 0.9  # coverage of the intervals
     simultaneous: bool = True  # intervals of all coordinates at once (chi2_P), else marginal
     sloppy_ratio: float = 1e-3

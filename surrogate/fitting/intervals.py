@@ -193,18 +193,25 @@ class Profiles:
 
 
 Linearize = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Predict = Callable[[np.ndarray], np.ndarray]
 Score = Callable[[np.ndarray], tuple[np.ndarray, Whitening]]
 
 
 def _lm(lin: Linearize, x: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-        data: np.ndarray, white: Whitening, steps: int, lam: np.ndarray):
+        data: np.ndarray, white: Whitening, steps: int, lam: np.ndarray,
+        predict: Predict | None = None):
     """Levenberg-Marquardt on the deviance of every lane of ``x`` (n, T) over the coordinates
-    ``free`` (n, T) bool, the whitening held fixed. Returns (x, deviance (n,), lam)."""
+    ``free`` (n, T) bool, the whitening held fixed; with ``predict`` the chord method (the
+    Jacobian of the start). Returns (x, deviance (n,), lam)."""
     def residuals(x):
         pred, jac = lin(x)
         return white.residuals(data, pred), white.jacobian(jac), ()
 
-    x, dev, lam, _ = levenberg_marquardt(residuals, x, lo, hi, steps, free, lam)
+    def values(x):
+        return white.residuals(data, predict(x)), ()
+
+    x, dev, lam, _ = levenberg_marquardt(residuals, x, lo, hi, steps, free, lam,
+                                         None if predict is None else values)
     return x, dev, lam
 
 
@@ -224,7 +231,8 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
                        profiled: np.ndarray, lo: np.ndarray, hi: np.ndarray, data: np.ndarray,
                        threshold: float, center_steps: int = 5, steps: int = 2,
                        restart: np.ndarray | None = None,
-                       progress: Callable[[str], None] | None = None) -> Profiles:
+                       progress: Callable[[str], None] | None = None,
+                       predict: Predict | None = None) -> Profiles:
     """Trace the deviance profiles of the coordinates ``profiled`` (flat indices into the raw
     vector x0 (P_all,)), the other ``trained`` coordinates (indices) re-optimised. ``lin(x)``
     maps raw vectors (n, P_all) to the prediction (n, L, M, M) and its Jacobian
@@ -235,14 +243,16 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
     (T,) the box of the trained coordinates.
 
     Each profile point takes ``steps`` Levenberg-Marquardt steps with the whitening of the
-    point before it, then is scored with its own. Each half-line stops once its profile exceeds
-    the minimum by ``threshold`` or reaches the box. A point that would end a half-line is first
-    re-optimised from ``restart`` (P_all,) as well (its profiled coordinate set; 3 x ``steps``
-    steps), and the lower deviance kept: warm starts cannot leave a coordinate parked at the box
-    floor, where the attention no longer depends on it and its gradient is 0 (the profile then
-    jumps above q while a valley below q lies elsewhere). Last, every half-line that crossed
-    gets one more point between its last point inside and the first outside, where the
-    sqrt(rise) interpolation puts the crossing (warm-started from the point inside).
+    point before it, then is scored with its own; given ``predict(x)`` (the prediction
+    (n, L, M, M) alone), these steps are chord steps (one Jacobian per point). Each half-line
+    stops once its profile exceeds the minimum by ``threshold`` or reaches the box. A point
+    that would end a half-line is first re-optimised from ``restart`` (P_all,) as well (its
+    profiled coordinate set; ``steps`` steps, then 2 x ``steps`` chord steps), and the lower
+    deviance kept: warm starts cannot leave a coordinate parked at the box floor, where the
+    attention no longer depends on it and its gradient is 0 (the profile then jumps above q
+    while a valley below q lies elsewhere). Last, every half-line that crossed gets one more
+    point between its last point inside and the first outside, where the sqrt(rise)
+    interpolation puts the crossing (warm-started from the point inside).
     ``progress(message)`` is called after the minimum and each round of points."""
     trained = np.asarray(trained)
     pos = {int(t): i for i, t in enumerate(trained)}
@@ -255,6 +265,8 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
 
     def lin_t(x):
         return lin(full(x))
+
+    chord = None if predict is None else (lambda x: predict(full(x)))
 
     # the minimum: Levenberg-Marquardt with the noise of the fit, then with that of the result
     xc = x0[trained][None]
@@ -293,7 +305,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         run = np.flatnonzero(active)
         pad = _pad(run)
         xr, _, lam_r = _lm(lin_t, x[pad], free[pad], lo, hi, data, white.lanes(pad), steps,
-                           lam[pad])
+                           lam[pad], chord)
         pred, own = score(full(xr))
         m = run.size
         x[run], lam[run] = xr[:m], lam_r[:m]
@@ -305,8 +317,10 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
             pad = _pad(over)
             xs = np.tile(np.asarray(restart, np.float64)[trained], (pad.size, 1))
             xs[np.arange(pad.size), lanes[pad]] = target[pad]
-            xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), 3 * steps,
-                           np.full(pad.size, 1e-2))
+            xs, _, lam_s = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), steps,
+                               np.full(pad.size, 1e-2))
+            xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), 2 * steps,
+                           lam_s, chord)
             pred, alt = score(full(xs))
             m = over.size
             d_alt = _deviance(pred[:m], data, alt.lanes(np.arange(m)))
@@ -341,7 +355,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         xs[np.arange(pad.size), lanes[pad]] = target
         white_in = dataclasses.replace(white, inv_chol=inside[3]).lanes(pad)
         xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white_in, steps + 1,
-                       np.full(pad.size, 1e-2))
+                       np.full(pad.size, 1e-2), chord)
         pred, own = score(full(xs))
         offsets[ref, -1] = step
         deviance[ref, -1] = _deviance(pred[:ref.size], data, own.lanes(np.arange(ref.size)))

@@ -13,16 +13,20 @@ __all__ = ["Residuals", "levenberg_marquardt"]
 #: ``residuals(x)`` for raw vectors x (n, T): residuals e (n, d), their Jacobian (n, d, T) and
 #: a pytree of per-lane arrays (leading axis n) kept for the accepted points.
 Residuals = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, object]]
+#: ``values(x)``: the residuals and the pytree without the Jacobian.
+Values = Callable[[np.ndarray], tuple[np.ndarray, object]]
 
 
 def levenberg_marquardt(residuals: Residuals, x: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                         steps: int, free: np.ndarray | None = None,
-                        lam: np.ndarray | None = None):
+                        lam: np.ndarray | None = None, values: Values | None = None):
     """``steps`` steps minimising sum e^2 on every lane of ``x`` (n, T) within the box
     ``lo``/``hi`` (T,), over the coordinates ``free`` (n, T) bool (default all): Marquardt's
     diagonal scaling, damping ``lam`` (n,) (default 1e-2) x0.3 on success, x10 on failure; a lane
-    whose sum is not finite stays put. Returns (x, sum e^2 (n,), lam, aux) at the accepted
-    points."""
+    whose sum is not finite stays put. With ``values``, candidates are evaluated without their
+    Jacobian and the starting point's is kept (the chord method: one Jacobian per call, each
+    further step at the cost of a residual). Returns (x, sum e^2 (n,), lam, aux) at the
+    accepted points."""
     x = np.array(x, np.float64)
     free = np.ones(x.shape, bool) if free is None else free
     lam = np.full(x.shape[0], 1e-2) if lam is None else np.array(lam, np.float64)
@@ -42,7 +46,10 @@ def levenberg_marquardt(residuals: Residuals, x: np.ndarray, lo: np.ndarray, hi:
                 cand[r, f] = np.clip(x[r, f] + np.linalg.solve(damped, -g), lo[f], hi[f])
             except np.linalg.LinAlgError:
                 lam[r] *= 10
-        e_new, j_new, aux_new = residuals(cand)
+        if values is None:
+            e_new, j_new, aux_new = residuals(cand)
+        else:
+            (e_new, aux_new), j_new = values(cand), j
         new = np.sum(e_new ** 2, -1)
         ok = np.isfinite(new) & np.all(np.isfinite(j_new), (1, 2)) & (new < chi)
         x = np.where(ok[:, None], cand, x)

@@ -337,6 +337,12 @@ def _score(model: FitModel, held: FitModel, raws: RawParams, settings: ModelSett
     return jax.vmap(one)(raws)
 
 
+@functools.partial(jax.jit, static_argnums=(2,))
+def _predict(model: FitModel, raws: RawParams, settings: ModelSettings) -> jax.Array:
+    """Per lane: the ensemble-mean prediction (n, L, M, M)."""
+    return jax.vmap(lambda raw: model_attention(model, settings.constrain(raw)))(raws)
+
+
 def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_held, dtype,
                start, log):
     """Profile-likelihood intervals of the couplings under the realization noise of
@@ -358,6 +364,9 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
         pred, jac = linearize(model, raws_of(x), idx_j, settings)
         return np.asarray(pred, np.float64), np.asarray(jac, np.float64)
 
+    def predict(x):
+        return np.asarray(_predict(model, raws_of(x), settings), np.float64)
+
     def score(x):
         pred, draws = _score(model, held, raws_of(x), settings)
         return (np.asarray(pred, np.float64),
@@ -376,7 +385,7 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
                                  box_hi[idx], np.asarray(data.mass, np.float64), qmax,
                                  steps=config.profile_steps,
                                  restart=np.asarray(ravel_pytree(start)[0], np.float64),
-                                 progress=log)
+                                 progress=log, predict=predict)
     low_p, high_p = prof.bounds(q, box_lo[profiled], box_hi[profiled])
     _, jac = lin(flat[None])
     white = score(flat[None])[1]

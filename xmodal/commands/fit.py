@@ -62,7 +62,8 @@ DESCRIPTION = (
     "Fit B, K, the omega spread and the input gains of the anchored surrogate so that its "
     "modality-block attention at times t_l, averaged over --realizations realizations, matches the"
     " bundles' layer-by-layer attention (KL of row-normalised blocks), with restarts, early "
-    "stopping and a Levenberg-Marquardt polish; intervals from refits of held-out realizations. "
+    "stopping and a Levenberg-Marquardt polish; intervals from the profile likelihood under the "
+    "noise of held-out realizations. "
     "Writes params.json, report.md, loss.png and residuals.png to --out.")
 
 
@@ -90,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dt", type=positive_float, default=0.05, help="RK4 step")
     p.add_argument("--initial", type=positive_int, default=1,
                    help="initial phase draws per realization")
-    p.add_argument("--realizations", type=positive_int, default=8,
+    p.add_argument("--realizations", type=positive_int, default=4,
                    help="R: realizations (graph, frequencies, encodings, phases from independent "
                    "keys) whose mean attention is fitted (default 8)")
     p.add_argument("--anchor", type=nonnegative_float, default=4.0,
