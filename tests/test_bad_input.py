@@ -130,7 +130,7 @@ CASES = [
     dict(id="fit-1e9-steps", argv="fit {tmp}/b.bundle --out {tmp}/f3 --horizon 1e9", code=2,
          msg="--horizon 1000000000.0 / --dt 0.05 gives 2e+10 steps", absent="{tmp}/f3"),
     dict(id="fit-huge-model", argv="fit {tmp}/b.bundle --out {tmp}/f4 --n-total 10000000",
-         code=2, msg="10000000 oscillators x --restarts 4 x --realizations 8 x --initial 1",
+         code=2, msg="10000000 oscillators x --restarts 4 x --realizations 4 x --initial 1",
          absent="{tmp}/f4"),
     dict(id="fit-one-restart", argv="fit {tmp}/b.bundle --out {tmp}/f5 --restarts 1 --steps 3 "
          "--n-total 8 --k 2 --polish-steps 0 --initial 1 --horizon 1 --dt 0.1 --held-out 0 "
