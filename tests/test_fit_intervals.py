@@ -138,3 +138,23 @@ def test_noise_fisher_separates_flat_coordinates():
     assert np.isinf(sd[2])
     np.testing.assert_allclose(sd[:2], np.sqrt(np.diag(np.linalg.inv(jac[:, :2].T @ jac[:, :2]))),
                                rtol=1e-8)
+
+
+def test_bounds_hold_every_point_found_inside_the_region():
+    """A profile that missed a basin: coordinate 0's upper half-line crosses q at offset 1,
+    but a point of coordinate 1's profile lies inside the region with coordinate 0 at 3; the
+    projection of the region holds it, so the upper bound of coordinate 0 is 3."""
+    nan = np.nan
+    offsets = np.array([[[1.0, 2.0], [1.0, 2.0]], [[1.0, 2.0], [1.0, 2.0]]])
+    deviance = np.array([[[9.0, nan], [9.0, nan]], [[9.0, nan], [1.0, 9.0]]])
+    points = np.zeros((2, 2, 2, 2))
+    points[0, 0, :, 0], points[0, 1, :, 0] = -1.0, 1.0      # coordinate 0's own half-lines
+    points[1, 0, :, 1], points[1, 1, :, 1] = -1.0, [1.0, 2.0]
+    points[1, 1, 0, 0] = 3.0                                   # inside, coordinate 0 at 3
+    prof = iv.Profiles(center=np.zeros(2), minimum=0.0, coords=np.arange(2), offsets=offsets,
+                       deviance=deviance, points=points)
+    box = np.full(2, -30.0), np.full(2, 30.0)
+    low, high = prof.bounds(4.0, *box)
+    # interpolated in sqrt(rise): from 0 at offset 0 to 3 at offset 1, 2 is crossed at 2/3
+    np.testing.assert_allclose(low, [-2 / 3, -2 / 3])
+    np.testing.assert_allclose(high, [3.0, 1.0 + 1 / 2])

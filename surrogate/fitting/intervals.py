@@ -158,18 +158,23 @@ class Profiles:
     """Traced profiles: ``center`` (P_all,) the deviance minimiser in the flat raw coordinates,
     ``minimum`` its deviance; per profiled coordinate ``coords`` (C,) (flat index) and side
     (0: down, 1: up), ``offsets`` (C, 2, K) the raw offsets reached in increasing order (NaN,
-    last, where not evaluated) and ``deviance`` (C, 2, K) the profile there."""
+    last, where not evaluated), ``deviance`` (C, 2, K) the profile there and ``points``
+    (C, 2, K, C) the profiled coordinates of the point that gave it."""
 
     center: np.ndarray
     minimum: float
     coords: np.ndarray
     offsets: np.ndarray
     deviance: np.ndarray
+    points: np.ndarray
 
     def bounds(self, threshold: float, low: np.ndarray, high: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) raw bounds (C,) where the profile rises by ``threshold``; a side that
-        never rises so far runs to ``low``/``high`` (C,), the box."""
+        never rises so far runs to ``low``/``high`` (C,), the box. Every traced point whose
+        deviance is within ``threshold`` of the minimum lies in the region, so the bounds are
+        widened to hold its coordinates (the projection of the region holds them: a profile
+        that missed a basin another profile found)."""
         out = []
         root = np.sqrt(threshold)
         for side, edge in ((0, low), (1, high)):
@@ -189,6 +194,10 @@ class Profiles:
                 step = off[k - 1] + frac * (off[k] - off[k - 1])
                 b[c] = self.center[self.coords[c]] + (step if side else -step)
             out.append(b)
+        inside = self.deviance - self.minimum <= threshold                  # (C, 2, K)
+        found = self.points[inside]                                           # (n, C)
+        if found.size:
+            out = [np.minimum(out[0], found.min(0)), np.maximum(out[1], found.max(0))]
         return out[0], out[1]
 
 
@@ -292,6 +301,8 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
     k_all = OFFSETS.size + 1  # the traced offsets and the refinement point
     offsets = np.full((n, k_all), np.nan)
     deviance = np.full((n, k_all), np.nan)
+    cols = np.array([pos[int(p)] for p in profiled])  # the profiled coordinates among trained
+    points = np.full((n, k_all, c), np.nan)
     active = np.ones(n, bool)
     lam = np.full(n, 1e-2)
     rows = np.arange(n)
@@ -314,22 +325,32 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         deviance[run, k] = _deviance(pred[:m], data, own.lanes(np.arange(m)))
         over = np.flatnonzero(active & ~(deviance[:, k] - dmin <= threshold))
         if restart is not None and over.size:
-            pad = _pad(over)
+            # two starts per point: the fit's, and the fit's with every profiled coordinate at
+            # the point's value (a basin where the couplings move together)
+            starts = np.concatenate([over, over])
+            pad = _pad(starts)
             xs = np.tile(np.asarray(restart, np.float64)[trained], (pad.size, 1))
             xs[np.arange(pad.size), lanes[pad]] = target[pad]
+            uniform = np.arange(over.size, starts.size)
+            xs[np.ix_(uniform, np.unique(lanes))] = target[over][:, None]
             xs, _, lam_s = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), steps,
                                np.full(pad.size, 1e-2))
             xs, _, _ = _lm(lin_t, xs, free[pad], lo, hi, data, white.lanes(pad), 2 * steps,
                            lam_s, chord)
             pred, alt = score(full(xs))
-            m = over.size
+            m = starts.size
             d_alt = _deviance(pred[:m], data, alt.lanes(np.arange(m)))
-            better = np.flatnonzero(d_alt < np.where(np.isfinite(deviance[over, k]),
-                                                     deviance[over, k], np.inf))
+            d_alt = np.where(np.isfinite(d_alt), d_alt, np.inf)
+            pick = np.where(d_alt[:over.size] <= d_alt[over.size:], 0, over.size)
+            pick += np.arange(over.size)
+            d_best = d_alt[pick]
+            better = np.flatnonzero(d_best < np.where(np.isfinite(deviance[over, k]),
+                                                      deviance[over, k], np.inf))
             if better.size:
-                rows_b = over[better]
-                x[rows_b], deviance[rows_b, k] = xs[better], d_alt[better]
-                white.inv_chol[rows_b], white.sd[rows_b] = alt.inv_chol[better], alt.sd[better]
+                rows_b, src = over[better], pick[better]
+                x[rows_b], deviance[rows_b, k] = xs[src], d_best[better]
+                white.inv_chol[rows_b], white.sd[rows_b] = alt.inv_chol[src], alt.sd[src]
+        points[run, k] = x[run][:, cols]
         rise = deviance[:, k] - dmin
         below = active & (rise <= threshold)
         inside[0][below], inside[1][below] = x[below], offsets[below, k]
@@ -358,18 +379,21 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
                        np.full(pad.size, 1e-2), chord)
         pred, own = score(full(xs))
         offsets[ref, -1] = step
+        points[ref, -1] = xs[:ref.size][:, cols]
         deviance[ref, -1] = _deviance(pred[:ref.size], data, own.lanes(np.arange(ref.size)))
         say(f"profile: refined {ref.size} crossings")
     # each half-line's points in the order of their offsets (the points not evaluated last)
     order = np.argsort(np.where(np.isfinite(offsets), offsets, np.inf), axis=1, kind="stable")
     offsets = np.take_along_axis(offsets, order, 1)
     deviance = np.take_along_axis(deviance, order, 1)
+    points = np.take_along_axis(points, order[..., None], 1)
     center = x0.astype(np.float64).copy()
     center[trained] = xc
     # a profile point below the minimum found: the minimum is at most that
     found = np.nanmin(np.concatenate([[dmin], deviance.ravel()]))
     return Profiles(center=center, minimum=float(found), coords=np.asarray(profiled),
-                    offsets=offsets.reshape(c, 2, -1), deviance=deviance.reshape(c, 2, -1))
+                    offsets=offsets.reshape(c, 2, -1), deviance=deviance.reshape(c, 2, -1),
+                    points=points.reshape(c, 2, -1, c))
 
 
 def threshold(level: float, simultaneous: bool, dof: int) -> float:
