@@ -158,3 +158,33 @@ def test_bounds_hold_every_point_found_inside_the_region():
     # interpolated in sqrt(rise): from 0 at offset 0 to 3 at offset 1, 2 is crossed at 2/3
     np.testing.assert_allclose(low, [-2 / 3, -2 / 3])
     np.testing.assert_allclose(high, [3.0, 1.0 + 1 / 2])
+
+
+def test_a_point_with_more_noise_does_not_pass_for_a_good_fit():
+    """Noise that grows with the coordinate: far from the truth the prediction misses the data
+    by a small fraction of its own sd, so r^T Sigma^-1 r alone (Pearson's) would accept every
+    point, but the log det of the covariance puts them outside the region: the interval stays
+    near the truth."""
+    p, sd0 = 1, 0.01
+    lin = linear_model(np.full((L * M, p), 0.05))
+    keep = np.zeros((L, M, M), bool)
+    keep[..., 0] = True
+
+    def score(x):
+        n, sd = x.shape[0], sd0 * (1 + 40 * np.abs(x[:, 0]))
+        inv_chol = np.eye(L * M)[None] / sd[:, None, None]
+        return lin(x)[0], iv.Whitening(keep=keep, inv_chol=inv_chol,
+                                       sd=np.broadcast_to(sd[:, None, None, None], (n, L, M, M)))
+
+    data = lin(np.zeros((1, p)))[0][0]
+    q = iv.threshold(0.9, False, 1)
+    pred, white = score(np.array([[4.0]]))
+    assert float(np.sum(white.residuals(data, pred) ** 2)) < q   # Pearson's accepts it
+    pred0, white0 = score(np.zeros((1, p)))
+    rise = iv._deviance(pred, data, white) - iv._deviance(pred0, data, white0)
+    assert float(rise[0]) > 10 * q                                   # the likelihood does not
+    lo, hi = np.full(p, -30.0), np.full(p, 30.0)
+    prof = iv.profile_likelihood(lin, score, np.zeros(p), np.arange(p), np.arange(p), lo, hi,
+                                 data, q, center_steps=5, steps=2)
+    low, high = prof.bounds(q, lo, hi)
+    assert -0.1 < low[0] < 0 < high[0] < 0.1

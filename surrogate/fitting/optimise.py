@@ -408,9 +408,9 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
 
 
 def deviance(result: FitResult, target: Target, params: FitParams) -> np.ndarray:
-    """Pearson's deviance D (n,) of ``target`` (the fitted data) at ``params`` (FitParams with a
+    """The deviance D (n,) of ``target`` (the fitted data) at ``params`` (FitParams with a
     leading axis n), under the realization noise of the fit's held-out realizations at each of
-    them, as the intervals compute it: a point whose D exceeds
+    them (r^T Sigma^-1 r + log det Sigma), as the intervals compute it: a point whose D exceeds
     ``result.intervals.profiles.minimum`` by more than ``result.intervals.threshold`` lies
     outside the joint region of the couplings (a likelihood-ratio test of the point). Exact
     where the couplings are the only trained coordinates; with fitted nuisance parameters D at
@@ -432,4 +432,4 @@ def deviance(result: FitResult, target: Target, params: FitParams) -> np.ndarray
     white = iv.whitening(np.asarray(draws, np.float64), np.asarray(target.weight),
                          config.realizations)
     e = white.residuals(np.asarray(target.mass, np.float64), np.asarray(pred, np.float64))
-    return np.sum(e ** 2, -1)
+    return np.sum(e ** 2, -1) + white.logdet
