@@ -181,7 +181,7 @@ def test_a_point_with_more_noise_does_not_pass_for_a_good_fit():
     pred, white = score(np.array([[4.0]]))
     assert float(np.sum(white.residuals(data, pred) ** 2)) < q   # Pearson's accepts it
     pred0, white0 = score(np.zeros((1, p)))
-    rise = iv._deviance(pred, data, white) - iv._deviance(pred0, data, white0)
+    rise = iv.deviance_of(pred, data, white) - iv.deviance_of(pred0, data, white0)
     assert float(rise[0]) > 10 * q                                   # the likelihood does not
     lo, hi = np.full(p, -30.0), np.full(p, 30.0)
     prof = iv.profile_likelihood(lin, score, np.zeros(p), np.arange(p), np.arange(p), lo, hi,

@@ -42,8 +42,8 @@ from scipy.stats import chi2
 from surrogate.fitting.levenberg import levenberg_marquardt
 from surrogate.fitting.model import FitParams, RawParams
 
-__all__ = ["Intervals", "Profiles", "Score", "Whitening", "constrained_table", "noise_fisher",
-           "profile_likelihood", "shrunk_covariance", "threshold", "whitening"]
+__all__ = ["Intervals", "Profiles", "Score", "Whitening", "constrained_table", "deviance_of",
+           "noise_fisher", "profile_likelihood", "shrunk_covariance", "threshold", "whitening"]
 
 
 #: Offsets (raw units) at which a profile is evaluated, outward from the minimum: doubling from
@@ -232,7 +232,7 @@ def _lm(lin: Linearize, x: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.
     return x, dev, lam
 
 
-def _deviance(pred: np.ndarray, data: np.ndarray, white: Whitening) -> np.ndarray:
+def deviance_of(pred: np.ndarray, data: np.ndarray, white: Whitening) -> np.ndarray:
     """-2 log of the Gaussian likelihood (up to a constant): r^T Sigma^-1 r + log det Sigma."""
     d = np.sum(white.residuals(data, pred) ** 2, -1) + white.logdet
     return np.where(np.isfinite(d), d, np.nan)
@@ -293,7 +293,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         xc, _, _ = _lm(lin_t, xc, np.ones((1, trained.size), bool), lo, hi, data, white,
                        center_steps, np.full(1, 1e-2))
     pred, white_c = score(full(xc))
-    dmin = float(_deviance(pred, data, white_c)[0])
+    dmin = float(deviance_of(pred, data, white_c)[0])
     xc = xc[0]
     c = len(profiled)
     n = 2 * c
@@ -331,7 +331,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         x[run], lam[run] = xr[:m], lam_r[:m]
         white.inv_chol[run], white.sd[run] = own.inv_chol[:m], own.sd[:m]
         offsets[run, k] = np.abs(target[run] - xc[lanes[run]])
-        deviance[run, k] = _deviance(pred[:m], data, own.lanes(np.arange(m)))
+        deviance[run, k] = deviance_of(pred[:m], data, own.lanes(np.arange(m)))
         over = np.flatnonzero(active & ~(deviance[:, k] - dmin <= threshold))
         if restart is not None and over.size:
             # two starts per point: the fit's, and the fit's with every profiled coordinate at
@@ -348,7 +348,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
                            lam_s, chord)
             pred, alt = score(full(xs))
             m = starts.size
-            d_alt = _deviance(pred[:m], data, alt.lanes(np.arange(m)))
+            d_alt = deviance_of(pred[:m], data, alt.lanes(np.arange(m)))
             d_alt = np.where(np.isfinite(d_alt), d_alt, np.inf)
             pick = np.where(d_alt[:over.size] <= d_alt[over.size:], 0, over.size)
             pick += np.arange(over.size)
@@ -389,7 +389,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
         pred, own = score(full(xs))
         offsets[ref, -1] = step
         points[ref, -1] = xs[:ref.size][:, cols]
-        deviance[ref, -1] = _deviance(pred[:ref.size], data, own.lanes(np.arange(ref.size)))
+        deviance[ref, -1] = deviance_of(pred[:ref.size], data, own.lanes(np.arange(ref.size)))
         say(f"profile: refined {ref.size} crossings")
     # each half-line's points in the order of their offsets (the points not evaluated last)
     order = np.argsort(np.where(np.isfinite(offsets), offsets, np.inf), axis=1, kind="stable")

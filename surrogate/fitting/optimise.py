@@ -431,5 +431,5 @@ def deviance(result: FitResult, target: Target, params: FitParams) -> np.ndarray
     pred, draws = _score(model, held, raws, settings)
     white = iv.whitening(np.asarray(draws, np.float64), np.asarray(target.weight),
                          config.realizations)
-    e = white.residuals(np.asarray(target.mass, np.float64), np.asarray(pred, np.float64))
-    return np.sum(e ** 2, -1) + white.logdet
+    return iv.deviance_of(np.asarray(pred, np.float64), np.asarray(target.mass, np.float64),
+                          white)
