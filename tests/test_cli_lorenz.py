@@ -127,15 +127,14 @@ def test_bad_arguments(argv, message, tmp_path):
 
 
 def test_mark_is_the_fit_on_the_plane(tmp_path):
-    """--mark: beta_self, beta_cross the geometric means of B's diagonal and off-diagonal, the
-    ranges the span of their intervals; the phase map changes where it is drawn."""
+    """--mark: beta_self, beta_cross the means of B's diagonal and off-diagonal, the ranges the
+    span of their intervals; the phase map changes where it is drawn."""
     from lorenz.figures import phase_map
     from xmodal.commands.lorenz import fit_mark
 
     (tmp_path / "params.json").write_text(json.dumps(FIT))
     mark = fit_mark(tmp_path / "params.json")
-    assert mark["beta_self"] == pytest.approx(2.0) and mark["beta_cross"] == pytest.approx(
-        np.sqrt(0.02))
+    assert mark["beta_self"] == pytest.approx(2.5) and mark["beta_cross"] == pytest.approx(0.15)
     assert mark["self_range"] == (0.5, 8.0) and mark["cross_range"] == (0.05, 0.4)
     import matplotlib.image
 

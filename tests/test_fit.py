@@ -114,6 +114,10 @@ def test_intervals_from_held_out_realizations_are_finite_and_written(tmp_path):
     np.testing.assert_allclose(obj["intervals"]["B"]["low"], low)
     assert obj["interval_method"]["threshold"] == pytest.approx(iv.threshold)
     assert set(obj["interval_method"]["profiles"]) == set(iv.profiled)
+    # data of the model class: the misfit is not flagged, and params.json carries it
+    assert obj["interval_method"]["misfit"] == {"value": pr.misfit, "dof": pr.dof,
+                                                "p": pytest.approx(pr.misfit_p)}
+    assert pr.dof > 0 and pr.misfit_p > 1e-3
     assert obj["surrogate"]["realizations"] == 2 and obj["surrogate"]["anchored"] is True
     # the marginal intervals (chi2_1) from the same profiles lie inside the simultaneous ones
     q1 = sf.intervals.threshold(0.9, False, 4)

@@ -46,7 +46,9 @@ def fixed_noise(lin, sd):
 def test_linear_gaussian_profile_is_exact_and_covers_at_its_level():
     """A linear model with Gaussian noise: the profile interval is the exact one, marginal
     intervals cover one coordinate and simultaneous ones (chi2_3) all three in 90 % of 200
-    data draws (binomial sd 4.2), and a coordinate without effect gets the whole box."""
+    data draws (binomial sd 4.2), as does the likelihood-ratio test of the truth (its joint
+    region); the misfit r^T Sigma^-1 r is chi2_(d - 3) (its p-value below 0.1 in 10 % of draws)
+    and flags data the model cannot follow; a coordinate without effect gets the whole box."""
     rng = np.random.default_rng(0)
     p, sd = 3, 0.02
     a = rng.normal(0, 1, (L * M, p)) / 4
@@ -57,13 +59,18 @@ def test_linear_gaussian_profile_is_exact_and_covers_at_its_level():
     assert q1 == pytest.approx(2.7055, abs=1e-4) and q3 == pytest.approx(6.2514, abs=1e-4)
     truth = np.array([0.3, -0.2, 0.1])
     cov = np.linalg.inv(a.T @ a / sd ** 2)
-    marginal = joint = 0
+    marginal = joint = region = misfit = 0
     n = 200
     for i in range(n):
         data, _ = lin(truth[None])
         data[0, ..., 0] += rng.normal(0, sd, (L, M))
         prof = iv.profile_likelihood(lin, score, np.zeros(p), np.arange(p), np.arange(p), lo,
                                      hi, data[0], q3, center_steps=5, steps=2)
+        # the likelihood-ratio test of the truth (as surrogate.fitting.deviance computes it)
+        pred, white = score(truth[None])
+        region += iv.deviance_of(pred, data[0], white)[0] - prof.minimum <= q3
+        assert prof.dof == L * M - p
+        misfit += prof.misfit_p < 0.1
         low1, high1 = prof.bounds(q1, lo, hi)
         low3, high3 = prof.bounds(q3, lo, hi)
         if i < 3:  # the exact intervals of the linear model
@@ -73,8 +80,15 @@ def test_linear_gaussian_profile_is_exact_and_covers_at_its_level():
                 np.testing.assert_allclose(high, prof.center + half, atol=3e-3 * half.max())
         marginal += low1[0] <= truth[0] <= high1[0]
         joint += np.all((low3 <= truth) & (truth <= high3))
-    for count in (marginal, joint):
+    for count in (marginal, joint, region, n - misfit):
         assert abs(count - 0.9 * n) <= 3 * np.sqrt(n * 0.09)
+    # a planted misfit: data off the model's range by 8 sd in one direction it cannot follow
+    off = np.linalg.svd(a, full_matrices=True)[0][:, -1].reshape(L, M)
+    data, _ = lin(truth[None])
+    data[0, ..., 0] += 8 * sd * off + rng.normal(0, sd, (L, M))
+    prof = iv.profile_likelihood(lin, score, np.zeros(p), np.arange(p), np.arange(p), lo, hi,
+                                 data[0], q3, center_steps=5, steps=2)
+    assert prof.misfit > 30 and prof.misfit_p < 1e-3
     # the third coordinate without effect: its interval is the box, the others are unchanged
     a0 = a.copy()
     a0[:, 2] = 0

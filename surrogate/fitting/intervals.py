@@ -167,7 +167,9 @@ class Profiles:
     ``minimum`` its deviance; per profiled coordinate ``coords`` (C,) (flat index) and side
     (0: down, 1: up), ``offsets`` (C, 2, K) the raw offsets reached in increasing order (NaN,
     last, where not evaluated), ``deviance`` (C, 2, K) the profile there and ``points``
-    (C, 2, K, C) the profiled coordinates of the point that gave it."""
+    (C, 2, K, C) the profiled coordinates of the point that gave it. ``misfit`` r^T Sigma^-1 r
+    at the center and ``dof`` its degrees of freedom (free shares minus trained coordinates):
+    about chi2_dof where the model class holds the data."""
 
     center: np.ndarray
     minimum: float
@@ -175,6 +177,14 @@ class Profiles:
     offsets: np.ndarray
     deviance: np.ndarray
     points: np.ndarray
+    misfit: float = np.nan
+    dof: int = 0
+
+    @property
+    def misfit_p(self) -> float:
+        """P(chi2_dof >= misfit): small where the model cannot fit the data (the intervals
+        then do not mean what they say)."""
+        return float(chi2.sf(self.misfit, self.dof)) if self.dof > 0 else np.nan
 
     def bounds(self, threshold: float, low: np.ndarray, high: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -294,6 +304,7 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
                        center_steps, np.full(1, 1e-2))
     pred, white_c = score(full(xc))
     dmin = float(deviance_of(pred, data, white_c)[0])
+    misfit = float(np.sum(white_c.residuals(data, pred) ** 2))
     xc = xc[0]
     c = len(profiled)
     n = 2 * c
@@ -402,7 +413,8 @@ def profile_likelihood(lin: Linearize, score: Score, x0: np.ndarray, trained: np
     found = np.nanmin(np.concatenate([[dmin], deviance.ravel()]))
     return Profiles(center=center, minimum=float(found), coords=np.asarray(profiled),
                     offsets=offsets.reshape(c, 2, -1), deviance=deviance.reshape(c, 2, -1),
-                    points=points.reshape(c, 2, -1, c))
+                    points=points.reshape(c, 2, -1, c), misfit=misfit,
+                    dof=int(white_c.keep.sum()) - trained.size)
 
 
 def threshold(level: float, simultaneous: bool, dof: int) -> float:

@@ -101,7 +101,10 @@ def _interval_lines(result: FitResult) -> list[str]:
              f"{iv.profiles.minimum:.3g}, {kind}, within 1e-4 .. 1e2 (a bound at the box: the "
              f"data do not bound it). Spread, gains and anchor: linearised, +- sqrt(q) x their "
              f"sd under the same noise. They cover realization noise, not a model that cannot "
-             f"fit the data.", "",
+             f"fit the data: the misfit r^T Sigma^-1 r at the fit is {iv.profiles.misfit:.4g} "
+             f"on {iv.profiles.dof} degrees of freedom (P(chi2 >= misfit) = "
+             f"{iv.profiles.misfit_p:.3g}; a small value says the model class does not hold "
+             f"the data and the intervals do not mean what they say).", "",
              "| parameter | value | low | high | interval | linearised sd (raw) |",
              "| --- | --- | --- | --- | --- | --- |"]
     flat = {n: i for i, n in enumerate(result.param_names)}

@@ -120,7 +120,9 @@ class FitResult:
                           "linearised, +- sqrt(threshold) x their sd under the same noise",
                 "simultaneous": iv.simultaneous, "threshold": iv.threshold,
                 "held_out": iv.draws, "profile_steps": self.config.profile_steps,
-                "minimum_deviance": pr.minimum, "profiles": profiles}
+                "minimum_deviance": pr.minimum,
+                "misfit": {"value": pr.misfit, "dof": pr.dof, "p": _nulls(pr.misfit_p)[0]},
+                "profiles": profiles}
 
 
 def _nulls(x) -> list:

@@ -213,6 +213,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{round(100 * iv.level)} % intervals of B: low "
               f"{np.round(np.asarray(iv.low['B']), 4).tolist()}, high "
               f"{np.round(np.asarray(iv.high['B']), 4).tolist()}")
+        pr = iv.profiles
+        print(f"misfit r^T Sigma^-1 r = {pr.misfit:.4g} on {pr.dof} degrees of freedom "
+              f"(P(chi2 >= misfit) = {pr.misfit_p:.3g})"
+              + ("; the model class does not hold these data: the intervals cover realization "
+                 "noise only" if pr.misfit_p < 1e-3 else ""))
     if result.unidentified:
         print(f"not pinned down by the data: {', '.join(result.unidentified)}")
     print(f"wrote {out}/params.json, report.md, loss.png, residuals.png")

@@ -67,9 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def fit_mark(path: Path) -> dict:
-    """The plane point of a fit's params.json: beta_self and beta_cross the geometric means of
-    the diagonal and off-diagonal entries of B, their ranges the span of those entries'
-    intervals (when the file has them); ValueError naming the file and field."""
+    """The plane point of a fit's params.json: beta_self and beta_cross the means of the
+    diagonal and off-diagonal entries of B (arithmetic: an entry the data do not bound from
+    below sits at the box floor 1e-4, and a geometric mean would follow it there), their
+    ranges the span of those entries' intervals (when the file has them); ValueError naming
+    the file and field."""
     from surrogate.files import read_json_file
 
     obj = read_json_file(path)
@@ -88,8 +90,8 @@ def fit_mark(path: Path) -> dict:
         raise ValueError(f"{path}: field 'params' is missing")
     B = matrix(obj["params"].get("B"), "params.B")
     off = ~np.eye(2, dtype=bool)
-    mark = {"label": f"fit {path.name}", "beta_self": float(np.exp(np.log(B.diagonal()).mean())),
-            "beta_cross": float(np.exp(np.log(B[off]).mean()))}
+    mark = {"label": f"fit {path.name}", "beta_self": float(B.diagonal().mean()),
+            "beta_cross": float(B[off].mean())}
     iv = (obj.get("intervals") or {}).get("B")
     if iv is not None:
         if not isinstance(iv, dict):
