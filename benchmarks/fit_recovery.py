@@ -105,6 +105,16 @@ def recovery(reading: str, truths, realizations: int = 4, held_out: int = 64, st
         # (the truth is outside the joint region of B where the rise exceeds the threshold)
         rise = sf.deviance(res, target, every) - pr.minimum
         row["rise"] = {f"{a:g},{b:g}": float(r) for (a, b), r in zip(truths, rise, strict=True)}
+        # why the deviance has its log det: Pearson's r^T Sigma^-1 r alone and log det Sigma
+        # at the truth and at couplings 20 and 100 everywhere, with the mean realization sd of
+        # the free shares there (the noise grows with the couplings)
+        probe = {"truth": true, "20": params(20.0, 20.0), "100": params(100.0, 100.0)}
+        pred, white = sf.realization_noise(
+            res, target, jax.tree.map(lambda *x: jnp.stack(x), *probe.values()))
+        pearson = np.sum(white.residuals(np.asarray(target.mass, np.float64), pred) ** 2, -1)
+        sd = white.sd[:, white.keep].mean(-1)
+        row["noise"] = {k: {"pearson": float(p), "logdet": float(d), "sd": float(v)}
+                        for k, p, d, v in zip(probe, pearson, white.logdet, sd, strict=True)}
         rows.append(row)
         if on_row is not None:
             on_row(row)

@@ -152,14 +152,18 @@ def test_sensitivity_refuses_the_shapley_gradient_of_an_observer_that_does_not_w
 def test_recovery_from_another_realization_covers_and_separates():
     """benchmarks/fit_recovery.py on (1, 0.1) and (0.1, 1), tied: data from one key, the
     ensemble and the held-out realizations from others, 50 + 50 oscillators. The 90 %
-    intervals cover the truth and separate the two couplings (see docs/fit.md for the table)."""
+    intervals cover the truth and separate the two couplings (see docs/fit.md for the table);
+    the null: two data sets of the same truth (data keys 0 and 1) are not separated."""
     import os
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
     from fit_recovery import recovery, separated
 
-    rows = recovery("tied", [(1.0, 0.1), (0.1, 1.0)], log=lambda *a, **k: None)
+    quiet = lambda *a, **k: None  # noqa: E731
+    rows = recovery("tied", [(1.0, 0.1), (0.1, 1.0)], log=quiet)
     assert all(r["covered"] for r in rows)
     assert separated(rows[0], rows[1])
+    again = recovery("tied", [(1.0, 0.1)], data_seed=1, log=quiet)[0]
+    assert again["covered"] and not separated(rows[0], again)
 
 

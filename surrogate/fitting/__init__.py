@@ -27,7 +27,7 @@ from surrogate.fitting.model import (
     realization_attention,
     unconstrain,
 )
-from surrogate.fitting.optimise import deviance, fit
+from surrogate.fitting.optimise import deviance, fit, realization_noise
 from surrogate.fitting.report import fit_report_markdown, write_fit_figures
 from surrogate.fitting.result import FitResult, model_from_json
 from surrogate.fitting.synthetic import synthetic_shares
@@ -54,6 +54,7 @@ __all__ = [
     "model_attention",
     "model_from_json",
     "realization_attention",
+    "realization_noise",
     "parameter_names",
     "sizes_from_counts",
     "synthetic_shares",

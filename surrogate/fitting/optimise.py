@@ -407,17 +407,15 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
                         noise_sd=white.sd[0], fisher_sd=fisher_sd)
 
 
-def deviance(result: FitResult, target: Target, params: FitParams) -> np.ndarray:
-    """The deviance D (n,) of ``target`` (the fitted data) at ``params`` (FitParams with a
-    leading axis n), under the realization noise of the fit's held-out realizations at each of
-    them (r^T Sigma^-1 r + log det Sigma), as the intervals compute it: a point whose D exceeds
-    ``result.intervals.profiles.minimum`` by more than ``result.intervals.threshold`` lies
-    outside the joint region of the couplings (a likelihood-ratio test of the point). Exact
-    where the couplings are the only trained coordinates; with fitted nuisance parameters D at
-    the given ones bounds the profile from above."""
+def realization_noise(result: FitResult, target: Target, params: FitParams
+                      ) -> tuple[np.ndarray, iv.Whitening]:
+    """The model's prediction (n, L, M, M) at ``params`` (FitParams with a leading axis n) and
+    the whitening of the realization noise there (the fit's held-out realizations, as the
+    intervals compute it): ``white.sd`` the per-entry sd of one draw, ``white.logdet``,
+    ``white.residuals(target.mass, pred)`` the whitened residuals."""
     config = result.config
     if result.intervals is None:
-        raise ValueError("deviance needs a fit with intervals (held_out >= 2)")
+        raise ValueError("the realization noise needs a fit with intervals (held_out >= 2)")
     dtype = np.asarray(result.raw.log_B).dtype
     k_model, _, k_held = fit_keys(jax.random.wrap_key_data(np.asarray(result.key_data,
                                                                       np.uint32)))
@@ -431,5 +429,16 @@ def deviance(result: FitResult, target: Target, params: FitParams) -> np.ndarray
     pred, draws = _score(model, held, raws, settings)
     white = iv.whitening(np.asarray(draws, np.float64), np.asarray(target.weight),
                          config.realizations)
-    return iv.deviance_of(np.asarray(pred, np.float64), np.asarray(target.mass, np.float64),
-                          white)
+    return np.asarray(pred, np.float64), white
+
+
+def deviance(result: FitResult, target: Target, params: FitParams) -> np.ndarray:
+    """The deviance D (n,) of ``target`` (the fitted data) at ``params`` (FitParams with a
+    leading axis n), under the realization noise at each of them (r^T Sigma^-1 r + log det
+    Sigma, ``realization_noise``), as the intervals compute it: a point whose D exceeds
+    ``result.intervals.profiles.minimum`` by more than ``result.intervals.threshold`` lies
+    outside the joint region of the couplings (a likelihood-ratio test of the point). Exact
+    where the couplings are the only trained coordinates; with fitted nuisance parameters D at
+    the given ones bounds the profile from above."""
+    pred, white = realization_noise(result, target, params)
+    return iv.deviance_of(pred, np.asarray(target.mass, np.float64), white)
