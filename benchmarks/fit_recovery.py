@@ -99,7 +99,7 @@ def recovery(reading: str, truths, realizations: int = 4, held_out: int = 64, st
         t = np.asarray(B)
         row["B_marginal_in"] = (lo <= t * (1 + 1e-6)) & (t <= hi * (1 + 1e-6))
         row["minimum_deviance"] = pr.minimum
-        row["misfit"], row["dof"] = pr.misfit, pr.dof
+        row["misfit"], row["dof"], row["directions"] = pr.misfit, pr.dof, iv.basis.shape[1]
         row["threshold"] = iv.threshold
         # the likelihood-ratio test of every truth of the study: its rise above the minimum
         # (the truth is outside the joint region of B where the rise exceeds the threshold)

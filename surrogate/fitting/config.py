@@ -76,6 +76,9 @@ class FitConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"FitConfig.{name} must be an integer >= 0, got {v!r}")
+        if 0 < self.held_out < 4:
+            raise ValueError(f"FitConfig.held_out must be 0 (no intervals) or >= 4 (the noise "
+                             f"covariance of one direction needs 4 draws), got {self.held_out}")
         if not (isinstance(self.anchor, (int, float)) and math.isfinite(self.anchor)
                 and self.anchor >= 0):
             raise ValueError(f"FitConfig.anchor must be finite and >= 0, got {self.anchor!r}")

@@ -349,7 +349,7 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
     ``config.held_out`` held-out realizations (surrogate.fitting.intervals), linearised ones of
     spread, gains and anchor; ``start`` the fit's starting point (RawParams), where the profile
     re-optimises a point that would end a half-line; ``log(message)`` reports progress."""
-    if config.held_out < 2:
+    if config.held_out == 0:
         return None
     held = make_model(k_held, sizes, config, dtype, realizations=config.held_out)
     flat, unravel = ravel_pytree(raw)
@@ -367,10 +367,14 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
     def predict(x):
         return np.asarray(_predict(model, raws_of(x), settings), np.float64)
 
+    # the noise's principal directions at the fit, fixed for every point
+    basis = iv.noise_basis(np.asarray(_score(model, held, raws_of(flat[None]), settings)[1][0],
+                                      np.float64), weight)
+
     def score(x):
         pred, draws = _score(model, held, raws_of(x), settings)
         return (np.asarray(pred, np.float64),
-                iv.whitening(np.asarray(draws, np.float64), weight, config.realizations))
+                iv.whitening(np.asarray(draws, np.float64), weight, config.realizations, basis))
 
     box_lo, box_hi = (np.asarray(ravel_pytree(b)[0], np.float64) for b in raw_box(raw))
     # the couplings are profiled; spread, gains and anchor get linearised intervals; the time
@@ -403,7 +407,7 @@ def _intervals(model, data, raw, params, idx, names, settings, config, sizes, k_
     return iv.Intervals(low=low, high=high, level=config.level, simultaneous=config.simultaneous,
                         threshold=q, profiled=tuple(n for n, c in zip(names, couplings,
                                                                       strict=True) if c),
-                        profiles=prof, draws=config.held_out,
+                        profiles=prof, draws=config.held_out, basis=basis,
                         noise_sd=white.sd[0], fisher_sd=fisher_sd)
 
 
@@ -415,7 +419,7 @@ def realization_noise(result: FitResult, target: Target, params: FitParams
     ``white.residuals(target.mass, pred)`` the whitened residuals."""
     config = result.config
     if result.intervals is None:
-        raise ValueError("the realization noise needs a fit with intervals (held_out >= 2)")
+        raise ValueError("the realization noise needs a fit with intervals (held_out >= 4)")
     dtype = np.asarray(result.raw.log_B).dtype
     k_model, _, k_held = fit_keys(jax.random.wrap_key_data(np.asarray(result.key_data,
                                                                       np.uint32)))
@@ -428,7 +432,7 @@ def realization_noise(result: FitResult, target: Target, params: FitParams
         jax.tree.map(lambda x: jnp.asarray(x, dtype), params))
     pred, draws = _score(model, held, raws, settings)
     white = iv.whitening(np.asarray(draws, np.float64), np.asarray(target.weight),
-                         config.realizations)
+                         config.realizations, result.intervals.basis)
     return np.asarray(pred, np.float64), white
 
 

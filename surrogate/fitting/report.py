@@ -89,13 +89,13 @@ def fit_report_markdown(result: FitResult, figures: Sequence[str] = ()) -> str:
 def _interval_lines(result: FitResult) -> list[str]:
     iv, c = result.intervals, result.config
     if iv is None:
-        return ["", "## Intervals", "", "No intervals (held_out < 2)."]
+        return ["", "## Intervals", "", "No intervals (held_out 0)."]
     kind = (f"simultaneous (chi2_{len(iv.profiled)})" if iv.simultaneous else "marginal (chi2_1)")
     lines = ["", f"## {round(100 * iv.level)} % intervals", "",
              f"Couplings: profile likelihood under the realization noise, the Gaussian deviance "
-             f"of the free shares with the covariance of {iv.draws} held-out realizations at "
-             f"each point "
-             f"(shrunk toward its diagonal, x (1 + 1/R) for the {c.realizations}-realization "
+             f"of the free shares projected on the {iv.basis.shape[1]} principal directions of "
+             f"their noise, with the covariance of {iv.draws} held-out realizations at each "
+             f"point (x (1 + 1/R) for the {c.realizations}-realization "
              f"mean); an interval holds the values whose profile (the other coordinates "
              f"re-optimised) rises by at most {iv.threshold:.3g} above the minimum "
              f"{iv.profiles.minimum:.3g}, {kind}, within 1e-4 .. 1e2 (a bound at the box: the "

@@ -114,14 +114,17 @@ class FitResult:
                                      "deviance": _nulls(pr.deviance[c, s] - pr.minimum)}
                               for s, side in enumerate(("down", "up"))}
         return {"method": "couplings: profile likelihood under the realization noise "
-                          "(Gaussian deviance of the free shares with the covariance of "
-                          "held-out realizations at each point, shrunk, x (1 + 1/R)), raw "
+                          "(Gaussian deviance of the free shares projected on the principal "
+                          "directions of their noise at the fit, with the covariance of "
+                          "held-out realizations at each point, x (1 + 1/R)), raw "
                           "coordinates (logs) within 1e-4 .. 1e2; spread, gains, anchor: "
                           "linearised, +- sqrt(threshold) x their sd under the same noise",
                 "simultaneous": iv.simultaneous, "threshold": iv.threshold,
-                "held_out": iv.draws, "profile_steps": self.config.profile_steps,
+                "held_out": iv.draws, "noise_directions": int(iv.basis.shape[1]),
+                "profile_steps": self.config.profile_steps,
                 "minimum_deviance": pr.minimum,
-                "misfit": {"value": pr.misfit, "dof": pr.dof, "p": _nulls(pr.misfit_p)[0]},
+                "misfit": {"value": _nulls(pr.misfit)[0], "dof": pr.dof,
+                           "p": _nulls(pr.misfit_p)[0]},
                 "profiles": profiles}
 
 

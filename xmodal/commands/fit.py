@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"BUNDLE {path}: is a directory, not a bundle file")
         if not os.path.isfile(path):
             raise ValueError(f"BUNDLE {path}: no such file")
-    if args.held_out < 0 or args.held_out == 1:
-        raise ValueError(f"--held-out must be 0 or >= 2, got {args.held_out}")
+    if args.held_out < 0 or 0 < args.held_out < 4:
+        raise ValueError(f"--held-out must be 0 (no intervals) or >= 4, got {args.held_out}")
     if not 0 < args.level < 1:
         raise ValueError(f"--level must be in (0, 1), got {args.level}")
     if args.unanchored and args.fit_anchor:
