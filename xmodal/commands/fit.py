@@ -102,7 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the model without the anchoring term (the first release's model)")
     p.add_argument("--held-out", type=int, default=64,
                    help="held-out realizations whose spread sets the intervals' noise "
-                   "covariance (default 64; 0: no intervals)")
+                   "covariance (default 64; 0: no intervals; else at least 4)")
     p.add_argument("--level", type=positive_float, default=0.9, help="interval coverage")
     p.add_argument("--marginal", action="store_true",
                    help="intervals of each coordinate on its own (default: simultaneous, all "
