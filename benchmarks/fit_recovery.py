@@ -171,23 +171,26 @@ def main() -> None:
     rows = recovery(args.reading, truths, args.realizations, args.held_out, args.steps,
                     done=done, on_row=append)
     rows.sort(key=lambda r: truths.index(tuple(r["truth"])))
+    key = lambda r: ",".join(f"{t:g}" for t in r["truth"])  # noqa: E731
     entries = sum(np.asarray(r["B_in"]).size for r in rows)
     print(f"\n{args.reading}: simultaneous 90 % intervals cover the truth in "
           f"{sum(r['covered'] for r in rows)} of {len(rows)} truths (every entry); entries of B "
           f"covered: simultaneous {sum(int(np.sum(r['B_in'])) for r in rows)} of {entries}, "
-          f"marginal {sum(int(np.sum(r['B_marginal_in'])) for r in rows)}")
-    print("| truth (b_s, b_c) | B[0,0] | B[0,1] | B[1,0] | B[1,1] | covered | median width "
-          "(log10) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          f"marginal {sum(int(np.sum(r['B_marginal_in'])) for r in rows)}; truths inside their "
+          f"joint 90 % region (the likelihood-ratio test of the truth): "
+          f"{sum(r['rise'][key(r)] <= r['threshold'] for r in rows)} of {len(rows)}")
+    print("| truth (b_s, b_c) | B[0,0] | B[0,1] | B[1,0] | B[1,1] | covered | rise at the truth "
+          "| misfit / dof | median width (log10) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         cells = [f"{r['B'][i, j]:.3g} [{r['B_low'][i, j]:.3g}, {r['B_high'][i, j]:.3g}]"
                  for i in range(2) for j in range(2)]
+        fit = f"{r['misfit']:.2f} / {r['dof']}" if "misfit" in r else "-"
         print(f"| {tuple(r['truth'])} | " + " | ".join(cells) + f" | {r['covered']} | "
-              f"{np.median(r['B_width']):.2f} |")
+              f"{r['rise'][key(r)]:.2f} | {fit} | {np.median(r['B_width']):.2f} |")
     a = [r for r in rows if tuple(r["truth"]) == (1.0, 0.1)]
     b = [r for r in rows if tuple(r["truth"]) == (0.1, 1.0)]
     if a and b:
-        key = lambda r: ",".join(f"{t:g}" for t in r["truth"])  # noqa: E731
         print(f"(1, 0.1) and (0.1, 1): rise of the other truth {a[0]['rise'][key(b[0])]:.3g} "
               f"and {b[0]['rise'][key(a[0])]:.3g} (threshold {a[0]['threshold']:.3g}): "
               f"separated by the joint regions: {separated(a[0], b[0])}; by disjoint projected "
