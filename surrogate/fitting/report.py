@@ -102,9 +102,12 @@ def _interval_lines(result: FitResult) -> list[str]:
              f"data do not bound it). Spread, gains and anchor: linearised, +- sqrt(q) x their "
              f"sd under the same noise. They cover realization noise, not a model that cannot "
              f"fit the data: the misfit r^T Sigma^-1 r at the fit is {iv.profiles.misfit:.4g} "
-             f"on {iv.profiles.dof} degrees of freedom (P(chi2 >= misfit) = "
-             f"{iv.profiles.misfit_p:.3g}; a small value says the model class does not hold "
-             f"the data and the intervals do not mean what they say).", "",
+             + (f"on {iv.profiles.dof} degrees of freedom (P(chi2 >= misfit) = "
+                f"{iv.profiles.misfit_p:.3g}; a small value says the model class does not hold "
+                f"the data and the intervals do not mean what they say)."
+                if iv.profiles.dof > 0 else
+                "(not testable: the noise has no more principal directions than the fit has "
+                "trained coordinates)."), "",
              "| parameter | value | low | high | interval | linearised sd (raw) |",
              "| --- | --- | --- | --- | --- | --- |"]
     flat = {n: i for i, n in enumerate(result.param_names)}

@@ -214,10 +214,14 @@ def run(args: argparse.Namespace) -> int:
               f"{np.round(np.asarray(iv.low['B']), 4).tolist()}, high "
               f"{np.round(np.asarray(iv.high['B']), 4).tolist()}")
         pr = iv.profiles
-        print(f"misfit r^T Sigma^-1 r = {pr.misfit:.4g} on {pr.dof} degrees of freedom "
-              f"(P(chi2 >= misfit) = {pr.misfit_p:.3g})"
-              + ("; the model class does not hold these data: the intervals cover realization "
-                 "noise only" if pr.misfit_p < 1e-3 else ""))
+        if pr.dof > 0:
+            print(f"misfit r^T Sigma^-1 r = {pr.misfit:.4g} on {pr.dof} degrees of freedom "
+                  f"(P(chi2 >= misfit) = {pr.misfit_p:.3g})"
+                  + ("; the model class does not hold these data: the intervals cover "
+                     "realization noise only" if pr.misfit_p < 1e-3 else ""))
+        else:
+            print(f"misfit r^T Sigma^-1 r = {pr.misfit:.4g}: not testable (the noise has no more "
+                  f"principal directions than the fit has trained coordinates)")
     if result.unidentified:
         print(f"not pinned down by the data: {', '.join(result.unidentified)}")
     print(f"wrote {out}/params.json, report.md, loss.png, residuals.png")
