@@ -7,11 +7,11 @@ One process, one problem: the main job's default plane (tied reading, g x g poin
 (beta_self, beta_cross), h = 4, s = 0.5, the default series: washout 250, train 2000,
 validation 250, test 250 samples of 0.04) for R replications, through
 
-* lanes: ``lorenz.lanes.lane_statistics`` (``surrogate.fold_batch``: the points on the minor
-  axis, sharded over the CPU devices; ``pairs=True``: one exponential per undirected edge,
-  ``surrogate.edge_pairs``; features by block; float64 Gram products on the host);
-* lanes, one exp per slot: the same with ``pairs=False`` (the exponentials per neighbour slot:
-  ``lane_statistics``' default, what the main job runs with its 3 replications);
+* lanes: ``lorenz.lanes.lane_statistics`` as the main job runs it (``surrogate.fold_batch``:
+  the points times the replications on the minor axis, sharded over the CPU devices; one
+  exponential per undirected edge, ``surrogate.edge_pairs``; features by block; float64 Gram
+  products on the host);
+* lanes, one exp per slot: the same with ``pairs=False`` (the exponentials per neighbour slot);
 * per-point: the same blocks and host statistics, the dynamics by ``surrogate.fold`` vmapped
   over the points (bit-identical on CPU: the reference of the equality check);
 * before (``--before``): the code as issue 24 found it, ``lorenz.observer.observer_statistics``

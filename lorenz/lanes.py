@@ -1,8 +1,8 @@
 """The surrogate observer with many points on lanes: the batched engine, features by block.
 
-``lane_statistics`` integrates P parameter points (the lanes of ``surrogate.fold_batch``: the
-state is (N, P), every operation elementwise along P) for R replications (independent Lorenz
-series, ``vmap`` over the drive) in blocks of ``block`` samples. Each block returns the features
+``lane_statistics`` integrates P parameter points for R replications (independent Lorenz
+series) on the P R lanes of ``surrogate.fold_batch`` (the state is (N, P R), every operation
+elementwise along the lanes; lane p R + r driven by series r) in blocks of ``block`` samples. Each block returns the features
 sin/cos of the phases of its samples (float32); the host adds them to the normal equations of
 every split by one float64 matrix product per block and split run, X^T X with X = [f, 1, z]
 (``readout.NormalEquations.from_gram``). With several devices (``xmodal`` makes one per CPU
@@ -29,6 +29,7 @@ import surrogate as sg
 from lorenz.data import Splits
 from lorenz.readout import NormalEquations, one_blas_thread
 from surrogate.batch import batch_leaf, batch_size
+from surrogate.trig import sincos
 
 __all__ = ["LaneStatistics", "lane_statistics", "lane_features", "wrapped_distance"]
 
@@ -43,20 +44,30 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, pairs=None
     ``EdgePairs`` for ``params`` (one exponential per undirected edge) or None."""
     dtype = base.dtype
     t0 = (k * n_steps).astype(dtype) * jnp.asarray(delta, dtype)
-    p, n = theta.shape[1], theta.shape[2]
+    r, p, n = theta.shape
 
-    def one(theta_r, xy_r):
+    if on_lanes:  # the replications folded into the lanes: lane p R + r, a drive per lane
+        def stage_inputs(xy_r):  # (n_steps, 4, M): the drive at the RK4 stage times
+            drive = base.replace(drive=sg.make_drive(ts, xy_r)).drive_at
+            return sg.rk4.stage_drive(drive, t0, jnp.asarray(delta, dtype), n_steps, dtype)
+
+        u = jnp.moveaxis(jax.vmap(stage_inputs)(xy), 0, -1)  # (n_steps, 4, M, R)
+        lanes = sg.Params(**{name: jnp.repeat(v, r, axis=0) if jnp.ndim(v) == (
+            3 if name in ("B", "K") else 2) else v for name, v in (
+                (name, getattr(params, name)) for name in params.__dataclass_fields__)})
+
+        def update(acc, i, th):  # th (P R, N)
+            return acc.at[i - 1].set(jnp.concatenate(sincos(th), -1))
+
+        sol = sg.fold_batch(base, jnp.swapaxes(theta, 0, 1).reshape(p * r, n),
+                            jnp.zeros((n_steps, p * r, 2 * n), dtype), update, dt=delta,
+                            n_steps=n_steps, t0=t0, params=lanes, solver=solver, pairs=pairs,
+                            inputs=u)
+        feats = sol.acc.reshape(n_steps, p, r, 2 * n).transpose(2, 1, 0, 3)
+        return jnp.swapaxes(sol.y1.reshape(p, r, n), 0, 1), feats
+
+    def one(theta_r, xy_r):  # the per-point path: sg.fold vmapped over the points
         sur = base.replace(drive=sg.make_drive(ts, xy_r))
-
-        def update(acc, i, th):  # th (P, N)
-            return acc.at[i - 1].set(jnp.concatenate([jnp.sin(th), jnp.cos(th)], -1))
-
-        if on_lanes:
-            sol = sg.fold_batch(sur, theta_r, jnp.zeros((n_steps, p, 2 * n), dtype), update,
-                                dt=delta, n_steps=n_steps, t0=t0, params=params,
-                                solver=solver, pairs=pairs)
-            return sol.y1, jnp.swapaxes(sol.acc, 0, 1)
-        # the per-point path: sg.fold vmapped over the points (the benchmark's reference)
         m = base.network.n_populations
         per = sg.Params(**{k: None if v is None else batch_leaf(
             v, (m, m) if k in ("B", "K") else (n,), p, dtype, k) for k, v in
@@ -66,7 +77,7 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, pairs=None
             s = sur.replace(params=pp)
             return sg.fold(s, th, jnp.zeros((n_steps, 2 * n), dtype),
                            lambda acc, i, t: acc.at[i - 1].set(
-                               jnp.concatenate([jnp.sin(t), jnp.cos(t)], -1)),
+                               jnp.concatenate(sincos(t), -1)),
                            dt=delta, n_steps=n_steps, t0=t0, field=sg.Sparse(),
                            solver=solver)
 
@@ -126,7 +137,7 @@ def _runs(ids: np.ndarray):
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
                     *, delta: float, block: int = 125, theta_b=None,
                     on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2),
-                    pairs: bool = False) -> LaneStatistics:
+                    pairs: bool = True) -> LaneStatistics:
     """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
 
     Args:
@@ -145,10 +156,10 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
         solver: the RK4 loop's options (``surrogate.FixedStep``; two steps per scan iteration
             are 10-15 % faster on lanes, benchmarks/lorenz_plane.py).
         pairs: on lanes, one exponential per undirected edge where the graph and every
-            point's B allow it (``surrogate.edge_pairs``: the same numbers, bit for bit).
-            Faster only for wide blocks of lanes (benchmarks/lorenz_plane.py, 2 cores: 64
-            points x 1 replication 1.15-1.40x; 64 x 3 replications 1.03x; 25 x 3 0.77x),
-            so off by default (the main job's planes run 3 replications).
+            point's B allow it (``surrogate.edge_pairs``: the same numbers, bit for bit),
+            instead of one per neighbour slot. The replications share the lanes with the
+            points (lane p R + r, each driven by its own series), so a plane of 64 points x 3
+            replications is one block of 192 lanes (benchmarks/lorenz_plane.py).
     """
     xy = jnp.asarray(xy, base.dtype)
     targets = np.asarray(targets, np.float64)

@@ -37,6 +37,7 @@ from surrogate.model import (
     slot_sums,
 )
 from surrogate.rk4 import FixedStep, Solution
+from surrogate.trig import sincos
 
 __all__ = ["PhaseMeans", "EdgePairs", "edge_pairs", "fold_batch", "simulate_batch", "batch_leaf",
            "batch_size"]
@@ -137,7 +138,8 @@ def edge_pairs(sur: Surrogate, params: Params | None = None) -> EdgePairs | None
 
 
 def _lanes_rhs(sur: Surrogate, p: Params, field: Sparse, pairs: EdgePairs | None = None):
-    """f(theta (N, G), u (M,)) -> dtheta/dt (N, G) for per-system parameters ``p`` on lanes:
+    """f(theta (N, G), u (M,) or (M, R)) -> dtheta/dt (N, G) for per-system parameters ``p`` on
+    lanes (R drives: system g driven by drive g mod R):
     per-oscillator leaves (N, G), B and K (M, M, G); always the neighbour-slot loop, unrolled
     as ``field`` says when the graph has at most ``field.slot_loop_max`` slots. With ``pairs``
     (``edge_pairs``) one exponential per undirected edge, read by both of its slots."""
@@ -152,8 +154,10 @@ def _lanes_rhs(sur: Surrogate, p: Params, field: Sparse, pairs: EdgePairs | None
         edge_xs = (a, b, p.B[pop[a], pop[b]], tab.shift[a],
                    pairs.mask.astype(sur.dtype)[..., None])
 
-    def f(theta, u):
-        c, s = jnp.cos(theta), jnp.sin(theta)
+    def f(theta, u):  # u (M,) shared or (M, R): R drives
+        # computed once: without the barrier XLA fuses the polynomial into the gathers of
+        # every neighbour slot (the lanes 1.3x slower)
+        s, c = jax.lax.optimization_barrier(sincos(theta))
         exps = None
         if pairs is not None:
             def chunk(_, xs):  # the expression of slot_sums: the same rounding
@@ -165,13 +169,25 @@ def _lanes_rhs(sur: Surrogate, p: Params, field: Sparse, pairs: EdgePairs | None
             _, e = jax.lax.scan(chunk, None, edge_xs)
             exps = e.reshape(-1, e.shape[-1]), pairs.slots  # (C N, G)
         coupling = slot_sums(c, s, tab, nbr, sur.normalisation, exps)
-        return input_terms(theta, u[pop][:, None], p, (c, s)) + coupling
+        if u.ndim == 1:
+            return input_terms(theta, u[pop][:, None], p, (c, s)) + coupling
+        # R drives (M, R), system g driven by drive g mod R: the lanes seen as (N, G / R, R),
+        # so the encodings of shared parameters are computed once per drive, not per system
+        r = u.shape[-1]
+
+        def split(x):  # (..., G) -> (..., G / R, R); shared (..., 1) -> (..., 1, 1)
+            return x[..., None] if x.shape[-1] == 1 else x.reshape(*x.shape[:-1], -1, r)
+
+        lanes = split(theta)
+        terms = input_terms(lanes, u[pop][:, None, :], jax.tree.map(split, p),
+                            (split(c), split(s)))
+        return jnp.broadcast_to(terms, lanes.shape).reshape(coupling.shape) + coupling
 
     return f
 
 
 def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params, field, solver,
-                pairs) -> Solution:
+                pairs, inputs=None) -> Solution:
     """``Solution`` (y1 (N, G), acc) after ``n_steps`` steps; ``update(acc, n, theta (N, G))``."""
     if not isinstance(field, Sparse):
         raise ValueError(f"the batched path evaluates the field by surrogate.Sparse, got {field!r}")
@@ -202,8 +218,13 @@ def _lanes_fold(sur, theta0, init, update, dt, n_steps, t0, params, field, solve
     dt = jnp.asarray(dt, dtype)
     step = driven_step(_lanes_rhs(sur, p, field, pairs), dt, m, dtype, solver)
     theta0 = jnp.moveaxis(batch_leaf(theta0, (n,), g, dtype, "theta0"), 0, -1)
-    return rk4.fold(step, theta0, init, update,
-                    run_drive(sur, t0, dt, n_steps), n_steps, unroll=solver.unroll)
+    if inputs is None:
+        inputs = run_drive(sur, t0, dt, n_steps)
+    elif not (jnp.shape(inputs)[:3] == (n_steps, 4, m) and jnp.ndim(inputs) in (3, 4)
+              and (jnp.ndim(inputs) == 3 or g % jnp.shape(inputs)[3] == 0)):
+        raise ValueError(f"inputs must have shape {(n_steps, 4, m)} or {(n_steps, 4, m)} + "
+                         f"(R,) with R dividing the {g} systems, got {jnp.shape(inputs)}")
+    return rk4.fold(step, theta0, init, update, inputs, n_steps, unroll=solver.unroll)
 
 
 def fold_batch(
@@ -219,17 +240,21 @@ def fold_batch(
     field: Sparse = Sparse(),
     solver: FixedStep = FixedStep(),
     pairs: EdgePairs | str | None = None,
+    inputs: jax.Array | None = None,
 ) -> Solution:
     """``fold`` for a batch of G systems on the shared graph of ``sur``: fold
     ``acc = update(acc, n, theta_n)`` over the states after each RK4 step, ``theta_n`` (G, N) at
     t0 + n dt, n = 1..n_steps (int32). ``theta0``, ``params`` and ``pairs`` as in
-    ``simulate_batch``.
+    ``simulate_batch``. ``inputs``: the drive at the four RK4 stage times of every step
+    instead of ``sur``'s drive (``surrogate.rk4.stage_drive``), (n_steps, 4, M) shared or
+    (n_steps, 4, M, R) for R drives, system g driven by drive g mod R (R divides G; P points
+    times R drives on one set of lanes, point-major).
 
     Returns:
         ``Solution`` with ``y1`` (G, N) the phases at t0 + n_steps dt and ``acc``.
     """
     sol = _lanes_fold(sur, theta0, init, lambda a, i, th: update(a, i, th.T), dt, n_steps, t0,
-                      params, field, solver, pairs)
+                      params, field, solver, pairs, inputs)
     return sol.replace(y1=sol.y1.T)
 
 

@@ -38,6 +38,7 @@ from flax import struct
 
 from surrogate.coupling import Coupling, Tied, block_matrix
 from surrogate.network import Network, build_network
+from surrogate.trig import sincos
 
 __all__ = [
     "Field",
@@ -418,7 +419,7 @@ def rhs(
         d = theta[None, :] - theta[:, None]
         w = tab.kappa * _attention(jnp.cos(d), tab, sur.normalisation)
         return input_terms(theta, u_i, sur.params) + jnp.sum(w * jnp.sin(d), axis=-1)
-    c, s = jnp.cos(theta), jnp.sin(theta)
+    s, c = sincos(theta)
     if isinstance(field, Sparse) and tab.mask.shape[1] <= field.slot_loop_max:
         coupling = slot_sums(c, s, tab, sur.network.neighbours, sur.normalisation)
     else:

@@ -150,3 +150,37 @@ def test_fold_batch_equals_vmapped_fold():
     acc = sol.acc
     assert float(acc.min()) > 0
     assert float(jnp.abs(acc - acc[0][None, :]).max()) > 1e-3  # the systems differ
+
+
+@pytest.mark.parametrize("anchored", [True, False])
+def test_lanes_driven_by_several_drives_equal_one_run_per_drive(anchored):
+    """``inputs`` (n_steps, 4, M, R): P points x R drives on one set of lanes (system g driven
+    by drive g mod R) give each drive's own run exactly; shared encodings are computed per
+    drive. A shape that does not divide the systems is refused."""
+    _, theta0 = system(F64, "softmax")
+    sur = sg.paper_preset(jax.random.key(0), sizes=(20, 30), dtype=F64, anchor=4.0)
+    params = batch_params(sur, g=3)  # per-system omega, gain, B, K; no anchoring
+    if anchored:  # shared anchoring: psi computed once per drive
+        params = params.replace(anchor=sur.params.anchor, encoding_gain=sur.params.encoding_gain,
+                                encoding_offset=sur.params.encoding_offset)
+    else:  # every per-oscillator term shared: (N, 1, R) broadcast to the lanes
+        params = params.replace(omega=sur.params.omega, gain=sur.params.gain)
+    ts = jnp.linspace(0.0, 3.0, 301, dtype=F64)
+    drives = [jnp.stack([jnp.sin(w * ts), jnp.cos(0.7 * w * ts)], -1) for w in (1.3, 2.1)]
+    runs = []
+    for values in drives:
+        s = sur.replace(drive=sg.make_drive(ts, values))
+        runs.append(sg.fold_batch(s, theta0, (), lambda a, i, t: a, dt=0.01, n_steps=STEPS,
+                                  params=params).y1)
+    u = jnp.stack([sg.rk4.stage_drive(sur.replace(drive=sg.make_drive(ts, v)).drive_at, 0.0,
+                                      jnp.asarray(0.01, F64), STEPS, F64) for v in drives], -1)
+    lanes = params.replace(**{name: jnp.repeat(getattr(params, name), 2, axis=0) for name in (
+        "B", "K", "omega", "gain") if getattr(params, name).ndim > (1, 2)[name in "BK"]})
+    both = sg.fold_batch(sur, theta0, (), lambda a, i, t: a, dt=0.01, n_steps=STEPS,
+                         params=lanes, inputs=u).y1
+    np.testing.assert_array_equal(both[0::2], runs[0])
+    np.testing.assert_array_equal(both[1::2], runs[1])
+    assert float(jnp.abs(runs[0] - runs[1]).max()) > 1e-3  # the drives matter
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        sg.fold_batch(sur, theta0, (), lambda a, i, t: a, dt=0.01, n_steps=STEPS,
+                      params=params, inputs=jnp.zeros((STEPS, 4, 2, 2), F64))
