@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the sweep engine, the fixed-step fast path and the fused Pallas kernel (issue 5),
-# in under 5 minutes.
+# the Lorenz plane and the phases' sines and cosines (issue 24), in under 8 minutes.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, on a GPU machine
 #
 # Uses the Python found as $PYTHON (default: python) with JAX for CUDA already installed;
-# installs nothing and needs no network. Sets PYTHONPATH=. itself. Five parts, each under its
-# own time limit (about 290 s in all) so that the later ones still run if one is slow; a variant
+# installs nothing and needs no network. Sets PYTHONPATH=. itself. Seven parts, each under its
+# own time limit (about 470 s in all) so that the later ones still run if one is slow; a variant
 # that fails to compile or run prints its error in full and the others go on:
 #   1. the plain-JAX paths agree on the GPU: final phases after 200 float32 steps of the naive
 #      dense baseline, diffrax RK4, the fast path (dense, sparse), simulate_batch (points on
@@ -24,8 +24,10 @@
 #   (3 and 4 time the first run after an ahead-of-time compile, --no-warmup, to fit the budget)
 #   5. the engine's scaling with grid size (16^2 .. 128^2) and oscillators (100 .. 1000),
 #      1000 steps;
-#   6. the Lorenz observer plane (benchmarks/lorenz_plane.py, 64 points, shorter series): the
-#      batched engine against the per-point path, point-steps/s, equal results.
+#   6. the Lorenz observer plane (benchmarks/lorenz_plane.py --before, 64 points, the default
+#      series): the batched engine against the per-point path and the code before, point-steps/s,
+#      equal results;
+#   7. surrogate.trig.sincos against XLA's sin and cos (benchmarks/trig.py).
 # Pallas settings are POINTS_PER_PROGRAM:NUM_WARPS[:rcROWS_PER_CHUNK][:r1] (benchmarks/
 # sweep.py --help). On an H100 at 1000 steps, before input anchoring: 16:4:rc16 0.245 s,
 # 16:4:rc8 0.30 s, 32:8:rc8 0.256 s, 32:8:rc16 0.51 s, plain-JAX fast sparse 0.46 s. Two
@@ -35,7 +37,7 @@
 # Exit status: 1 if an agreement check failed (or timed out), 0 otherwise.
 # Sizes can be overridden to try the script on a CPU (the Pallas parts then need
 # PALLAS_FLAGS=--pallas-interpret), e.g.
-#   GRID=2 STEPS=10 CHECK_GRID=2 CHECK_STEPS=10 SCALE_GRID=4 SCALE_N=100 SCALE_STEPS=10 PLANE_GRID=2 \
+#   GRID=2 STEPS=10 CHECK_GRID=2 CHECK_STEPS=10 SCALE_GRID=4 SCALE_N=100 SCALE_STEPS=10 PLANE_GRID=2 PLANE_TRAIN=250 \
 #       PALLAS=4:4 PALLAS_CHECK=4:4 PALLAS_FLAGS=--pallas-interpret \
 #       bash benchmarks/gpu_check.sh
 set -u
@@ -85,9 +87,12 @@ echo; echo "== 5. engine scaling ($SCALE_STEPS steps)"
 timeout 20 "$PY" benchmarks/sweep.py --steps 0 --scale-grid "$SCALE_GRID" --scale-n "$SCALE_N" \
     --scale-steps "$SCALE_STEPS" --only engine || echo "(part 5 stopped: exit $?)"
 
-echo; echo "== 6. the Lorenz observer plane: lanes against per-point"
-timeout 120 "$PY" benchmarks/lorenz_plane.py --grid "${PLANE_GRID:-8}" --train 500 --val 125 \
-    --test 125 --repeat 1 || echo "(part 6 stopped: exit $?)"
+echo; echo "== 6. the Lorenz observer plane: lanes against per-point and the code before"
+timeout 150 "$PY" benchmarks/lorenz_plane.py --grid "${PLANE_GRID:-8}" --train "${PLANE_TRAIN:-2000}" \
+    --repeat 1 --before || echo "(part 6 stopped: exit $?)"
+
+echo; echo "== 7. sin and cos of the phases: surrogate.trig against XLA"
+timeout 30 "$PY" benchmarks/trig.py --lanes 4096 --iterations 200 || echo "(part 7 stopped: exit $?)"
 
 echo; echo "== done in $(( $(date +%s) - start )) s, agreement status $status"
 exit $status
