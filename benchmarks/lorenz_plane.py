@@ -8,7 +8,7 @@ One process, one problem: the main job's default plane (tied reading, g x g poin
 validation 250, test 250 samples of 0.04) for R replications, through
 
 * lanes: ``lorenz.lanes.lane_statistics`` as the main job runs it (``surrogate.fold_batch``:
-  the points times the replications on the minor axis, sharded over the CPU devices; one
+  the points times the replications on the minor axis, sharded over the CPU devices; on CPU one
   exponential per undirected edge, ``surrogate.edge_pairs``; features by block; float64 Gram
   products on the host);
 * lanes, one exp per slot: the same with ``pairs=False`` (the exponentials per neighbour slot);
@@ -101,7 +101,7 @@ solver = sg.FixedStep(stage_loop=not args.unrolled_stages, unroll=args.unroll)
 host = {}
 
 
-def lanes(on_lanes=True, pairs=True, name="lanes"):
+def lanes(on_lanes=True, pairs=None, name="lanes"):
     ls = lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta,
                          block=args.block, on_lanes=on_lanes, solver=solver, pairs=pairs)
     host[name] = ls.host_seconds

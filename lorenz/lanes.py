@@ -137,7 +137,7 @@ def _runs(ids: np.ndarray):
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
                     *, delta: float, block: int = 125, theta_b=None,
                     on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2),
-                    pairs: bool = True) -> LaneStatistics:
+                    pairs: bool | None = None) -> LaneStatistics:
     """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
 
     Args:
@@ -157,9 +157,11 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             are 10-15 % faster on lanes, benchmarks/lorenz_plane.py).
         pairs: on lanes, one exponential per undirected edge where the graph and every
             point's B allow it (``surrogate.edge_pairs``: the same numbers, bit for bit),
-            instead of one per neighbour slot. The replications share the lanes with the
-            points (lane p R + r, each driven by its own series), so a plane of 64 points x 3
-            replications is one block of 192 lanes (benchmarks/lorenz_plane.py).
+            instead of one per neighbour slot; None: on CPU only (an H200 ran the plane 2.8x
+            slower with it, likely since the loop over chunks of edges runs small kernels one
+            after the other). The replications share the lanes with the points (lane p R + r,
+            each driven by its own series), so a plane of 64 points x 3 replications is one
+            block of 192 lanes (benchmarks/lorenz_plane.py).
     """
     xy = jnp.asarray(xy, base.dtype)
     targets = np.asarray(targets, np.float64)
@@ -170,6 +172,8 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     g = batch_size(params, jnp.zeros(base.network.n))
     n, z_dim = base.network.n, targets.shape[-1]
     theta = jnp.broadcast_to(jnp.asarray(theta0, base.dtype), (r, g, n))
+    if pairs is None:
+        pairs = jax.devices()[0].platform == "cpu"
     pairs = sg.edge_pairs(base, params) if pairs and on_lanes else None
     params, theta = _sharded(params, theta, g)
     ts = delta * jnp.arange(total, dtype=base.dtype)

@@ -1,9 +1,11 @@
 """sin and cos of the phases, together.
 
-XLA:CPU evaluates float32 ``sin`` and ``cos`` element by element, about 3.7 ns an element each
-on the 2-core reference machine, against ~0.3 ns for both by the polynomial below
-(``benchmarks/trig.py``); the phases' sines and cosines are a third of the batched engine's
-work. Float32: reduction by pi/2 in four parts (Cody-Waite; the first three of 8 significant
+XLA:CPU evaluates float32 ``sin`` and ``cos`` element by element, 2.3-3.7 ns an element each on
+the 2-core reference machine, against 0.3-0.6 ns for both by the polynomial below
+(``benchmarks/trig.py``: 7.7-9.3x); the phases' sines and cosines were a third of the batched
+engine's work. On other platforms XLA's own are as fast (an H200: 0.02 ns against 0.03) and are
+kept (``jax.lax.platform_dependent``: chosen where the program is lowered). Float32 on CPU:
+reduction by pi/2 in four parts (Cody-Waite; the first three of 8 significant
 bits, so k pi/2 is exact for |k| < 2^16), then Taylor polynomials on [-pi/4, pi/4] (truncation
 below 3e-8). Absolute error at most 2e-7 for |x| < 1e5 rad (XLA's: 3e-8; ``tests/test_trig.py``),
 beyond which the reduction loses accuracy. Float64 (and every other dtype): ``jnp.sin``,
@@ -32,11 +34,11 @@ def _horner(coefs, r2):
     return out
 
 
-def sincos(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(sin x, cos x), each of the shape and dtype of ``x`` (radians); differentiable."""
-    x = jnp.asarray(x)
-    if x.dtype != jnp.float32:
-        return jnp.sin(x), jnp.cos(x)
+def _xla(x):
+    return jnp.sin(x), jnp.cos(x)
+
+
+def _polynomial(x):
     k = jnp.round(x * np.float32(2 / np.pi))
     r = x
     for part in _PI_2:  # |r| <= pi/4
@@ -49,3 +51,11 @@ def sincos(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     sin = jnp.where(swap, c, s)
     cos = jnp.where(swap, s, c)
     return jnp.where(q >= 2, -sin, sin), jnp.where((q == 1) | (q == 2), -cos, cos)
+
+
+def sincos(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sin x, cos x), each of the shape and dtype of ``x`` (radians); differentiable."""
+    x = jnp.asarray(x)
+    if x.dtype != jnp.float32:
+        return _xla(x)
+    return jax.lax.platform_dependent(x, cpu=_polynomial, default=_xla)
