@@ -17,9 +17,12 @@ the same steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -137,7 +140,8 @@ def _runs(ids: np.ndarray):
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
                     *, delta: float, block: int = 125, theta_b=None,
                     on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2),
-                    pairs: bool | None = None) -> LaneStatistics:
+                    pairs: bool | None = None, host_threads: int | None = None
+                    ) -> LaneStatistics:
     """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
 
     Args:
@@ -162,6 +166,10 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             after the other). The replications share the lanes with the points (lane p R + r,
             each driven by its own series), so a plane of 64 points x 3 replications is one
             block of 192 lanes (benchmarks/lorenz_plane.py).
+        host_threads: threads for the host's Gram products, the lanes divided among them
+            (bit-identical sums); None: 1 when the dynamics run on the CPU (XLA's threads
+            hold the cores), else every core of the process (a GPU's lanes are bound by the
+            host: benchmarks/lorenz_plane.py).
     """
     xy = jnp.asarray(xy, base.dtype)
     targets = np.asarray(targets, np.float64)
@@ -172,8 +180,11 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     g = batch_size(params, jnp.zeros(base.network.n))
     n, z_dim = base.network.n, targets.shape[-1]
     theta = jnp.broadcast_to(jnp.asarray(theta0, base.dtype), (r, g, n))
+    on_cpu = jax.devices()[0].platform == "cpu"
     if pairs is None:
-        pairs = jax.devices()[0].platform == "cpu"
+        pairs = on_cpu
+    if host_threads is None:
+        host_threads = 1 if on_cpu else len(os.sched_getaffinity(0))
     pairs = sg.edge_pairs(base, params) if pairs and on_lanes else None
     params, theta = _sharded(params, theta, g)
     ts = delta * jnp.arange(total, dtype=base.dtype)
@@ -198,13 +209,25 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             x[..., :2 * n] = feats[:, :, a:b]
             x[..., 2 * n] = 1.0
             x[..., 2 * n + 1:] = targets[:, None, lo + a:lo + b]
-            for i in np.ndindex(r, g):  # 2-D products: BLAS on contiguous rows, no copies
-                gram[i + (split,)] += x[i].T @ x[i]
+
+            def products(lanes, x=x, split=split):  # 2-D products: BLAS on contiguous rows
+                c = time.thread_time()
+                for i in lanes:
+                    gram[i + (split,)] += x[i].T @ x[i]
+                return time.thread_time() - c
+
+            lanes = list(np.ndindex(r, g))
+            if pool is not None:  # NumPy's BLAS releases the GIL: the lanes in parallel
+                host += sum(pool.map(products, [lanes[j::host_threads]
+                                                for j in range(host_threads)]))
+            else:
+                products(lanes)
         host += time.thread_time() - c0
 
     pending = None
     n_blocks = -(-(total - 1) // block)
-    with one_blas_thread():
+    pool = ThreadPoolExecutor(host_threads) if host_threads > 1 else None
+    with one_blas_thread(), pool or contextlib.nullcontext():
         for k in range(n_blocks):
             if ids[k * block + 1:(k + 1) * block + 1].max() < 0:  # washout only: no features
                 theta, _ = _advance(base, params, theta, ts, xy, jnp.int32(k), pairs,
