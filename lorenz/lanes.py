@@ -54,10 +54,13 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, pairs=None
             drive = base.replace(drive=sg.make_drive(ts, xy_r)).drive_at
             return sg.rk4.stage_drive(drive, t0, jnp.asarray(delta, dtype), n_steps, dtype)
 
+        def per_lane(name):  # a point's leaf for each of its R lanes; shared leaves as they are
+            v = getattr(params, name)
+            batched = v is not None and jnp.ndim(v) == (3 if name in ("B", "K") else 2)
+            return jnp.repeat(v, r, axis=0) if batched else v
+
         u = jnp.moveaxis(jax.vmap(stage_inputs)(xy), 0, -1)  # (n_steps, 4, M, R)
-        lanes = sg.Params(**{name: jnp.repeat(v, r, axis=0) if jnp.ndim(v) == (
-            3 if name in ("B", "K") else 2) else v for name, v in (
-                (name, getattr(params, name)) for name in params.__dataclass_fields__)})
+        lanes = sg.Params(**{name: per_lane(name) for name in params.__dataclass_fields__})
 
         def update(acc, i, th):  # th (P R, N)
             return acc.at[i - 1].set(jnp.concatenate(sincos(th), -1))
