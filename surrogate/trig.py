@@ -2,14 +2,13 @@
 
 XLA:CPU evaluates float32 ``sin`` and ``cos`` element by element, 2.3-3.7 ns an element each on
 the 2-core reference machine, against 0.3-0.6 ns for both by the polynomial below
-(``benchmarks/trig.py``: 7.7-9.3x); the phases' sines and cosines were a third of the batched
+(``benchmarks/trig.py``: 7.7-12.9x); the phases' sines and cosines were a third of the batched
 engine's work. On other platforms XLA's own are as fast (an H200: 0.02 ns against 0.03) and are
 kept (``jax.lax.platform_dependent``: chosen where the program is lowered). Float32 on CPU:
-reduction by pi/2 in four parts (Cody-Waite; the first three of 8 significant
-bits, so k pi/2 is exact for |k| < 2^16), then Taylor polynomials on [-pi/4, pi/4] (truncation
-below 3e-8). Absolute error at most 2e-7 for |x| < 1e5 rad (XLA's: 3e-8; ``tests/test_trig.py``),
-beyond which the reduction loses accuracy. Float64 (and every other dtype): ``jnp.sin``,
-``jnp.cos``.
+reduction by pi/2 in four parts (Cody-Waite; the first three of 8 significant bits, so k pi/2
+is exact for |k| < 2^16), then Taylor polynomials on [-pi/4, pi/4] (truncation below 3e-8).
+Absolute error at most 2e-7 for |x| < 1e5 rad (XLA's: 3e-8; ``tests/test_trig.py``), beyond
+which the reduction loses accuracy. Float64 (and every other dtype): ``jnp.sin``, ``jnp.cos``.
 """
 
 from __future__ import annotations
