@@ -48,6 +48,9 @@ parser.add_argument("--repeat", type=int, default=3, help="timed runs per path (
                     "is reported)")
 parser.add_argument("--unrolled-stages", action="store_true",
                     help="FixedStep(stage_loop=False): the four RK4 stages unrolled")
+parser.add_argument("--gram-on", choices=("host", "device"), default=None,
+                    help="where the lanes sum their Gram products (default: the host on CPU, "
+                    "the device elsewhere)")
 parser.add_argument("--unroll", type=int, default=2, help="FixedStep(unroll=...): steps per "
                     "scan iteration")
 args = parser.parse_args()
@@ -103,7 +106,8 @@ host = {}
 
 def lanes(on_lanes=True, pairs=None, name="lanes"):
     ls = lane_statistics(base, params, theta0, xy, z, splits, delta=series[0].delta,
-                         block=args.block, on_lanes=on_lanes, solver=solver, pairs=pairs)
+                         block=args.block, on_lanes=on_lanes, solver=solver, pairs=pairs,
+                         gram_on=args.gram_on)
     host[name] = ls.host_seconds
     return ls.stats
 

@@ -17,12 +17,9 @@ the same steps.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -143,8 +140,7 @@ def _runs(ids: np.ndarray):
 def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, splits: Splits,
                     *, delta: float, block: int = 125, theta_b=None,
                     on_lanes: bool = True, solver: sg.FixedStep = sg.FixedStep(unroll=2),
-                    pairs: bool | None = None, host_threads: int | None = None
-                    ) -> LaneStatistics:
+                    pairs: bool | None = None, gram_on: str | None = None) -> LaneStatistics:
     """Observer statistics of P points (``params`` leaves batched (P, ...)) and R replications.
 
     Args:
@@ -169,10 +165,11 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             after the other). The replications share the lanes with the points (lane p R + r,
             each driven by its own series), so a plane of 64 points x 3 replications is one
             block of 192 lanes (benchmarks/lorenz_plane.py).
-        host_threads: threads for the host's Gram products, the lanes divided among them
-            (bit-identical sums); None: 1 when the dynamics run on the CPU (XLA's threads
-            hold the cores), else every core of the process (a GPU's lanes are bound by the
-            host: benchmarks/lorenz_plane.py).
+        gram_on: where the Gram products are summed, in float64: "host" (NumPy's BLAS, one
+            product per lane and split run, overlapping the next block's dynamics) or "device"
+            (one XLA program per block under a scoped x64 flag, the statistics left on the
+            device until the end); None: the host on CPU, the device elsewhere (an H200's
+            lanes were bound by the host: benchmarks/lorenz_plane.py).
     """
     xy = jnp.asarray(xy, base.dtype)
     targets = np.asarray(targets, np.float64)
@@ -186,51 +183,51 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     on_cpu = jax.devices()[0].platform == "cpu"
     if pairs is None:
         pairs = on_cpu
-    if host_threads is None:
-        host_threads = 1 if on_cpu else len(os.sched_getaffinity(0))
+    if gram_on is None:
+        gram_on = "host" if on_cpu else "device"
+    if gram_on not in ("host", "device"):
+        raise ValueError(f"gram_on must be 'host', 'device' or None, got {gram_on!r}")
     pairs = sg.edge_pairs(base, params) if pairs and on_lanes else None
     params, theta = _sharded(params, theta, g)
     ts = delta * jnp.arange(total, dtype=base.dtype)
     ids = np.concatenate([splits.ids(), -np.ones(block, int)])
     width = 2 * n + 1 + z_dim
     gram = np.zeros((r, g, 3, width, width))
+    if gram_on == "device":
+        with jax.enable_x64(True):
+            gram = jnp.zeros(gram.shape, jnp.float64)
     first = splits.washout  # the first training sample
     at_first = None
     host = 0.0
 
-    def add(k, feats):
-        nonlocal at_first, host
-        feats = np.asarray(feats)  # (R, P, block, 2N) float32
+    def add(k, feats):  # feats (R, P, block, 2N) float32
+        nonlocal at_first, gram, host
         c0 = time.thread_time()
         lo = k * block + 1
         if lo <= first < lo + block:
-            at_first = feats[:, :, first - lo]
-        for split, a, b in _runs(ids[lo:lo + block]):
-            if split < 0:
-                continue
+            at_first = np.asarray(feats[:, :, first - lo])
+        runs = tuple(run for run in _runs(ids[lo:lo + block]) if run[0] >= 0)
+        if gram_on == "device":
+            tb = np.zeros((r, block, z_dim))  # the block's targets, zero past the end
+            tb[:, :total - lo] = targets[:, lo:lo + block]
+            with jax.enable_x64(True):
+                gram = _device_gram(gram, feats, tb, runs)
+            host += time.thread_time() - c0
+            return
+        feats = np.asarray(feats)
+        c0 = time.thread_time()
+        for split, a, b in runs:
             x = np.empty((r, g, b - a, width))
             x[..., :2 * n] = feats[:, :, a:b]
             x[..., 2 * n] = 1.0
             x[..., 2 * n + 1:] = targets[:, None, lo + a:lo + b]
-
-            def products(lanes, x=x, split=split):  # 2-D products: BLAS on contiguous rows
-                c = time.thread_time()
-                for i in lanes:
-                    gram[i + (split,)] += x[i].T @ x[i]
-                return time.thread_time() - c
-
-            lanes = list(np.ndindex(r, g))
-            if pool is not None:  # NumPy's BLAS releases the GIL: the lanes in parallel
-                host += sum(pool.map(products, [lanes[j::host_threads]
-                                                for j in range(host_threads)]))
-            else:
-                products(lanes)
+            for i in np.ndindex(r, g):  # 2-D products: BLAS on contiguous rows, no copies
+                gram[i + (split,)] += x[i].T @ x[i]
         host += time.thread_time() - c0
 
     pending = None
     n_blocks = -(-(total - 1) // block)
-    pool = ThreadPoolExecutor(host_threads) if host_threads > 1 else None
-    with one_blas_thread(), pool or contextlib.nullcontext():
+    with one_blas_thread():
         for k in range(n_blocks):
             if ids[k * block + 1:(k + 1) * block + 1].max() < 0:  # washout only: no features
                 theta, _ = _advance(base, params, theta, ts, xy, jnp.int32(k), pairs,
@@ -256,8 +253,21 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
         fb = np.asarray(fb)[:, :, first - (k_first * block + 1)]
         distance = wrapped_distance(at_first[..., :n], at_first[..., n:], fb[..., :n],
                                     fb[..., n:])
-    return LaneStatistics(stats=NormalEquations.from_gram(gram, z_dim), distance=distance,
-                          host_seconds=host)
+    return LaneStatistics(stats=NormalEquations.from_gram(np.asarray(gram), z_dim),
+                          distance=distance, host_seconds=host)
+
+
+@functools.partial(jax.jit, static_argnames="runs", donate_argnums=0)
+def _device_gram(gram, feats, targets, runs):
+    """``gram`` (R, P, S, W, W) float64 plus X^T X of each run (split, a, b) of the block's
+    samples, X = [f, 1, z]: feats (R, P, block, 2N), targets (R, block, Z). Under x64."""
+    for split, a, b in runs:
+        f = feats[:, :, a:b].astype(jnp.float64)
+        z = jnp.broadcast_to(targets[:, None, a:b], f.shape[:3] + targets.shape[-1:])
+        x = jnp.concatenate([f, jnp.ones(f.shape[:3] + (1,), jnp.float64), z], -1)
+        gram = gram.at[:, :, split].add(jnp.einsum("rpti,rptj->rpij", x, x,
+                                                   precision="highest"))
+    return gram
 
 
 def lane_features(base: sg.Surrogate, params: sg.Params, theta0, xy, *, delta: float,
