@@ -5,10 +5,11 @@ series) on the P R lanes of ``surrogate.fold_batch`` (the state is (N, P R), eve
 elementwise along the lanes; lane p R + r driven by series r) in blocks of ``block`` samples.
 Each block returns the features sin/cos of the phases of its samples (float32); the host adds
 them to the normal equations of every split by one float64 matrix product per block and split
-run, X^T X with X = [f, 1, z] (``readout.NormalEquations.from_gram``). With several devices
-(``xmodal`` makes one per CPU core) the lanes are split over them. The statistics are float64
-whatever the process-wide JAX flags; the dynamics keep the surrogate's dtype. The next block is
-dispatched before the host accumulates the last one, so the two overlap.
+run, X^T X with X = [f, 1, z] (``readout.NormalEquations.from_gram``; off CPU the device sums
+them, ``gram_on``). With several devices (``xmodal`` makes one per CPU core) the lanes are split
+over them. The statistics are float64 whatever the process-wide JAX flags; the dynamics keep
+the surrogate's dtype. The next block is dispatched before the host accumulates the last one,
+so the two overlap.
 
 Blocks follow ``lorenz.observer.observer_statistics`` (block k: steps from t0 = k block delta,
 samples k block + 1 .. (k + 1) block; samples past the end are dropped), so both paths integrate
