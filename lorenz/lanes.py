@@ -52,13 +52,8 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, pairs=None
             drive = base.replace(drive=sg.make_drive(ts, xy_r)).drive_at
             return sg.rk4.stage_drive(drive, t0, jnp.asarray(delta, dtype), n_steps, dtype)
 
-        def per_lane(name):  # a point's leaf for each of its R lanes; shared leaves as they are
-            v = getattr(params, name)
-            batched = v is not None and jnp.ndim(v) == (3 if name in ("B", "K") else 2)
-            return jnp.repeat(v, r, axis=0) if batched else v
-
         u = jnp.moveaxis(jax.vmap(stage_inputs)(xy), 0, -1)  # (n_steps, 4, M, R)
-        lanes = sg.Params(**{name: per_lane(name) for name in params.__dataclass_fields__})
+        lanes = _map_batched(params, lambda v: jnp.repeat(v, r, axis=0))  # a point's R lanes
 
         def update(acc, i, th):  # th (P R, N)
             return acc.at[i - 1].set(jnp.concatenate(sincos(th), -1))
@@ -91,6 +86,17 @@ def _advance(base: sg.Surrogate, params: sg.Params, theta, ts, xy, k, pairs=None
     return jax.vmap(one)(theta, xy)
 
 
+def _map_batched(params: sg.Params, fn) -> sg.Params:
+    """``params`` with ``fn`` applied to the leaves batched over the points (B, K (P, M, M);
+    the others (P, N)); shared leaves and None as they are."""
+    def one(name):
+        v = getattr(params, name)
+        batched = v is not None and jnp.ndim(v) == (3 if name in ("B", "K") else 2)
+        return fn(v) if batched else v
+
+    return sg.Params(**{name: one(name) for name in params.__dataclass_fields__})
+
+
 def _sharded(params: sg.Params, theta, g: int):
     """``params`` leaves batched over the G lanes and theta (R, G, N) split along the lanes
     over the backend's devices (XLA partitions the step; no communication inside it), when
@@ -100,14 +106,8 @@ def _sharded(params: sg.Params, theta, g: int):
         return params, theta
     mesh = jax.sharding.Mesh(np.asarray(devices), ("lanes",))
     spec = jax.sharding.PartitionSpec
-
-    def put(x, batched_ndim):
-        if x is None or jnp.ndim(x) != batched_ndim:
-            return x
-        return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec("lanes")))
-
-    params = sg.Params(**{k: put(getattr(params, k), 3 if k in ("B", "K") else 2)
-                          for k in params.__dataclass_fields__})
+    params = _map_batched(params, lambda x: jax.device_put(
+        x, jax.sharding.NamedSharding(mesh, spec("lanes"))))
     theta = jax.device_put(theta, jax.sharding.NamedSharding(mesh, spec(None, "lanes")))
     return params, theta
 
@@ -193,16 +193,19 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
     ts = delta * jnp.arange(total, dtype=base.dtype)
     ids = np.concatenate([splits.ids(), -np.ones(block, int)])
     width = 2 * n + 1 + z_dim
-    gram = np.zeros((r, g, 3, width, width))
     if gram_on == "device":
         with jax.enable_x64(True):
-            gram = jnp.zeros(gram.shape, jnp.float64)
+            gram = jnp.zeros((r, g, 3, width, width), jnp.float64)
+    else:
+        gram = np.zeros((r, g, 3, width, width))
     first = splits.washout  # the first training sample
     at_first = None
     host = 0.0
 
     def add(k, feats):  # feats (R, P, block, 2N) float32
         nonlocal at_first, gram, host
+        if gram_on == "host":
+            feats = np.asarray(feats)  # waits for the block
         c0 = time.thread_time()
         lo = k * block + 1
         if lo <= first < lo + block:
@@ -213,17 +216,14 @@ def lane_statistics(base: sg.Surrogate, params: sg.Params, theta0, xy, targets, 
             tb[:, :total - lo] = targets[:, lo:lo + block]
             with jax.enable_x64(True):
                 gram = _device_gram(gram, feats, tb, runs)
-            host += time.thread_time() - c0
-            return
-        feats = np.asarray(feats)
-        c0 = time.thread_time()
-        for split, a, b in runs:
-            x = np.empty((r, g, b - a, width))
-            x[..., :2 * n] = feats[:, :, a:b]
-            x[..., 2 * n] = 1.0
-            x[..., 2 * n + 1:] = targets[:, None, lo + a:lo + b]
-            for i in np.ndindex(r, g):  # 2-D products: BLAS on contiguous rows, no copies
-                gram[i + (split,)] += x[i].T @ x[i]
+        else:
+            for split, a, b in runs:
+                x = np.empty((r, g, b - a, width))
+                x[..., :2 * n] = feats[:, :, a:b]
+                x[..., 2 * n] = 1.0
+                x[..., 2 * n + 1:] = targets[:, None, lo + a:lo + b]
+                for i in np.ndindex(r, g):  # 2-D products: BLAS on contiguous rows
+                    gram[i + (split,)] += x[i].T @ x[i]
         host += time.thread_time() - c0
 
     pending = None
